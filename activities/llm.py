@@ -1,0 +1,393 @@
+"""The ``chorus.call_llm`` activity: one completion from one provider.
+
+Temporal owns retries: the SDK clients are built with ``max_retries=0`` and every failure is
+mapped to an ``ApplicationError`` whose type (see :mod:`chorus.errors`) tells the retry policy
+and the workflow's provider fallback what to do:
+
+- HTTP 429 -> ``RateLimited``; 408, 409, 5xx, timeouts and connection errors ->
+  ``ProviderUnavailable``: retryable, with ``Retry-After``/``retry-after-ms`` as the next retry
+  delay (capped by ``CHORUS_MAX_RETRY_AFTER_S``).
+- 401/403 -> ``ProviderAuthError``, 404 -> ``ModelNotFound``: non-retryable, next provider.
+- Other 4xx -> ``InvalidRequest``: non-retryable and no fallback.
+
+The mapping follows temporalio's own ``contrib/openai_agents`` model activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import anthropic
+import openai
+from anthropic import AsyncAnthropic
+from openai import AsyncOpenAI
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.prompts import Prompt, build_prompt
+from chorus import errors
+from chorus.models import LLMRequest, LLMResponse
+from chorus.names import CALL_LLM_ACTIVITY
+from chorus.pricing import context_window, cost_usd
+from chorus.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass
+class ProviderClients:
+    """SDK clients, built once per worker; ``None`` where the provider is not configured."""
+
+    openai: AsyncOpenAI | None
+    anthropic: AsyncAnthropic | None
+    local: AsyncOpenAI | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderClients:
+        """Build the clients the environment allows.
+
+        The OpenAI and Anthropic SDKs read ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` and
+        ``ANTHROPIC_API_KEY``/``ANTHROPIC_BASE_URL`` themselves; the local provider uses
+        ``CHORUS_LOCAL_BASE_URL``. SDK retries are off (``max_retries=0``).
+        """
+        return cls(
+            openai=AsyncOpenAI(max_retries=0)
+            if settings.provider_configured("openai")[0]
+            else None,
+            anthropic=AsyncAnthropic(max_retries=0)
+            if settings.provider_configured("anthropic")[0]
+            else None,
+            local=AsyncOpenAI(
+                base_url=settings.local_base_url, api_key=settings.local_api_key, max_retries=0
+            )
+            if settings.local_base_url
+            else None,
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP connection pools."""
+        for client in (self.openai, self.anthropic, self.local):
+            if client is not None:
+                await client.close()
+
+
+def parse_retry_after(headers: Mapping[str, str], cap_s: float) -> timedelta | None:
+    """Read a server's retry hint: ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP date).
+
+    Args:
+        headers: Response headers (case-insensitive mapping).
+        cap_s: Largest delay honoured, in seconds.
+
+    Returns:
+        The delay, capped at ``cap_s``; ``None`` when absent or unparseable.
+
+    """
+    seconds: float | None = None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        with contextlib.suppress(ValueError):
+            seconds = float(ms) / 1000.0
+    if seconds is None and (value := headers.get("retry-after")) is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            with contextlib.suppress(TypeError, ValueError):
+                when = email.utils.parsedate_to_datetime(value)
+                seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds is None or seconds < 0:
+        return None
+    return timedelta(seconds=min(seconds, cap_s))
+
+
+def map_provider_error(exc: Exception, provider: str, model: str, cap_s: float) -> ApplicationError:
+    """Translate an OpenAI/Anthropic SDK exception into a typed ``ApplicationError``.
+
+    Args:
+        exc: The SDK exception.
+        provider: Provider name, for the message.
+        model: Model name, for the message.
+        cap_s: Cap on ``Retry-After`` in seconds.
+
+    Returns:
+        An error to raise; see the module docstring for the mapping.
+
+    """
+    attempt = activity.info().attempt if activity.in_activity() else 1
+    where = f"{provider}:{model}"
+    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
+        status = exc.status_code
+        delay = parse_retry_after(exc.response.headers, cap_s)
+        detail = _error_detail(exc)
+        if status == 429:
+            return ApplicationError(
+                f"{where}: rate limited (HTTP 429){detail}",
+                attempt,
+                type=errors.RATE_LIMITED,
+                next_retry_delay=delay,
+            )
+        if status in (408, 409) or status >= 500:
+            return ApplicationError(
+                f"{where}: provider error HTTP {status}{detail}",
+                attempt,
+                type=errors.PROVIDER_UNAVAILABLE,
+                next_retry_delay=delay,
+            )
+        if status in (401, 403):
+            return ApplicationError(
+                f"{where}: authentication refused (HTTP {status}); check the API key{detail}",
+                attempt,
+                type=errors.PROVIDER_AUTH,
+                non_retryable=True,
+            )
+        if status == 404:
+            return ApplicationError(
+                f"{where}: model or endpoint not found (HTTP 404){detail}",
+                attempt,
+                type=errors.MODEL_NOT_FOUND,
+                non_retryable=True,
+            )
+        return ApplicationError(
+            f"{where}: request rejected (HTTP {status}){detail}",
+            attempt,
+            type=errors.INVALID_REQUEST,
+            non_retryable=True,
+        )
+    if isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError):
+        return ApplicationError(
+            f"{where}: request timed out", attempt, type=errors.PROVIDER_UNAVAILABLE
+        )
+    if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
+        return ApplicationError(
+            f"{where}: cannot connect ({exc.__cause__ or exc})",
+            attempt,
+            type=errors.PROVIDER_UNAVAILABLE,
+        )
+    return ApplicationError(
+        f"{where}: unexpected error {type(exc).__name__}: {exc}",
+        attempt,
+        type=errors.PROVIDER_UNAVAILABLE,
+    )
+
+
+def _error_detail(exc: openai.APIStatusError | anthropic.APIStatusError) -> str:
+    body = exc.body
+    message: Any = None
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+    if message is None:
+        message = exc.message
+    text = str(message).strip()
+    return f": {text[:500]}" if text else ""
+
+
+async def _with_heartbeats(call: Awaitable[T]) -> T:
+    """Await ``call`` while heartbeating, so a crashed worker's call is retried quickly."""
+    if not activity.in_activity():
+        return await call
+    timeout = activity.info().heartbeat_timeout
+    if not timeout:
+        return await call
+    interval = max(0.5, timeout.total_seconds() / 3)
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    beater = asyncio.create_task(beat())
+    try:
+        return await call
+    finally:
+        beater.cancel()
+
+
+class LLMActivities:
+    """LLM calls for all providers; holds the SDK clients for the worker's lifetime."""
+
+    def __init__(self, clients: ProviderClients, settings: Settings) -> None:
+        self._clients = clients
+        self._settings = settings
+
+    @activity.defn(name=CALL_LLM_ACTIVITY)
+    async def call_llm(self, req: LLMRequest) -> LLMResponse:
+        """Ask one provider for one completion.
+
+        Args:
+            req: Agent, provider, model, prompt parts and sampling settings.
+
+        Returns:
+            The completion with token usage from the provider's response, its cost in USD
+            (:mod:`chorus.pricing`), latency in ms and the attempt number.
+
+        Raises:
+            ApplicationError: Typed per :mod:`chorus.errors`; ``details[0]`` is the attempt.
+
+        """
+        info = activity.info()
+        window = context_window(req.provider, req.model, self._settings.local_context_tokens)
+        prompt = build_prompt(req, window)
+        if prompt.truncated_chars:
+            activity.logger.warning(
+                "agent %s: cut %d characters of input to fit %s:%s's %d-token context window",
+                req.agent,
+                prompt.truncated_chars,
+                req.provider,
+                req.model,
+                window,
+            )
+        started = time.perf_counter()
+        try:
+            if req.provider == "anthropic":
+                output, model, tin, tout, finish = await _with_heartbeats(
+                    self._call_anthropic(req, prompt)
+                )
+            else:
+                output, model, tin, tout, finish = await _with_heartbeats(
+                    self._call_openai_compatible(req, prompt)
+                )
+        except (openai.OpenAIError, anthropic.AnthropicError) as exc:
+            raise map_provider_error(
+                exc, req.provider, req.model, self._settings.max_retry_after_s
+            ) from exc
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if req.output_schema is not None:
+            output = _check_json(output, req)
+        cost, known = cost_usd(req.provider, model, tin, tout)
+        if not known:
+            cost, known = cost_usd(req.provider, req.model, tin, tout)
+        activity.logger.info(
+            "agent %s answered via %s:%s in %.0f ms (%d in / %d out tokens, $%.6f, attempt %d)",
+            req.agent,
+            req.provider,
+            model,
+            latency_ms,
+            tin,
+            tout,
+            cost,
+            info.attempt,
+        )
+        return LLMResponse(
+            provider=req.provider,
+            model=model,
+            output=output,
+            input_tokens=tin,
+            output_tokens=tout,
+            cost_usd=cost,
+            cost_known=known,
+            latency_ms=round(latency_ms, 3),
+            attempt=info.attempt,
+            finish_reason=finish,
+            truncated_chars=prompt.truncated_chars,
+        )
+
+    def _client_for(self, provider: str) -> Any:
+        client = getattr(self._clients, provider, None)
+        if client is None:
+            _ok, reason = self._settings.provider_configured(provider)
+            raise ApplicationError(
+                f"provider {provider} is not configured on this worker: "
+                f"{reason or 'no client was built'}",
+                activity.info().attempt if activity.in_activity() else 1,
+                type=errors.PROVIDER_NOT_CONFIGURED,
+                non_retryable=True,
+            )
+        return client
+
+    async def _call_openai_compatible(
+        self, req: LLMRequest, prompt: Prompt
+    ) -> tuple[str, str, int, int, str | None]:
+        client: AsyncOpenAI = self._client_for(req.provider).with_options(timeout=req.timeout_s)
+        kwargs: dict[str, Any] = {}
+        extra_body: dict[str, Any] = {}
+        if req.provider == "local":
+            # OpenAI-compatible servers (llama.cpp, vLLM, Ollama) take max_tokens; llama.cpp's
+            # JSON mode needs the schema inside response_format to constrain generation.
+            kwargs["max_tokens"] = req.max_tokens
+            if req.output_schema is not None:
+                extra_body["response_format"] = {"type": "json_object", "schema": req.output_schema}
+        else:
+            kwargs["max_completion_tokens"] = req.max_tokens
+            if req.output_schema is not None:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": f"{req.agent}_output", "schema": req.output_schema},
+                }
+        response = await client.chat.completions.create(
+            model=req.model,
+            messages=[
+                {"role": "system", "content": prompt.system},
+                {"role": "user", "content": prompt.user},
+            ],
+            temperature=req.temperature,
+            extra_body=extra_body or None,
+            **kwargs,
+        )
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "") if choice else ""
+        usage = response.usage
+        return (
+            text.strip(),
+            response.model or req.model,
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+            choice.finish_reason if choice else None,
+        )
+
+    async def _call_anthropic(
+        self, req: LLMRequest, prompt: Prompt
+    ) -> tuple[str, str, int, int, str | None]:
+        client: AsyncAnthropic = self._client_for("anthropic").with_options(timeout=req.timeout_s)
+        kwargs: dict[str, Any] = {}
+        if req.output_schema is not None:
+            # Structured outputs: the API constrains the answer to the schema.
+            kwargs["output_config"] = {
+                "format": {"type": "json_schema", "schema": req.output_schema}
+            }
+        # The Messages API of the pinned SDK (anthropic 2.x) takes no sampling temperature;
+        # the agent's temperature applies to OpenAI-compatible providers only.
+        response = await client.messages.create(
+            model=req.model,
+            max_tokens=req.max_tokens,
+            system=prompt.system,
+            messages=[{"role": "user", "content": prompt.user}],
+            **kwargs,
+        )
+        text = "".join(block.text for block in response.content if block.type == "text")
+        return (
+            text.strip(),
+            response.model or req.model,
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+            response.stop_reason,
+        )
+
+
+def _check_json(output: str, req: LLMRequest) -> str:
+    """Return ``output`` normalised as JSON, or raise a retryable ``InvalidOutput`` error."""
+    text = output.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApplicationError(
+            f"agent {req.agent}: {req.provider}:{req.model} did not answer with JSON as its "
+            f"output_schema requires ({exc.msg} at character {exc.pos})",
+            activity.info().attempt if activity.in_activity() else 1,
+            type=errors.INVALID_OUTPUT,
+        ) from exc
+    if not isinstance(value, dict):
+        raise ApplicationError(
+            f"agent {req.agent}: expected a JSON object, got {type(value).__name__}",
+            activity.info().attempt if activity.in_activity() else 1,
+            type=errors.INVALID_OUTPUT,
+        )
+    return json.dumps(value, ensure_ascii=False, indent=2)

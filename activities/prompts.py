@@ -1,0 +1,120 @@
+"""Prompt assembly for agent calls, shortened to fit the model's context window.
+
+Token counts here are estimates (``CHARS_PER_TOKEN`` characters per token, deliberately low so
+log lines and numbers, which tokenize densely, still fit); the provider's reported usage is what
+Chorus records and prices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from chorus.models import LLMRequest, PriorOutput
+
+CHARS_PER_TOKEN = 3.0
+PROMPT_MARGIN_TOKENS = 96
+"""Room left for chat-template tokens the estimate does not see."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """System and user messages for one call, and how much was cut to fit."""
+
+    system: str
+    user: str
+    truncated_chars: int
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimated token count of ``text`` (``len / CHARS_PER_TOKEN``, rounded up)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def _shorten(text: str, keep: int) -> str:
+    """Keep the first two thirds and last third of ``keep`` characters, marking the cut."""
+    if len(text) <= keep:
+        return text
+    if keep <= 0:
+        return f"[... {len(text)} characters omitted to fit the model's context window ...]"
+    head = keep * 2 // 3
+    tail = keep - head
+    omitted = len(text) - keep
+    return (
+        text[:head]
+        + f"\n[... {omitted} characters omitted to fit the model's context window ...]\n"
+        + (text[-tail:] if tail else "")
+    )
+
+
+def system_prompt(req: LLMRequest) -> str:
+    """Return the agent's instructions, plus the JSON contract when it has an output schema."""
+    if req.output_schema is None:
+        return req.instructions
+    return (
+        req.instructions.rstrip()
+        + "\n\nAnswer only with a JSON object that matches this JSON Schema:\n"
+        + json.dumps(req.output_schema)
+    )
+
+
+def user_prompt(
+    task: str, document: str, document_name: str | None, context: list[PriorOutput]
+) -> str:
+    """Build the user message: the task, the document, and the earlier agents' outputs."""
+    parts = [f"Task: {task.strip()}"]
+    if document:
+        parts.append(f"Document ({document_name or 'input'}):\n<document>\n{document}\n</document>")
+    if context:
+        notes = "\n\n".join(f"### {c.name}\n{c.output.strip()}" for c in context)
+        parts.append(f"Outputs of the earlier agents:\n{notes}")
+    parts.append("Now do your part of the task.")
+    return "\n\n".join(parts)
+
+
+def build_prompt(req: LLMRequest, window_tokens: int) -> Prompt:
+    """Assemble the messages for ``req`` so prompt plus completion fit ``window_tokens``.
+
+    The document is shortened first (head and tail kept, the cut marked in the text); if that is
+    not enough, the earlier outputs are shortened, oldest first. The task and instructions are
+    never cut.
+
+    Args:
+        req: The activity input.
+        window_tokens: The model's context window in tokens.
+
+    Returns:
+        The messages and the number of characters removed (0 when everything fit).
+
+    """
+    system = system_prompt(req)
+    budget = window_tokens - req.max_tokens - PROMPT_MARGIN_TOKENS
+    document, context = req.document, list(req.context)
+
+    def over() -> int:
+        user = user_prompt(req.task, document, req.document_name, context)
+        return estimate_tokens(system) + estimate_tokens(user) - budget
+
+    excess = over()
+    if excess <= 0:
+        return Prompt(system, user_prompt(req.task, document, req.document_name, context), 0)
+    cut = 0
+    excess_chars = math.ceil(excess * CHARS_PER_TOKEN) + 120  # + room for the cut marker
+    if document:
+        keep = max(0, len(document) - excess_chars)
+        cut += len(document) - keep
+        document = _shorten(document, keep)
+        excess_chars = math.ceil(max(0, over()) * CHARS_PER_TOKEN)
+        if excess_chars:
+            excess_chars += 120
+    for i, item in enumerate(context):
+        if excess_chars <= 0:
+            break
+        keep = max(0, len(item.output) - excess_chars)
+        cut += len(item.output) - keep
+        context[i] = PriorOutput(name=item.name, output=_shorten(item.output, keep))
+        excess_chars = math.ceil(max(0, over()) * CHARS_PER_TOKEN)
+        if excess_chars:
+            excess_chars += 120
+    return Prompt(system, user_prompt(req.task, document, req.document_name, context), cut)

@@ -1,0 +1,84 @@
+"""Load and validate agent catalogs (YAML files of :class:`~chorus.models.AgentSpec`).
+
+The file looks like ``chorus/agents.yaml``: a top-level ``agents:`` list. Loading is cached by
+the file's modification time and size, so a worker picks up an edited catalog on the next run
+without a restart while a run in flight keeps the versions it pinned at start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from chorus.models import AgentSpec
+
+
+class CatalogError(ValueError):
+    """An agent catalog that cannot be read or fails validation; the message says where."""
+
+
+_cache: dict[Path, tuple[tuple[int, int], dict[str, AgentSpec]]] = {}
+
+
+def load_catalog(path: Path) -> dict[str, AgentSpec]:
+    """Read, validate and return the agents of a catalog file, keyed by name.
+
+    Args:
+        path: YAML file with a top-level ``agents`` list.
+
+    Returns:
+        Mapping of agent name to its validated specification, in file order.
+
+    Raises:
+        CatalogError: The file is missing or unreadable, is not valid YAML, has no ``agents``
+            list, repeats a name, or an agent fails validation (the message names the agent,
+            the field and the rule).
+
+    """
+    path = Path(path)
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise CatalogError(f"agent catalog {path}: cannot read it ({exc.strerror})") from exc
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _cache.get(path)
+    if cached and cached[0] == key:
+        return cached[1]
+    agents = parse_catalog(path.read_text(encoding="utf-8"), source=str(path))
+    _cache[path] = (key, agents)
+    return agents
+
+
+def parse_catalog(text: str, *, source: str = "<catalog>") -> dict[str, AgentSpec]:
+    """Validate catalog YAML text; see :func:`load_catalog` for the format and errors."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"agent catalog {source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("agents"), list):
+        raise CatalogError(f"agent catalog {source}: expected a top-level 'agents:' list")
+    agents: dict[str, AgentSpec] = {}
+    for index, raw in enumerate(data["agents"]):
+        label = raw.get("name", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
+        try:
+            spec = AgentSpec.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'agent'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise CatalogError(f"agent catalog {source}: agent {label!r}: {problems}") from exc
+        if spec.name in agents:
+            raise CatalogError(f"agent catalog {source}: agent {spec.name!r} is defined twice")
+        agents[spec.name] = spec
+    if not agents:
+        raise CatalogError(f"agent catalog {source}: the 'agents' list is empty")
+    return agents
+
+
+def unknown_agents(names: list[str], catalog: dict[str, AgentSpec]) -> list[str]:
+    """Names not present in ``catalog``, in the order given."""
+    return [n for n in names if n not in catalog]

@@ -1,0 +1,38 @@
+"""Error types raised by Chorus activities and how workflows react to them.
+
+Activities raise ``temporalio.exceptions.ApplicationError`` with ``type`` set to one of these
+names and ``details=[attempt]`` (the activity attempt that raised it). The LLM retry policy marks
+the non-retryable ones; workflow code decides on provider fallback from the type.
+"""
+
+from typing import Final
+
+RATE_LIMITED: Final = "RateLimited"
+"""HTTP 429: retried, honouring ``Retry-After``; fallback once retries are exhausted."""
+PROVIDER_UNAVAILABLE: Final = "ProviderUnavailable"
+"""HTTP 408/409/5xx, timeouts, connection errors: retried; fallback once exhausted."""
+PROVIDER_AUTH: Final = "ProviderAuthError"
+"""HTTP 401/403: not retried; the next provider in the chain is tried."""
+MODEL_NOT_FOUND: Final = "ModelNotFound"
+"""HTTP 404: the provider does not serve the model; not retried; next provider tried."""
+PROVIDER_NOT_CONFIGURED: Final = "ProviderNotConfigured"
+"""The worker has no credentials/endpoint for the provider; not retried; next provider tried."""
+INVALID_REQUEST: Final = "InvalidRequest"
+"""Other HTTP 4xx (malformed request): not retried and no fallback - it would fail anywhere."""
+INVALID_OUTPUT: Final = "InvalidOutput"
+"""The completion is not the JSON the agent's ``output_schema`` requires: retried, then fallback."""
+UNKNOWN_AGENT: Final = "UnknownAgent"
+INVALID_CATALOG: Final = "InvalidCatalog"
+NO_USABLE_PROVIDER: Final = "NoUsableProvider"
+STEP_FAILED: Final = "StepFailed"
+TOO_FEW_BRANCHES: Final = "TooFewBranchesSucceeded"
+
+LLM_NON_RETRYABLE: Final = (
+    PROVIDER_AUTH,
+    MODEL_NOT_FOUND,
+    PROVIDER_NOT_CONFIGURED,
+    INVALID_REQUEST,
+)
+"""Error types the LLM retry policy never retries."""
+NO_FALLBACK: Final = frozenset({INVALID_REQUEST})
+"""Error types that end an agent's provider chain instead of falling back."""

@@ -1,0 +1,436 @@
+"""Payload models: inputs and results of Chorus workflows, activities and queries.
+
+These are durable contracts: stored histories must still decode after a change, so new fields
+are optional with defaults and existing fields are never renamed.
+
+Units: tokens are counts reported by the provider, ``cost_usd`` is US dollars, ``*_ms`` are
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ProviderName = Literal["openai", "anthropic", "local"]
+PROVIDERS: tuple[ProviderName, ...] = ("openai", "anthropic", "local")
+
+AGENT_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+MAX_INSTRUCTIONS_CHARS = 20_000
+MAX_PROVIDER_CHAIN = 8
+MAX_PLAN_STEPS = 50
+MAX_PLAN_DEPTH = 4
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderModel(_Model):
+    """One link of an agent's provider chain, written ``provider:model`` in agent files.
+
+    Attributes:
+        provider: ``openai``, ``anthropic`` or ``local`` (any OpenAI-compatible server).
+        model: Model name sent to the provider, e.g. ``gpt-4o-mini``.
+
+    """
+
+    provider: ProviderName
+    model: str = Field(min_length=1, max_length=200)
+
+    @classmethod
+    def parse(cls, text: str) -> ProviderModel:
+        """Parse ``"provider:model"``.
+
+        Raises:
+            ValueError: When there is no ``:`` or the provider is unknown.
+
+        """
+        provider, sep, model = text.partition(":")
+        if not sep or not model:
+            raise ValueError(
+                f"provider entry {text!r} must read 'provider:model', e.g. 'local:smollm2'"
+            )
+        if provider not in PROVIDERS:
+            raise ValueError(
+                f"provider {provider!r} in {text!r} is not one of {', '.join(PROVIDERS)}"
+            )
+        return cls.model_validate({"provider": provider, "model": model})
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+class AgentSpec(_Model):
+    """An agent: a named system prompt with an ordered provider chain and sampling settings.
+
+    Attributes:
+        name: Lower-case identifier, 1-64 characters (``[a-z][a-z0-9_-]*``).
+        description: One line shown by ``chorus agents``.
+        instructions: System prompt, at most 20,000 characters.
+        providers: Ordered chain, tried first to last (1-8 entries); a string
+            ``"provider:model"`` is accepted for each entry.
+        temperature: Sampling temperature, 0-2.
+        max_tokens: Completion limit in tokens, 1-32,768.
+        output_schema: Optional JSON Schema (an object schema); when set the agent must answer
+            with JSON and the output is checked to parse.
+        timeout_s: Per-attempt timeout in seconds (start-to-close of one LLM call), 1-1,800.
+        version: Configuration version; bumped by whoever edits the catalog.
+
+    """
+
+    name: str = Field(pattern=AGENT_NAME_PATTERN)
+    description: str = Field("", max_length=300)
+    instructions: str = Field(min_length=1, max_length=MAX_INSTRUCTIONS_CHARS)
+    providers: list[ProviderModel] = Field(min_length=1, max_length=MAX_PROVIDER_CHAIN)
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
+    max_tokens: int = Field(512, ge=1, le=32_768)
+    output_schema: dict[str, Any] | None = None
+    timeout_s: float = Field(120.0, ge=1.0, le=1800.0)
+    version: int = Field(1, ge=1)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _parse_provider_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [ProviderModel.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("output_schema")
+    @classmethod
+    def _check_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            if value.get("type") != "object":
+                raise ValueError('output_schema must be a JSON Schema with "type": "object"')
+            if len(json.dumps(value)) > 20_000:
+                raise ValueError("output_schema must be at most 20,000 characters as JSON")
+        return value
+
+
+# --- Orchestration plans -------------------------------------------------------------------
+
+
+class AgentStep(_Model):
+    """Run one agent."""
+
+    kind: Literal["agent"] = "agent"
+    agent: str = Field(pattern=AGENT_NAME_PATTERN)
+
+
+class SequentialStep(_Model):
+    """Run steps in order as a child workflow; each step sees the earlier steps' outputs."""
+
+    kind: Literal["sequential"] = "sequential"
+    name: str | None = Field(None, max_length=64)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_PLAN_STEPS)
+
+
+class ParallelStep(_Model):
+    """Fan out to branches at once as a child workflow, then fan in through an aggregator.
+
+    Attributes:
+        branches: Steps run concurrently on the same input (1-50).
+        aggregator: Agent that merges the branch outputs; ``None`` joins them under headings.
+        min_successes: Branches that must succeed for the step to succeed (default 1).
+
+    """
+
+    kind: Literal["parallel"] = "parallel"
+    name: str | None = Field(None, max_length=64)
+    branches: list[Step] = Field(min_length=1, max_length=MAX_PLAN_STEPS)
+    aggregator: str | None = Field("aggregator", pattern=AGENT_NAME_PATTERN)
+    min_successes: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check_min_successes(self) -> ParallelStep:
+        if self.min_successes > len(self.branches):
+            raise ValueError(
+                f"min_successes ({self.min_successes}) exceeds the number of branches "
+                f"({len(self.branches)})"
+            )
+        return self
+
+
+Step = Annotated[AgentStep | SequentialStep | ParallelStep, Field(discriminator="kind")]
+
+
+def step_label(step: Step) -> str:
+    """Human-readable label of a step: the agent name, or ``name``/``kind(a, b)`` for groups."""
+    if isinstance(step, AgentStep):
+        return step.agent
+    if step.name:
+        return step.name
+    inner = step.steps if isinstance(step, SequentialStep) else step.branches
+    sep = " > " if isinstance(step, SequentialStep) else " | "
+    return "(" + sep.join(step_label(s) for s in inner) + ")"
+
+
+def plan_agents(steps: list[Step]) -> list[str]:
+    """All agent names a plan uses, aggregators included, in first-use order without repeats."""
+    names: list[str] = []
+
+    def visit(step: Step) -> None:
+        if isinstance(step, AgentStep):
+            names.append(step.agent)
+        elif isinstance(step, SequentialStep):
+            for s in step.steps:
+                visit(s)
+        else:
+            for s in step.branches:
+                visit(s)
+            if step.aggregator:
+                names.append(step.aggregator)
+
+    for s in steps:
+        visit(s)
+    return list(dict.fromkeys(names))
+
+
+def plan_depth(steps: list[Step]) -> int:
+    """Nesting depth of a plan: 1 for a flat list of agents."""
+
+    def depth(step: Step) -> int:
+        if isinstance(step, AgentStep):
+            return 0
+        inner = step.steps if isinstance(step, SequentialStep) else step.branches
+        return 1 + max(depth(s) for s in inner)
+
+    return 1 + max((depth(s) for s in steps), default=0)
+
+
+class PriorOutput(_Model):
+    """An earlier step's output, shown to later agents."""
+
+    name: str
+    output: str
+
+
+class _RunInput(_Model):
+    task: str = Field(min_length=1)
+    document: str = ""
+    document_name: str | None = None
+    context: list[PriorOutput] = Field(default_factory=list)
+    """Outputs of steps that ran before this workflow (set by a parent workflow)."""
+    agents: dict[str, ResolvedAgent] | None = None
+    """Agent configurations pinned by a parent; ``None`` makes the workflow resolve them."""
+
+
+class SequentialInput(_RunInput):
+    """Input of the sequential pipeline workflow.
+
+    Attributes:
+        task: What the agents should do, in plain words.
+        document: The input document (text), possibly empty.
+        document_name: Name shown in prompts and the UI, e.g. the file name.
+        steps: Steps run in order (agents or nested groups run as child workflows).
+
+    """
+
+    steps: list[Step] = Field(min_length=1, max_length=MAX_PLAN_STEPS)
+
+
+class ParallelInput(_RunInput):
+    """Input of the parallel fan-out/fan-in workflow; see :class:`ParallelStep` for fields."""
+
+    branches: list[Step] = Field(min_length=1, max_length=MAX_PLAN_STEPS)
+    aggregator: str | None = Field("aggregator", pattern=AGENT_NAME_PATTERN)
+    min_successes: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check_min_successes(self) -> ParallelInput:
+        if self.min_successes > len(self.branches):
+            raise ValueError(
+                f"min_successes ({self.min_successes}) exceeds the number of branches "
+                f"({len(self.branches)})"
+            )
+        return self
+
+
+# --- Activities ----------------------------------------------------------------------------
+
+
+class ResolveAgentsInput(_Model):
+    """Input of the ``chorus.resolve_agents`` activity: the agent names a run needs."""
+
+    names: list[str]
+
+
+class SkippedProvider(_Model):
+    """A chain entry not called because this worker fleet cannot use it (e.g. no API key)."""
+
+    provider: ProviderName
+    model: str
+    reason: str
+
+
+class ResolvedAgent(_Model):
+    """An agent's configuration pinned for one run, with the providers usable now."""
+
+    spec: AgentSpec
+    skipped: list[SkippedProvider] = Field(default_factory=list)
+
+
+class ResolveAgentsResult(_Model):
+    """Result of ``chorus.resolve_agents``: one entry per requested name."""
+
+    agents: dict[str, ResolvedAgent]
+
+
+class LLMRequest(_Model):
+    """Input of the ``chorus.call_llm`` activity: one completion from one provider.
+
+    The activity assembles the user prompt from ``task``, ``document`` and ``context`` so it can
+    shorten the document to fit the model's context window.
+    """
+
+    agent: str
+    provider: ProviderName
+    model: str
+    instructions: str
+    task: str
+    document: str = ""
+    document_name: str | None = None
+    context: list[PriorOutput] = Field(default_factory=list)
+    temperature: float = 0.3
+    max_tokens: int = 512
+    output_schema: dict[str, Any] | None = None
+    timeout_s: float = 120.0
+    """HTTP timeout of the call in seconds (the activity's start-to-close is slightly longer)."""
+
+
+class LLMResponse(_Model):
+    """Result of ``chorus.call_llm``.
+
+    Attributes:
+        provider: Provider that answered.
+        model: Model name the provider reported (falls back to the requested name).
+        output: Completion text.
+        input_tokens: Prompt tokens, from the provider's usage report.
+        output_tokens: Completion tokens, from the provider's usage report.
+        cost_usd: ``input_tokens``/``output_tokens`` priced with :mod:`chorus.pricing`.
+        cost_known: ``False`` when the model is missing from the price table (cost then 0).
+        latency_ms: Wall time of the successful HTTP call in milliseconds.
+        attempt: Activity attempt that succeeded (1 = first try).
+        finish_reason: Provider's stop reason (``stop``, ``length``, ``end_turn``...).
+        truncated_chars: Characters cut from the document/context to fit the context window.
+
+    """
+
+    provider: ProviderName
+    model: str
+    output: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    latency_ms: float = 0.0
+    attempt: int = 1
+    finish_reason: str | None = None
+    truncated_chars: int = 0
+
+
+# --- Results and progress ------------------------------------------------------------------
+
+StepStatus = Literal["pending", "running", "succeeded", "failed"]
+StepKind = Literal["agent", "sequential", "parallel", "aggregator"]
+
+
+class ProviderAttempt(_Model):
+    """What happened with one provider of an agent's chain during one step."""
+
+    provider: ProviderName
+    model: str
+    status: Literal["succeeded", "failed", "skipped"]
+    attempts: int = 0
+    error_type: str | None = None
+    error: str | None = None
+
+
+class StepResult(_Model):
+    """Outcome of one step: an agent call, or a child workflow with its own steps.
+
+    For a child workflow, tokens and cost are the child's totals and ``latency_ms`` its wall time.
+    """
+
+    name: str
+    kind: Literal["agent", "sequential", "parallel"] = "agent"
+    status: Literal["succeeded", "failed"]
+    agent: str | None = None
+    agent_version: int | None = None
+    provider: ProviderName | None = None
+    model: str | None = None
+    output: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    attempts: int = 0
+    providers_tried: list[ProviderAttempt] = Field(default_factory=list)
+    truncated_chars: int = 0
+    error: str | None = None
+    child_workflow_id: str | None = None
+    steps: list[StepResult] = Field(default_factory=list)
+
+
+class RunTotals(_Model):
+    """Totals over every agent call of a run, child workflows included."""
+
+    llm_calls: int = 0
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    llm_latency_ms: float = 0.0
+    wall_ms: float = 0.0
+
+
+class FailedBranch(_Model):
+    """A parallel branch that failed, and why."""
+
+    name: str
+    error: str
+
+
+class RunResult(_Model):
+    """Result of a Chorus workflow (sequential or parallel)."""
+
+    workflow_id: str
+    pattern: Literal["sequential", "parallel"]
+    task: str
+    output: str
+    steps: list[StepResult]
+    totals: RunTotals
+    failed_branches: list[FailedBranch] = Field(default_factory=list)
+    started_at: datetime
+    finished_at: datetime
+
+
+class StepProgress(_Model):
+    """Live state of one step, returned by the ``progress`` query."""
+
+    name: str
+    kind: StepKind = "agent"
+    status: StepStatus = "pending"
+    provider: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+class RunProgress(_Model):
+    """Result of the ``progress`` query."""
+
+    pattern: Literal["sequential", "parallel"]
+    started_at: datetime
+    steps: list[StepProgress]
+    done: bool = False
+
+
+SequentialStep.model_rebuild()
+ParallelStep.model_rebuild()
+StepResult.model_rebuild()
+SequentialInput.model_rebuild()
+ParallelInput.model_rebuild()

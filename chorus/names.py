@@ -1,0 +1,21 @@
+"""Stable Temporal names: task queue, workflow, activity, query names and id prefixes.
+
+Stored workflow histories refer to these names, so they must never change once released.
+"""
+
+from typing import Final
+
+DEFAULT_TASK_QUEUE: Final = "chorus-agents"
+"""Task queue polled by Chorus workers unless ``CHORUS_TASK_QUEUE`` says otherwise."""
+
+SEQUENTIAL_WORKFLOW: Final = "ChorusSequential"
+PARALLEL_WORKFLOW: Final = "ChorusParallel"
+WORKFLOW_TYPES: Final = (SEQUENTIAL_WORKFLOW, PARALLEL_WORKFLOW)
+
+CALL_LLM_ACTIVITY: Final = "chorus.call_llm"
+RESOLVE_AGENTS_ACTIVITY: Final = "chorus.resolve_agents"
+
+PROGRESS_QUERY: Final = "progress"
+
+WORKFLOW_ID_PREFIX: Final = {"sequential": "seq", "parallel": "par"}
+"""Workflow ids read ``<prefix>-<task slug>-<short id>``, e.g. ``seq-summarize-report-1a2b3c4d``."""

@@ -1,0 +1,605 @@
+"""The ``chorus`` command line (typer + rich).
+
+Every command takes ``--json`` for machine-readable output. Exit codes: 0 success, 1 the run
+failed or was cancelled, 2 bad input or an unreachable service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from chorus.catalog import CatalogError, load_catalog
+from chorus.logs import configure_logging
+from chorus.models import RunProgress, RunResult, StepResult
+from chorus.settings import get_settings
+from starter import dev
+from starter.plan import Plan, load_plan, parse_agents
+from starter.sdk import ChorusClient, ChorusInputError, RunFailedError, RunHandle
+
+app = typer.Typer(
+    help="Chorus: durable multi-agent LLM orchestration on Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+agents_app = typer.Typer(help="Inspect the agent catalog.", no_args_is_help=True)
+dev_app = typer.Typer(
+    help="The embedded stack: Temporal dev server, local LLM, worker.", no_args_is_help=True
+)
+app.add_typer(agents_app, name="agents")
+app.add_typer(dev_app, name="dev")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+class Pattern(StrEnum):
+    """Orchestration patterns."""
+
+    sequential = "sequential"
+    parallel = "parallel"
+
+
+def _fail(message: str, code: int = 2, as_json: bool = False, **extra: Any) -> NoReturn:
+    if as_json:
+        out.print_json(json.dumps({"error": message, **extra}, default=str))
+    else:
+        err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _run(coro: Coroutine[Any, Any, T], as_json: bool = False) -> T:
+    try:
+        return asyncio.run(coro)
+    except ChorusInputError as exc:
+        _fail(str(exc), 2, as_json)
+    except LookupError as exc:
+        _fail(str(exc.args[0] if exc.args else exc), 2, as_json)
+    except dev.DevStackError as exc:
+        _fail(str(exc), 2, as_json)
+    except RuntimeError as exc:
+        if isinstance(exc, RunFailedError):
+            raise
+        _fail(str(exc), 2, as_json)
+
+
+# --- run ---------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    pattern: Annotated[Pattern, typer.Argument(help="sequential or parallel")],
+    task: Annotated[str, typer.Option("--task", "-t", help="What the agents should do.")],
+    agents: Annotated[
+        str | None,
+        typer.Option(
+            "--agents",
+            "-a",
+            help="Comma-separated steps; 'a>b' is a sequential group, 'a|b' a parallel group.",
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Input document (UTF-8 text file).")
+    ] = None,
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="YAML plan file for arbitrary nesting.")
+    ] = None,
+    aggregator: Annotated[
+        str, typer.Option(help="Agent that merges parallel outputs; 'none' joins them.")
+    ] = "aggregator",
+    min_successes: Annotated[int, typer.Option(help="Parallel: branches that must succeed.")] = 1,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Print the workflow id and UI link, don't wait.")
+    ] = False,
+    workflow_id: Annotated[str | None, typer.Option(help="Use this workflow id.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a run and wait for its result with live progress (or --detach)."""
+    agg = None if aggregator.lower() == "none" else aggregator
+    if plan_file is not None:
+        if agents:
+            _fail("give either --agents or --plan, not both", as_json=as_json)
+        plan = _run(_async(lambda: load_plan(plan_file)), as_json)
+        if plan.pattern != pattern.value:
+            _fail(
+                f"--plan: {plan_file} is a {plan.pattern} plan, not {pattern.value}",
+                as_json=as_json,
+            )
+    elif agents:
+        steps = _run(_async(lambda: parse_agents(agents, pattern.value, agg)), as_json)
+        plan = Plan(pattern.value, steps, agg, min_successes)
+    else:
+        _fail(
+            "--agents or --plan is required, e.g. --agents analyst,writer,critic", as_json=as_json
+        )
+    document, document_name = "", None
+    if input_file is not None:
+        try:
+            document = input_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            _fail(f"--input: cannot read {input_file}: {exc.strerror}", as_json=as_json)
+        except UnicodeDecodeError:
+            _fail(f"--input: {input_file} is not UTF-8 text", as_json=as_json)
+        document_name = input_file.name
+
+    async def go() -> None:
+        chorus = await ChorusClient.connect()
+        if plan.pattern == "sequential":
+            handle = await chorus.start_sequential(
+                task,
+                plan.steps,
+                document=document,
+                document_name=document_name,
+                workflow_id=workflow_id,
+            )
+        else:
+            handle = await chorus.start_parallel(
+                task,
+                plan.steps,
+                aggregator=plan.aggregator,
+                min_successes=plan.min_successes,
+                document=document,
+                document_name=document_name,
+                workflow_id=workflow_id,
+            )
+        if detach:
+            if as_json:
+                out.print_json(
+                    json.dumps(
+                        {
+                            "workflow_id": handle.workflow_id,
+                            "run_id": handle.run_id,
+                            "ui_url": handle.ui_url,
+                        }
+                    )
+                )
+            else:
+                out.print(f"started [bold]{handle.workflow_id}[/]")
+                out.print(f"Temporal UI: {handle.ui_url}", highlight=False)
+            return
+        if not as_json:
+            err.print(f"started [bold]{handle.workflow_id}[/] — {handle.ui_url}", highlight=False)
+        result = await _wait_with_progress(handle, show=not as_json)
+        _print_result(result, handle.ui_url, as_json)
+
+    _run_reporting_failures(go(), as_json)
+
+
+def _async(fn: Callable[[], T]) -> Coroutine[Any, Any, T]:
+    async def wrapper() -> T:
+        return fn()
+
+    return wrapper()
+
+
+def _run_reporting_failures(coro: Coroutine[Any, Any, None], as_json: bool) -> None:
+    try:
+        _run(coro, as_json)
+    except RunFailedError as exc:
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {
+                        "workflow_id": exc.workflow_id,
+                        "status": exc.status,
+                        "error": str(exc),
+                        "partial": exc.partial.model_dump(mode="json") if exc.partial else None,
+                    }
+                )
+            )
+        else:
+            if exc.partial and exc.partial.steps:
+                out.print(_steps_table(exc.partial.steps))
+            err.print(f"[bold red]{exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
+
+
+async def _wait_with_progress(handle: RunHandle, *, show: bool) -> RunResult:
+    result_task = asyncio.ensure_future(handle.result())
+    started = time.monotonic()
+    if not show:
+        return await result_task
+    last: RunProgress | None = None
+
+    async def poll() -> RunProgress | None:
+        try:
+            return await handle.progress()
+        except Exception:
+            return last
+
+    if err.is_terminal:
+        with Live(console=err, refresh_per_second=4, transient=True) as live:
+            while not result_task.done():
+                last = await poll()
+                live.update(_progress_view(last, time.monotonic() - started))
+                await asyncio.wait({result_task}, timeout=0.5)
+    else:
+        seen: dict[str, str] = {}
+        while not result_task.done():
+            last = await poll()
+            for step in last.steps if last else []:
+                key = f"{step.status}:{step.provider}"
+                if seen.get(step.name) != key:
+                    seen[step.name] = key
+                    via = f" via {step.provider}" if step.provider else ""
+                    err.print(
+                        f"[{time.monotonic() - started:6.1f}s] {step.name}: {step.status}{via}",
+                        highlight=False,
+                    )
+            await asyncio.wait({result_task}, timeout=0.5)
+    return await result_task
+
+
+def _progress_view(progress: RunProgress | None, elapsed: float) -> Table:
+    table = Table(title=f"running… {elapsed:5.1f} s", title_justify="left")
+    for col in ("#", "step", "kind", "status", "provider", "time"):
+        table.add_column(col)
+    styles = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red"}
+    for i, step in enumerate(progress.steps if progress else [], 1):
+        if step.started_at and step.finished_at:
+            took = f"{(step.finished_at - step.started_at).total_seconds():.1f} s"
+        else:
+            took = ""
+        table.add_row(
+            str(i),
+            step.name,
+            step.kind,
+            Text(step.status, style=styles[step.status]),
+            step.provider or "",
+            took,
+        )
+    return table
+
+
+def _steps_table(steps: list[StepResult]) -> Table:
+    table = Table(show_lines=False)
+    for col in (
+        "#",
+        "step",
+        "provider:model",
+        "tokens in/out",
+        "cost USD",
+        "latency ms",
+        "attempts",
+        "status",
+    ):
+        table.add_column(
+            col,
+            justify="right"
+            if col in ("tokens in/out", "cost USD", "latency ms", "attempts")
+            else "left",
+        )
+
+    def add(step: StepResult, number: str, depth: int) -> None:
+        fallbacks = [t for t in step.providers_tried if t.status == "failed"]
+        provider = (
+            f"{step.provider}:{step.model}"
+            if step.provider
+            else ("child workflow" if step.kind != "agent" else "")
+        )
+        if fallbacks:
+            provider += f" (after {len(fallbacks)} fallback{'s' * (len(fallbacks) > 1)})"
+        status = Text(step.status, style="green" if step.status == "succeeded" else "red")
+        table.add_row(
+            number,
+            "  " * depth + step.name,
+            provider,
+            f"{step.input_tokens}/{step.output_tokens}",
+            f"{step.cost_usd:.6f}",
+            f"{step.latency_ms:.0f}",
+            str(step.attempts),
+            status,
+        )
+        for j, child in enumerate(step.steps, 1):
+            add(child, f"{number}.{j}", depth + 1)
+
+    for i, step in enumerate(steps, 1):
+        add(step, str(i), 0)
+    return table
+
+
+def _print_result(result: RunResult, ui_url: str, as_json: bool) -> None:
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {"ui_url": ui_url, "status": "succeeded", "result": result.model_dump(mode="json")}
+            )
+        )
+        return
+    t = result.totals
+    out.print(_steps_table(result.steps))
+    for branch in result.failed_branches:
+        out.print(f"[red]failed branch[/] {branch.name}: {branch.error}", highlight=False)
+    out.print(
+        Panel(
+            result.output or "(empty output)", title=f"{result.pattern} result", title_align="left"
+        )
+    )
+    out.print(
+        f"totals: {t.llm_calls} LLM calls, {t.attempts} attempts, "
+        f"{t.input_tokens} tokens in / {t.output_tokens} out, ${t.cost_usd:.6f}, "
+        f"wall {t.wall_ms / 1000:.1f} s",
+        highlight=False,
+    )
+    out.print(f"workflow id: {result.workflow_id}", highlight=False)
+    out.print(f"Temporal UI: {ui_url}", highlight=False)
+
+
+# --- status / result / cancel / list -------------------------------------------------------
+
+
+@app.command()
+def status(workflow_id: str, as_json: JsonOpt = False) -> None:
+    """Show a run's status and live step progress."""
+
+    async def go() -> None:
+        chorus = await ChorusClient.connect()
+        st = await chorus.status(workflow_id)
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {
+                        "workflow_id": st.workflow_id,
+                        "run_id": st.run_id,
+                        "type": st.workflow_type,
+                        "status": st.status,
+                        "started_at": st.started_at,
+                        "closed_at": st.closed_at,
+                        "summary": st.summary,
+                        "ui_url": st.ui_url,
+                        "progress": st.progress.model_dump(mode="json") if st.progress else None,
+                    },
+                    default=str,
+                )
+            )
+            return
+        out.print(f"[bold]{st.workflow_id}[/] ({st.workflow_type}): [bold]{st.status}[/]")
+        if st.summary:
+            out.print(st.summary, highlight=False)
+        out.print(f"started {st.started_at}  closed {st.closed_at or '-'}", highlight=False)
+        if st.progress:
+            elapsed = ((st.closed_at or datetime.now(UTC)) - st.progress.started_at).total_seconds()
+            out.print(_progress_view(st.progress, elapsed))
+        out.print(f"Temporal UI: {st.ui_url}", highlight=False)
+
+    _run(go(), as_json)
+
+
+@app.command()
+def result(workflow_id: str, as_json: JsonOpt = False) -> None:
+    """Wait for a run to end and print its result."""
+
+    async def go() -> None:
+        chorus = await ChorusClient.connect()
+        res = await chorus.result(workflow_id)
+        _print_result(res, chorus.ui_url(workflow_id), as_json)
+
+    _run_reporting_failures(go(), as_json)
+
+
+@app.command()
+def cancel(workflow_id: str, as_json: JsonOpt = False) -> None:
+    """Cancel a running run (in-flight LLM calls are cancelled too)."""
+
+    async def go() -> None:
+        chorus = await ChorusClient.connect()
+        await chorus.cancel(workflow_id)
+        if as_json:
+            out.print_json(json.dumps({"workflow_id": workflow_id, "cancel_requested": True}))
+        else:
+            out.print(f"cancellation requested for {workflow_id}")
+
+    _run(go(), as_json)
+
+
+@app.command("list")
+def list_runs(
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    query: Annotated[
+        str | None, typer.Option(help="Extra visibility query, e.g. \"ExecutionStatus='Running'\".")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent runs, newest first."""
+
+    async def go() -> None:
+        chorus = await ChorusClient.connect()
+        rows = await chorus.list_runs(limit, query)
+        if as_json:
+            out.print_json(json.dumps([r.__dict__ for r in rows], default=str))
+            return
+        table = Table()
+        for col in ("workflow id", "type", "status", "started", "closed", "parent"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                r.workflow_id,
+                r.workflow_type,
+                r.status,
+                r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "",
+                r.closed_at.strftime("%H:%M:%S") if r.closed_at else "",
+                r.parent_id or "",
+            )
+        out.print(table)
+
+    _run(go(), as_json)
+
+
+# --- agents ------------------------------------------------------------------------------
+
+
+@agents_app.command("list")
+def agents_list(as_json: JsonOpt = False) -> None:
+    """List the agents of the catalog (CHORUS_AGENTS_FILE)."""
+    catalog = _catalog(as_json)
+    if as_json:
+        out.print_json(json.dumps({n: a.model_dump(mode="json") for n, a in catalog.items()}))
+        return
+    table = Table(title=str(get_settings().agents_file), title_justify="left")
+    for col in ("agent", "version", "providers", "max tokens", "description"):
+        table.add_column(col)
+    for a in catalog.values():
+        table.add_row(
+            a.name,
+            str(a.version),
+            " → ".join(str(p) for p in a.providers),
+            str(a.max_tokens),
+            a.description,
+        )
+    out.print(table)
+
+
+@agents_app.command("show")
+def agents_show(name: str, as_json: JsonOpt = False) -> None:
+    """Show one agent's full configuration."""
+    catalog = _catalog(as_json)
+    if name not in catalog:
+        _fail(f"unknown agent {name!r}; known: {', '.join(catalog)}", as_json=as_json)
+    spec = catalog[name]
+    if as_json:
+        out.print_json(spec.model_dump_json())
+        return
+    out.print(
+        Panel(spec.instructions.strip(), title=f"{spec.name} v{spec.version}", title_align="left")
+    )
+    out.print(f"providers: {' → '.join(str(p) for p in spec.providers)}", highlight=False)
+    out.print(
+        f"temperature {spec.temperature}, max_tokens {spec.max_tokens}, timeout {spec.timeout_s} s"
+    )
+    if spec.output_schema:
+        out.print_json(json.dumps(spec.output_schema))
+
+
+def _catalog(as_json: bool) -> dict[str, Any]:
+    try:
+        return load_catalog(get_settings().agents_file)
+    except CatalogError as exc:
+        _fail(str(exc), as_json=as_json)
+
+
+# --- dev stack and worker ----------------------------------------------------------------
+
+
+ServicesOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated subset of temporal,llm,worker.")
+]
+
+
+@dev_app.command("up")
+def dev_up(services: ServicesOpt = None, as_json: JsonOpt = False) -> None:
+    """Start the embedded stack on loopback and wait until every part is healthy."""
+    settings = get_settings()
+    names = tuple(_services(services, as_json))
+    started = time.monotonic()
+    rows = _run(
+        dev.up(
+            settings,
+            names,
+            on_event=(lambda m: None) if as_json else (lambda m: err.print(m, highlight=False)),
+        ),
+        as_json,
+    )
+    if as_json:
+        out.print_json(json.dumps([_status_dict(r) for r in rows], default=str))
+        return
+    out.print(_status_table(rows))
+    out.print(
+        f"ready in {time.monotonic() - started:.1f} s — Temporal UI: {settings.temporal_ui_url}"
+    )
+
+
+@dev_app.command("down")
+def dev_down(as_json: JsonOpt = False) -> None:
+    """Stop the embedded stack started from this data dir (by PID)."""
+    events: list[str] = []
+    dev.down(
+        get_settings(),
+        on_event=events.append if as_json else (lambda m: err.print(m, highlight=False)),
+    )
+    if as_json:
+        out.print_json(json.dumps({"events": events}))
+
+
+@dev_app.command("status")
+def dev_status(as_json: JsonOpt = False) -> None:
+    """Say what runs where: PIDs, addresses, health, log files."""
+    rows = _run(dev.status(get_settings()), as_json)
+    if as_json:
+        out.print_json(json.dumps([_status_dict(r) for r in rows], default=str))
+    else:
+        out.print(_status_table(rows))
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(1)
+
+
+def _services(services: str | None, as_json: bool) -> list[str]:
+    try:
+        return list(dev.iter_services(services))
+    except ValueError as exc:
+        _fail(str(exc), as_json=as_json)
+
+
+def _status_dict(row: dev.ServiceStatus) -> dict[str, Any]:
+    return {**row.__dict__, "log_file": str(row.log_file)}
+
+
+def _status_table(rows: list[dev.ServiceStatus]) -> Table:
+    table = Table()
+    for col in ("service", "pid", "healthy", "address", "detail", "log"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.name,
+            str(r.pid or "-"),
+            Text("yes" if r.healthy else "no", style="green" if r.healthy else "red"),
+            r.address,
+            r.detail,
+            str(r.log_file),
+        )
+    return table
+
+
+@app.command()
+def worker(
+    max_concurrent_activities: Annotated[
+        int, typer.Option(help="LLM calls in flight at once.")
+    ] = 20,
+    max_concurrent_workflow_tasks: Annotated[
+        int, typer.Option(help="Workflow tasks at once.")
+    ] = 50,
+) -> None:
+    """Run a worker in the foreground (JSON logs on stderr) until Ctrl-C/SIGTERM."""
+    import worker as worker_module
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    options = worker_module.WorkerOptions(
+        max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+    )
+    _run(worker_module.run_worker(settings, options))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

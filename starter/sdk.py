@@ -1,0 +1,459 @@
+"""Chorus Python SDK: start, watch, query, cancel and list runs.
+
+Example::
+
+    from starter.sdk import ChorusClient
+
+    chorus = await ChorusClient.connect()
+    handle = await chorus.start_sequential(
+        task="Summarize the report for an executive",
+        agents=["analyst", "writer", "critic"],
+        document=open("report.txt").read(),
+        document_name="report.txt",
+    )
+    print(handle.ui_url)
+    result = await handle.result()          # RunResult
+    print(result.output, result.totals.cost_usd)
+
+Inputs are validated here, before anything is started: errors name the field and the limit.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from chorus.catalog import CatalogError, load_catalog, unknown_agents
+from chorus.models import (
+    MAX_PLAN_DEPTH,
+    AgentStep,
+    ParallelInput,
+    RunProgress,
+    RunResult,
+    SequentialInput,
+    Step,
+    plan_agents,
+    plan_depth,
+    step_label,
+)
+from chorus.names import (
+    PARALLEL_WORKFLOW,
+    PROGRESS_QUERY,
+    SEQUENTIAL_WORKFLOW,
+    WORKFLOW_ID_PREFIX,
+    WORKFLOW_TYPES,
+)
+from chorus.settings import Settings, get_settings
+from chorus.temporal import connect
+
+Pattern = Literal["sequential", "parallel"]
+
+
+class ChorusInputError(ValueError):
+    """Input refused before a run starts; the message names the field and the limit."""
+
+
+class RunFailedError(RuntimeError):
+    """A run ended in failure, cancellation or termination.
+
+    Attributes:
+        workflow_id: The run's workflow id.
+        status: ``FAILED``, ``CANCELED``, ``TERMINATED`` or ``TIMED_OUT``.
+        partial: The steps that finished before the failure, when the workflow reported them.
+
+    """
+
+    def __init__(
+        self, message: str, workflow_id: str, status: str, partial: RunResult | None = None
+    ) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.status = status
+        self.partial = partial
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What ``chorus status`` shows about a run."""
+
+    workflow_id: str
+    run_id: str | None
+    workflow_type: str
+    status: str
+    started_at: datetime | None
+    closed_at: datetime | None
+    summary: str | None
+    progress: RunProgress | None
+    ui_url: str
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of ``chorus list``."""
+
+    workflow_id: str
+    workflow_type: str
+    status: str
+    started_at: datetime | None
+    closed_at: datetime | None
+    parent_id: str | None
+
+
+def slugify(text: str, max_len: int = 30) -> str:
+    """Lower-case ``text`` into ``a-z0-9-`` words, at most ``max_len`` characters."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:max_len].rstrip("-") or "run"
+
+
+def make_workflow_id(pattern: Pattern, task: str) -> str:
+    """Make a readable, unique workflow id: ``seq-<task slug>-<8 hex>`` or ``par-...``."""
+    return f"{WORKFLOW_ID_PREFIX[pattern]}-{slugify(task)}-{uuid.uuid4().hex[:8]}"
+
+
+def _to_steps(items: Sequence[str | Step]) -> list[Step]:
+    return [AgentStep(agent=i) if isinstance(i, str) else i for i in items]
+
+
+class RunHandle:
+    """A started run: its ids, its UI link, and ways to wait for or watch it."""
+
+    def __init__(self, handle: WorkflowHandle[object, RunResult], ui_url: str) -> None:
+        self._handle = handle
+        self.workflow_id = handle.id
+        self.run_id = handle.result_run_id
+        self.ui_url = ui_url
+
+    async def result(self) -> RunResult:
+        """Wait for the run to end and return its result.
+
+        Raises:
+            RunFailedError: The run failed, was cancelled or terminated.
+
+        """
+        return await _result(self._handle)
+
+    async def progress(self) -> RunProgress:
+        """Query the live progress of every step."""
+        progress: RunProgress = await self._handle.query(PROGRESS_QUERY, result_type=RunProgress)
+        return progress
+
+
+async def _result(handle: WorkflowHandle[object, RunResult]) -> RunResult:
+    try:
+        return await handle.result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        partial = None
+        message = str(cause or exc)
+        status = "FAILED"
+        if isinstance(cause, ApplicationError):
+            message = cause.message
+            if cause.details:
+                try:
+                    partial = RunResult.model_validate(cause.details[0])
+                except ValueError:
+                    partial = None
+        elif cause is not None:
+            status = type(cause).__name__.replace("Error", "").upper() or status
+            message = getattr(cause, "message", "") or message
+        raise RunFailedError(
+            f"run {handle.id} {status.lower()}: {message}", handle.id, status, partial
+        ) from exc
+
+
+class ChorusClient:
+    """Start and watch Chorus runs on a Temporal cluster."""
+
+    def __init__(self, client: Client, settings: Settings | None = None) -> None:
+        self.client = client
+        self.settings = settings or get_settings()
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> ChorusClient:
+        """Connect to ``TEMPORAL_ADDRESS``/``TEMPORAL_NAMESPACE``.
+
+        Raises:
+            RuntimeError: Temporal is unreachable (the message names the address).
+
+        """
+        settings = settings or get_settings()
+        return cls(await connect(settings), settings)
+
+    def ui_url(self, workflow_id: str) -> str:
+        """Link to the run in the Temporal UI."""
+        return (
+            f"{self.settings.temporal_ui_url.rstrip('/')}/namespaces/"
+            f"{self.settings.temporal_namespace}/workflows/{workflow_id}"
+        )
+
+    # -- validation ------------------------------------------------------------------------
+
+    def validate(
+        self, task: str, document: str, steps: Sequence[Step], extra_agents: Sequence[str]
+    ) -> None:
+        """Check a run's input against the limits and the agent catalog.
+
+        Raises:
+            ChorusInputError: ``task`` empty or longer than ``CHORUS_MAX_TASK_CHARS``;
+                ``document`` larger than ``CHORUS_MAX_DOCUMENT_BYTES``; plan deeper than 4
+                levels; an agent missing from the catalog (``CHORUS_AGENTS_FILE``).
+
+        """
+        s = self.settings
+        if not task.strip():
+            raise ChorusInputError("task: must not be empty")
+        if len(task) > s.max_task_chars:
+            raise ChorusInputError(
+                f"task: {len(task)} characters, the limit is {s.max_task_chars} "
+                "(CHORUS_MAX_TASK_CHARS)"
+            )
+        size = len(document.encode("utf-8"))
+        if size > s.max_document_bytes:
+            raise ChorusInputError(
+                f"document: {size} bytes, the limit is {s.max_document_bytes} bytes "
+                "(CHORUS_MAX_DOCUMENT_BYTES)"
+            )
+        if "\x00" in document or "\x00" in task:
+            raise ChorusInputError("document/task: contains NUL characters; is it a binary file?")
+        depth = plan_depth(list(steps))
+        if depth > MAX_PLAN_DEPTH:
+            raise ChorusInputError(
+                f"plan: nested {depth} levels deep, the limit is {MAX_PLAN_DEPTH}"
+            )
+        try:
+            catalog = load_catalog(s.agents_file)
+        except CatalogError as exc:
+            raise ChorusInputError(str(exc)) from exc
+        missing = unknown_agents(plan_agents(list(steps)) + list(extra_agents), catalog)
+        if missing:
+            raise ChorusInputError(
+                f"agents: unknown agent(s) {', '.join(sorted(set(missing)))}; "
+                f"known: {', '.join(catalog)}"
+            )
+
+    # -- starting runs ---------------------------------------------------------------------
+
+    async def start_sequential(
+        self,
+        task: str,
+        agents: Sequence[str | Step],
+        *,
+        document: str = "",
+        document_name: str | None = None,
+        workflow_id: str | None = None,
+    ) -> RunHandle:
+        """Start a sequential pipeline.
+
+        Args:
+            task: What to do, plain words (<= ``CHORUS_MAX_TASK_CHARS`` characters).
+            agents: Steps in order: agent names, or nested
+                :class:`~chorus.models.SequentialStep`/:class:`~chorus.models.ParallelStep`.
+            document: Input document text (<= ``CHORUS_MAX_DOCUMENT_BYTES`` UTF-8 bytes).
+            document_name: Shown to the agents and in the UI.
+            workflow_id: Override the generated ``seq-<slug>-<id>``.
+
+        Raises:
+            ChorusInputError: Invalid input (see :meth:`validate`).
+
+        """
+        steps = _to_steps(agents)
+        self.validate(task, document, steps, [])
+        run_input = SequentialInput(
+            task=task, document=document, document_name=document_name, steps=steps
+        )
+        plan = " → ".join(step_label(s) for s in steps)
+        return await self._start("sequential", run_input, plan, workflow_id)
+
+    async def start_parallel(
+        self,
+        task: str,
+        branches: Sequence[str | Step],
+        *,
+        aggregator: str | None = "aggregator",
+        min_successes: int = 1,
+        document: str = "",
+        document_name: str | None = None,
+        workflow_id: str | None = None,
+    ) -> RunHandle:
+        """Start a parallel fan-out/fan-in run.
+
+        Args:
+            task: What to do.
+            branches: Branches run at once: agent names or nested steps.
+            aggregator: Agent merging the branch outputs; ``None`` joins them under headings.
+            min_successes: Branches that must succeed (1..len(branches)).
+            document: Input document text.
+            document_name: Shown to the agents and in the UI.
+            workflow_id: Override the generated ``par-<slug>-<id>``.
+
+        Raises:
+            ChorusInputError: Invalid input (see :meth:`validate`), or ``min_successes`` out of
+                range.
+
+        """
+        steps = _to_steps(branches)
+        if not 1 <= min_successes <= len(steps):
+            raise ChorusInputError(
+                f"min_successes: {min_successes}, must be between 1 and the number of "
+                f"branches ({len(steps)})"
+            )
+        self.validate(task, document, steps, [aggregator] if aggregator else [])
+        run_input = ParallelInput(
+            task=task,
+            document=document,
+            document_name=document_name,
+            branches=steps,
+            aggregator=aggregator,
+            min_successes=min_successes,
+        )
+        plan = " | ".join(step_label(s) for s in steps) + (f" ⇒ {aggregator}" if aggregator else "")
+        return await self._start("parallel", run_input, plan, workflow_id)
+
+    async def _start(
+        self,
+        pattern: Pattern,
+        run_input: SequentialInput | ParallelInput,
+        plan: str,
+        workflow_id: str | None,
+    ) -> RunHandle:
+        workflow_id = workflow_id or make_workflow_id(pattern, run_input.task)
+        doc = run_input.document_name or ("(no document)" if not run_input.document else "input")
+        size = len(run_input.document.encode("utf-8"))
+        summary = f"{pattern.capitalize()}: {plan} · {doc}"
+        task_text = run_input.task if len(run_input.task) <= 500 else run_input.task[:500] + "…"
+        details = (
+            f"**Task:** {task_text}\n\n**Pattern:** {pattern}\n\n**Plan:** {plan}\n\n"
+            f"**Document:** {doc} ({size:,} bytes)"
+        )
+        handle: WorkflowHandle[object, RunResult] = await self.client.start_workflow(
+            SEQUENTIAL_WORKFLOW if pattern == "sequential" else PARALLEL_WORKFLOW,
+            run_input,
+            id=workflow_id,
+            task_queue=self.settings.task_queue,
+            result_type=RunResult,
+            static_summary=summary[:400],
+            static_details=details,
+        )
+        return RunHandle(handle, self.ui_url(workflow_id))
+
+    async def run_sequential(
+        self, task: str, agents: Sequence[str | Step], **kwargs: object
+    ) -> RunResult:
+        """Start a sequential pipeline and wait for its result (see :meth:`start_sequential`)."""
+        handle = await self.start_sequential(task, agents, **kwargs)  # type: ignore[arg-type]
+        return await handle.result()
+
+    async def run_parallel(
+        self, task: str, branches: Sequence[str | Step], **kwargs: object
+    ) -> RunResult:
+        """Start a parallel run and wait for its result (see :meth:`start_parallel`)."""
+        handle = await self.start_parallel(task, branches, **kwargs)  # type: ignore[arg-type]
+        return await handle.result()
+
+    # -- watching runs ---------------------------------------------------------------------
+
+    def handle(self, workflow_id: str) -> RunHandle:
+        """Return a handle to an existing run (latest run of that workflow id)."""
+        return RunHandle(
+            self.client.get_workflow_handle(workflow_id, result_type=RunResult),
+            self.ui_url(workflow_id),
+        )
+
+    async def status(self, workflow_id: str) -> RunStatus:
+        """Describe a run, with live progress when its worker answers the query.
+
+        Raises:
+            LookupError: No run has that workflow id.
+
+        """
+        handle = self.client.get_workflow_handle(workflow_id)
+        try:
+            desc = await handle.describe()
+        except RPCError as exc:
+            raise LookupError(f"no run with workflow id {workflow_id!r}: {exc.message}") from exc
+        progress = None
+        try:
+            progress = await handle.query(PROGRESS_QUERY, result_type=RunProgress)
+        except Exception:
+            progress = None
+        summary = await desc.static_summary()
+        return RunStatus(
+            workflow_id=workflow_id,
+            run_id=desc.run_id,
+            workflow_type=desc.workflow_type,
+            status=desc.status.name if desc.status else "UNKNOWN",
+            started_at=desc.start_time,
+            closed_at=desc.close_time,
+            summary=summary,
+            progress=progress,
+            ui_url=self.ui_url(workflow_id),
+        )
+
+    async def result(self, workflow_id: str) -> RunResult:
+        """Wait for a run to end and return its result.
+
+        Raises:
+            RunFailedError: The run failed, was cancelled or terminated.
+            LookupError: No run has that workflow id.
+
+        """
+        handle = self.client.get_workflow_handle(workflow_id, result_type=RunResult)
+        try:
+            await handle.describe()
+        except RPCError as exc:
+            raise LookupError(f"no run with workflow id {workflow_id!r}: {exc.message}") from exc
+        return await _result(handle)
+
+    async def cancel(self, workflow_id: str) -> None:
+        """Request cancellation; in-flight LLM calls are cancelled and the run ends CANCELED.
+
+        Raises:
+            LookupError: No running run has that workflow id.
+
+        """
+        try:
+            await self.client.get_workflow_handle(workflow_id).cancel()
+        except RPCError as exc:
+            raise LookupError(f"cannot cancel {workflow_id!r}: {exc.message}") from exc
+
+    async def list_runs(self, limit: int = 20, query: str | None = None) -> list[RunSummary]:
+        """Most recent Chorus runs (child workflows included), newest first.
+
+        Args:
+            limit: At most this many rows.
+            query: Extra Temporal visibility filter, ANDed with the Chorus workflow types.
+
+        """
+        types = ", ".join(f"'{t}'" for t in WORKFLOW_TYPES)
+        q = f"WorkflowType IN ({types})" + (f" AND ({query})" if query else "")
+        rows: list[RunSummary] = []
+        async for wf in self.client.list_workflows(q, limit=limit):
+            rows.append(
+                RunSummary(
+                    workflow_id=wf.id,
+                    workflow_type=wf.workflow_type,
+                    status=wf.status.name if wf.status else "UNKNOWN",
+                    started_at=wf.start_time,
+                    closed_at=wf.close_time,
+                    parent_id=wf.parent_id,
+                )
+            )
+        return rows
+
+
+def is_running(status: WorkflowExecutionStatus | None) -> bool:
+    """Whether a workflow status means the run is still in flight."""
+    return status == WorkflowExecutionStatus.RUNNING

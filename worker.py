@@ -1,0 +1,111 @@
+"""Chorus worker: wires clients, activities and workflows onto the task queue.
+
+Run it with ``chorus worker`` (or ``python -m worker``); ``chorus dev up`` starts one for you.
+It only wires: SDK clients are built once and shared by every activity invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities import CatalogActivities, LLMActivities, ProviderClients
+from chorus.logs import configure_logging
+from chorus.settings import Settings, get_settings
+from chorus.temporal import connect
+from workflows import WORKFLOWS
+
+log = structlog.get_logger("chorus.worker")
+
+PASSTHROUGH_MODULES = (
+    "pydantic",  # payload models: pure, and re-importing per workflow run is slow
+    "pydantic_core",  # compiled core of pydantic
+    "annotated_types",  # pydantic dependency
+    "chorus",  # our shared models/names: deterministic, no I/O at import
+)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Concurrency limits of one worker process.
+
+    Attributes:
+        max_concurrent_activities: Activity tasks run at once (LLM calls in flight).
+        max_concurrent_workflow_tasks: Workflow tasks run at once.
+
+    """
+
+    max_concurrent_activities: int = 20
+    max_concurrent_workflow_tasks: int = 50
+
+
+def build_worker(
+    client: Client, settings: Settings, clients: ProviderClients, options: WorkerOptions
+) -> Worker:
+    """Create (not start) a worker polling ``settings.task_queue`` for all Chorus work."""
+    llm = LLMActivities(clients, settings)
+    catalog = CatalogActivities(settings)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[llm.call_llm, catalog.resolve_agents],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+        ),
+        max_concurrent_activities=options.max_concurrent_activities,
+        max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+    )
+
+
+async def run_worker(
+    settings: Settings | None = None, options: WorkerOptions | None = None
+) -> None:
+    """Run a worker until SIGINT/SIGTERM, then shut down gracefully.
+
+    Raises:
+        RuntimeError: When Temporal cannot be reached.
+
+    """
+    settings = settings or get_settings()
+    options = options or WorkerOptions()
+    client = await connect(settings)
+    clients = ProviderClients.from_settings(settings)
+    worker = build_worker(client, settings, clients, options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    configured = [p for p in ("openai", "anthropic", "local") if settings.provider_configured(p)[0]]
+    log.info(
+        "worker started",
+        task_queue=settings.task_queue,
+        temporal=settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        providers=configured,
+        agents_file=str(settings.agents_file),
+    )
+    try:
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        await clients.close()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    """Entry point of ``python -m worker``."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Chorus workflows: durable, replayable orchestration of agents.
+
+Only deterministic code lives here; LLM calls and storage are activities.
+"""
+
+from workflows.parallel import ParallelWorkflow
+from workflows.sequential import SequentialWorkflow
+
+WORKFLOWS = [SequentialWorkflow, ParallelWorkflow]
+
+__all__ = ["WORKFLOWS", "ParallelWorkflow", "SequentialWorkflow"]

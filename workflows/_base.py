@@ -1,0 +1,456 @@
+"""Workflow code shared by the sequential and parallel workflows.
+
+Everything here runs inside the workflow sandbox: no I/O, no clocks but ``workflow.now()``, no
+randomness; every external effect goes through an activity or a child workflow.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    RetryState,
+    TimeoutError,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from chorus import errors
+    from chorus.models import (
+        AgentStep,
+        FailedBranch,
+        LLMRequest,
+        LLMResponse,
+        ParallelInput,
+        ParallelStep,
+        PriorOutput,
+        ProviderAttempt,
+        ResolveAgentsInput,
+        ResolveAgentsResult,
+        ResolvedAgent,
+        RunProgress,
+        RunResult,
+        RunTotals,
+        SequentialInput,
+        SequentialStep,
+        Step,
+        StepKind,
+        StepProgress,
+        StepResult,
+        plan_agents,
+        step_label,
+    )
+    from chorus.names import (
+        CALL_LLM_ACTIVITY,
+        PARALLEL_WORKFLOW,
+        PROGRESS_QUERY,
+        RESOLVE_AGENTS_ACTIVITY,
+        SEQUENTIAL_WORKFLOW,
+    )
+
+LLM_MAX_ATTEMPTS = 4
+LLM_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=LLM_MAX_ATTEMPTS,
+    non_retryable_error_types=list(errors.LLM_NON_RETRYABLE),
+)
+"""Retry policy of one provider: 4 attempts, 1 s doubling to 30 s; ``Retry-After`` overrides."""
+
+CATALOG_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+    non_retryable_error_types=[
+        errors.UNKNOWN_AGENT,
+        errors.INVALID_CATALOG,
+        errors.NO_USABLE_PROVIDER,
+    ],
+)
+LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+"""The LLM activity heartbeats every ~10 s, so a crashed worker's call is retried in <= 30 s."""
+
+
+def describe_activity_failure(err: ActivityError) -> tuple[str, str, int]:
+    """Return ``(error type, message, attempts made)`` of a failed activity."""
+    cause = err.cause
+    attempts = LLM_MAX_ATTEMPTS if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED else 1
+    if isinstance(cause, ApplicationError):
+        details = cause.details
+        if details and isinstance(details[0], int):
+            attempts = details[0]
+        return cause.type or "ApplicationError", cause.message, attempts
+    if isinstance(cause, TimeoutError):
+        return (
+            "Timeout",
+            f"activity {cause.type.name.lower() if cause.type else ''} timeout",
+            attempts,
+        )
+    return type(cause).__name__ if cause else "ActivityError", str(cause or err), attempts
+
+
+def failure_message(err: BaseException) -> str:
+    """Return the innermost useful message of a Temporal failure chain."""
+    messages = []
+    current: BaseException | None = err
+    while current is not None:
+        text = getattr(current, "message", None) or str(current)
+        if text and text not in messages:
+            messages.append(text)
+        current = current.__cause__
+    return messages[-1] if messages else type(err).__name__
+
+
+def totals_of(steps: list[StepResult], started: datetime, finished: datetime) -> RunTotals:
+    """Sum tokens, cost, calls and attempts over ``steps`` and their child workflows' steps."""
+    totals = RunTotals(wall_ms=(finished - started).total_seconds() * 1000.0)
+
+    def add(step: StepResult) -> None:
+        if step.kind == "agent":
+            totals.llm_calls += 1 if step.status == "succeeded" else 0
+            totals.attempts += step.attempts
+            totals.input_tokens += step.input_tokens
+            totals.output_tokens += step.output_tokens
+            totals.cost_usd += step.cost_usd
+            totals.llm_latency_ms += step.latency_ms
+        for child in step.steps:
+            add(child)
+
+    for step in steps:
+        add(step)
+    totals.cost_usd = round(totals.cost_usd, 8)
+    return totals
+
+
+class RunWorkflowBase:
+    """State and helpers common to both orchestration workflows."""
+
+    pattern: Literal["sequential", "parallel"]
+
+    def _init_progress(self, names: list[tuple[str, StepKind]]) -> None:
+        self._started_at = workflow.now()
+        self._progress = [StepProgress(name=name, kind=kind) for name, kind in names]
+        self._done = False
+
+    @workflow.query(name=PROGRESS_QUERY)
+    def progress(self) -> RunProgress:
+        """Live state of every step (name, status, provider, timings)."""
+        return RunProgress(
+            pattern=self.pattern, started_at=self._started_at, steps=self._progress, done=self._done
+        )
+
+    def _mark(
+        self,
+        index: int,
+        status: Literal["pending", "running", "succeeded", "failed"],
+        *,
+        provider: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        step = self._progress[index]
+        step.status = status
+        if provider is not None:
+            step.provider = provider
+        if status == "running" and step.started_at is None:
+            step.started_at = workflow.now()
+        if status in ("succeeded", "failed"):
+            step.finished_at = workflow.now()
+            step.error = error
+        self._publish_details()
+
+    def _publish_details(self) -> None:
+        icons = {"pending": "·", "running": "▶", "succeeded": "✓", "failed": "✗"}
+        lines = [
+            f"**{self.pattern} run** — {sum(s.status == 'succeeded' for s in self._progress)}"
+            f"/{len(self._progress)} steps done"
+        ]
+        for number, step in enumerate(self._progress, 1):
+            via = f" via `{step.provider}`" if step.provider else ""
+            err = f" — {step.error[:120]}" if step.error else ""
+            lines.append(f"{number}. {icons[step.status]} {step.name} ({step.kind}){via}{err}")
+        workflow.set_current_details("\n".join(lines))
+
+    async def _resolve_agents(
+        self, pinned: dict[str, ResolvedAgent] | None, steps: list[Step], extra: list[str]
+    ) -> dict[str, ResolvedAgent]:
+        if pinned is not None:
+            return pinned
+        names = list(dict.fromkeys(plan_agents(steps) + extra))
+        result: ResolveAgentsResult = await workflow.execute_activity(
+            RESOLVE_AGENTS_ACTIVITY,
+            ResolveAgentsInput(names=names),
+            result_type=ResolveAgentsResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=CATALOG_RETRY_POLICY,
+            summary=f"Pin agent configurations: {', '.join(names)}",
+        )
+        return result.agents
+
+    async def _run_agent(
+        self,
+        resolved: ResolvedAgent,
+        *,
+        task: str,
+        document: str,
+        document_name: str | None,
+        context: list[PriorOutput],
+        progress_index: int | None,
+        name: str | None = None,
+    ) -> StepResult:
+        """Run one agent, falling back along its provider chain.
+
+        A provider is abandoned when its retries are exhausted or it fails for a provider reason
+        (auth, missing model, not configured); a malformed request (``InvalidRequest``) ends the
+        chain because every provider would refuse it.
+        """
+        spec = resolved.spec
+        skipped = {(s.provider, s.model): s.reason for s in resolved.skipped}
+        tried: list[ProviderAttempt] = [
+            ProviderAttempt(provider=s.provider, model=s.model, status="skipped", error=s.reason)
+            for s in resolved.skipped
+        ]
+        usable = [link for link in spec.providers if (link.provider, link.model) not in skipped]
+        for position, link in enumerate(usable, 1):
+            if progress_index is not None:
+                self._mark(progress_index, "running", provider=str(link))
+            request = LLMRequest(
+                agent=spec.name,
+                provider=link.provider,
+                model=link.model,
+                instructions=spec.instructions,
+                task=task,
+                document=document,
+                document_name=document_name,
+                context=context,
+                temperature=spec.temperature,
+                max_tokens=spec.max_tokens,
+                output_schema=spec.output_schema,
+                timeout_s=spec.timeout_s,
+            )
+            fallback_note = f", fallback {position}/{len(usable)}" if position > 1 else ""
+            try:
+                response = await workflow.execute_activity(
+                    CALL_LLM_ACTIVITY,
+                    request,
+                    result_type=LLMResponse,
+                    start_to_close_timeout=timedelta(seconds=spec.timeout_s + 10),
+                    schedule_to_close_timeout=timedelta(
+                        seconds=(spec.timeout_s + 10) * LLM_MAX_ATTEMPTS + 300
+                    ),
+                    heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
+                    retry_policy=LLM_RETRY_POLICY,
+                    summary=f"{spec.name} via {link}{fallback_note}",
+                )
+            except ActivityError as err:
+                if isinstance(err.cause, CancelledError):
+                    raise
+                error_type, message, attempts = describe_activity_failure(err)
+                tried.append(
+                    ProviderAttempt(
+                        provider=link.provider,
+                        model=link.model,
+                        status="failed",
+                        attempts=attempts,
+                        error_type=error_type,
+                        error=message,
+                    )
+                )
+                if error_type in errors.NO_FALLBACK:
+                    workflow.logger.warning(
+                        "agent %s: %s refused the request (%s); not falling back",
+                        spec.name,
+                        link,
+                        message,
+                    )
+                    break
+                workflow.logger.warning(
+                    "agent %s: provider %s failed after %d attempt(s) (%s: %s)%s",
+                    spec.name,
+                    link,
+                    attempts,
+                    error_type,
+                    message,
+                    "; falling back" if position < len(usable) else "",
+                )
+                continue
+            tried.append(
+                ProviderAttempt(
+                    provider=link.provider,
+                    model=link.model,
+                    status="succeeded",
+                    attempts=response.attempt,
+                )
+            )
+            return StepResult(
+                name=name or spec.name,
+                kind="agent",
+                status="succeeded",
+                agent=spec.name,
+                agent_version=spec.version,
+                provider=response.provider,
+                model=response.model,
+                output=response.output,
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                cost_usd=response.cost_usd,
+                latency_ms=response.latency_ms,
+                attempts=sum(t.attempts for t in tried),
+                providers_tried=tried,
+                truncated_chars=response.truncated_chars,
+            )
+        reasons = "; ".join(
+            f"{t.provider}:{t.model} {t.status}: {t.error}"
+            for t in tried
+            if t.status != "succeeded"
+        )
+        return StepResult(
+            name=name or spec.name,
+            kind="agent",
+            status="failed",
+            agent=spec.name,
+            agent_version=spec.version,
+            attempts=sum(t.attempts for t in tried),
+            providers_tried=tried,
+            error=f"every provider failed ({reasons})",
+        )
+
+    async def _run_step(
+        self,
+        index: int,
+        step: Step,
+        *,
+        task: str,
+        document: str,
+        document_name: str | None,
+        context: list[PriorOutput],
+        agents: dict[str, ResolvedAgent],
+    ) -> StepResult:
+        """Run step ``index``: an agent call, or a nested group as a child workflow."""
+        self._mark(index, "running")
+        if isinstance(step, AgentStep):
+            result = await self._run_agent(
+                agents[step.agent],
+                task=task,
+                document=document,
+                document_name=document_name,
+                context=context,
+                progress_index=index,
+            )
+        else:
+            result = await self._run_child(
+                index,
+                step,
+                task=task,
+                document=document,
+                document_name=document_name,
+                context=context,
+                agents=agents,
+            )
+        self._mark(index, result.status, error=result.error)
+        return result
+
+    async def _run_child(
+        self,
+        index: int,
+        step: SequentialStep | ParallelStep,
+        *,
+        task: str,
+        document: str,
+        document_name: str | None,
+        context: list[PriorOutput],
+        agents: dict[str, ResolvedAgent],
+    ) -> StepResult:
+        label = step_label(step)
+        child_id = f"{workflow.info().workflow_id}-s{index + 1}"
+        child_input: SequentialInput | ParallelInput
+        if isinstance(step, SequentialStep):
+            child_type = SEQUENTIAL_WORKFLOW
+            child_input = SequentialInput(
+                task=task,
+                document=document,
+                document_name=document_name,
+                context=context,
+                agents=agents,
+                steps=step.steps,
+            )
+        else:
+            child_type = PARALLEL_WORKFLOW
+            child_input = ParallelInput(
+                task=task,
+                document=document,
+                document_name=document_name,
+                context=context,
+                agents=agents,
+                branches=step.branches,
+                aggregator=step.aggregator,
+                min_successes=step.min_successes,
+            )
+        started = workflow.now()
+        try:
+            child: RunResult = await workflow.execute_child_workflow(
+                child_type,
+                child_input,
+                id=child_id,
+                result_type=RunResult,
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                static_summary=f"{step.kind} step {index + 1} of {workflow.info().workflow_id}: "
+                f"{label}",
+            )
+        except ChildWorkflowError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            return StepResult(
+                name=label,
+                kind=step.kind,
+                status="failed",
+                error=failure_message(err),
+                child_workflow_id=child_id,
+                latency_ms=(workflow.now() - started).total_seconds() * 1000.0,
+            )
+        return StepResult(
+            name=label,
+            kind=step.kind,
+            status="succeeded",
+            output=child.output,
+            input_tokens=child.totals.input_tokens,
+            output_tokens=child.totals.output_tokens,
+            cost_usd=child.totals.cost_usd,
+            latency_ms=child.totals.wall_ms,
+            attempts=child.totals.attempts,
+            child_workflow_id=child_id,
+            steps=child.steps,
+        )
+
+    def _finish(
+        self,
+        *,
+        task: str,
+        output: str,
+        steps: list[StepResult],
+        failed: list[tuple[str, str]] | None = None,
+    ) -> RunResult:
+        self._done = True
+        finished = workflow.now()
+        return RunResult(
+            workflow_id=workflow.info().workflow_id,
+            pattern=self.pattern,
+            task=task,
+            output=output,
+            steps=steps,
+            totals=totals_of(steps, self._started_at, finished),
+            failed_branches=[FailedBranch(name=n, error=e) for n, e in failed or []],
+            started_at=self._started_at,
+            finished_at=finished,
+        )
+
+    def _fail(self, message: str, error_type: str, partial: RunResult) -> ApplicationError:
+        self._done = True
+        self._publish_details()
+        return ApplicationError(message, partial, type=error_type, non_retryable=True)

@@ -1,0 +1,96 @@
+"""Parallel fan-out/fan-in workflow: branches work on the same input, an aggregator merges."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+
+from workflows._base import RunWorkflowBase
+
+with workflow.unsafe.imports_passed_through():
+    from chorus import errors
+    from chorus.models import ParallelInput, PriorOutput, RunResult, StepKind, step_label
+    from chorus.names import PARALLEL_WORKFLOW
+
+
+@workflow.defn(name=PARALLEL_WORKFLOW)
+class ParallelWorkflow(RunWorkflowBase):
+    """Fan out ``input.branches`` at once, then fan in through ``input.aggregator``.
+
+    A failed branch does not sink the run while at least ``input.min_successes`` branches
+    succeeded; the result names the failed branches and why. With no aggregator the output is
+    the successful branches' outputs under headings.
+    """
+
+    pattern = "parallel"
+
+    @workflow.init
+    def __init__(self, input: ParallelInput) -> None:
+        names: list[tuple[str, StepKind]] = [(step_label(b), b.kind) for b in input.branches]
+        if input.aggregator:
+            names.append((input.aggregator, "aggregator"))
+        self._init_progress(names)
+
+    @workflow.run
+    async def run(self, input: ParallelInput) -> RunResult:
+        """Run the branches concurrently, then the aggregator.
+
+        Raises:
+            ApplicationError: ``TooFewBranchesSucceeded`` when fewer than ``min_successes``
+                branches succeeded, or ``StepFailed`` when the aggregator failed (both
+                non-retryable; details[0] is the partial result).
+
+        """
+        extra = [input.aggregator] if input.aggregator else []
+        agents = await self._resolve_agents(input.agents, input.branches, extra)
+        results = list(
+            await asyncio.gather(
+                *(
+                    self._run_step(
+                        index,
+                        branch,
+                        task=input.task,
+                        document=input.document,
+                        document_name=input.document_name,
+                        context=list(input.context),
+                        agents=agents,
+                    )
+                    for index, branch in enumerate(input.branches)
+                )
+            )
+        )
+        succeeded = [r for r in results if r.status == "succeeded"]
+        failed = [(r.name, r.error or "failed") for r in results if r.status == "failed"]
+        if len(succeeded) < input.min_successes:
+            partial = self._finish(task=input.task, output="", steps=results, failed=failed)
+            raise self._fail(
+                f"only {len(succeeded)} of {len(results)} branches succeeded, "
+                f"{input.min_successes} required; failed: "
+                + "; ".join(f"{name}: {error}" for name, error in failed),
+                errors.TOO_FEW_BRANCHES,
+                partial,
+            )
+        if not input.aggregator:
+            output = "\n\n".join(f"## {r.name}\n\n{r.output}" for r in succeeded)
+            return self._finish(task=input.task, output=output, steps=results, failed=failed)
+
+        index = len(input.branches)
+        self._mark(index, "running")
+        merged = await self._run_agent(
+            agents[input.aggregator],
+            task=input.task,
+            document=input.document,
+            document_name=input.document_name,
+            context=list(input.context)
+            + [PriorOutput(name=r.name, output=r.output) for r in succeeded],
+            progress_index=index,
+        )
+        self._mark(index, merged.status, error=merged.error)
+        results.append(merged)
+        if merged.status == "failed":
+            partial = self._finish(task=input.task, output="", steps=results, failed=failed)
+            raise self._fail(
+                f"aggregator {input.aggregator} failed: {merged.error}", errors.STEP_FAILED, partial
+            )
+        return self._finish(task=input.task, output=merged.output, steps=results, failed=failed)

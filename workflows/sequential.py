@@ -1,0 +1,62 @@
+"""Sequential pipeline workflow: agents run in order, each seeing the earlier outputs."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from workflows._base import RunWorkflowBase
+
+with workflow.unsafe.imports_passed_through():
+    from chorus import errors
+    from chorus.models import PriorOutput, RunResult, SequentialInput, StepResult, step_label
+    from chorus.names import SEQUENTIAL_WORKFLOW
+
+
+@workflow.defn(name=SEQUENTIAL_WORKFLOW)
+class SequentialWorkflow(RunWorkflowBase):
+    """Run ``input.steps`` one after another.
+
+    Each agent sees the task, the input document and every earlier step's output (a nested
+    group runs as a child workflow and contributes its final output). The run fails at the first
+    step that fails, with the partial result as the error's details.
+    """
+
+    pattern = "sequential"
+
+    @workflow.init
+    def __init__(self, input: SequentialInput) -> None:
+        self._init_progress([(step_label(s), s.kind) for s in input.steps])
+
+    @workflow.run
+    async def run(self, input: SequentialInput) -> RunResult:
+        """Run the pipeline and return every step's result and the run totals.
+
+        Raises:
+            ApplicationError: ``StepFailed`` (non-retryable) naming the failed step and why;
+                details[0] is the partial :class:`~chorus.models.RunResult`.
+
+        """
+        agents = await self._resolve_agents(input.agents, input.steps, [])
+        context = list(input.context)
+        results: list[StepResult] = []
+        for index, step in enumerate(input.steps):
+            result = await self._run_step(
+                index,
+                step,
+                task=input.task,
+                document=input.document,
+                document_name=input.document_name,
+                context=context,
+                agents=agents,
+            )
+            results.append(result)
+            if result.status == "failed":
+                partial = self._finish(task=input.task, output="", steps=results)
+                raise self._fail(
+                    f"step {index + 1} of {len(input.steps)} ({result.name}) failed: "
+                    f"{result.error}",
+                    errors.STEP_FAILED,
+                    partial,
+                )
+            context.append(PriorOutput(name=result.name, output=result.output))
+        return self._finish(task=input.task, output=results[-1].output, steps=results)
