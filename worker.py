@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from temporalio.client import Client
@@ -45,17 +47,34 @@ class WorkerOptions:
     max_concurrent_workflow_tasks: int = 50
 
 
-def build_worker(
-    client: Client, settings: Settings, clients: ProviderClients, options: WorkerOptions
-) -> Worker:
-    """Create (not start) a worker polling ``settings.task_queue`` for all Chorus work."""
+def default_activities(settings: Settings, clients: ProviderClients) -> list[Callable[..., Any]]:
+    """The activities a production worker registers, bound to shared clients."""
     llm = LLMActivities(clients, settings)
     catalog = CatalogActivities(settings)
+    return [llm.call_llm, catalog.resolve_agents]
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    activities: Sequence[Callable[..., Any]],
+    options: WorkerOptions | None = None,
+) -> Worker:
+    """Create (not start) a worker polling ``settings.task_queue`` for all Chorus work.
+
+    Args:
+        client: Connected client (with the pydantic data converter).
+        settings: Task queue and other settings.
+        activities: Activity callables, normally :func:`default_activities`.
+        options: Concurrency limits.
+
+    """
+    options = options or WorkerOptions()
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[llm.call_llm, catalog.resolve_agents],
+        activities=activities,
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
         ),
@@ -77,7 +96,7 @@ async def run_worker(
     options = options or WorkerOptions()
     client = await connect(settings)
     clients = ProviderClients.from_settings(settings)
-    worker = build_worker(client, settings, clients, options)
+    worker = build_worker(client, settings, default_activities(settings, clients), options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

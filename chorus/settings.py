@@ -43,7 +43,7 @@ def bundled_model_path() -> Path | None:
 class Settings(BaseSettings):
     """Chorus settings; each field reads ``CHORUS_<FIELD>`` unless an alias is named."""
 
-    model_config = SettingsConfigDict(env_prefix="CHORUS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHORUS_", extra="ignore", populate_by_name=True)
 
     temporal_address: str = Field(
         "localhost:7233", validation_alias=AliasChoices("TEMPORAL_ADDRESS")

@@ -183,14 +183,23 @@ class RunWorkflowBase:
         if pinned is not None:
             return pinned
         names = list(dict.fromkeys(plan_agents(steps) + extra))
-        result: ResolveAgentsResult = await workflow.execute_activity(
-            RESOLVE_AGENTS_ACTIVITY,
-            ResolveAgentsInput(names=names),
-            result_type=ResolveAgentsResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=CATALOG_RETRY_POLICY,
-            summary=f"Pin agent configurations: {', '.join(names)}",
-        )
+        try:
+            result: ResolveAgentsResult = await workflow.execute_activity(
+                RESOLVE_AGENTS_ACTIVITY,
+                ResolveAgentsInput(names=names),
+                result_type=ResolveAgentsResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=CATALOG_RETRY_POLICY,
+                summary=f"Pin agent configurations: {', '.join(names)}",
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            error_type, message, _ = describe_activity_failure(err)
+            self._done = True
+            raise ApplicationError(
+                f"cannot start: {message}", type=error_type, non_retryable=True
+            ) from err
         return result.agents
 
     async def _run_agent(

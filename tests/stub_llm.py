@@ -1,0 +1,141 @@
+"""A scripted loopback LLM server speaking the OpenAI and Anthropic wire formats.
+
+Each model name has a queue of scripted replies (status, headers, body or a delay); once the
+queue is empty the model answers 200 with a deterministic completion. Every request is
+recorded with its arrival time, so tests can assert on retry spacing and on request bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    text: str | None = None
+    delay_s: float = 0.0
+    error_message: str = "scripted error"
+
+
+@dataclass
+class Recorded:
+    path: str
+    model: str
+    body: dict[str, Any]
+    at: float
+    status: int
+
+
+class StubLLM:
+    """Run with ``with StubLLM() as stub:``; ``stub.base_url`` ends in ``/v1``."""
+
+    def __init__(self) -> None:
+        self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
+        self.requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._send(200, {}, {"object": "list", "data": [{"id": "stub"}]})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                model = body.get("model", "")
+                with stub._lock:
+                    queue = stub._scripts[model]
+                    reply = queue.popleft() if queue else Reply()
+                    stub.requests.append(
+                        Recorded(self.path, model, body, time.monotonic(), reply.status)
+                    )
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+                if reply.status != 200:
+                    self._send(
+                        reply.status,
+                        reply.headers,
+                        {"error": {"message": reply.error_message, "type": "stub_error"}},
+                    )
+                    return
+                text = reply.text if reply.text is not None else _default_text(body)
+                if self.path.endswith("/messages"):
+                    payload: dict[str, Any] = {
+                        "id": "msg_stub",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [{"type": "text", "text": text}],
+                        "stop_reason": "end_turn",
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 11, "output_tokens": 7},
+                    }
+                else:
+                    payload = {
+                        "id": "chatcmpl-stub",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 13, "completion_tokens": 5, "total_tokens": 18},
+                    }
+                self._send(200, reply.headers, payload)
+
+            def _send(self, status: int, headers: dict[str, str], payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def script(self, model: str, *replies: Reply) -> None:
+        with self._lock:
+            self._scripts[model].extend(replies)
+
+    def for_model(self, model: str) -> list[Recorded]:
+        return [r for r in self.requests if r.model == model]
+
+    def __enter__(self) -> StubLLM:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _default_text(body: dict[str, Any]) -> str:
+    messages = body.get("messages", [])
+    system = body.get("system") or next(
+        (m["content"] for m in messages if m.get("role") == "system"), ""
+    )
+    return f"stub answer ({len(json.dumps(messages))} chars in; system: {str(system)[:30]})"

@@ -1,0 +1,146 @@
+"""The real LLM activity, through real workflows, against a scripted loopback HTTP server.
+
+Provider endpoints are set the way users set them: OPENAI_BASE_URL/OPENAI_API_KEY and
+ANTHROPIC_BASE_URL/ANTHROPIC_API_KEY read by the official SDKs, CHORUS_LOCAL_BASE_URL for local.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from activities import LLMActivities, ProviderClients
+from starter.sdk import ChorusClient, RunFailedError
+from tests.conftest import agent, running_worker
+from tests.stub_llm import Reply, StubLLM
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def stub(monkeypatch) -> Iterator[StubLLM]:
+    with StubLLM() as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.port}")
+        yield server
+
+
+async def run_one(client, settings, agents, plan, **kwargs):
+    clients = ProviderClients.from_settings(settings)
+    llm = LLMActivities(clients, settings)
+    try:
+        async with running_worker(client, settings, llm.call_llm):
+            handle = await ChorusClient(client, settings).start_sequential("Do it", plan, **kwargs)
+            return await handle.result()
+    finally:
+        await clients.close()
+
+
+async def test_429_with_retry_after_then_success(client, make_settings, stub):
+    stub.script("m429", Reply(429, {"retry-after": "2"}), Reply(text="fine now"))
+    settings = make_settings([agent("analyst", ["openai:m429"])], local_base_url=stub.base_url)
+    result = await run_one(client, settings, None, ["analyst"])
+
+    step = result.steps[0]
+    assert (step.output, step.attempts, step.provider) == ("fine now", 2, "openai")
+    first, second = stub.for_model("m429")
+    # Retry-After (2 s) sets the delay, not the retry policy's 1 s initial interval.
+    assert second.at - first.at >= 1.9
+    assert (step.input_tokens, step.output_tokens) == (13, 5)
+
+
+async def test_5xx_twice_then_success(client, make_settings, stub):
+    stub.script("m500", Reply(500), Reply(503), Reply(text="third time"))
+    settings = make_settings([agent("analyst", ["openai:m500"])], local_base_url=stub.base_url)
+    result = await run_one(client, settings, None, ["analyst"])
+    assert (result.steps[0].output, result.steps[0].attempts) == ("third time", 3)
+    assert len(stub.for_model("m500")) == 3
+
+
+async def test_400_fails_fast_without_fallback(client, make_settings, stub):
+    stub.script("m400", Reply(400, error_message="max_tokens is too large"))
+    settings = make_settings(
+        [agent("analyst", ["openai:m400", "local:never"])], local_base_url=stub.base_url
+    )
+    with pytest.raises(RunFailedError) as failure:
+        await run_one(client, settings, None, ["analyst"])
+    message = str(failure.value)
+    assert "HTTP 400" in message and "max_tokens is too large" in message
+    assert len(stub.for_model("m400")) == 1
+    assert stub.for_model("never") == []
+    tried = failure.value.partial.steps[0].providers_tried
+    assert [(t.provider, t.status, t.error_type, t.attempts) for t in tried] == [
+        ("openai", "failed", "InvalidRequest", 1)
+    ]
+
+
+async def test_auth_error_falls_back_at_once(client, make_settings, stub):
+    stub.script("m401", Reply(401, error_message="invalid api key"))
+    settings = make_settings(
+        [agent("analyst", ["openai:m401", "local:backup"])], local_base_url=stub.base_url
+    )
+    result = await run_one(client, settings, None, ["analyst"])
+    step = result.steps[0]
+    assert (step.provider, step.model) == ("local", "backup")
+    assert [(t.status, t.error_type, t.attempts) for t in step.providers_tried] == [
+        ("failed", "ProviderAuthError", 1),
+        ("succeeded", None, 1),
+    ]
+    assert len(stub.for_model("m401")) == 1
+
+
+async def test_provider_down_leads_to_next_provider(client, make_settings, stub, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    settings = make_settings(
+        [agent("analyst", ["anthropic:claude-haiku-4-5", "local:backup"])],
+        local_base_url=stub.base_url,
+    )
+    result = await run_one(client, settings, None, ["analyst"])
+    step = result.steps[0]
+    assert step.provider == "local" and step.status == "succeeded"
+    down = step.providers_tried[0]
+    assert (down.provider, down.status, down.error_type, down.attempts) == (
+        "anthropic",
+        "failed",
+        "ProviderUnavailable",
+        4,
+    )
+    assert "cannot connect" in (down.error or "")
+    assert step.attempts == 5
+
+
+async def test_anthropic_wire_format_usage_and_cost(client, make_settings, stub):
+    settings = make_settings(
+        [agent("writer", ["anthropic:claude-haiku-4-5"])], local_base_url=stub.base_url
+    )
+    result = await run_one(client, settings, None, ["writer"], document="The doc.")
+    step = result.steps[0]
+    assert (step.provider, step.input_tokens, step.output_tokens) == ("anthropic", 11, 7)
+    # claude-haiku-4-5: $1 / 1M input, $5 / 1M output (chorus.pricing)
+    assert step.cost_usd == pytest.approx((11 * 1.00 + 7 * 5.00) / 1e6)
+    body = stub.for_model("claude-haiku-4-5")[0].body
+    assert body["system"] == "You are writer."
+    assert "The doc." in body["messages"][0]["content"]
+
+
+async def test_output_schema_retries_until_json(client, make_settings, stub):
+    schema = {"type": "object", "properties": {"severity": {"type": "string"}}}
+    stub.script("local-json", Reply(text="not json at all"), Reply(text='{"severity": "low"}'))
+    settings = make_settings(
+        [agent("triage", ["local:local-json"], output_schema=schema)], local_base_url=stub.base_url
+    )
+    result = await run_one(client, settings, None, ["triage"])
+    assert json.loads(result.steps[0].output) == {"severity": "low"}
+    assert result.steps[0].attempts == 2
+    sent = stub.for_model("local-json")[0].body
+    assert sent["response_format"] == {"type": "json_object", "schema": schema}
+    assert sent["max_tokens"] == 64

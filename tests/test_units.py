@@ -1,0 +1,167 @@
+"""Pure functions: catalog validation, plan parsing, prices, prompt fitting, retry hints."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from activities.llm import parse_retry_after
+from activities.prompts import build_prompt, estimate_tokens
+from chorus.catalog import CatalogError, load_catalog, parse_catalog
+from chorus.models import LLMRequest, ParallelStep, PriorOutput, SequentialStep
+from chorus.pricing import context_window, cost_usd, lookup_price
+from chorus.settings import BUNDLED_AGENTS_FILE
+from starter.plan import load_plan, parse_agents
+from starter.sdk import ChorusInputError, make_workflow_id
+
+
+def test_bundled_catalog_has_the_domain_agents():
+    catalog = load_catalog(BUNDLED_AGENTS_FILE)
+    for name in ("analyst", "summarizer", "writer", "critic", "log_analyst", "aggregator"):
+        assert name in catalog
+        assert str(catalog[name].providers[-1]) == "local:smollm2"
+    assert catalog["triage"].output_schema["type"] == "object"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("agents: [{name: a, instructions: x, providers: [gpt4]}]", "must read 'provider:model'"),
+        ("agents: [{name: a, instructions: x, providers: [azure:gpt]}]", "'azure' in 'azure:gpt'"),
+        ("agents: [{name: A!, instructions: x, providers: [local:m]}]", "agent 'A!': name"),
+        (
+            "agents: [{name: a, instructions: x, providers: [local:m], temperature: 3}]",
+            "temperature: Input should be less than or equal to 2",
+        ),
+        ("agents: [{name: a, instructions: x, providers: [local:m], colour: red}]", "colour"),
+        (
+            "agents: [{name: a, instructions: x, providers: [local:m]},"
+            " {name: a, instructions: y, providers: [local:m]}]",
+            "defined twice",
+        ),
+        (
+            "agents: [{name: a, instructions: x, providers: [local:m],"
+            " output_schema: {type: array}}]",
+            '"type": "object"',
+        ),
+        ("agents: {", "not valid YAML"),
+        ("nothing: here", "top-level 'agents:' list"),
+    ],
+)
+def test_catalog_errors_name_the_problem(text, message):
+    with pytest.raises(CatalogError, match=None) as err:
+        parse_catalog(text, source="x.yaml")
+    assert message in str(err.value)
+    assert "x.yaml" in str(err.value)
+
+
+def test_catalog_missing_file(tmp_path: Path):
+    with pytest.raises(CatalogError, match="cannot read it"):
+        load_catalog(tmp_path / "missing.yaml")
+
+
+def test_catalog_reload_on_change(tmp_path: Path):
+    path = tmp_path / "a.yaml"
+    path.write_text("agents: [{name: a, instructions: one, providers: [local:m]}]")
+    assert load_catalog(path)["a"].instructions == "one"
+    path.write_text("agents: [{name: a, instructions: two!, providers: [local:m], version: 2}]")
+    assert load_catalog(path)["a"].version == 2
+
+
+def test_parse_agents_groups():
+    steps = parse_agents("analyst, summarizer|critic ,writer", "sequential", "aggregator")
+    assert isinstance(steps[1], ParallelStep)
+    assert [b.agent for b in steps[1].branches] == ["summarizer", "critic"]
+    steps = parse_agents("analyst>writer,critic", "parallel", "aggregator")
+    assert isinstance(steps[0], SequentialStep)
+    with pytest.raises(ChorusInputError, match="empty item"):
+        parse_agents("a,,b", "sequential", None)
+    with pytest.raises(ChorusInputError, match="invalid step 'Bad Name'"):
+        parse_agents("Bad Name", "sequential", None)
+
+
+def test_load_plan_nested(tmp_path: Path):
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "pattern: parallel\naggregator: aggregator\nmin_successes: 2\nsteps:\n"
+        "  - analyst\n"
+        "  - {kind: sequential, steps: [summarizer, {kind: parallel, branches: [critic, writer]}]}\n"
+    )
+    plan = load_plan(path)
+    assert plan.pattern == "parallel" and plan.min_successes == 2
+    inner = plan.steps[1]
+    assert isinstance(inner, SequentialStep) and isinstance(inner.steps[1], ParallelStep)
+    path.write_text("pattern: parallel\nsteps: [{kind: sequential, steps: []}]\n")
+    with pytest.raises(ChorusInputError, match="steps\\[0\\]"):
+        load_plan(path)
+
+
+def test_prices_match_dated_snapshots_and_local_is_free():
+    assert cost_usd("openai", "gpt-4o-mini-2024-07-18", 1_000_000, 1_000_000) == (0.75, True)
+    assert cost_usd("local", "anything", 10**6, 10**6) == (0.0, True)
+    assert cost_usd("openai", "mystery-model", 10, 10) == (0.0, False)
+    assert lookup_price("anthropic", "claude-haiku-4-5-20251001") == lookup_price(
+        "anthropic", "claude-haiku-4-5"
+    )
+    assert context_window("anthropic", "claude-sonnet-4-5", 8192) == 200_000
+    assert context_window("local", "smollm2", 8192) == 8192
+
+
+def test_prices_file_overrides(tmp_path: Path, monkeypatch):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("openai:\n  my-finetune: {input: 2.0, output: 4.0}\n")
+    monkeypatch.setenv("CHORUS_PRICES_FILE", str(prices))
+    assert cost_usd("openai", "my-finetune", 500_000, 250_000) == (2.0, True)
+
+
+def _request(document: str, context: list[PriorOutput] | None = None) -> LLMRequest:
+    return LLMRequest(
+        agent="a",
+        provider="local",
+        model="m",
+        instructions="Be brief.",
+        task="Summarize",
+        document=document,
+        document_name="doc.txt",
+        context=context or [],
+        max_tokens=200,
+    )
+
+
+def test_prompt_fits_context_window_by_cutting_document():
+    doc = "".join(f"line {i}: something happened\n" for i in range(2000))
+    prompt = build_prompt(_request(doc), window_tokens=2048)
+    assert prompt.truncated_chars > 0
+    assert estimate_tokens(prompt.system) + estimate_tokens(prompt.user) <= 2048 - 200
+    assert "line 0:" in prompt.user and "line 1999:" in prompt.user  # head and tail kept
+    assert "characters omitted to fit the model's context window" in prompt.user
+    assert prompt.user.startswith("Task: Summarize")
+
+
+def test_prompt_cuts_earlier_outputs_after_document():
+    context = [PriorOutput(name="analyst", output="x" * 20_000)]
+    prompt = build_prompt(_request("short doc" * 1000, context), window_tokens=1024)
+    assert estimate_tokens(prompt.system) + estimate_tokens(prompt.user) <= 1024 - 200
+    assert "### analyst" in prompt.user
+    small = build_prompt(_request("tiny"), window_tokens=8192)
+    assert small.truncated_chars == 0 and "tiny" in small.user
+
+
+def test_retry_after_forms():
+    assert parse_retry_after({"retry-after": "3"}, 60) == timedelta(seconds=3)
+    assert parse_retry_after({"retry-after-ms": "1500"}, 60) == timedelta(seconds=1.5)
+    assert parse_retry_after({"retry-after": "900"}, 60) == timedelta(seconds=60)
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    delay = parse_retry_after({"retry-after": later}, 60)
+    assert delay is not None and 25 <= delay.total_seconds() <= 31
+    assert parse_retry_after({"retry-after": "soon"}, 60) is None
+    assert parse_retry_after({}, 60) is None
+
+
+def test_workflow_ids_are_readable():
+    wid = make_workflow_id("sequential", "Summarize the Q3 report, please!")
+    assert wid.startswith("seq-summarize-the-q3-report-ple")
+    assert len(wid.rsplit("-", 1)[1]) == 8

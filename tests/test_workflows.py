@@ -1,0 +1,216 @@
+"""Workflows on a real Temporal dev server, with a fake LLM activity for exact assertions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from chorus.models import AgentStep, ParallelStep, SequentialStep
+from starter.sdk import ChorusClient, ChorusInputError, RunFailedError
+from tests.conftest import agent, running_worker
+from workflows import WORKFLOWS
+
+LOCAL = ["local:fake"]
+
+
+async def replay(client: Client, workflow_id: str) -> None:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )
+
+
+async def test_sequential_each_agent_sees_earlier_outputs(client, make_settings, fake_llm):
+    settings = make_settings([agent(n, LOCAL) for n in ("analyst", "writer", "critic")])
+    chorus = ChorusClient(client, settings)
+    async with running_worker(client, settings, fake_llm.call_llm):
+        handle = await chorus.start_sequential(
+            "Summarize it", ["analyst", "writer", "critic"], document="DOC", document_name="d.txt"
+        )
+        result = await handle.result()
+
+    assert handle.workflow_id.startswith("seq-summarize-it-")
+    assert [s.agent for s in result.steps] == ["analyst", "writer", "critic"]
+    assert [c.name for c in fake_llm.calls[2].context] == ["analyst", "writer"]
+    assert all(c.document == "DOC" and c.task == "Summarize it" for c in fake_llm.calls)
+    assert result.output == "critic output [saw: analyst,writer]"
+    step = result.steps[1]
+    assert (step.provider, step.model, step.attempts, step.agent_version) == ("local", "fake", 1, 1)
+    assert (step.input_tokens, step.output_tokens, step.cost_usd) == (110, 20, 0.001)
+    assert result.totals.llm_calls == 3
+    assert result.totals.input_tokens == 100 + 110 + 120
+    assert result.totals.cost_usd == pytest.approx(0.003)
+    assert result.totals.wall_ms > 0
+    await replay(client, handle.workflow_id)
+
+
+async def test_parallel_tolerates_failed_branch_and_names_it(client, make_settings, fake_llm):
+    names = ("analyst", "summarizer", "critic", "aggregator")
+    settings = make_settings([agent(n, LOCAL) for n in names])
+    fake_llm.fail("critic", "local", "InvalidRequest")
+    chorus = ChorusClient(client, settings)
+    async with running_worker(client, settings, fake_llm.call_llm):
+        handle = await chorus.start_parallel(
+            "Review", ["analyst", "summarizer", "critic"], min_successes=2
+        )
+        result = await handle.result()
+
+    assert handle.workflow_id.startswith("par-review-")
+    assert [b.name for b in result.failed_branches] == ["critic"]
+    assert "InvalidRequest" in result.failed_branches[0].error
+    assert result.output == "aggregator output [saw: analyst,summarizer]"
+    assert [s.status for s in result.steps] == ["succeeded", "succeeded", "failed", "succeeded"]
+    assert result.totals.llm_calls == 3
+    await replay(client, handle.workflow_id)
+
+
+async def test_parallel_fails_below_min_successes(client, make_settings, fake_llm):
+    settings = make_settings([agent(n, LOCAL) for n in ("a", "b", "aggregator")])
+    fake_llm.fail("b", "local", "InvalidRequest")
+    chorus = ChorusClient(client, settings)
+    async with running_worker(client, settings, fake_llm.call_llm):
+        handle = await chorus.start_parallel("t", ["a", "b"], min_successes=2)
+        with pytest.raises(RunFailedError) as failure:
+            await handle.result()
+
+    assert "only 1 of 2 branches succeeded, 2 required" in str(failure.value)
+    assert failure.value.partial is not None
+    assert [s.status for s in failure.value.partial.steps] == ["succeeded", "failed"]
+    assert not any(c.agent == "aggregator" for c in fake_llm.calls)
+
+
+async def test_provider_fallback_is_in_history(client, make_settings, fake_llm, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    chain = ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5", "local:fake"]
+    settings = make_settings([agent("analyst", chain)])
+    fake_llm.fail("analyst", "openai", "ProviderAuthError")
+    chorus = ChorusClient(client, settings)
+    async with running_worker(client, settings, fake_llm.call_llm):
+        handle = await chorus.start_sequential("t", ["analyst"])
+        result = await handle.result()
+
+    step = result.steps[0]
+    assert step.provider == "local"
+    tried = [(t.provider, t.status, t.error_type) for t in step.providers_tried]
+    assert tried == [
+        ("anthropic", "skipped", None),
+        ("openai", "failed", "ProviderAuthError"),
+        ("local", "succeeded", None),
+    ]
+    assert "ANTHROPIC_API_KEY is not set" in (step.providers_tried[0].error or "")
+    history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == ["chorus.resolve_agents", "chorus.call_llm", "chorus.call_llm"]
+
+
+async def test_malformed_request_does_not_fall_back(client, make_settings, fake_llm, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    settings = make_settings([agent("analyst", ["openai:gpt-4o-mini", "local:fake"])])
+    fake_llm.fail("analyst", "openai", "InvalidRequest")
+    chorus = ChorusClient(client, settings)
+    async with running_worker(client, settings, fake_llm.call_llm):
+        handle = await chorus.start_sequential("t", ["analyst"])
+        with pytest.raises(RunFailedError) as failure:
+            await handle.result()
+    assert "step 1 of 1 (analyst) failed" in str(failure.value)
+    assert [c.provider for c in fake_llm.calls] == ["openai"]
+
+
+async def test_nested_children_both_ways(client, make_settings, fake_llm):
+    names = ("analyst", "writer", "critic", "summarizer", "aggregator")
+    settings = make_settings([agent(n, LOCAL) for n in names])
+    chorus = ChorusClient(client, settings)
+    async with running_worker(client, settings, fake_llm.call_llm):
+        # parallel run whose first branch is a sequential pipeline
+        par = await chorus.start_parallel(
+            "t",
+            [
+                SequentialStep(steps=[AgentStep(agent="analyst"), AgentStep(agent="writer")]),
+                "summarizer",
+            ],
+        )
+        par_result = await par.result()
+        # sequential run whose middle step is a parallel group
+        seq = await chorus.start_sequential(
+            "t",
+            [
+                "analyst",
+                ParallelStep(branches=[AgentStep(agent="critic"), AgentStep(agent="summarizer")]),
+                "writer",
+            ],
+        )
+        seq_result = await seq.result()
+
+    child = par_result.steps[0]
+    assert child.kind == "sequential" and child.child_workflow_id == f"{par.workflow_id}-s1"
+    assert [s.agent for s in child.steps] == ["analyst", "writer"]
+    assert child.output == "writer output [saw: analyst]"
+    assert par_result.totals.llm_calls == 4  # analyst, writer, summarizer, aggregator
+    group = seq_result.steps[1]
+    assert (
+        group.kind == "parallel"
+        and group.output == "aggregator output [saw: analyst,critic,summarizer]"
+    )
+    assert seq_result.output == "writer output [saw: analyst,(critic | summarizer)]"
+    assert seq_result.totals.llm_calls == 5
+    assert seq_result.totals.input_tokens == sum(s.input_tokens for s in seq_result.steps)
+    for wid in (par.workflow_id, seq.workflow_id, f"{seq.workflow_id}-s2"):
+        await replay(client, wid)
+
+
+async def test_progress_query_and_cancel(client, make_settings, fake_llm):
+    settings = make_settings([agent(n, LOCAL) for n in ("analyst", "writer")])
+    gate = fake_llm.gate("writer")
+    chorus = ChorusClient(client, settings)
+    async with running_worker(client, settings, fake_llm.call_llm):
+        handle = await chorus.start_sequential("t", ["analyst", "writer"])
+        await asyncio.wait_for(fake_llm.started["writer"].wait(), 20)
+        progress = await handle.progress()
+        assert [(s.name, s.status) for s in progress.steps] == [
+            ("analyst", "succeeded"),
+            ("writer", "running"),
+        ]
+        assert progress.steps[1].provider == "local:fake"
+        status = await chorus.status(handle.workflow_id)
+        assert (
+            status.status == "RUNNING" and status.summary and "analyst → writer" in status.summary
+        )
+        await chorus.cancel(handle.workflow_id)
+        with pytest.raises(RunFailedError) as failure:
+            await handle.result()
+        gate.set()
+    assert failure.value.status == "CANCELLED"
+    desc = await client.get_workflow_handle(handle.workflow_id).describe()
+    assert desc.status == WorkflowExecutionStatus.CANCELED
+
+
+async def test_unknown_agent_rejected_before_start(client, make_settings):
+    settings = make_settings([agent("analyst", LOCAL)])
+    chorus = ChorusClient(client, settings)
+    with pytest.raises(ChorusInputError, match="unknown agent.*nope.*known: analyst"):
+        await chorus.start_sequential("t", ["analyst", "nope"])
+    with pytest.raises(ChorusInputError, match="document: .* the limit is 10 bytes"):
+        await ChorusClient(
+            client, settings.model_copy(update={"max_document_bytes": 10})
+        ).start_sequential("t", ["analyst"], document="x" * 11)
+
+
+async def test_worker_catalog_refuses_unknown_agent(client, make_settings, fake_llm):
+    """A run started by a client with a different catalog fails fast with a clear error."""
+    settings = make_settings([agent("analyst", LOCAL)])
+    client_settings = make_settings([agent("analyst", LOCAL), agent("ghost", LOCAL)])
+    client_settings = client_settings.model_copy(update={"task_queue": settings.task_queue})
+    async with running_worker(client, settings, fake_llm.call_llm):
+        handle = await ChorusClient(client, client_settings).start_sequential("t", ["ghost"])
+        with pytest.raises(RunFailedError, match="unknown agent\\(s\\): ghost"):
+            await handle.result()
+    assert fake_llm.calls == []
