@@ -48,7 +48,7 @@ class WorkerOptions:
 
 
 def default_activities(settings: Settings, clients: ProviderClients) -> list[Callable[..., Any]]:
-    """The activities a production worker registers, bound to shared clients."""
+    """Return the activities a production worker registers, bound to shared clients."""
     llm = LLMActivities(clients, settings)
     catalog = CatalogActivities(settings)
     return [llm.call_llm, catalog.resolve_agents]

@@ -88,7 +88,8 @@ def test_load_plan_nested(tmp_path: Path):
     path.write_text(
         "pattern: parallel\naggregator: aggregator\nmin_successes: 2\nsteps:\n"
         "  - analyst\n"
-        "  - {kind: sequential, steps: [summarizer, {kind: parallel, branches: [critic, writer]}]}\n"
+        "  - {kind: sequential, steps: [summarizer,\n"
+        "                               {kind: parallel, branches: [critic, writer]}]}\n"
     )
     plan = load_plan(path)
     assert plan.pattern == "parallel" and plan.min_successes == 2

@@ -196,9 +196,9 @@ async def test_progress_query_and_cancel(client, make_settings, fake_llm):
 async def test_unknown_agent_rejected_before_start(client, make_settings):
     settings = make_settings([agent("analyst", LOCAL)])
     chorus = ChorusClient(client, settings)
-    with pytest.raises(ChorusInputError, match="unknown agent.*nope.*known: analyst"):
+    with pytest.raises(ChorusInputError, match=r"unknown agent.*nope.*known: analyst"):
         await chorus.start_sequential("t", ["analyst", "nope"])
-    with pytest.raises(ChorusInputError, match="document: .* the limit is 10 bytes"):
+    with pytest.raises(ChorusInputError, match=r"document: .* the limit is 10 bytes"):
         await ChorusClient(
             client, settings.model_copy(update={"max_document_bytes": 10})
         ).start_sequential("t", ["analyst"], document="x" * 11)
