@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -17,11 +20,19 @@ from workflows import WORKFLOWS
 LOCAL = ["local:fake"]
 
 
-async def replay(client: Client, workflow_id: str) -> None:
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def replay(client: Client, workflow_id: str, record_as: str | None = None) -> None:
+    """Replay a finished run's history; with CHORUS_RECORD_HISTORIES=1 also check it in."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
         history
     )
+    if record_as and os.environ.get("CHORUS_RECORD_HISTORIES") == "1":
+        (HISTORIES / f"{record_as}.json").write_text(
+            json.dumps({"workflow_id": workflow_id, "history": json.loads(history.to_json())})
+        )
 
 
 async def test_sequential_each_agent_sees_earlier_outputs(client, make_settings, fake_llm):
@@ -45,7 +56,7 @@ async def test_sequential_each_agent_sees_earlier_outputs(client, make_settings,
     assert result.totals.input_tokens == 100 + 110 + 120
     assert result.totals.cost_usd == pytest.approx(0.003)
     assert result.totals.wall_ms > 0
-    await replay(client, handle.workflow_id)
+    await replay(client, handle.workflow_id, record_as="sequential_3_agents")
 
 
 async def test_parallel_tolerates_failed_branch_and_names_it(client, make_settings, fake_llm):
@@ -65,7 +76,7 @@ async def test_parallel_tolerates_failed_branch_and_names_it(client, make_settin
     assert result.output == "aggregator output [saw: analyst,summarizer]"
     assert [s.status for s in result.steps] == ["succeeded", "succeeded", "failed", "succeeded"]
     assert result.totals.llm_calls == 3
-    await replay(client, handle.workflow_id)
+    await replay(client, handle.workflow_id, record_as="parallel_failed_branch")
 
 
 async def test_parallel_fails_below_min_successes(client, make_settings, fake_llm):
@@ -103,6 +114,7 @@ async def test_provider_fallback_is_in_history(client, make_settings, fake_llm, 
         ("local", "succeeded", None),
     ]
     assert "ANTHROPIC_API_KEY is not set" in (step.providers_tried[0].error or "")
+    await replay(client, handle.workflow_id, record_as="provider_fallback")
     history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
     scheduled = [
         e.activity_task_scheduled_event_attributes.activity_type.name
@@ -163,8 +175,10 @@ async def test_nested_children_both_ways(client, make_settings, fake_llm):
     assert seq_result.output == "writer output [saw: analyst,(critic | summarizer)]"
     assert seq_result.totals.llm_calls == 5
     assert seq_result.totals.input_tokens == sum(s.input_tokens for s in seq_result.steps)
-    for wid in (par.workflow_id, seq.workflow_id, f"{seq.workflow_id}-s2"):
-        await replay(client, wid)
+    await replay(client, par.workflow_id, record_as="parallel_with_sequential_child")
+    await replay(client, f"{par.workflow_id}-s1", record_as="sequential_child")
+    await replay(client, seq.workflow_id, record_as="sequential_with_parallel_child")
+    await replay(client, f"{seq.workflow_id}-s2", record_as="parallel_child")
 
 
 async def test_progress_query_and_cancel(client, make_settings, fake_llm):

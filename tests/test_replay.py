@@ -1,0 +1,35 @@
+"""Replay checked-in histories: a change that breaks determinism fails here.
+
+The files in tests/histories were recorded from real runs on the dev server
+(``CHORUS_RECORD_HISTORIES=1 pytest tests/test_workflows.py``). Never re-record them to make
+this test pass: a failure means old runs in flight would break on the new code; gate the change
+with ``workflow.patched`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows import WORKFLOWS
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_are_checked_in():
+    names = {p.stem for p in HISTORIES}
+    assert {"sequential_3_agents", "parallel_failed_branch", "provider_fallback"} <= names
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_replay_checked_in_history(path: Path):
+    recorded = json.loads(path.read_text())
+    history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
