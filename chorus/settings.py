@@ -74,8 +74,6 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(1_000_000, ge=1)
     """Largest input document accepted (UTF-8 bytes); history stays far below 2 MB/payload."""
     max_task_chars: int = Field(10_000, ge=1)
-    llm_max_attempts: int = Field(4, ge=1)
-    """Attempts per provider (first try included) before fallback to the next provider."""
     max_retry_after_s: float = Field(120.0, gt=0)
     """Upper bound on a provider's ``Retry-After`` delay honoured as ``next_retry_delay``."""
 

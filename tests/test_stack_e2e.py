@@ -45,8 +45,8 @@ class Stack:
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if k not in {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL",
-                         "ANTHROPIC_BASE_URL"}
+            if k
+            not in {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"}
         }
         self.env.update(
             CHORUS_DATA_DIR=str(data_dir),
@@ -58,13 +58,20 @@ class Stack:
             CHORUS_TASK_QUEUE="e2e",
         )
 
-    def chorus(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def chorus(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "starter.cli", *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"chorus {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+            raise AssertionError(
+                f"chorus {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}"
+            )
         return proc
 
     def chorus_json(self, *args: str) -> Any:
@@ -73,7 +80,10 @@ class Stack:
     def temporal(self, *args: str) -> str:
         proc = subprocess.run(
             [temporal_binary(), *args, "--address", self.address],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         return proc.stdout
 
@@ -84,7 +94,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         up = s.chorus_json("dev", "up")
         assert {row["name"]: row["healthy"] for row in up} == {
-            "temporal": True, "llm": True, "worker": True,
+            "temporal": True,
+            "llm": True,
+            "worker": True,
         }
         yield s
     finally:
@@ -94,18 +106,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def sequential_run(stack: Stack) -> dict[str, Any]:
     return stack.chorus_json(
-        "run", "sequential", "--agents", "analyst,summarizer,critic",
-        "--task", "Brief an engineering manager on the two incidents and what they teach",
-        "--input", str(SAMPLES / "debian-history-excerpt.txt"),
+        "run",
+        "sequential",
+        "--agents",
+        "analyst,summarizer,critic",
+        "--task",
+        "Brief an engineering manager on the two incidents and what they teach",
+        "--input",
+        str(SAMPLES / "debian-history-excerpt.txt"),
     )
 
 
 @pytest.fixture(scope="module")
 def parallel_run(stack: Stack) -> dict[str, Any]:
     return stack.chorus_json(
-        "run", "parallel", "--agents", "log_analyst,triage", "--aggregator", "aggregator",
-        "--task", "Assess these SSH authentication logs for an on-call engineer",
-        "--input", str(SAMPLES / "sshd-auth.log"),
+        "run",
+        "parallel",
+        "--agents",
+        "log_analyst,triage",
+        "--aggregator",
+        "aggregator",
+        "--task",
+        "Assess these SSH authentication logs for an on-call engineer",
+        "--input",
+        str(SAMPLES / "sshd-auth.log"),
     )
 
 
@@ -167,16 +191,29 @@ def test_status_result_list_and_replay(stack, sequential_run):
 
 
 def test_cli_bad_input_is_refused_with_clear_errors(stack, tmp_path: Path):
-    proc = stack.chorus("run", "sequential", "--agents", "analyst,nobody", "--task", "x", check=False)
+    proc = stack.chorus(
+        "run", "sequential", "--agents", "analyst,nobody", "--task", "x", check=False
+    )
     assert proc.returncode == 2 and "unknown agent(s) nobody" in proc.stderr
     proc = stack.chorus(
-        "run", "sequential", "--agents", "analyst", "--task", "x", "--input", "missing.txt",
+        "run",
+        "sequential",
+        "--agents",
+        "analyst",
+        "--task",
+        "x",
+        "--input",
+        "missing.txt",
         check=False,
     )
     assert proc.returncode == 2 and "--input: cannot read missing.txt" in proc.stderr
     big = tmp_path / "big.txt"
     big.write_text("a" * 1_000_001)
-    proc = stack.chorus("run", "sequential", "--agents", "analyst", "--task", "x", "--input", str(big), check=False)
+    proc = stack.chorus(
+        "run", "sequential", "--agents", "analyst", "--task", "x", "--input", str(big), check=False
+    )
     assert proc.returncode == 2 and "the limit is 1000000 bytes" in proc.stderr
-    proc = stack.chorus("run", "parallel", "--agents", "analyst", "--task", "x", "--min-successes", "2", check=False)
+    proc = stack.chorus(
+        "run", "parallel", "--agents", "analyst", "--task", "x", "--min-successes", "2", check=False
+    )
     assert proc.returncode == 2 and "min_successes: 2" in proc.stderr
