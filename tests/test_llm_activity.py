@@ -77,6 +77,7 @@ async def test_400_fails_fast_without_fallback(client, make_settings, stub):
     assert "HTTP 400" in message and "max_tokens is too large" in message
     assert len(stub.for_model("m400")) == 1
     assert stub.for_model("never") == []
+    assert failure.value.partial is not None
     tried = failure.value.partial.steps[0].providers_tried
     assert [(t.provider, t.status, t.error_type, t.attempts) for t in tried] == [
         ("openai", "failed", "InvalidRequest", 1)

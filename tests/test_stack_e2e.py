@@ -105,7 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def sequential_run(stack: Stack) -> dict[str, Any]:
-    return stack.chorus_json(
+    run: dict[str, Any] = stack.chorus_json(
         "run",
         "sequential",
         "--agents",
@@ -115,11 +115,12 @@ def sequential_run(stack: Stack) -> dict[str, Any]:
         "--input",
         str(SAMPLES / "debian-history-excerpt.txt"),
     )
+    return run
 
 
 @pytest.fixture(scope="module")
 def parallel_run(stack: Stack) -> dict[str, Any]:
-    return stack.chorus_json(
+    run: dict[str, Any] = stack.chorus_json(
         "run",
         "parallel",
         "--agents",
@@ -131,6 +132,7 @@ def parallel_run(stack: Stack) -> dict[str, Any]:
         "--input",
         str(SAMPLES / "sshd-auth.log"),
     )
+    return run
 
 
 def test_sequential_run_on_the_local_model(sequential_run: dict[str, Any]):
