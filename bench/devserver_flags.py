@@ -28,9 +28,8 @@ from activities import CatalogActivities
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
 from chorus.settings import Settings
-from starter.dev import temporal_binary
+from starter.dev import free_port, temporal_binary
 from starter.sdk import ChorusClient
-from tests.test_stack_e2e import free_port
 from worker import build_worker
 
 PRAGMAS = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -95,7 +96,8 @@ def run(
         ),
     ] = None,
     input_file: Annotated[
-        Path | None, typer.Option("--input", "-i", help="Input document (UTF-8 text file).")
+        Path | None,
+        typer.Option("--input", "-i", help="Input document (UTF-8 text file; - for stdin)."),
     ] = None,
     plan_file: Annotated[
         Path | None, typer.Option("--plan", help="YAML plan file for arbitrary nesting.")
@@ -129,7 +131,9 @@ def run(
             "--agents or --plan is required, e.g. --agents analyst,writer,critic", as_json=as_json
         )
     document, document_name = "", None
-    if input_file is not None:
+    if input_file is not None and str(input_file) == "-":
+        document, document_name = sys.stdin.read(), "stdin"
+    elif input_file is not None:
         try:
             document = input_file.read_text(encoding="utf-8")
         except OSError as exc:
@@ -173,6 +177,13 @@ def run(
                 out.print(f"started [bold]{handle.workflow_id}[/]")
                 out.print(f"Temporal UI: {handle.ui_url}", highlight=False)
             return
+        if not await chorus.task_queue_pollers():
+            err.print(
+                f"[yellow]warning:[/] no worker polls task queue {chorus.settings.task_queue!r}; "
+                "the run waits, durably, until one does (start one with `chorus dev up` or "
+                "`chorus worker`)",
+                highlight=False,
+            )
         if not as_json:
             err.print(f"started [bold]{handle.workflow_id}[/] — {handle.ui_url}", highlight=False)
         result = await _wait_with_progress(handle, show=not as_json)
@@ -220,7 +231,7 @@ async def _wait_with_progress(handle: RunHandle, *, show: bool) -> RunResult:
     async def poll() -> RunProgress | None:
         try:
             return await handle.progress()
-        except Exception:
+        except Exception:  # best effort: no worker yet, or a transient RPC error
             return last
 
     if err.is_terminal:

@@ -45,12 +45,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from chorus.settings import Settings
 from chorus.temporal import connect
+from starter.sdk import ChorusClient
 
 SERVICES = ("temporal", "llm", "worker")
 LOCAL_MODEL_ALIAS = "smollm2"
@@ -187,14 +185,13 @@ def _read_record(settings: Settings, name: str) -> dict[str, object] | None:
 
 
 def _pid_runs(pid: int, argv0: str) -> bool:
-    """Whether ``pid`` is alive and still runs a command whose argv[0] is ``argv0``."""
+    """Whether ``pid`` is alive (not a zombie) and runs a command whose argv[0] is ``argv0``."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1]
     except OSError:
         return False
-    if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
-        return False  # zombie: exited, not yet reaped
-    return bool(cmdline) and cmdline[0].decode(errors="replace") == argv0
+    return state != "Z" and bool(cmdline) and cmdline[0].decode(errors="replace") == argv0
 
 
 def _tracked_pid(settings: Settings, name: str) -> int | None:
@@ -205,6 +202,13 @@ def _tracked_pid(settings: Settings, name: str) -> int | None:
     if isinstance(pid, int) and isinstance(argv, list) and argv and _pid_runs(pid, str(argv[0])):
         return pid
     return None
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now (for tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -243,7 +247,7 @@ async def _temporal_healthy(settings: Settings) -> tuple[bool, str]:
     try:
         client = await asyncio.wait_for(connect(settings), timeout=5)
         await asyncio.wait_for(client.service_client.check_health(), timeout=5)
-    except Exception as exc:
+    except Exception as exc:  # any failure means unhealthy; the reason is reported
         return False, str(exc).splitlines()[0][:200]
     return True, f"UI {settings.temporal_ui_url}"
 
@@ -263,17 +267,10 @@ async def _llm_healthy(settings: Settings) -> tuple[bool, str]:
 
 async def _worker_healthy(settings: Settings) -> tuple[bool, str]:
     try:
-        client = await asyncio.wait_for(connect(settings), timeout=5)
-        response = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=settings.temporal_namespace,
-                task_queue=TaskQueue(name=settings.task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
-        )
-    except Exception as exc:
+        chorus = await asyncio.wait_for(ChorusClient.connect(settings), timeout=5)
+        pollers = await chorus.task_queue_pollers()
+    except Exception as exc:  # any failure means unhealthy; the reason is reported
         return False, str(exc).splitlines()[0][:200]
-    pollers = [p.identity for p in response.pollers]
     if not pollers:
         return False, f"no worker polls task queue {settings.task_queue!r}"
     return True, f"{len(pollers)} poller(s) on {settings.task_queue!r}"

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -365,6 +368,20 @@ class ChorusClient:
 
     # -- watching runs ---------------------------------------------------------------------
 
+    async def task_queue_pollers(self) -> list[str]:
+        """Identities of workers polling the task queue for workflow tasks right now.
+
+        The server keeps a poller listed for about a minute after its worker stops.
+        """
+        response = await self.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.settings.temporal_namespace,
+                task_queue=TaskQueue(name=self.settings.task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        return [p.identity for p in response.pollers]
+
     def handle(self, workflow_id: str) -> RunHandle:
         """Return a handle to an existing run (latest run of that workflow id)."""
         return RunHandle(
@@ -387,7 +404,7 @@ class ChorusClient:
         progress = None
         try:
             progress = await handle.query(PROGRESS_QUERY, result_type=RunProgress)
-        except Exception:
+        except Exception:  # best effort: no worker to answer, or history gone
             progress = None
         summary = await desc.static_summary()
         return RunStatus(

@@ -7,21 +7,15 @@ ANTHROPIC_BASE_URL/ANTHROPIC_API_KEY read by the official SDKs, CHORUS_LOCAL_BAS
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from activities import LLMActivities, ProviderClients
+from starter.dev import free_port
 from starter.sdk import ChorusClient, RunFailedError
 from tests.conftest import agent, running_worker
 from tests.stub_llm import Reply, StubLLM
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -100,7 +94,7 @@ async def test_auth_error_falls_back_at_once(client, make_settings, stub):
 
 
 async def test_provider_down_leads_to_next_provider(client, make_settings, stub, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{free_port()}")
     settings = make_settings(
         [agent("analyst", ["anthropic:claude-haiku-4-5", "local:backup"])],
         local_base_url=stub.base_url,

