@@ -12,12 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import CatalogActivities, LLMActivities, ProviderClients
+from activities import LLMActivities, ProviderClients, RunActivities
+from chorus import db
 from chorus.logs import configure_logging
 from chorus.settings import Settings, get_settings
 from chorus.temporal import connect
@@ -47,11 +49,13 @@ class WorkerOptions:
     max_concurrent_workflow_tasks: int = 50
 
 
-def default_activities(settings: Settings, clients: ProviderClients) -> list[Callable[..., Any]]:
+def default_activities(
+    settings: Settings, clients: ProviderClients, pool: asyncpg.Pool
+) -> list[Callable[..., Any]]:
     """Return the activities a production worker registers, bound to shared clients."""
-    llm = LLMActivities(clients, settings)
-    catalog = CatalogActivities(settings)
-    return [llm.call_llm, catalog.resolve_agents]
+    llm = LLMActivities(clients, settings, pool)
+    runs = RunActivities(pool, settings)
+    return [llm.call_llm, runs.start_run, runs.finish_run]
 
 
 def build_worker(
@@ -59,6 +63,7 @@ def build_worker(
     settings: Settings,
     activities: Sequence[Callable[..., Any]],
     options: WorkerOptions | None = None,
+    **worker_kwargs: Any,
 ) -> Worker:
     """Create (not start) a worker polling ``settings.task_queue`` for all Chorus work.
 
@@ -80,6 +85,7 @@ def build_worker(
         ),
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+        **worker_kwargs,
     )
 
 
@@ -95,8 +101,9 @@ async def run_worker(
     settings = settings or get_settings()
     options = options or WorkerOptions()
     client = await connect(settings)
+    pool = await db.open_store(settings, max_size=20)
     clients = ProviderClients.from_settings(settings)
-    worker = build_worker(client, settings, default_activities(settings, clients), options)
+    worker = build_worker(client, settings, default_activities(settings, clients, pool), options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,6 +116,7 @@ async def run_worker(
         namespace=settings.temporal_namespace,
         providers=configured,
         agents_file=str(settings.agents_file),
+        database=db.redact_url(db.database_url(settings)),
     )
     try:
         async with worker:
@@ -116,6 +124,7 @@ async def run_worker(
             log.info("worker stopping")
     finally:
         await clients.close()
+        await pool.close()
     log.info("worker stopped")
 
 

@@ -1,10 +1,10 @@
-"""Chorus activities: all I/O (LLM providers, the agent catalog) happens here, never in workflows.
+"""Chorus activities: all I/O (LLM providers, PostgreSQL) happens here, never in workflows.
 
-Activities are methods of classes that receive their clients in ``__init__`` (built once per
-worker in ``worker.py``).
+Activities are methods of classes that receive their clients and the connection pool in
+``__init__`` (built once per worker in ``worker.py``).
 """
 
-from activities.catalog import CatalogActivities
 from activities.llm import LLMActivities, ProviderClients
+from activities.runs import RunActivities
 
-__all__ = ["CatalogActivities", "LLMActivities", "ProviderClients"]
+__all__ = ["LLMActivities", "ProviderClients", "RunActivities"]

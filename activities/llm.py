@@ -20,12 +20,14 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import Awaitable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anthropic
+import asyncpg
 import openai
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
@@ -33,7 +35,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.prompts import Prompt, build_prompt
-from chorus import errors
+from activities.runs import workflow_ids
+from chorus import db, errors
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
 from chorus.pricing import context_window, cost_usd
@@ -210,11 +213,34 @@ async def _with_heartbeats(call: Awaitable[T]) -> T:
 
 
 class LLMActivities:
-    """LLM calls for all providers; holds the SDK clients for the worker's lifetime."""
+    """LLM calls for all providers; holds the SDK clients and pool for the worker's lifetime."""
 
-    def __init__(self, clients: ProviderClients, settings: Settings) -> None:
+    def __init__(self, clients: ProviderClients, settings: Settings, pool: asyncpg.Pool) -> None:
         self._clients = clients
         self._settings = settings
+        self._pool = pool
+        self._documents: OrderedDict[str, str] = OrderedDict()
+
+    async def _document(self, req: LLMRequest) -> str:
+        """The request's document: inline, or loaded by reference (a few kept in memory)."""
+        if req.document_ref is None:
+            return req.document
+        key = req.document_ref.blob_id
+        if key in self._documents:
+            self._documents.move_to_end(key)
+            return self._documents[key]
+        try:
+            text = await db.get_text(self._pool, req.document_ref)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ApplicationError(
+                f"cannot load document {key} from PostgreSQL: {exc}",
+                activity.info().attempt,
+                type=errors.STORAGE_UNAVAILABLE,
+            ) from exc
+        self._documents[key] = text
+        while len(self._documents) > 4:
+            self._documents.popitem(last=False)
+        return text
 
     @activity.defn(name=CALL_LLM_ACTIVITY)
     async def call_llm(self, req: LLMRequest) -> LLMResponse:
@@ -233,7 +259,8 @@ class LLMActivities:
         """
         info = activity.info()
         window = context_window(req.provider, req.model, self._settings.local_context_tokens)
-        prompt = build_prompt(req, window)
+        document = await self._document(req)
+        prompt = build_prompt(req.model_copy(update={"document": document}), window)
         if prompt.truncated_chars:
             activity.logger.warning(
                 "agent %s: cut %d characters of input to fit %s:%s's %d-token context window",
@@ -243,6 +270,48 @@ class LLMActivities:
                 req.model,
                 window,
             )
+        # A previous attempt may have received the completion and then failed to record it:
+        # reuse it instead of paying the provider twice.
+        response = _previous_response(info.heartbeat_details)
+        if response is None:
+            response = await self._complete(req, prompt, info.attempt)
+        else:
+            activity.logger.info(
+                "agent %s: reusing the completion of attempt %d", req.agent, response.attempt
+            )
+        workflow_id, _ = workflow_ids(info)
+        try:
+            await db.record_call(
+                self._pool,
+                workflow_id=workflow_id,
+                root_workflow_id=req.root_workflow_id or workflow_id,
+                activity_id=info.activity_id,
+                agent=req.agent,
+                agent_version=req.agent_version,
+                provider=response.provider,
+                model=response.model,
+                system_prompt=prompt.system,
+                user_prompt=prompt.user,
+                completion=response.output,
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                cost_usd=response.cost_usd,
+                cost_known=response.cost_known,
+                latency_ms=response.latency_ms,
+                attempt=response.attempt,
+                truncated_chars=response.truncated_chars,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            activity.heartbeat(response.model_dump(mode="json"))
+            raise ApplicationError(
+                f"agent {req.agent}: completion received but not recorded in PostgreSQL ({exc}); "
+                "the retry reuses it",
+                info.attempt,
+                type=errors.STORAGE_UNAVAILABLE,
+            ) from exc
+        return response
+
+    async def _complete(self, req: LLMRequest, prompt: Prompt, attempt: int) -> LLMResponse:
         started = time.perf_counter()
         try:
             if req.provider == "anthropic":
@@ -272,7 +341,7 @@ class LLMActivities:
             tin,
             tout,
             cost,
-            info.attempt,
+            attempt,
         )
         return LLMResponse(
             provider=req.provider,
@@ -283,7 +352,7 @@ class LLMActivities:
             cost_usd=cost,
             cost_known=known,
             latency_ms=round(latency_ms, 3),
-            attempt=info.attempt,
+            attempt=attempt,
             finish_reason=finish,
             truncated_chars=prompt.truncated_chars,
         )
@@ -368,6 +437,17 @@ class LLMActivities:
             response.usage.output_tokens,
             response.stop_reason,
         )
+
+
+def _previous_response(details: Sequence[Any]) -> LLMResponse | None:
+    """A completion an earlier attempt stored in its heartbeat details, if any."""
+    for item in reversed(details):
+        if isinstance(item, dict) and "output" in item and "provider" in item:
+            try:
+                return LLMResponse.model_validate(item)
+            except ValueError:
+                return None
+    return None
 
 
 def _check_json(output: str, req: LLMRequest) -> str:

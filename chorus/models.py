@@ -201,6 +201,22 @@ def plan_depth(steps: list[Step]) -> int:
     return 1 + max((depth(s) for s in steps), default=0)
 
 
+class TextRef(_Model):
+    """Large text stored in PostgreSQL (claim check); workflows carry this, not the text.
+
+    Attributes:
+        blob_id: Id of the ``blobs`` row (UUID).
+        size_bytes: UTF-8 size of the text.
+        sha256: Hex SHA-256 of the UTF-8 text (the store is content-addressed).
+        preview: The first 200 characters, for people reading the history.
+    """
+
+    blob_id: str
+    size_bytes: int = Field(ge=0)
+    sha256: str
+    preview: str = ""
+
+
 class PriorOutput(_Model):
     """An earlier step's output, shown to later agents."""
 
@@ -212,6 +228,8 @@ class _RunInput(_Model):
     task: str = Field(min_length=1)
     document: str = ""
     document_name: str | None = None
+    document_ref: TextRef | None = None
+    """Set instead of ``document`` when the document is stored in PostgreSQL (large text)."""
     context: list[PriorOutput] = Field(default_factory=list)
     """Outputs of steps that ran before this workflow (set by a parent workflow)."""
     agents: dict[str, ResolvedAgent] | None = None
@@ -252,10 +270,44 @@ class ParallelInput(_RunInput):
 # --- Activities ----------------------------------------------------------------------------
 
 
-class ResolveAgentsInput(_Model):
-    """Input of the ``chorus.resolve_agents`` activity: the agent names a run needs."""
+class StartRunInput(_Model):
+    """Input of ``chorus.start_run``: pin the run's agents and record the run row.
 
+    Attributes:
+        pattern: ``sequential`` or ``parallel``.
+        task: The run's task.
+        names: Agent names the run (and its children) will call.
+        pinned: Configurations already pinned by a parent run; ``None`` reads the current
+            versions from PostgreSQL.
+        document_name: Name of the input document, if any.
+        document_ref: Stored document, when it went by reference.
+        document_bytes: UTF-8 size of the input document.
+        parent_workflow_id: Parent run, for child workflows.
+        root_workflow_id: Top-level run (itself for a top-level run).
+        started_at: Workflow start time (``workflow.now()``).
+    """
+
+    pattern: Literal["sequential", "parallel"]
+    task: str
     names: list[str]
+    pinned: dict[str, ResolvedAgent] | None = None
+    document_name: str | None = None
+    document_ref: TextRef | None = None
+    document_bytes: int = 0
+    parent_workflow_id: str | None = None
+    root_workflow_id: str
+    started_at: datetime
+
+
+class FinishRunInput(_Model):
+    """Input of ``chorus.finish_run``: close the run row; archive the transcript if top-level."""
+
+    status: Literal["succeeded", "failed", "cancelled"]
+    finished_at: datetime
+    totals: RunTotals
+    output: str | None = None
+    error: str | None = None
+    archive: bool = True
 
 
 class SkippedProvider(_Model):
@@ -282,11 +334,15 @@ class ResolveAgentsResult(_Model):
 class LLMRequest(_Model):
     """Input of the ``chorus.call_llm`` activity: one completion from one provider.
 
-    The activity assembles the user prompt from ``task``, ``document`` and ``context`` so it can
-    shorten the document to fit the model's context window.
+    The activity assembles the user prompt from ``task``, ``document`` (or the stored text of
+    ``document_ref``) and ``context`` so it can shorten the document to fit the model's context
+    window. It records the call (message and cost-ledger rows) under ``root_workflow_id``.
     """
 
     agent: str
+    agent_version: int | None = None
+    root_workflow_id: str | None = None
+    document_ref: TextRef | None = None
     provider: ProviderName
     model: str
     instructions: str
@@ -434,3 +490,5 @@ ParallelStep.model_rebuild()
 StepResult.model_rebuild()
 SequentialInput.model_rebuild()
 ParallelInput.model_rebuild()
+StartRunInput.model_rebuild()
+FinishRunInput.model_rebuild()

@@ -13,7 +13,8 @@ PARALLEL_WORKFLOW: Final = "ChorusParallel"
 WORKFLOW_TYPES: Final = (SEQUENTIAL_WORKFLOW, PARALLEL_WORKFLOW)
 
 CALL_LLM_ACTIVITY: Final = "chorus.call_llm"
-RESOLVE_AGENTS_ACTIVITY: Final = "chorus.resolve_agents"
+START_RUN_ACTIVITY: Final = "chorus.start_run"
+FINISH_RUN_ACTIVITY: Final = "chorus.finish_run"
 
 PROGRESS_QUERY: Final = "progress"
 

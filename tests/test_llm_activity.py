@@ -13,7 +13,7 @@ import pytest
 
 from activities import LLMActivities, ProviderClients
 from starter.dev import free_port
-from starter.sdk import ChorusClient, RunFailedError
+from starter.sdk import RunFailedError
 from tests.conftest import agent, running_worker
 from tests.stub_llm import Reply, StubLLM
 
@@ -30,10 +30,11 @@ def stub(monkeypatch) -> Iterator[StubLLM]:
 
 async def run_one(client, settings, agents, plan, **kwargs):
     clients = ProviderClients.from_settings(settings)
-    llm = LLMActivities(clients, settings)
     try:
-        async with running_worker(client, settings, llm.call_llm):
-            handle = await ChorusClient(client, settings).start_sequential("Do it", plan, **kwargs)
+        async with running_worker(
+            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
+        ) as chorus:
+            handle = await chorus.start_sequential("Do it", plan, **kwargs)
             return await handle.result()
     finally:
         await clients.close()

@@ -39,7 +39,13 @@ class Stack:
             k: v
             for k, v in os.environ.items()
             if k
-            not in {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"}
+            not in {
+                "OPENAI_API_KEY",
+                "ANTHROPIC_API_KEY",
+                "OPENAI_BASE_URL",
+                "ANTHROPIC_BASE_URL",
+                "DATABASE_URL",
+            }
         }
         self.env.update(
             CHORUS_DATA_DIR=str(data_dir),
@@ -52,11 +58,11 @@ class Stack:
         )
 
     def chorus(
-        self, *args: str, check: bool = True, timeout: float = 600
+        self, *args: str, check: bool = True, timeout: float = 600, **env: str
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "starter.cli", *args],
-            env=self.env,
+            env={**self.env, **env},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -87,6 +93,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         up = s.chorus_json("dev", "up")
         assert {row["name"]: row["healthy"] for row in up} == {
+            "postgres": True,
             "temporal": True,
             "llm": True,
             "worker": True,
@@ -203,11 +210,20 @@ def test_cli_bad_input_is_refused_with_clear_errors(stack, tmp_path: Path):
     )
     assert proc.returncode == 2 and "--input: cannot read missing.txt" in proc.stderr
     big = tmp_path / "big.txt"
-    big.write_text("a" * 1_000_001)
+    big.write_text("a" * 5_001)
     proc = stack.chorus(
-        "run", "sequential", "--agents", "analyst", "--task", "x", "--input", str(big), check=False
+        "run",
+        "sequential",
+        "--agents",
+        "analyst",
+        "--task",
+        "x",
+        "--input",
+        str(big),
+        check=False,
+        CHORUS_MAX_DOCUMENT_BYTES="5000",
     )
-    assert proc.returncode == 2 and "the limit is 1000000 bytes" in proc.stderr
+    assert proc.returncode == 2 and "the limit is 5000 bytes" in proc.stderr
     proc = stack.chorus(
         "run", "parallel", "--agents", "analyst", "--task", "x", "--min-successes", "2", check=False
     )

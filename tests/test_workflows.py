@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from chorus.models import AgentStep, ParallelStep, SequentialStep
-from starter.sdk import ChorusClient, ChorusInputError, RunFailedError
-from tests.conftest import agent, running_worker
+from chorus import db
+from chorus.models import AgentStep, ParallelStep, RunResult, SequentialInput, SequentialStep
+from starter.sdk import ChorusInputError, RunFailedError
+from tests.conftest import agent, running_worker, sdk
 from workflows import WORKFLOWS
 
 LOCAL = ["local:fake"]
@@ -37,8 +39,7 @@ async def replay(client: Client, workflow_id: str, record_as: str | None = None)
 
 async def test_sequential_each_agent_sees_earlier_outputs(client, make_settings, fake_llm):
     settings = make_settings([agent(n, LOCAL) for n in ("analyst", "writer", "critic")])
-    chorus = ChorusClient(client, settings)
-    async with running_worker(client, settings, fake_llm.call_llm):
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
         handle = await chorus.start_sequential(
             "Summarize it", ["analyst", "writer", "critic"], document="DOC", document_name="d.txt"
         )
@@ -63,8 +64,7 @@ async def test_parallel_tolerates_failed_branch_and_names_it(client, make_settin
     names = ("analyst", "summarizer", "critic", "aggregator")
     settings = make_settings([agent(n, LOCAL) for n in names])
     fake_llm.fail("critic", "local", "InvalidRequest")
-    chorus = ChorusClient(client, settings)
-    async with running_worker(client, settings, fake_llm.call_llm):
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
         handle = await chorus.start_parallel(
             "Review", ["analyst", "summarizer", "critic"], min_successes=2
         )
@@ -82,8 +82,7 @@ async def test_parallel_tolerates_failed_branch_and_names_it(client, make_settin
 async def test_parallel_fails_below_min_successes(client, make_settings, fake_llm):
     settings = make_settings([agent(n, LOCAL) for n in ("a", "b", "aggregator")])
     fake_llm.fail("b", "local", "InvalidRequest")
-    chorus = ChorusClient(client, settings)
-    async with running_worker(client, settings, fake_llm.call_llm):
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
         handle = await chorus.start_parallel("t", ["a", "b"], min_successes=2)
         with pytest.raises(RunFailedError) as failure:
             await handle.result()
@@ -100,8 +99,7 @@ async def test_provider_fallback_is_in_history(client, make_settings, fake_llm, 
     chain = ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5", "local:fake"]
     settings = make_settings([agent("analyst", chain)])
     fake_llm.fail("analyst", "openai", "ProviderAuthError")
-    chorus = ChorusClient(client, settings)
-    async with running_worker(client, settings, fake_llm.call_llm):
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
         handle = await chorus.start_sequential("t", ["analyst"])
         result = await handle.result()
 
@@ -121,15 +119,19 @@ async def test_provider_fallback_is_in_history(client, make_settings, fake_llm, 
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    assert scheduled == ["chorus.resolve_agents", "chorus.call_llm", "chorus.call_llm"]
+    assert scheduled == [
+        "chorus.start_run",
+        "chorus.call_llm",
+        "chorus.call_llm",
+        "chorus.finish_run",
+    ]
 
 
 async def test_malformed_request_does_not_fall_back(client, make_settings, fake_llm, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     settings = make_settings([agent("analyst", ["openai:gpt-4o-mini", "local:fake"])])
     fake_llm.fail("analyst", "openai", "InvalidRequest")
-    chorus = ChorusClient(client, settings)
-    async with running_worker(client, settings, fake_llm.call_llm):
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
         handle = await chorus.start_sequential("t", ["analyst"])
         with pytest.raises(RunFailedError) as failure:
             await handle.result()
@@ -140,8 +142,7 @@ async def test_malformed_request_does_not_fall_back(client, make_settings, fake_
 async def test_nested_children_both_ways(client, make_settings, fake_llm):
     names = ("analyst", "writer", "critic", "summarizer", "aggregator")
     settings = make_settings([agent(n, LOCAL) for n in names])
-    chorus = ChorusClient(client, settings)
-    async with running_worker(client, settings, fake_llm.call_llm):
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
         # parallel run whose first branch is a sequential pipeline
         par = await chorus.start_parallel(
             "t",
@@ -184,8 +185,7 @@ async def test_nested_children_both_ways(client, make_settings, fake_llm):
 async def test_progress_query_and_cancel(client, make_settings, fake_llm):
     settings = make_settings([agent(n, LOCAL) for n in ("analyst", "writer")])
     gate = fake_llm.gate("writer")
-    chorus = ChorusClient(client, settings)
-    async with running_worker(client, settings, fake_llm.call_llm):
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
         handle = await chorus.start_sequential("t", ["analyst", "writer"])
         await asyncio.wait_for(fake_llm.started["writer"].wait(), 20)
         progress = await handle.progress()
@@ -209,22 +209,28 @@ async def test_progress_query_and_cancel(client, make_settings, fake_llm):
 
 async def test_unknown_agent_rejected_before_start(client, make_settings):
     settings = make_settings([agent("analyst", LOCAL)])
-    chorus = ChorusClient(client, settings)
-    with pytest.raises(ChorusInputError, match=r"unknown agent.*nope.*known: analyst"):
-        await chorus.start_sequential("t", ["analyst", "nope"])
-    with pytest.raises(ChorusInputError, match=r"document: .* the limit is 10 bytes"):
-        await ChorusClient(
-            client, settings.model_copy(update={"max_document_bytes": 10})
-        ).start_sequential("t", ["analyst"], document="x" * 11)
+    async with sdk(client, settings) as chorus:
+        with pytest.raises(ChorusInputError, match=r"unknown agent.*nope.*known: analyst"):
+            await chorus.start_sequential("t", ["analyst", "nope"])
+    async with sdk(client, settings.model_copy(update={"max_document_bytes": 10})) as chorus:
+        with pytest.raises(ChorusInputError, match=r"document: .* the limit is 10 bytes"):
+            await chorus.start_sequential("t", ["analyst"], document="x" * 11)
 
 
-async def test_worker_catalog_refuses_unknown_agent(client, make_settings, fake_llm):
-    """A run started by a client with a different catalog fails fast with a clear error."""
+async def test_workflow_refuses_agent_missing_from_postgres(client, make_settings, fake_llm):
+    """A run whose agent is unknown to PostgreSQL (bypassing the SDK) fails fast and clearly."""
     settings = make_settings([agent("analyst", LOCAL)])
-    client_settings = make_settings([agent("analyst", LOCAL), agent("ghost", LOCAL)])
-    client_settings = client_settings.model_copy(update={"task_queue": settings.task_queue})
-    async with running_worker(client, settings, fake_llm.call_llm):
-        handle = await ChorusClient(client, client_settings).start_sequential("t", ["ghost"])
-        with pytest.raises(RunFailedError, match="unknown agent\\(s\\): ghost"):
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
+        handle = await client.start_workflow(
+            "ChorusSequential",
+            SequentialInput(task="t", steps=[AgentStep(agent="ghost")]),
+            id=f"seq-ghost-{uuid.uuid4().hex[:6]}",
+            task_queue=settings.task_queue,
+            result_type=RunResult,
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
+        row = await db.run_row(await chorus.pool(), handle.id)
+    assert "unknown agent(s): ghost; known agents: analyst" in str(failure.value.cause)
     assert fake_llm.calls == []
+    assert row is None  # nothing recorded for a run that could not start

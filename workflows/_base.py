@@ -6,8 +6,10 @@ randomness; every external effect goes through an activity or a child workflow.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -25,13 +27,13 @@ with workflow.unsafe.imports_passed_through():
     from chorus.models import (
         AgentStep,
         FailedBranch,
+        FinishRunInput,
         LLMRequest,
         LLMResponse,
         ParallelInput,
         ParallelStep,
         PriorOutput,
         ProviderAttempt,
-        ResolveAgentsInput,
         ResolveAgentsResult,
         ResolvedAgent,
         RunProgress,
@@ -39,19 +41,20 @@ with workflow.unsafe.imports_passed_through():
         RunTotals,
         SequentialInput,
         SequentialStep,
+        StartRunInput,
         Step,
         StepKind,
         StepProgress,
         StepResult,
-        plan_agents,
         step_label,
     )
     from chorus.names import (
         CALL_LLM_ACTIVITY,
+        FINISH_RUN_ACTIVITY,
         PARALLEL_WORKFLOW,
         PROGRESS_QUERY,
-        RESOLVE_AGENTS_ACTIVITY,
         SEQUENTIAL_WORKFLOW,
+        START_RUN_ACTIVITY,
     )
 
 LLM_MAX_ATTEMPTS = 4
@@ -64,16 +67,12 @@ LLM_RETRY_POLICY = RetryPolicy(
 )
 """Retry policy of one provider: 4 attempts, 1 s doubling to 30 s; ``Retry-After`` overrides."""
 
-CATALOG_RETRY_POLICY = RetryPolicy(
+STORAGE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=5,
-    non_retryable_error_types=[
-        errors.UNKNOWN_AGENT,
-        errors.INVALID_CATALOG,
-        errors.NO_USABLE_PROVIDER,
-    ],
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=[errors.UNKNOWN_AGENT, errors.NO_USABLE_PROVIDER],
 )
+"""Run bookkeeping retries until PostgreSQL answers (no attempt limit), except bad input."""
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 """The LLM activity heartbeats every ~10 s, so a crashed worker's call is retried in <= 30 s."""
 
@@ -177,20 +176,34 @@ class RunWorkflowBase:
             lines.append(f"{number}. {icons[step.status]} {step.name} ({step.kind}){via}{err}")
         workflow.set_current_details("\n".join(lines))
 
-    async def _resolve_agents(
-        self, pinned: dict[str, ResolvedAgent] | None, steps: list[Step], extra: list[str]
-    ) -> dict[str, ResolvedAgent]:
-        if pinned is not None:
-            return pinned
-        names = list(dict.fromkeys(plan_agents(steps) + extra))
+    async def _start_run(self, input: SequentialInput | ParallelInput, names: list[str]) -> None:
+        """Pin agent configurations and record the run row (``chorus.start_run``)."""
+        info = workflow.info()
+        self._task = input.task
+        self._document = input.document
+        self._document_name = input.document_name
+        self._document_ref = input.document_ref
+        self._root_id = info.root.workflow_id if info.root else info.workflow_id
+        size = input.document_ref.size_bytes if input.document_ref else len(input.document.encode())
         try:
             result: ResolveAgentsResult = await workflow.execute_activity(
-                RESOLVE_AGENTS_ACTIVITY,
-                ResolveAgentsInput(names=names),
+                START_RUN_ACTIVITY,
+                StartRunInput(
+                    pattern=self.pattern,
+                    task=input.task,
+                    names=names,
+                    pinned=input.agents,
+                    document_name=input.document_name,
+                    document_ref=input.document_ref,
+                    document_bytes=size,
+                    parent_workflow_id=info.parent.workflow_id if info.parent else None,
+                    root_workflow_id=self._root_id,
+                    started_at=self._started_at,
+                ),
                 result_type=ResolveAgentsResult,
                 start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=CATALOG_RETRY_POLICY,
-                summary=f"Pin agent configurations: {', '.join(names)}",
+                retry_policy=STORAGE_RETRY_POLICY,
+                summary=f"Record run; pin agents {', '.join(names)}",
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
@@ -200,15 +213,53 @@ class RunWorkflowBase:
             raise ApplicationError(
                 f"cannot start: {message}", type=error_type, non_retryable=True
             ) from err
-        return result.agents
+        self._agents = result.agents
+
+    async def _finish_run(
+        self,
+        status: Literal["succeeded", "failed", "cancelled"],
+        result: RunResult | None,
+        error: str | None = None,
+    ) -> None:
+        """Close the run row; top-level runs also archive their transcript."""
+        info = workflow.info()
+        finished = workflow.now()
+        await workflow.execute_activity(
+            FINISH_RUN_ACTIVITY,
+            FinishRunInput(
+                status=status,
+                finished_at=finished,
+                totals=result.totals if result else totals_of([], self._started_at, finished),
+                output=result.output if result and status == "succeeded" else None,
+                error=error,
+                archive=info.parent is None,
+            ),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=STORAGE_RETRY_POLICY,
+            summary=f"Record run {status}",
+        )
+
+    async def _run_body(self, body: Awaitable[RunResult]) -> RunResult:
+        """Await the orchestration, recording success, failure or cancellation in PostgreSQL."""
+        try:
+            result = await body
+        except ApplicationError as err:
+            partial = (
+                err.details[0] if err.details and isinstance(err.details[0], RunResult) else None
+            )
+            await self._finish_run("failed", partial, err.message)
+            raise
+        except asyncio.CancelledError:
+            self._done = True
+            await self._finish_run("cancelled", None, "cancelled")
+            raise
+        await self._finish_run("succeeded", result)
+        return result
 
     async def _run_agent(
         self,
         resolved: ResolvedAgent,
         *,
-        task: str,
-        document: str,
-        document_name: str | None,
         context: list[PriorOutput],
         progress_index: int | None,
         name: str | None = None,
@@ -231,12 +282,15 @@ class RunWorkflowBase:
                 self._mark(progress_index, "running", provider=str(link))
             request = LLMRequest(
                 agent=spec.name,
+                agent_version=spec.version,
+                root_workflow_id=self._root_id,
                 provider=link.provider,
                 model=link.model,
                 instructions=spec.instructions,
-                task=task,
-                document=document,
-                document_name=document_name,
+                task=self._task,
+                document=self._document,
+                document_name=self._document_name,
+                document_ref=self._document_ref,
                 context=context,
                 temperature=spec.temperature,
                 max_tokens=spec.max_tokens,
@@ -330,73 +384,31 @@ class RunWorkflowBase:
             error=f"every provider failed ({reasons})",
         )
 
-    async def _run_step(
-        self,
-        index: int,
-        step: Step,
-        *,
-        task: str,
-        document: str,
-        document_name: str | None,
-        context: list[PriorOutput],
-        agents: dict[str, ResolvedAgent],
-    ) -> StepResult:
+    async def _run_step(self, index: int, step: Step, context: list[PriorOutput]) -> StepResult:
         """Run step ``index``: an agent call, or a nested group as a child workflow."""
         self._mark(index, "running")
         if isinstance(step, AgentStep):
             result = await self._run_agent(
-                agents[step.agent],
-                task=task,
-                document=document,
-                document_name=document_name,
-                context=context,
-                progress_index=index,
+                self._agents[step.agent], context=context, progress_index=index
             )
         else:
-            result = await self._run_child(
-                index,
-                step,
-                task=task,
-                document=document,
-                document_name=document_name,
-                context=context,
-                agents=agents,
-            )
+            result = await self._run_child(index, step, context)
         self._mark(index, result.status, error=result.error)
         return result
 
     async def _run_child(
-        self,
-        index: int,
-        step: SequentialStep | ParallelStep,
-        *,
-        task: str,
-        document: str,
-        document_name: str | None,
-        context: list[PriorOutput],
-        agents: dict[str, ResolvedAgent],
+        self, index: int, step: SequentialStep | ParallelStep, context: list[PriorOutput]
     ) -> StepResult:
         label = step_label(step)
         child_id = f"{workflow.info().workflow_id}-s{index + 1}"
         child_input: SequentialInput | ParallelInput
         if isinstance(step, SequentialStep):
             child_type = SEQUENTIAL_WORKFLOW
-            child_input = SequentialInput(
-                task=task,
-                document=document,
-                document_name=document_name,
-                context=context,
-                agents=agents,
-                steps=step.steps,
-            )
+            child_input = SequentialInput(**self._material(context), steps=step.steps)
         else:
             child_type = PARALLEL_WORKFLOW
             child_input = ParallelInput(
-                task=task,
-                document=document,
-                document_name=document_name,
-                context=context,
-                agents=agents,
+                **self._material(context),
                 branches=step.branches,
                 aggregator=step.aggregator,
                 min_successes=step.min_successes,
@@ -437,10 +449,20 @@ class RunWorkflowBase:
             steps=child.steps,
         )
 
+    def _material(self, context: list[PriorOutput]) -> dict[str, Any]:
+        """Fields a child workflow inherits: task, document, context and the pinned agents."""
+        return {
+            "task": self._task,
+            "document": self._document,
+            "document_name": self._document_name,
+            "document_ref": self._document_ref,
+            "context": context,
+            "agents": self._agents,
+        }
+
     def _finish(
         self,
         *,
-        task: str,
         output: str,
         steps: list[StepResult],
         failed: list[tuple[str, str]] | None = None,
@@ -450,7 +472,7 @@ class RunWorkflowBase:
         return RunResult(
             workflow_id=workflow.info().workflow_id,
             pattern=self.pattern,
-            task=task,
+            task=self._task,
             output=output,
             steps=steps,
             totals=totals_of(steps, self._started_at, finished),

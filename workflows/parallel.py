@@ -10,7 +10,14 @@ from workflows._base import RunWorkflowBase
 
 with workflow.unsafe.imports_passed_through():
     from chorus import errors
-    from chorus.models import ParallelInput, PriorOutput, RunResult, StepKind, step_label
+    from chorus.models import (
+        ParallelInput,
+        PriorOutput,
+        RunResult,
+        StepKind,
+        plan_agents,
+        step_label,
+    )
     from chorus.names import PARALLEL_WORKFLOW
 
 
@@ -20,7 +27,7 @@ class ParallelWorkflow(RunWorkflowBase):
 
     A failed branch does not sink the run while at least ``input.min_successes`` branches
     succeeded; the result names the failed branches and why. With no aggregator the output is
-    the successful branches' outputs under headings.
+    the successful branches' outputs under headings. The run is recorded in PostgreSQL.
     """
 
     pattern = "parallel"
@@ -40,22 +47,16 @@ class ParallelWorkflow(RunWorkflowBase):
             ApplicationError: ``TooFewBranchesSucceeded`` when fewer than ``min_successes``
                 branches succeeded, or ``StepFailed`` when the aggregator failed (both
                 non-retryable; details[0] is the partial result).
-
         """
         extra = [input.aggregator] if input.aggregator else []
-        agents = await self._resolve_agents(input.agents, input.branches, extra)
+        await self._start_run(input, list(dict.fromkeys(plan_agents(input.branches) + extra)))
+        return await self._run_body(self._fan_out_fan_in(input))
+
+    async def _fan_out_fan_in(self, input: ParallelInput) -> RunResult:
         results = list(
             await asyncio.gather(
                 *(
-                    self._run_step(
-                        index,
-                        branch,
-                        task=input.task,
-                        document=input.document,
-                        document_name=input.document_name,
-                        context=list(input.context),
-                        agents=agents,
-                    )
+                    self._run_step(index, branch, list(input.context))
                     for index, branch in enumerate(input.branches)
                 )
             )
@@ -63,7 +64,7 @@ class ParallelWorkflow(RunWorkflowBase):
         succeeded = [r for r in results if r.status == "succeeded"]
         failed = [(r.name, r.error or "failed") for r in results if r.status == "failed"]
         if len(succeeded) < input.min_successes:
-            partial = self._finish(task=input.task, output="", steps=results, failed=failed)
+            partial = self._finish(output="", steps=results, failed=failed)
             raise self._fail(
                 f"only {len(succeeded)} of {len(results)} branches succeeded, "
                 f"{input.min_successes} required; failed: "
@@ -73,15 +74,12 @@ class ParallelWorkflow(RunWorkflowBase):
             )
         if not input.aggregator:
             output = "\n\n".join(f"## {r.name}\n\n{r.output}" for r in succeeded)
-            return self._finish(task=input.task, output=output, steps=results, failed=failed)
+            return self._finish(output=output, steps=results, failed=failed)
 
         index = len(input.branches)
         self._mark(index, "running")
         merged = await self._run_agent(
-            agents[input.aggregator],
-            task=input.task,
-            document=input.document,
-            document_name=input.document_name,
+            self._agents[input.aggregator],
             context=list(input.context)
             + [PriorOutput(name=r.name, output=r.output) for r in succeeded],
             progress_index=index,
@@ -89,8 +87,8 @@ class ParallelWorkflow(RunWorkflowBase):
         self._mark(index, merged.status, error=merged.error)
         results.append(merged)
         if merged.status == "failed":
-            partial = self._finish(task=input.task, output="", steps=results, failed=failed)
+            partial = self._finish(output="", steps=results, failed=failed)
             raise self._fail(
                 f"aggregator {input.aggregator} failed: {merged.error}", errors.STEP_FAILED, partial
             )
-        return self._finish(task=input.task, output=merged.output, steps=results, failed=failed)
+        return self._finish(output=merged.output, steps=results, failed=failed)

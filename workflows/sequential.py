@@ -8,7 +8,14 @@ from workflows._base import RunWorkflowBase
 
 with workflow.unsafe.imports_passed_through():
     from chorus import errors
-    from chorus.models import PriorOutput, RunResult, SequentialInput, StepResult, step_label
+    from chorus.models import (
+        PriorOutput,
+        RunResult,
+        SequentialInput,
+        StepResult,
+        plan_agents,
+        step_label,
+    )
     from chorus.names import SEQUENTIAL_WORKFLOW
 
 
@@ -18,7 +25,8 @@ class SequentialWorkflow(RunWorkflowBase):
 
     Each agent sees the task, the input document and every earlier step's output (a nested
     group runs as a child workflow and contributes its final output). The run fails at the first
-    step that fails, with the partial result as the error's details.
+    step that fails, with the partial result as the error's details. The run is recorded in
+    PostgreSQL from start to end (``chorus.start_run``/``chorus.finish_run``).
     """
 
     pattern = "sequential"
@@ -34,24 +42,18 @@ class SequentialWorkflow(RunWorkflowBase):
         Raises:
             ApplicationError: ``StepFailed`` (non-retryable) naming the failed step and why;
                 details[0] is the partial :class:`~chorus.models.RunResult`.
-
         """
-        agents = await self._resolve_agents(input.agents, input.steps, [])
+        await self._start_run(input, plan_agents(input.steps))
+        return await self._run_body(self._pipeline(input))
+
+    async def _pipeline(self, input: SequentialInput) -> RunResult:
         context = list(input.context)
         results: list[StepResult] = []
         for index, step in enumerate(input.steps):
-            result = await self._run_step(
-                index,
-                step,
-                task=input.task,
-                document=input.document,
-                document_name=input.document_name,
-                context=context,
-                agents=agents,
-            )
+            result = await self._run_step(index, step, context)
             results.append(result)
             if result.status == "failed":
-                partial = self._finish(task=input.task, output="", steps=results)
+                partial = self._finish(output="", steps=results)
                 raise self._fail(
                     f"step {index + 1} of {len(input.steps)} ({result.name}) failed: "
                     f"{result.error}",
@@ -59,4 +61,4 @@ class SequentialWorkflow(RunWorkflowBase):
                     partial,
                 )
             context.append(PriorOutput(name=result.name, output=result.output))
-        return self._finish(task=input.task, output=results[-1].output, steps=results)
+        return self._finish(output=results[-1].output, steps=results)

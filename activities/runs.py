@@ -1,0 +1,126 @@
+"""Run bookkeeping activities: ``chorus.start_run`` and ``chorus.finish_run``."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from chorus import db, errors
+from chorus.models import (
+    FinishRunInput,
+    ResolveAgentsResult,
+    ResolvedAgent,
+    SkippedProvider,
+    StartRunInput,
+)
+from chorus.names import FINISH_RUN_ACTIVITY, START_RUN_ACTIVITY
+from chorus.settings import Settings
+
+
+def workflow_ids(info: activity.Info) -> tuple[str, str]:
+    """``(workflow id, run id)`` of the workflow that scheduled this activity.
+
+    Raises:
+        ApplicationError: Non-retryable, when the activity was started outside a workflow.
+    """
+    if not info.workflow_id or not info.workflow_run_id:
+        raise ApplicationError(
+            f"activity {info.activity_type} must be called from a workflow", non_retryable=True
+        )
+    return info.workflow_id, info.workflow_run_id
+
+
+class RunActivities:
+    """Pins agent configurations and keeps the ``runs`` table in step with the workflow."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+
+    @activity.defn(name=START_RUN_ACTIVITY)
+    async def start_run(self, input: StartRunInput) -> ResolveAgentsResult:
+        """Pin the run's agent configurations and record the run row (idempotently).
+
+        Top-level runs read the current version of each agent from PostgreSQL, so an edited
+        configuration applies to new runs without a worker restart; the result is recorded in
+        the history, so the run keeps these versions whatever changes later. Child runs reuse
+        the configurations their parent pinned.
+
+        Args:
+            input: The run's pattern, task, agent names, document and lineage.
+
+        Returns:
+            One :class:`~chorus.models.ResolvedAgent` per name; providers without credentials
+            on this worker are listed as skipped with the reason.
+
+        Raises:
+            ApplicationError: Non-retryable ``UnknownAgent`` (names the unknown and the known
+                agents) or ``NoUsableProvider``; retryable when PostgreSQL fails.
+
+        """
+        workflow_id, run_id = workflow_ids(activity.info())
+        agents = input.pinned if input.pinned is not None else await self._resolve(input.names)
+        await db.record_run_started(
+            self._pool,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            parent_workflow_id=input.parent_workflow_id,
+            root_workflow_id=input.root_workflow_id,
+            pattern=input.pattern,
+            task=input.task,
+            agents=input.names,
+            agent_versions={name: a.spec.version for name, a in agents.items()},
+            document_name=input.document_name,
+            document_ref=input.document_ref,
+            document_bytes=input.document_bytes,
+            started_at=input.started_at,
+        )
+        return ResolveAgentsResult(agents=agents)
+
+    async def _resolve(self, names: list[str]) -> dict[str, ResolvedAgent]:
+        catalog = await db.current_agents(self._pool)
+        missing = [n for n in names if n not in catalog]
+        if missing:
+            raise ApplicationError(
+                f"unknown agent(s): {', '.join(missing)}; "
+                f"known agents: {', '.join(sorted(catalog))}",
+                type=errors.UNKNOWN_AGENT,
+                non_retryable=True,
+            )
+        resolved: dict[str, ResolvedAgent] = {}
+        for name in dict.fromkeys(names):
+            spec = catalog[name]
+            skipped = []
+            for link in spec.providers:
+                ok, reason = self._settings.provider_configured(link.provider)
+                if not ok:
+                    skipped.append(
+                        SkippedProvider(provider=link.provider, model=link.model, reason=reason)
+                    )
+            if len(skipped) == len(spec.providers):
+                reasons = "; ".join(f"{s.provider}:{s.model}: {s.reason}" for s in skipped)
+                raise ApplicationError(
+                    f"agent {name!r} has no usable provider ({reasons})",
+                    type=errors.NO_USABLE_PROVIDER,
+                    non_retryable=True,
+                )
+            resolved[name] = ResolvedAgent(spec=spec, skipped=skipped)
+        return resolved
+
+    @activity.defn(name=FINISH_RUN_ACTIVITY)
+    async def finish_run(self, input: FinishRunInput) -> None:
+        """Close the run row with its status and totals; archive the transcript if top-level.
+
+        Idempotent: repeating it rewrites the same values.
+        """
+        await db.record_run_finished(
+            self._pool,
+            workflow_id=workflow_ids(activity.info())[0],
+            status=input.status,
+            finished_at=input.finished_at,
+            totals=input.totals.model_dump(),
+            output=input.output,
+            error=input.error,
+            archive=input.archive,
+        )

@@ -1,0 +1,628 @@
+"""PostgreSQL access (asyncpg): connection pool, migrations, and every query Chorus runs.
+
+Shared by the storage activities (worker) and the CLI/SDK (``chorus agents``, ``chorus costs``,
+``chorus history``, large documents). Every multi-row change runs in one transaction, so a
+failure leaves nothing half-written.
+
+Where the database is: ``DATABASE_URL`` if set, else the embedded server that ``chorus dev up``
+started (its URI is recorded in ``<data dir>/run/postgres.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+from pydantic import BaseModel
+
+from chorus.catalog import CatalogError, load_catalog
+from chorus.models import AgentSpec, TextRef
+from chorus.settings import Settings
+
+_log = logging.getLogger("chorus.db")
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 7_201_337_001
+"""pg_advisory_xact_lock key held while migrating, so concurrent workers migrate once."""
+
+
+class DatabaseError(RuntimeError):
+    """PostgreSQL is not configured or cannot be reached; the message says which and how."""
+
+
+class AgentConfigError(ValueError):
+    """An agent configuration change was refused (unknown agent or version, invalid spec)."""
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a ``postgresql://user:password@host/db`` URL."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def embedded_uri_file(settings: Settings) -> Path:
+    """Where ``chorus dev up`` records the embedded server's connection URI."""
+    return settings.data_dir / "run" / "postgres.json"
+
+
+def database_url(settings: Settings) -> str:
+    """The URL to connect to.
+
+    Raises:
+        DatabaseError: Neither ``DATABASE_URL`` nor a running embedded server is known.
+    """
+    if settings.database_url:
+        return settings.database_url
+    try:
+        return str(json.loads(embedded_uri_file(settings).read_text())["uri"])
+    except (OSError, ValueError, KeyError):
+        raise DatabaseError(
+            "no PostgreSQL configured: set DATABASE_URL, or start the embedded one with "
+            "`chorus dev up`"
+        ) from None
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """Open a connection pool and bring the schema up to date.
+
+    Args:
+        settings: Where the database is (see :func:`database_url`).
+        min_size: Connections opened at once.
+        max_size: Upper bound on connections.
+
+    Raises:
+        DatabaseError: Not configured, unreachable, or the migration failed; the message
+            names the server (password hidden) and the cause.
+    """
+    url = database_url(settings)
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=60,
+            init=_init_connection,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL at {redact_url(url)}: {exc}") from exc
+    assert pool is not None
+    try:
+        await migrate(pool)
+    except Exception:
+        await pool.close()
+        raise
+    return pool
+
+
+def migration_files() -> list[tuple[int, str, Path]]:
+    """Ordered ``(version, name, path)`` of ``chorus/migrations/NNNN_name.sql``."""
+    found = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        number, _, name = path.stem.partition("_")
+        found.append((int(number), name, path))
+    return found
+
+
+async def migrate(pool: asyncpg.Pool) -> list[int]:
+    """Apply pending migrations, each in the one transaction that records it.
+
+    Returns:
+        Versions applied now (empty when the schema was current).
+    """
+    applied_now: list[int] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, path in migration_files():
+            if version in done:
+                continue
+            await conn.execute(path.read_text(encoding="utf-8"))
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+            applied_now.append(version)
+    return applied_now
+
+
+async def schema_version(pool: asyncpg.Pool) -> int:
+    """Highest applied migration version (0 for an empty database)."""
+    value = await pool.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+    return int(value)
+
+
+async def open_store(settings: Settings, *, max_size: int = 10) -> asyncpg.Pool:
+    """Open the worker's connection pool, migrate the schema and seed agent configurations.
+
+    Agents of ``CHORUS_AGENTS_FILE`` that PostgreSQL does not know yet are stored as version 1;
+    later changes go through ``chorus agents set``.
+
+    Raises:
+        DatabaseError: PostgreSQL unreachable or not configured.
+        CatalogError: The catalog file is invalid and the database holds no agents yet.
+    """
+    pool = await create_pool(settings, max_size=max_size)
+    try:
+        catalog = load_catalog(settings.agents_file)
+    except CatalogError:
+        if not await current_agents(pool):
+            await pool.close()
+            raise
+        _log.warning(
+            "agent catalog file invalid; using the configurations in PostgreSQL", exc_info=True
+        )
+        return pool
+    seeded = await seed_agents(pool, catalog, author=f"seed:{settings.agents_file.name}")
+    if seeded:
+        _log.info("seeded agent configurations: %s", ", ".join(seeded))
+    return pool
+
+
+# --- Large text by reference ---------------------------------------------------------------
+
+
+def text_ref(blob_id: uuid.UUID | str, text: str, sha: str) -> TextRef:
+    """Describe stored text: id, size, hash and a short preview."""
+    return TextRef(
+        blob_id=str(blob_id), size_bytes=len(text.encode("utf-8")), sha256=sha, preview=text[:200]
+    )
+
+
+async def put_text(pool: asyncpg.Pool, text: str) -> TextRef:
+    """Store ``text`` once (content-addressed by SHA-256) and return its reference."""
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    existing = await pool.fetchval("SELECT id FROM blobs WHERE sha256 = $1", sha)
+    if existing is not None:
+        return text_ref(existing, text, sha)
+    blob_id = await pool.fetchval(
+        "INSERT INTO blobs (id, sha256, size_bytes, content) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256 RETURNING id",
+        uuid.uuid4(),
+        sha,
+        len(text.encode("utf-8")),
+        text,
+    )
+    return text_ref(blob_id, text, sha)
+
+
+async def get_text(pool: asyncpg.Pool, ref: TextRef) -> str:
+    """Load stored text.
+
+    Raises:
+        LookupError: No blob has that id.
+    """
+    content = await pool.fetchval("SELECT content FROM blobs WHERE id = $1", uuid.UUID(ref.blob_id))
+    if content is None:
+        raise LookupError(f"no stored text with id {ref.blob_id}")
+    return str(content)
+
+
+# --- Agent configuration -------------------------------------------------------------------
+
+
+class AgentVersion(BaseModel):
+    """One stored version of an agent's configuration."""
+
+    name: str
+    version: int
+    spec: AgentSpec
+    author: str
+    comment: str
+    created_at: datetime
+
+
+def _spec_json(spec: AgentSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", exclude={"version"})
+
+
+def _row_to_version(row: asyncpg.Record) -> AgentVersion:
+    spec = AgentSpec.model_validate({**row["spec"], "version": row["version"]})
+    return AgentVersion(
+        name=row["name"],
+        version=row["version"],
+        spec=spec,
+        author=row["author"],
+        comment=row["comment"],
+        created_at=row["created_at"],
+    )
+
+
+async def seed_agents(pool: asyncpg.Pool, catalog: dict[str, AgentSpec], author: str) -> list[str]:
+    """Store version 1 of each catalog agent that has no stored version yet.
+
+    Returns:
+        Names seeded now.
+    """
+    seeded = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK + 1)
+        known = {r["name"] for r in await conn.fetch("SELECT DISTINCT name FROM agent_configs")}
+        for name, spec in catalog.items():
+            if name in known:
+                continue
+            await conn.execute(
+                "INSERT INTO agent_configs (name, version, spec, author, comment) "
+                "VALUES ($1, 1, $2, $3, 'seeded from the agent catalog file')",
+                name,
+                _spec_json(spec),
+                author,
+            )
+            seeded.append(name)
+    return seeded
+
+
+async def current_agents(pool: asyncpg.Pool) -> dict[str, AgentSpec]:
+    """The latest version of every agent, keyed by name."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (name) name, version, spec, author, comment, created_at "
+        "FROM agent_configs ORDER BY name, version DESC"
+    )
+    return {r["name"]: _row_to_version(r).spec for r in rows}
+
+
+async def agent_history(pool: asyncpg.Pool, name: str) -> list[AgentVersion]:
+    """Every kept version of ``name``, newest first.
+
+    Raises:
+        AgentConfigError: Unknown agent.
+    """
+    rows = await pool.fetch(
+        "SELECT name, version, spec, author, comment, created_at FROM agent_configs "
+        "WHERE name = $1 ORDER BY version DESC",
+        name,
+    )
+    if not rows:
+        raise AgentConfigError(f"unknown agent {name!r}")
+    return [_row_to_version(r) for r in rows]
+
+
+async def agent_version(pool: asyncpg.Pool, name: str, version: int) -> AgentVersion:
+    """One stored version.
+
+    Raises:
+        AgentConfigError: Unknown agent, or that version is not kept (lists the kept ones).
+    """
+    history = await agent_history(pool, name)
+    for item in history:
+        if item.version == version:
+            return item
+    kept = ", ".join(str(h.version) for h in history)
+    raise AgentConfigError(f"agent {name!r} has no version {version}; kept versions: {kept}")
+
+
+async def set_agents(
+    pool: asyncpg.Pool,
+    specs: Sequence[AgentSpec],
+    *,
+    author: str,
+    comment: str = "",
+    keep: int = 20,
+) -> list[tuple[str, int, bool]]:
+    """Write a new version of each agent whose configuration changed, all or nothing.
+
+    Specs are validated by their model before they get here; unchanged agents keep their
+    current version. Only the newest ``keep`` versions of each agent are kept.
+
+    Returns:
+        ``(name, version now current, changed)`` per spec.
+    """
+    results = []
+    async with pool.acquire() as conn, conn.transaction():
+        for spec in specs:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", spec.name)
+            row = await conn.fetchrow(
+                "SELECT version, spec FROM agent_configs WHERE name = $1 "
+                "ORDER BY version DESC LIMIT 1",
+                spec.name,
+            )
+            if row is not None and row["spec"] == _spec_json(spec):
+                results.append((spec.name, int(row["version"]), False))
+                continue
+            version = 1 if row is None else int(row["version"]) + 1
+            await conn.execute(
+                "INSERT INTO agent_configs (name, version, spec, author, comment) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                spec.name,
+                version,
+                _spec_json(spec),
+                author,
+                comment,
+            )
+            await conn.execute(
+                "DELETE FROM agent_configs WHERE name = $1 AND version <= $2",
+                spec.name,
+                version - keep,
+            )
+            results.append((spec.name, version, True))
+    return results
+
+
+async def rollback_agent(
+    pool: asyncpg.Pool, name: str, version: int, *, author: str, keep: int = 20
+) -> AgentVersion:
+    """Make version ``version``'s configuration current again, as a new version.
+
+    The audit trail stays linear: rolling back writes ``max + 1`` with the old spec and a
+    comment naming the version restored.
+
+    Raises:
+        AgentConfigError: Unknown agent or version.
+    """
+    target = await agent_version(pool, name, version)
+    ((_, current, _changed),) = await set_agents(
+        pool, [target.spec], author=author, comment=f"rollback to v{version}", keep=keep
+    )
+    return await agent_version(pool, name, current)
+
+
+# --- Runs, messages, ledger, transcripts ---------------------------------------------------
+
+
+async def record_run_started(
+    pool: asyncpg.Pool,
+    *,
+    workflow_id: str,
+    run_id: str,
+    parent_workflow_id: str | None,
+    root_workflow_id: str,
+    pattern: str,
+    task: str,
+    agents: list[str],
+    agent_versions: dict[str, int],
+    document_name: str | None,
+    document_ref: TextRef | None,
+    document_bytes: int,
+    started_at: datetime,
+) -> None:
+    """Insert the run row (idempotent: a retry or a second call changes nothing)."""
+    await pool.execute(
+        "INSERT INTO runs (workflow_id, run_id, parent_workflow_id, root_workflow_id, pattern,"
+        " task, agents, agent_versions, document_name, document_blob_id, document_bytes, status,"
+        " started_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12)"
+        " ON CONFLICT (workflow_id) DO NOTHING",
+        workflow_id,
+        run_id,
+        parent_workflow_id,
+        root_workflow_id,
+        pattern,
+        task,
+        agents,
+        agent_versions,
+        document_name,
+        uuid.UUID(document_ref.blob_id) if document_ref else None,
+        document_bytes,
+        started_at,
+    )
+
+
+async def record_run_finished(
+    pool: asyncpg.Pool,
+    *,
+    workflow_id: str,
+    status: Literal["succeeded", "failed", "cancelled"],
+    finished_at: datetime,
+    totals: dict[str, Any],
+    output: str | None,
+    error: str | None,
+    archive: bool,
+) -> None:
+    """Close the run row and, if ``archive``, store its transcript; one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE runs SET status = $2, finished_at = $3, llm_calls = $4, attempts = $5,"
+            " input_tokens = $6, output_tokens = $7, cost_usd = $8, wall_ms = $9, output = $10,"
+            " error = $11 WHERE workflow_id = $1",
+            workflow_id,
+            status,
+            finished_at,
+            totals.get("llm_calls", 0),
+            totals.get("attempts", 0),
+            totals.get("input_tokens", 0),
+            totals.get("output_tokens", 0),
+            Decimal(str(totals.get("cost_usd", 0))),
+            totals.get("wall_ms"),
+            output,
+            error,
+        )
+        if archive:
+            rows = await conn.fetch(
+                "SELECT workflow_id, agent, agent_version, provider, model, system_prompt,"
+                " user_prompt, completion, input_tokens, output_tokens, cost_usd, latency_ms,"
+                " attempt, created_at FROM messages WHERE root_workflow_id = $1 ORDER BY id",
+                workflow_id,
+            )
+            transcript = [
+                {
+                    **dict(r),
+                    "cost_usd": float(r["cost_usd"]),
+                    "created_at": r["created_at"].isoformat(),
+                }
+                for r in rows
+            ]
+            await conn.execute(
+                "INSERT INTO transcripts (workflow_id, transcript) VALUES ($1, $2)"
+                " ON CONFLICT (workflow_id) DO UPDATE SET transcript = EXCLUDED.transcript,"
+                " created_at = now()",
+                workflow_id,
+                transcript,
+            )
+
+
+async def record_call(
+    pool: asyncpg.Pool,
+    *,
+    workflow_id: str,
+    root_workflow_id: str,
+    activity_id: str,
+    agent: str,
+    agent_version: int | None,
+    provider: str,
+    model: str,
+    system_prompt: str,
+    user_prompt: str,
+    completion: str,
+    input_tokens: int,
+    output_tokens: int,
+    cost_usd: float,
+    cost_known: bool,
+    latency_ms: float,
+    attempt: int,
+    truncated_chars: int,
+) -> None:
+    """Write one agent call's message row and cost-ledger row, in one transaction.
+
+    Keyed on (workflow id, activity id): a retried activity replaces its row instead of adding
+    one, so each call leaves exactly one message and one ledger row, matching the attempt whose
+    result the workflow recorded.
+    """
+    cost = Decimal(str(round(cost_usd, 8)))
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO messages (workflow_id, root_workflow_id, activity_id, agent,"
+            " agent_version, provider, model, system_prompt, user_prompt, completion,"
+            " input_tokens, output_tokens, cost_usd, latency_ms, attempt, truncated_chars)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
+            " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET provider = EXCLUDED.provider,"
+            " model = EXCLUDED.model, system_prompt = EXCLUDED.system_prompt,"
+            " user_prompt = EXCLUDED.user_prompt, completion = EXCLUDED.completion,"
+            " input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,"
+            " cost_usd = EXCLUDED.cost_usd, latency_ms = EXCLUDED.latency_ms,"
+            " attempt = EXCLUDED.attempt, truncated_chars = EXCLUDED.truncated_chars",
+            workflow_id,
+            root_workflow_id,
+            activity_id,
+            agent,
+            agent_version,
+            provider,
+            model,
+            system_prompt,
+            user_prompt,
+            completion,
+            input_tokens,
+            output_tokens,
+            cost,
+            latency_ms,
+            attempt,
+            truncated_chars,
+        )
+        await conn.execute(
+            "INSERT INTO cost_ledger (workflow_id, root_workflow_id, activity_id, agent, provider,"
+            " model, input_tokens, output_tokens, cost_usd, cost_known)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET provider = EXCLUDED.provider,"
+            " model = EXCLUDED.model, input_tokens = EXCLUDED.input_tokens,"
+            " output_tokens = EXCLUDED.output_tokens, cost_usd = EXCLUDED.cost_usd,"
+            " cost_known = EXCLUDED.cost_known",
+            workflow_id,
+            root_workflow_id,
+            activity_id,
+            agent,
+            provider,
+            model,
+            input_tokens,
+            output_tokens,
+            cost,
+            cost_known,
+        )
+
+
+async def transcript(pool: asyncpg.Pool, workflow_id: str) -> list[dict[str, Any]]:
+    """A run's archived transcript, or its live messages if it has not finished.
+
+    Raises:
+        LookupError: No run has that workflow id.
+    """
+    stored = await pool.fetchval(
+        "SELECT transcript FROM transcripts WHERE workflow_id = $1", workflow_id
+    )
+    if stored is not None:
+        return list(stored)
+    exists = await pool.fetchval("SELECT 1 FROM runs WHERE workflow_id = $1", workflow_id)
+    if not exists:
+        raise LookupError(f"no run {workflow_id!r} in the database")
+    rows = await pool.fetch(
+        "SELECT workflow_id, agent, agent_version, provider, model, system_prompt, user_prompt,"
+        " completion, input_tokens, output_tokens, cost_usd, latency_ms, attempt, created_at"
+        " FROM messages WHERE root_workflow_id = $1 ORDER BY id",
+        workflow_id,
+    )
+    return [
+        {**dict(r), "cost_usd": float(r["cost_usd"]), "created_at": r["created_at"].isoformat()}
+        for r in rows
+    ]
+
+
+async def run_row(pool: asyncpg.Pool, workflow_id: str) -> dict[str, Any] | None:
+    """The run row as a dict, or ``None``."""
+    row = await pool.fetchrow("SELECT * FROM runs WHERE workflow_id = $1", workflow_id)
+    return dict(row) if row else None
+
+
+# --- Usage statistics ----------------------------------------------------------------------
+
+CostGrouping = Literal["agent", "provider", "model", "day"]
+_GROUP_SQL: dict[str, str] = {
+    "agent": "agent",
+    "provider": "provider",
+    "model": "provider || ':' || model",
+    "day": "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
+
+
+class CostRow(BaseModel):
+    """One line of ``chorus costs``."""
+
+    key: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    unpriced_calls: int
+
+
+async def cost_summary(
+    pool: asyncpg.Pool, *, by: CostGrouping = "agent", since: datetime | None = None
+) -> list[CostRow]:
+    """Calls, tokens and USD from the cost ledger, grouped, most expensive first.
+
+    Args:
+        pool: Connection pool.
+        by: ``agent``, ``provider``, ``model`` or ``day`` (UTC).
+        since: Only calls at or after this time.
+    """
+    key = _GROUP_SQL[by]
+    rows = await pool.fetch(
+        # ``key`` comes from the fixed _GROUP_SQL table, never from user input.
+        f"SELECT {key} AS key, count(*) AS calls, sum(input_tokens) AS input_tokens,"
+        " sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd,"
+        " count(*) FILTER (WHERE NOT cost_known) AS unpriced_calls"
+        " FROM cost_ledger WHERE ($1::timestamptz IS NULL OR created_at >= $1)"
+        " GROUP BY 1 ORDER BY sum(cost_usd) DESC, 1",
+        since,
+    )
+    return [
+        CostRow(
+            key=r["key"],
+            calls=r["calls"],
+            input_tokens=r["input_tokens"] or 0,
+            output_tokens=r["output_tokens"] or 0,
+            cost_usd=float(r["cost_usd"] or 0),
+            unpriced_calls=r["unpriced_calls"],
+        )
+        for r in rows
+    ]
