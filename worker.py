@@ -72,7 +72,8 @@ def build_worker(
         settings: Task queue and other settings.
         activities: Activity callables, normally :func:`default_activities`.
         options: Concurrency limits.
-
+        **worker_kwargs: Further ``temporalio.worker.Worker`` arguments (tests pass
+            ``max_cached_workflows=0`` to replay every workflow task from history).
     """
     options = options or WorkerOptions()
     return Worker(

@@ -309,7 +309,9 @@ class LLMActivities:
                 info.attempt,
                 type=errors.STORAGE_UNAVAILABLE,
             ) from exc
-        return response
+        # The message row keeps the attempt that called the provider; the workflow counts
+        # every activity attempt.
+        return response.model_copy(update={"attempt": info.attempt})
 
     async def _complete(self, req: LLMRequest, prompt: Prompt, attempt: int) -> LLMResponse:
         started = time.perf_counter()

@@ -24,7 +24,9 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities import CatalogActivities
+from activities import RunActivities
+from bench._support import embedded_postgres
+from chorus import db
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
 from chorus.settings import Settings
@@ -53,10 +55,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(
-    label: str, extra: list[str], runs: int, concurrent: int, tmp: Path
+    label: str, extra: list[str], n_runs: int, concurrent: int, tmp: Path, database_url: str
 ) -> dict[str, float]:
     port = free_port()
-    db = tmp / f"{label}.db"
+    db_file = tmp / f"{label}.db"
     server = await asyncio.create_subprocess_exec(
         temporal_binary(),
         "server",
@@ -67,7 +69,7 @@ async def measure(
         "--port",
         str(port),
         "--db-filename",
-        str(db),
+        str(db_file),
         "--log-level",
         "error",
         *extra,
@@ -96,16 +98,20 @@ async def measure(
                 }
             )
         )
-        settings = Settings(agents_file=catalog, task_queue=f"bench-{uuid.uuid4().hex[:6]}")
-        chorus = ChorusClient(client, settings)
-        worker = build_worker(
-            client, settings, [instant_llm, CatalogActivities(settings).resolve_agents]
+        settings = Settings(
+            agents_file=catalog,
+            task_queue=f"bench-{uuid.uuid4().hex[:6]}",
+            database_url=database_url,
         )
+        pool = await db.open_store(settings)
+        runs = RunActivities(pool, settings)
+        chorus = ChorusClient(client, settings, pool)
+        worker = build_worker(client, settings, [instant_llm, runs.start_run, runs.finish_run])
         async with worker:
             for _ in range(5):  # warm up
                 await chorus.run_sequential("warm up", ["a", "b", "c"])
             latencies = []
-            for _ in range(runs):
+            for _ in range(n_runs):
                 start = time.perf_counter()
                 await chorus.run_sequential("bench", ["a", "b", "c"])
                 latencies.append((time.perf_counter() - start) * 1000)
@@ -114,6 +120,7 @@ async def measure(
                 *(chorus.run_sequential("bench", ["a", "b", "c"]) for _ in range(concurrent))
             )
             throughput = concurrent / (time.perf_counter() - start)
+        await pool.close()
         return {
             "p50_ms": statistics.median(latencies),
             "p95_ms": percentile(latencies, 0.95),
@@ -129,10 +136,12 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="sequential runs timed one by one")
     parser.add_argument("--concurrent", type=int, default=200, help="runs started at once")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, embedded_postgres(Path(tmp)) as database_url:
         results = {}
         for label, extra in VARIANTS.items():
-            results[label] = await measure(label, extra, args.runs, args.concurrent, Path(tmp))
+            results[label] = await measure(
+                label, extra, args.runs, args.concurrent, Path(tmp), database_url
+            )
     print(
         f"no-op 3-agent sequential runs, file-backed dev server, {args.runs} timed one by one, "
         f"{args.concurrent} at once"

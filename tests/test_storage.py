@@ -1,0 +1,268 @@
+"""The PostgreSQL record, on a real PostgreSQL, through real workflows and activities."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import asyncpg
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from activities import LLMActivities, ProviderClients
+from chorus import db
+from chorus.catalog import CatalogError, load_catalog
+from chorus.models import AgentSpec, AgentStep, ParallelStep
+from chorus.settings import Settings
+from starter.health import check_health
+from tests.conftest import agent, running_worker, sdk
+from tests.stub_llm import Reply, StubLLM
+from workflows import WORKFLOWS
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    with StubLLM() as server:
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.port}")
+        yield server
+
+
+def real_llm(settings: Settings, clients: ProviderClients):
+    return lambda pool: LLMActivities(clients, settings, pool).call_llm
+
+
+async def counts(pool: asyncpg.Pool, root: str) -> dict[str, int]:
+    return {
+        "runs": await pool.fetchval("SELECT count(*) FROM runs WHERE root_workflow_id = $1", root),
+        "messages": await pool.fetchval(
+            "SELECT count(*) FROM messages WHERE root_workflow_id = $1", root
+        ),
+        "ledger": await pool.fetchval(
+            "SELECT count(*) FROM cost_ledger WHERE root_workflow_id = $1", root
+        ),
+    }
+
+
+async def test_one_row_per_run_and_per_call_despite_retries_and_replay(client, make_settings, stub):
+    stub.script("m-flaky", Reply(500), Reply(503))  # the writer's call is retried twice
+    settings = make_settings(
+        [
+            agent("analyst", ["local:m-ok"]),
+            agent("writer", ["local:m-flaky"]),
+            agent("critic", ["anthropic:claude-haiku-4-5"]),
+            agent("aggregator", ["local:m-ok"]),
+        ],
+        local_base_url=stub.base_url,
+    )
+    clients = ProviderClients.from_settings(settings)
+    # max_cached_workflows=0: every workflow task replays the whole history from the start.
+    async with running_worker(
+        client, settings, real_llm(settings, clients), max_cached_workflows=0
+    ) as chorus:
+        handle = await chorus.start_sequential(
+            "t",
+            [
+                "analyst",
+                ParallelStep(branches=[AgentStep(agent="writer"), AgentStep(agent="critic")]),
+                "writer",
+            ],
+        )
+        result = await handle.result()
+        pool = await chorus.pool()
+        rows = await counts(pool, handle.workflow_id)
+        run = await db.run_row(pool, handle.workflow_id)
+        child = await db.run_row(pool, f"{handle.workflow_id}-s2")
+        history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
+        await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+            history
+        )
+        assert await counts(pool, handle.workflow_id) == rows  # replay wrote nothing
+        archived = await chorus.transcript(handle.workflow_id)
+    await clients.close()
+
+    assert result.steps[1].steps[0].attempts == 3  # 500, 503, then success
+    # 2 runs (parent + parallel child); 5 calls: analyst, writer, critic, aggregator, writer
+    assert rows == {"runs": 2, "messages": 5, "ledger": 5}
+    assert len(stub.for_model("m-flaky")) == 4  # 3 attempts for the first writer call, 1 later
+    assert run is not None and run["status"] == "succeeded" and run["llm_calls"] == 5
+    assert run["agent_versions"] == {"analyst": 1, "writer": 1, "critic": 1, "aggregator": 1}
+    assert child is not None and child["parent_workflow_id"] == handle.workflow_id
+    # in completion order: the retried writer branch finished after the critic branch
+    assert [m["agent"] for m in archived] == ["analyst", "critic", "writer", "aggregator", "writer"]
+    assert {m["workflow_id"] for m in archived} == {handle.workflow_id, child["workflow_id"]}
+    assert float(run["cost_usd"]) == pytest.approx((11 * 1.0 + 7 * 5.0) / 1e6)
+
+
+async def test_completion_is_reused_when_recording_fails(client, make_settings, stub, monkeypatch):
+    settings = make_settings([agent("analyst", ["local:m-once"])], local_base_url=stub.base_url)
+    real_record = db.record_call
+    failures: list[int] = []
+
+    async def flaky_record(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise asyncpg.InterfaceError("connection lost (injected)")
+        await real_record(*args, **kwargs)
+
+    monkeypatch.setattr(db, "record_call", flaky_record)
+    clients = ProviderClients.from_settings(settings)
+    async with running_worker(client, settings, real_llm(settings, clients)) as chorus:
+        result = await chorus.run_sequential("t", ["analyst"])
+        message = await (await chorus.pool()).fetchrow(
+            "SELECT attempt, completion FROM messages WHERE workflow_id = $1", result.workflow_id
+        )
+    await clients.close()
+    assert len(stub.for_model("m-once")) == 1  # the provider was paid once
+    assert result.steps[0].attempts == 2  # two activity attempts...
+    assert message is not None and message["attempt"] == 1  # ...the provider called in the first
+    assert message["completion"] == result.output
+
+
+async def test_ten_megabyte_document_goes_by_reference(client, make_settings, stub):
+    settings = make_settings(
+        [agent("analyst", ["local:m-big"]), agent("summarizer", ["local:m-big"])],
+        local_base_url=stub.base_url,
+    )
+    line = "2026-11-21T10:00:00Z sshd[42]: Failed password for invalid user admin from 10.0.0.1\n"
+    document = line * (10_000_000 // len(line) + 1)
+    assert len(document.encode()) > 10_000_000
+    clients = ProviderClients.from_settings(settings)
+    async with running_worker(client, settings, real_llm(settings, clients)) as chorus:
+        handle = await chorus.start_sequential(
+            "Find the attacks",
+            ["analyst", "summarizer"],
+            document=document,
+            document_name="big.log",
+        )
+        result = await handle.result()
+        desc = await client.get_workflow_handle(handle.workflow_id).describe()
+        pool = await chorus.pool()
+        blobs = await pool.fetchval("SELECT count(*) FROM blobs")
+        run = await db.run_row(pool, handle.workflow_id)
+    await clients.close()
+
+    info = desc.raw_description.workflow_execution_info
+    assert info.history_size_bytes < 200_000  # the 10 MB stays out of the history
+    assert blobs == 1  # stored once, read by both agents
+    assert run is not None and run["document_bytes"] == len(document.encode())
+    assert all(s.truncated_chars > 9_900_000 for s in result.steps)  # cut to the context window
+    bodies = [json.dumps(r.body) for r in stub.for_model("m-big")]
+    assert len(bodies) == 2 and all(len(b) < 40_000 for b in bodies)
+    assert "Failed password" in bodies[0]
+
+
+async def test_config_change_mid_run_and_rollback(client, make_settings, fake_llm):
+    settings = make_settings([agent("analyst", ["local:fake"]), agent("writer", ["local:fake"])])
+    gate = fake_llm.gate("writer")
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
+        before = await chorus.start_sequential("t", ["analyst", "writer"])
+        await asyncio.wait_for(fake_llm.started["writer"].wait(), 20)
+        # Change the writer while `before` is running, without restarting the worker.
+        old = (await chorus.agents())["writer"]
+        new = old.model_copy(update={"instructions": "You are writer, version two."})
+        assert await chorus.set_agents([new], author="alice", comment="tone") == [
+            ("writer", 2, True)
+        ]
+        gate.set()
+        before_result = await before.result()
+        after_result = await chorus.run_sequential("t", ["analyst", "writer"])
+        rolled = await chorus.rollback_agent("writer", 1, author="bob")
+        rolled_result = await chorus.run_sequential("t", ["writer"])
+        history = await chorus.agent_history("writer")
+
+    writer_calls = [c for c in fake_llm.calls if c.agent == "writer"]
+    assert [c.instructions for c in writer_calls] == [
+        "You are writer.",  # started before the change: keeps v1
+        "You are writer, version two.",  # started after: v2, same worker
+        "You are writer.",  # after rollback to v1's configuration (stored as v3)
+    ]
+    assert before_result.steps[1].agent_version == 1
+    assert after_result.steps[1].agent_version == 2
+    assert rolled.version == 3 and rolled_result.steps[0].agent_version == 3
+    assert [(h.version, h.author, h.comment) for h in history] == [
+        (3, "bob", "rollback to v1"),
+        (2, "alice", "tone"),
+        (1, f"seed:{settings.agents_file.name}", "seeded from the agent catalog file"),
+    ]
+
+
+async def test_bad_configuration_changes_store_nothing(client, make_settings, tmp_path: Path):
+    settings = make_settings([agent("analyst", ["local:fake"])])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "agents:\n"
+        "  - {name: analyst, instructions: changed, providers: [local:fake]}\n"
+        "  - {name: writer, instructions: x, providers: [local:fake], max_tokens: 0}\n"
+    )
+    async with sdk(client, settings) as chorus:
+        before = await chorus.agent_history("analyst")
+        with pytest.raises(CatalogError, match="agent 'writer': max_tokens"):
+            load_catalog(bad)
+        with pytest.raises(db.AgentConfigError, match="unknown agent 'nobody'"):
+            await chorus.agent_history("nobody")
+        with pytest.raises(db.AgentConfigError, match="has no version 9; kept versions: 1"):
+            await chorus.rollback_agent("analyst", 9, author="x")
+        # A batch is all or nothing: the second insert fails, the first is rolled back.
+        good = AgentSpec.model_validate(agent("analyst", ["local:fake"], instructions="new"))
+        pool = await chorus.pool()
+        await pool.execute("ALTER TABLE agent_configs ADD CONSTRAINT no_x CHECK (name <> 'xbreak')")
+        broken = AgentSpec.model_validate(agent("xbreak", ["local:fake"]))
+        with pytest.raises(asyncpg.CheckViolationError):
+            await chorus.set_agents([good, broken], author="x")
+        assert await chorus.agent_history("analyst") == before
+
+
+async def test_unreachable_database_is_named(tmp_path: Path):
+    settings = Settings(database_url="postgresql://chorus:secret@127.0.0.1:9/chorus")
+    with pytest.raises(db.DatabaseError) as err:
+        await db.create_pool(settings)
+    message = str(err.value)
+    assert "cannot connect to PostgreSQL at postgresql://chorus:***@127.0.0.1:9/chorus" in message
+    assert "secret" not in message
+    with pytest.raises(db.DatabaseError, match="set DATABASE_URL, or start the embedded one"):
+        db.database_url(Settings(data_dir=tmp_path))
+
+
+async def test_costs_and_health(client, make_settings, stub):
+    settings = make_settings(
+        [agent("analyst", ["anthropic:claude-haiku-4-5"]), agent("writer", ["local:m-free"])],
+        local_base_url=stub.base_url,
+    )
+    clients = ProviderClients.from_settings(settings)
+    async with running_worker(client, settings, real_llm(settings, clients)) as chorus:
+        await chorus.run_sequential("t", ["analyst", "writer"])
+        await chorus.run_sequential("t", ["analyst"])
+        by_agent = {r.key: r for r in await chorus.costs(by="agent")}
+        by_model = {r.key: r for r in await chorus.costs(by="model")}
+        by_day = await chorus.costs(by="day")
+        report = await check_health(settings)
+    await clients.close()
+
+    assert by_agent["analyst"].calls == 2 and by_agent["writer"].calls == 1
+    assert by_agent["analyst"].cost_usd == pytest.approx(2 * (11 * 1.0 + 7 * 5.0) / 1e6)
+    assert by_model["local:m-free"].cost_usd == 0 and by_model["local:m-free"].input_tokens == 13
+    assert len(by_day) == 1 and by_day[0].calls == 3
+    assert report.status == "healthy", report.reasons
+    assert {c.name for c in report.checks} == {
+        "temporal",
+        "postgres",
+        "provider anthropic",
+        "provider local",
+    }
+    assert all(c.latency_ms is not None for c in report.checks)
+
+
+async def test_health_names_what_is_down(make_settings):
+    settings = make_settings(
+        [agent("analyst", ["local:m"])], local_base_url="http://127.0.0.1:9/v1"
+    )
+    report = await check_health(
+        settings.model_copy(update={"database_url": "postgresql://x@127.0.0.1:9/x"})
+    )
+    assert report.status == "unhealthy"
+    assert any(r.startswith("postgres is down") for r in report.reasons)
+    assert any("no reachable provider for agent(s)" in r for r in report.reasons)
