@@ -111,6 +111,7 @@ def make_settings(
             "temporal_address": target,
             "local_base_url": "http://127.0.0.1:9/v1",
             "database_url": database_url,
+            "data_dir": tmp_path / "data",
         }
         values.update(overrides)
         return Settings(**values)
