@@ -326,7 +326,7 @@ class ResolvedAgent(_Model):
 
 
 class ResolveAgentsResult(_Model):
-    """Result of ``chorus.resolve_agents``: one entry per requested name."""
+    """Result of ``chorus.start_run``: the pinned configuration of each requested agent."""
 
     agents: dict[str, ResolvedAgent]
 

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".chorus")
     """Where ``chorus dev up`` keeps the Temporal SQLite file, PID files and logs."""
     agents_file: Path = BUNDLED_AGENTS_FILE
-    """YAML agent catalog read by workers (re-read when it changes) and by the CLI."""
+    """YAML agent catalog that seeds PostgreSQL with agents it does not know yet."""
 
     local_base_url: str = "http://127.0.0.1:8765/v1"
     """OpenAI-compatible endpoint used by the ``local`` provider (default: the embedded server)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -228,3 +229,39 @@ def test_cli_bad_input_is_refused_with_clear_errors(stack, tmp_path: Path):
         "run", "parallel", "--agents", "analyst", "--task", "x", "--min-successes", "2", check=False
     )
     assert proc.returncode == 2 and "min_successes: 2" in proc.stderr
+
+
+def test_cli_record_commands(stack, sequential_run, parallel_run, tmp_path: Path):
+    wid = sequential_run["result"]["workflow_id"]
+    transcript = stack.chorus_json("history", wid)
+    assert [e["agent"] for e in transcript] == ["analyst", "summarizer", "critic"]
+    assert "debian" in transcript[0]["user_prompt"].lower()
+    assert transcript[2]["completion"] == sequential_run["result"]["output"]
+    by_agent = {r["key"]: r for r in stack.chorus_json("costs", "--by", "agent")}
+    assert by_agent["analyst"]["calls"] >= 1 and by_agent["aggregator"]["calls"] >= 1
+    assert all(r["cost_usd"] == 0 for r in by_agent.values())  # local model: free
+    health = stack.chorus_json("health")
+    assert health["status"] == "healthy", health["reasons"]
+
+    changed = tmp_path / "agents.yaml"
+    spec = stack.chorus_json("agents", "show", "critic")["spec"]
+    spec.pop("version")
+    spec["instructions"] = "You are a strict reviewer. List every problem."
+    changed.write_text(yaml.safe_dump({"agents": [spec]}))
+    stored = stack.chorus_json(
+        "agents", "set", str(changed), "--author", "e2e", "--comment", "strict"
+    )
+    assert stored == [{"agent": "critic", "version": 2, "changed": True}]
+    diff = stack.chorus_json("agents", "diff", "critic", "1", "2")["diff"]
+    assert "+instructions: You are a strict reviewer. List every problem." in diff
+    rolled = stack.chorus_json("agents", "rollback", "critic", "1", "--author", "e2e")
+    assert rolled["version"] == 3 and rolled["comment"] == "rollback to v1"
+    history = stack.chorus_json("agents", "history", "critic")
+    assert [(h["version"], h["author"]) for h in history][:2] == [(3, "e2e"), (2, "e2e")]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agents:\n  - {name: critic, instructions: x, providers: [gpt4]}\n")
+    proc = stack.chorus("agents", "set", str(bad), check=False)
+    assert proc.returncode == 2 and "must read 'provider:model'" in proc.stderr
+    proc = stack.chorus("agents", "rollback", "critic", "99", check=False)
+    assert proc.returncode == 2 and "has no version 99" in proc.stderr
