@@ -50,7 +50,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(dev_app, name="dev")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # never split an error message across lines
 T = TypeVar("T")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
