@@ -86,6 +86,9 @@ async def test_parallel_fails_below_min_successes(client, make_settings, fake_ll
         handle = await chorus.start_parallel("t", ["a", "b"], min_successes=2)
         with pytest.raises(RunFailedError) as failure:
             await handle.result()
+        row = await db.run_row(await chorus.pool(), handle.workflow_id)
+    assert row is not None and row["status"] == "failed" and row["finished_at"] is not None
+    assert "only 1 of 2 branches succeeded" in row["error"] and row["llm_calls"] == 1
 
     assert "only 1 of 2 branches succeeded, 2 required" in str(failure.value)
     assert failure.value.partial is not None
@@ -202,6 +205,8 @@ async def test_progress_query_and_cancel(client, make_settings, fake_llm):
         with pytest.raises(RunFailedError) as failure:
             await handle.result()
         gate.set()
+        row = await db.run_row(await chorus.pool(), handle.workflow_id)
+    assert row is not None and row["status"] == "cancelled"
     assert failure.value.status == "CANCELLED"
     desc = await client.get_workflow_handle(handle.workflow_id).describe()
     assert desc.status == WorkflowExecutionStatus.CANCELED

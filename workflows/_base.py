@@ -95,6 +95,15 @@ def describe_activity_failure(err: ActivityError) -> tuple[str, str, int]:
     return type(cause).__name__ if cause else "ActivityError", str(cause or err), attempts
 
 
+def is_cancellation(err: BaseException) -> bool:
+    """Whether ``err`` is the workflow's own cancellation, however it surfaced."""
+    if isinstance(err, asyncio.CancelledError | CancelledError):
+        return True
+    return isinstance(err, ActivityError | ChildWorkflowError) and isinstance(
+        err.cause, CancelledError
+    )
+
+
 def failure_message(err: BaseException) -> str:
     """Return the innermost useful message of a Temporal failure chain."""
     messages = []
@@ -249,8 +258,11 @@ class RunWorkflowBase:
             )
             await self._finish_run("failed", partial, err.message)
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, CancelledError, ActivityError, ChildWorkflowError) as err:
+            if not is_cancellation(err):
+                raise
             self._done = True
+            self._publish_details()
             await self._finish_run("cancelled", None, "cancelled")
             raise
         await self._finish_run("succeeded", result)
