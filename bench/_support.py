@@ -1,11 +1,25 @@
-"""Helpers shared by the benchmarks: an embedded PostgreSQL in a temporary directory."""
+"""Helpers shared by the benchmarks: throw-away Temporal dev servers and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from starter.dev import free_port, temporal_binary
+
+CHORUS_DEV_FLAGS = (
+    "--sqlite-pragma", "journal_mode=wal",
+    "--sqlite-pragma", "synchronous=normal",
+    "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
+)  # fmt: skip
+"""The flags ``chorus dev up`` passes to the dev server (see ``starter/dev.py``)."""
 
 
 @contextmanager
@@ -20,3 +34,29 @@ def embedded_postgres(directory: Path) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@asynccontextmanager
+async def temporal_dev_server(db_file: Path, flags: Sequence[str]) -> AsyncIterator[Client]:
+    """Run a headless, file-backed dev server with ``flags``; yield a connected client."""
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        temporal_binary(), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+        "--port", str(port), "--db-filename", str(db_file), "--log-level", "error", *flags,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(150):
+            try:
+                client = await Client.connect(
+                    f"127.0.0.1:{port}", data_converter=pydantic_data_converter
+                )
+                break
+            except RuntimeError:
+                await asyncio.sleep(0.2)
+        else:
+            raise RuntimeError("the Temporal dev server did not start in 30 s")
+        yield client
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)

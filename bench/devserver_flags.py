@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -21,16 +20,13 @@ from pathlib import Path
 
 import yaml
 from temporalio import activity
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities import RunActivities
-from bench._support import embedded_postgres
+from bench._support import embedded_postgres, temporal_dev_server
 from chorus import db
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
 from chorus.settings import Settings
-from starter.dev import free_port, temporal_binary
 from starter.sdk import ChorusClient
 from worker import build_worker
 
@@ -57,36 +53,7 @@ def percentile(values: list[float], q: float) -> float:
 async def measure(
     label: str, extra: list[str], n_runs: int, concurrent: int, tmp: Path, database_url: str
 ) -> dict[str, float]:
-    port = free_port()
-    db_file = tmp / f"{label}.db"
-    server = await asyncio.create_subprocess_exec(
-        temporal_binary(),
-        "server",
-        "start-dev",
-        "--headless",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--db-filename",
-        str(db_file),
-        "--log-level",
-        "error",
-        *extra,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = None
-        for _ in range(100):
-            try:
-                client = await Client.connect(
-                    f"127.0.0.1:{port}", data_converter=pydantic_data_converter
-                )
-                break
-            except RuntimeError:
-                await asyncio.sleep(0.2)
-        assert client is not None
+    async with temporal_dev_server(tmp / f"{label}.db", extra) as client:
         catalog = tmp / "agents.yaml"
         catalog.write_text(
             yaml.safe_dump(
@@ -126,9 +93,6 @@ async def measure(
             "p95_ms": percentile(latencies, 0.95),
             "runs_per_s": throughput,
         }
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 30)
 
 
 async def main() -> None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -29,14 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities import LLMActivities, ProviderClients, RunActivities
-from bench._support import embedded_postgres
+from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
 from chorus import db
 from chorus.settings import Settings
-from starter.dev import free_port, temporal_binary
 from starter.sdk import ChorusClient
 from tests.stub_llm import StubLLM
 from worker import WorkerOptions, build_worker
@@ -60,41 +57,6 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def start_temporal(tmp: Path) -> tuple[asyncio.subprocess.Process, Client]:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        temporal_binary(),
-        "server",
-        "start-dev",
-        "--headless",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--db-filename",
-        str(tmp / "temporal.db"),
-        "--log-level",
-        "error",
-        "--sqlite-pragma",
-        "journal_mode=wal",
-        "--sqlite-pragma",
-        "synchronous=normal",
-        "--dynamic-config-value",
-        "history.transferProcessorMaxPollRPS=1000",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(150):
-        try:
-            client = await Client.connect(
-                f"127.0.0.1:{port}", data_converter=pydantic_data_converter
-            )
-            return proc, client
-        except RuntimeError:
-            await asyncio.sleep(0.2)
-    raise RuntimeError("temporal dev server did not start")
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description="Chorus storage benchmark")
     parser.add_argument("--runs", type=int, default=300, help="3-agent runs in total")
@@ -107,8 +69,11 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmpdir, StubLLM() as stub:
         tmp = Path(tmpdir)
-        with embedded_postgres(tmp) as database_url:
-            proc, client = await start_temporal(tmp)
+        async with contextlib.AsyncExitStack() as stack:
+            database_url = stack.enter_context(embedded_postgres(tmp))
+            client = await stack.enter_async_context(
+                temporal_dev_server(tmp / "temporal.db", CHORUS_DEV_FLAGS)
+            )
             catalog = tmp / "agents.yaml"
             catalog.write_text(
                 yaml.safe_dump(
@@ -203,8 +168,6 @@ async def main() -> None:
             finally:
                 await clients.close()
                 await pool.close()
-                proc.terminate()
-                await proc.wait()
 
     print(f"{args.runs} runs x 3 agents, {args.concurrency} in flight; instant loopback LLM stub")
     print(

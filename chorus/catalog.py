@@ -77,8 +77,3 @@ def parse_catalog(text: str, *, source: str = "<catalog>") -> dict[str, AgentSpe
     if not agents:
         raise CatalogError(f"agent catalog {source}: the 'agents' list is empty")
     return agents
-
-
-def unknown_agents(names: list[str], catalog: dict[str, AgentSpec]) -> list[str]:
-    """Names not present in ``catalog``, in the order given."""
-    return [n for n in names if n not in catalog]

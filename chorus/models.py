@@ -128,6 +128,13 @@ class SequentialStep(_Model):
     steps: list[Step] = Field(min_length=1, max_length=MAX_PLAN_STEPS)
 
 
+def _check_min_successes(min_successes: int, branches: list[Any]) -> None:
+    if min_successes > len(branches):
+        raise ValueError(
+            f"min_successes ({min_successes}) exceeds the number of branches ({len(branches)})"
+        )
+
+
 class ParallelStep(_Model):
     """Fan out to branches at once as a child workflow, then fan in through an aggregator.
 
@@ -146,11 +153,7 @@ class ParallelStep(_Model):
 
     @model_validator(mode="after")
     def _check_min_successes(self) -> ParallelStep:
-        if self.min_successes > len(self.branches):
-            raise ValueError(
-                f"min_successes ({self.min_successes}) exceeds the number of branches "
-                f"({len(self.branches)})"
-            )
+        _check_min_successes(self.min_successes, self.branches)
         return self
 
 
@@ -259,11 +262,7 @@ class ParallelInput(_RunInput):
 
     @model_validator(mode="after")
     def _check_min_successes(self) -> ParallelInput:
-        if self.min_successes > len(self.branches):
-            raise ValueError(
-                f"min_successes ({self.min_successes}) exceeds the number of branches "
-                f"({len(self.branches)})"
-            )
+        _check_min_successes(self.min_successes, self.branches)
         return self
 
 

@@ -786,7 +786,7 @@ def health(as_json: JsonOpt = False) -> None:
 
 
 ServicesOpt = Annotated[
-    str | None, typer.Option(help="Comma-separated subset of temporal,llm,worker.")
+    str | None, typer.Option(help="Comma-separated subset of postgres,temporal,llm,worker.")
 ]
 
 

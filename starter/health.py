@@ -86,15 +86,8 @@ async def _postgres(settings: Settings) -> str:
     return f"PostgreSQL {version} at {db.redact_url(url)}, schema v{schema}"
 
 
-async def _openai_models(client: openai.AsyncOpenAI) -> str:
-    try:
-        page = await client.models.list()
-        return f"{len(page.data)} models listed"
-    finally:
-        await client.close()
-
-
-async def _anthropic_models(client: anthropic.AsyncAnthropic) -> str:
+async def _list_models(client: openai.AsyncOpenAI | anthropic.AsyncAnthropic) -> str:
+    """List a provider's models through its SDK client, then close the client."""
     try:
         page = await client.models.list()
         return f"{len(page.data)} models listed"
@@ -126,17 +119,17 @@ async def check_health(settings: Settings) -> HealthReport:
     providers: list[str] = []
     if settings.provider_configured("openai")[0]:
         providers.append("openai")
-        probes["provider openai"] = _openai_models(
+        probes["provider openai"] = _list_models(
             openai.AsyncOpenAI(max_retries=0, timeout=CHECK_TIMEOUT_S)
         )
     if settings.provider_configured("anthropic")[0]:
         providers.append("anthropic")
-        probes["provider anthropic"] = _anthropic_models(
+        probes["provider anthropic"] = _list_models(
             anthropic.AsyncAnthropic(max_retries=0, timeout=CHECK_TIMEOUT_S)
         )
     if settings.provider_configured("local")[0]:
         providers.append("local")
-        probes["provider local"] = _openai_models(
+        probes["provider local"] = _list_models(
             openai.AsyncOpenAI(
                 base_url=settings.local_base_url,
                 api_key=settings.local_api_key,
