@@ -10,7 +10,8 @@ VENV="${CHORUS_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 \
+    | grep -v -E "is ignored: it is neither a file nor a directory" || true
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[local,dev]' \
   2>&1 | grep -v -E "is ignored: it is neither a file nor a directory" || true

@@ -43,6 +43,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,7 +309,9 @@ def _start_postgres(settings: Settings) -> int:
     _check_not_under_root(Path(POSTGRES_BIN_PATH).resolve())
     pgdata.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this CLI process; `chorus dev down` stops it.
-    server = get_server(pgdata, cleanup_mode=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set (harmless)
+        server = get_server(pgdata, cleanup_mode=None)
     pid = server.get_pid()
     assert pid is not None
     db.embedded_uri_file(settings).parent.mkdir(parents=True, exist_ok=True)
