@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import LLMActivities, ProviderClients, RunActivities
+from activities import DraftActivities, LLMActivities, ProviderClients, RunActivities
 from chorus import db
 from chorus.logs import configure_logging
 from chorus.settings import Settings, get_settings
@@ -55,7 +55,8 @@ def default_activities(
     """Return the activities a production worker registers, bound to shared clients."""
     llm = LLMActivities(clients, settings, pool)
     runs = RunActivities(pool, settings)
-    return [llm.call_llm, runs.start_run, runs.finish_run]
+    drafts = DraftActivities(pool)
+    return [llm.call_llm, runs.start_run, runs.finish_run, drafts.save_draft]
 
 
 def build_worker(

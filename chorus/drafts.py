@@ -14,6 +14,7 @@ lands first (before the earlier one's text).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -105,3 +106,160 @@ def rebase_over(edit: TextEdit, base_version: int, since: list[tuple[int, TextEd
             )
         current = moved
     return current
+
+
+# --- Payloads -------------------------------------------------------------------------------
+
+
+class Comment(_Model):
+    """A comment anchored to ``content[start:end]`` of ``version``."""
+
+    id: int
+    author: str
+    text: str = Field(min_length=1, max_length=5000)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    version: int
+    resolved: bool = False
+    created_at: datetime
+
+
+class Revision(_Model):
+    """One accepted change: who, when, against which base, and the edit as applied.
+
+    ``edit`` is expressed in the coordinates of the text it was applied to (version - 1), so
+    replaying every revision's edit in order from version 1 rebuilds the content.
+    """
+
+    version: int
+    author: str
+    author_kind: Literal["person", "agent"] = "person"
+    base_version: int
+    edit: TextEdit
+    created_at: datetime
+    summary: str = ""
+
+
+class DraftState(_Model):
+    """Everything a draft is; carried whole across continue-as-new."""
+
+    title: str
+    content: str
+    version: int = 1
+    status: DraftStatus = "drafting"
+    collaborators: dict[str, Role]
+    comments: list[Comment] = Field(default_factory=list)
+    next_comment_id: int = 1
+    revisions: list[Revision] = Field(default_factory=list)
+    """The most recent revisions (enough to rebase stale edits); all of them are in PostgreSQL."""
+    last_editor: str | None = None
+    created_at: datetime
+    initial_content: str = ""
+
+
+class DraftInput(_Model):
+    """Input of the draft workflow: a new draft, or the state carried by continue-as-new.
+
+    Attributes:
+        title: Draft title (1-200 characters).
+        owner: User id of the owner (gets role ``owner``).
+        content: Initial text (from a template or a brief's first draft).
+        collaborators: Further users and their roles.
+        state: Set only by continue-as-new.
+        pending_revisions: Set only by continue-as-new: revisions still to save.
+        max_updates_per_run: Continue-as-new after this many accepted updates (Temporal caps
+            updates per run; the default stays far below its limit).
+    """
+
+    title: str = Field(min_length=1, max_length=200)
+    owner: str = Field(min_length=1, max_length=100)
+    content: str = ""
+    collaborators: dict[str, Role] = Field(default_factory=dict)
+    state: DraftState | None = None
+    pending_revisions: list[Revision] = Field(default_factory=list)
+    """Revisions accepted but not yet saved when the previous run continued as new."""
+    max_updates_per_run: int = Field(500, ge=10)
+
+
+class EditRequest(_Model):
+    """Input of the ``edit`` update: a range edit or a whole-text replacement.
+
+    Exactly one of ``edit`` and ``content`` is set.
+    """
+
+    user: str
+    base_version: int = Field(ge=1)
+    edit: TextEdit | None = None
+    content: str | None = None
+    summary: str = Field("", max_length=500)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EditRequest:
+        if (self.edit is None) == (self.content is None):
+            raise ValueError("give exactly one of 'edit' (a range) and 'content' (whole text)")
+        return self
+
+
+class EditResult(_Model):
+    """Result of ``edit`` and the lifecycle updates: the version now current."""
+
+    version: int
+    rebased_from: int | None = None
+    """The stale base version the edit was rebased from, when it was."""
+
+
+class UserRequest(_Model):
+    """Input of ``submit``, ``approve``, ``publish`` and ``archive``: who asks."""
+
+    user: str
+
+
+class CommentRequest(_Model):
+    """Input of the ``comment`` signal."""
+
+    user: str
+    text: str = Field(min_length=1, max_length=5000)
+    start: int = Field(0, ge=0)
+    end: int = Field(0, ge=0)
+
+
+class CollaboratorRequest(_Model):
+    """Input of the ``add_collaborator`` signal (only owners may add)."""
+
+    user: str
+    collaborator: str = Field(min_length=1, max_length=100)
+    role: Role
+
+
+class ResolveCommentRequest(_Model):
+    """Input of the ``resolve_comment`` signal."""
+
+    user: str
+    comment_id: int
+
+
+class DraftView(_Model):
+    """Result of the ``draft`` query (and of the workflow, when archived)."""
+
+    draft_id: str
+    title: str
+    content: str
+    version: int
+    status: DraftStatus
+    collaborators: dict[str, Role]
+    open_comments: int
+    last_editor: str | None
+
+
+class SaveDraftInput(_Model):
+    """Input of ``chorus.save_draft``: revisions not yet in PostgreSQL, and the current state."""
+
+    title: str
+    status: DraftStatus
+    version: int
+    content: str
+    initial_content: str
+    collaborators: dict[str, Role]
+    comments: list[Comment]
+    revisions: list[Revision]
+    created_at: datetime

@@ -10,13 +10,15 @@ DEFAULT_TASK_QUEUE: Final = "chorus-agents"
 
 SEQUENTIAL_WORKFLOW: Final = "ChorusSequential"
 PARALLEL_WORKFLOW: Final = "ChorusParallel"
+DRAFT_WORKFLOW: Final = "ChorusDraft"
 WORKFLOW_TYPES: Final = (SEQUENTIAL_WORKFLOW, PARALLEL_WORKFLOW)
 
 CALL_LLM_ACTIVITY: Final = "chorus.call_llm"
 START_RUN_ACTIVITY: Final = "chorus.start_run"
 FINISH_RUN_ACTIVITY: Final = "chorus.finish_run"
+SAVE_DRAFT_ACTIVITY: Final = "chorus.save_draft"
 
 PROGRESS_QUERY: Final = "progress"
 
-WORKFLOW_ID_PREFIX: Final = {"sequential": "seq", "parallel": "par"}
+WORKFLOW_ID_PREFIX: Final = {"sequential": "seq", "parallel": "par", "draft": "draft"}
 """Workflow ids read ``<prefix>-<task slug>-<short id>``, e.g. ``seq-summarize-report-1a2b3c4d``."""

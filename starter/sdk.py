@@ -20,6 +20,7 @@ Inputs are validated here, before anything is started: errors name the field and
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Sequence
@@ -36,11 +37,23 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from chorus import db
+from chorus.drafts import (
+    CollaboratorRequest,
+    CommentRequest,
+    DraftInput,
+    DraftView,
+    EditRequest,
+    EditResult,
+    ResolveCommentRequest,
+    Role,
+    UserRequest,
+)
 from chorus.models import (
     MAX_PLAN_DEPTH,
     AgentSpec,
@@ -55,6 +68,7 @@ from chorus.models import (
     step_label,
 )
 from chorus.names import (
+    DRAFT_WORKFLOW,
     PARALLEL_WORKFLOW,
     PROGRESS_QUERY,
     SEQUENTIAL_WORKFLOW,
@@ -63,6 +77,7 @@ from chorus.names import (
 )
 from chorus.settings import Settings, get_settings
 from chorus.temporal import connect
+from workflows.draft import MAX_CONTENT_CHARS
 
 Pattern = Literal["sequential", "parallel"]
 
@@ -557,6 +572,97 @@ class ChorusClient:
         return await db.rollback_agent(
             await self.pool(), name, version, author=author, keep=self.settings.agent_versions_kept
         )
+
+    # -- collaborative drafts ----------------------------------------------------------------
+
+    async def start_draft(
+        self,
+        title: str,
+        owner: str,
+        *,
+        content: str = "",
+        collaborators: dict[str, Role] | None = None,
+        draft_id: str | None = None,
+    ) -> str:
+        """Start a draft workflow; return its id (``draft-<title slug>-<8 hex>``).
+
+        Raises:
+            ChorusInputError: Empty or too long title/owner, or text over 1,000,000 characters.
+        """
+        try:
+            draft_input = DraftInput(
+                title=title, owner=owner, content=content, collaborators=collaborators or {}
+            )
+        except ValueError as exc:
+            raise ChorusInputError(str(exc)) from exc
+        if len(content) > MAX_CONTENT_CHARS:
+            raise ChorusInputError(
+                f"content: {len(content)} characters, the limit is {MAX_CONTENT_CHARS}"
+            )
+        draft_id = draft_id or f"draft-{slugify(title)}-{uuid.uuid4().hex[:8]}"
+        await self.client.start_workflow(
+            DRAFT_WORKFLOW,
+            draft_input,
+            id=draft_id,
+            task_queue=self.settings.task_queue,
+            static_summary=f"Draft: {title[:200]} (owner {owner})",
+        )
+        return draft_id
+
+    async def draft_update(
+        self, draft_id: str, update: str, request: EditRequest | UserRequest
+    ) -> EditResult:
+        """Run a draft update (``edit``, ``submit``, ``approve``, ``publish``, ``archive``).
+
+        Retries while the server refuses for too many updates in flight (RESOURCE_EXHAUSTED).
+
+        Raises:
+            DraftRefusedError: The validator or handler refused (``error_type`` says why:
+                EditConflict, PermissionDenied, IllegalTransition, ReadOnly, InvalidEdit).
+        """
+        handle = self.client.get_workflow_handle(draft_id)
+        delay = 0.05
+        for _ in range(40):
+            try:
+                result: EditResult = await handle.execute_update(
+                    update, request, result_type=EditResult
+                )
+                return result
+            except WorkflowUpdateFailedError as exc:
+                cause = exc.cause
+                if isinstance(cause, ApplicationError):
+                    raise DraftRefusedError(cause.message, cause.type or "Refused") from exc
+                raise DraftRefusedError(str(cause or exc), "Refused") from exc
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise DraftRefusedError(f"{update} on {draft_id}: server busy, gave up", "Busy")
+
+    async def draft_signal(
+        self,
+        draft_id: str,
+        signal: str,
+        request: CommentRequest | CollaboratorRequest | ResolveCommentRequest,
+    ) -> None:
+        """Send ``comment``, ``add_collaborator`` or ``resolve_comment`` (fire and forget)."""
+        await self.client.get_workflow_handle(draft_id).signal(signal, request)
+
+    async def draft(self, draft_id: str) -> DraftView:
+        """The draft's current text and metadata (the ``draft`` query)."""
+        view: DraftView = await self.client.get_workflow_handle(draft_id).query(
+            "draft", result_type=DraftView
+        )
+        return view
+
+
+class DraftRefusedError(RuntimeError):
+    """A draft update was refused; ``error_type`` names the rule (e.g. EditConflict)."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
 
 
 def is_running(status: WorkflowExecutionStatus | None) -> bool:

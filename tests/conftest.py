@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities import RunActivities
+from activities import DraftActivities, RunActivities
 from chorus import db
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
@@ -182,8 +182,12 @@ async def running_worker(
     ``chorus.call_llm``; yield an SDK client sharing the pool."""
     pool = await db.open_store(settings)
     runs = RunActivities(pool, settings)
+    drafts = DraftActivities(pool)
     worker = build_worker(
-        client, settings, [llm(pool), runs.start_run, runs.finish_run], **worker_options
+        client,
+        settings,
+        [llm(pool), runs.start_run, runs.finish_run, drafts.save_draft],
+        **worker_options,
     )
     try:
         async with worker:

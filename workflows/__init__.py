@@ -3,9 +3,10 @@
 Only deterministic code lives here; LLM calls and storage are activities.
 """
 
+from workflows.draft import DraftWorkflow
 from workflows.parallel import ParallelWorkflow
 from workflows.sequential import SequentialWorkflow
 
-WORKFLOWS = [SequentialWorkflow, ParallelWorkflow]
+WORKFLOWS = [SequentialWorkflow, ParallelWorkflow, DraftWorkflow]
 
-__all__ = ["WORKFLOWS", "ParallelWorkflow", "SequentialWorkflow"]
+__all__ = ["WORKFLOWS", "DraftWorkflow", "ParallelWorkflow", "SequentialWorkflow"]

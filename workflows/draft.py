@@ -1,0 +1,392 @@
+"""Draft workflow: one long-lived workflow per draft, changed by updates and signals.
+
+Updates (validated before they are accepted, so a refused request never enters the history):
+``edit``, ``submit``, ``approve``, ``publish``, ``archive``; each returns the current version.
+Signals (fire and forget; checked when applied, and ignored with a warning in the workflow log
+when invalid): ``comment``, ``add_collaborator``, ``resolve_comment``. Queries: ``draft``,
+``history``, ``comments``, ``status``.
+
+Every accepted revision is saved to PostgreSQL by the ``chorus.save_draft`` activity, in
+batches, from the workflow's main loop (so an edit's latency is not a database round trip);
+the workflow continues as new, carrying its whole state, when Temporal suggests it or after
+``max_updates_per_run`` accepted updates — after every handler has finished and every revision
+is saved, so no accepted edit is lost.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from chorus.drafts import (
+        EDIT_ROLES,
+        CollaboratorRequest,
+        Comment,
+        CommentRequest,
+        DraftInput,
+        DraftState,
+        DraftStatus,
+        DraftView,
+        EditConflictError,
+        EditRequest,
+        EditResult,
+        ResolveCommentRequest,
+        Revision,
+        SaveDraftInput,
+        TextEdit,
+        UserRequest,
+        apply_edit,
+        rebase_over,
+    )
+    from chorus.names import DRAFT_WORKFLOW, SAVE_DRAFT_ACTIVITY
+
+MAX_CONTENT_CHARS = 1_000_000
+"""Largest draft text accepted by ``edit`` (characters)."""
+REVISIONS_KEPT = 200
+"""Revisions kept in workflow state; an edit based on an older version is refused."""
+SAVE_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30)
+)
+
+TRANSITIONS: dict[str, tuple[DraftStatus, tuple[DraftStatus, ...], tuple[str, ...]]] = {
+    # update: (new status, statuses it may follow, roles allowed)
+    "submit": ("in_review", ("drafting",), ("owner", "editor")),
+    "approve": ("approved", ("in_review",), ("owner", "reviewer")),
+    "publish": ("published", ("approved",), ("owner",)),
+    "archive": ("archived", ("drafting", "in_review", "approved", "published"), ("owner",)),
+}
+
+
+@workflow.defn(name=DRAFT_WORKFLOW)
+class DraftWorkflow:
+    """A collaborative draft (see the module docstring for its API)."""
+
+    @workflow.init
+    def __init__(self, input: DraftInput) -> None:
+        if input.state is not None:
+            self.state = input.state
+        else:
+            collaborators = {**input.collaborators, input.owner: "owner"}
+            self.state = DraftState(
+                title=input.title,
+                content=input.content,
+                collaborators=collaborators,
+                created_at=workflow.now(),
+                initial_content=input.content,
+            )
+        self._max_updates = input.max_updates_per_run
+        self._accepted_updates = 0
+        self._unsaved: list[Revision] = list(input.pending_revisions)
+        self._dirty = input.state is None  # a new draft is saved once at start
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: DraftInput) -> DraftView:
+        """Save revisions as they land; continue as new when due; end when archived."""
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    self._dirty
+                    or self._unsaved != []
+                    or self._continue_due()
+                    or self.state.status == "archived"
+                )
+            )
+            if self._dirty or self._unsaved:
+                await self._save()
+            if self.state.status == "archived" or self._continue_due():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self.state.status == "archived":
+                    while self._dirty or self._unsaved:  # no edits are accepted any more
+                        await self._save()
+                    return self._view()
+                # Nothing is awaited from here to continue_as_new, so every revision accepted
+                # until now is either saved or carried to the next run.
+                workflow.continue_as_new(
+                    DraftInput(
+                        title=self.state.title,
+                        owner=self._owner(),
+                        state=self.state,
+                        pending_revisions=self._unsaved,
+                        max_updates_per_run=self._max_updates,
+                    )
+                )
+
+    def _continue_due(self) -> bool:
+        return (
+            workflow.info().is_continue_as_new_suggested()
+            or self._accepted_updates >= self._max_updates
+        )
+
+    async def _save(self) -> None:
+        batch, self._unsaved, self._dirty = self._unsaved, [], False
+        s = self.state
+        await workflow.execute_activity(
+            SAVE_DRAFT_ACTIVITY,
+            SaveDraftInput(
+                title=s.title,
+                status=s.status,
+                version=s.version,
+                content=s.content,
+                initial_content=s.initial_content,
+                collaborators=s.collaborators,
+                comments=s.comments,
+                revisions=batch,
+                created_at=s.created_at,
+            ),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=SAVE_RETRY_POLICY,
+            summary=f"Save v{s.version} ({len(batch)} new revision(s))",
+        )
+
+    # --- updates -----------------------------------------------------------------------------
+
+    @workflow.update(name="edit")
+    def edit(self, request: EditRequest) -> EditResult:
+        """Apply an edit (rebased when stale and not overlapping); return the new version."""
+        edit, rebased_from = self._prepare_edit(request)
+        s = self.state
+        s.content = apply_edit(s.content, edit)
+        s.version += 1
+        revision = Revision(
+            version=s.version,
+            author=request.user,
+            base_version=request.base_version,
+            edit=edit,
+            created_at=workflow.now(),
+            summary=request.summary,
+        )
+        s.revisions = [*s.revisions, revision][-REVISIONS_KEPT:]
+        s.last_editor = request.user
+        self._unsaved.append(revision)
+        self._accepted_updates += 1
+        return EditResult(version=s.version, rebased_from=rebased_from)
+
+    @edit.validator
+    def validate_edit(self, request: EditRequest) -> None:
+        """Refuse before acceptance: permissions, status, ranges, size, conflicts."""
+        self._prepare_edit(request)
+
+    def _prepare_edit(self, request: EditRequest) -> tuple[TextEdit, int | None]:
+        s = self.state
+        self._require_role(request.user, EDIT_ROLES, "edit")
+        if s.status in ("published", "archived"):
+            raise ApplicationError(f"the draft is {s.status} and read-only", type="ReadOnly")
+        if request.base_version > s.version:
+            raise ApplicationError(
+                f"base_version {request.base_version} does not exist; current is {s.version}",
+                type="InvalidEdit",
+            )
+        if request.content is not None:
+            edit = TextEdit(start=0, end=len(s.content), text=request.content)
+            if request.base_version != s.version:
+                raise ApplicationError(
+                    f"whole-text edit made on version {request.base_version}, but the draft is "
+                    f"at version {s.version}; reload and edit version {s.version}",
+                    type="EditConflict",
+                )
+        else:
+            assert request.edit is not None
+            edit = request.edit
+        rebased_from = None
+        if request.base_version != s.version:
+            since = [(r.version, r.edit) for r in s.revisions if r.version > request.base_version]
+            if len(since) != s.version - request.base_version:
+                raise ApplicationError(
+                    f"base_version {request.base_version} is too old to merge (only the last "
+                    f"{REVISIONS_KEPT} revisions are kept); reload and edit version {s.version}",
+                    type="EditConflict",
+                )
+            try:
+                edit = rebase_over(edit, request.base_version, since)
+            except EditConflictError as exc:
+                raise ApplicationError(str(exc), type="EditConflict") from exc
+            rebased_from = request.base_version
+        if edit.end > len(s.content):
+            raise ApplicationError(
+                f"range {edit.start}-{edit.end} is outside the text ({len(s.content)} "
+                f"characters at version {s.version})",
+                type="InvalidEdit",
+            )
+        if len(s.content) + edit.delta > MAX_CONTENT_CHARS:
+            raise ApplicationError(
+                f"the edit would make the draft {len(s.content) + edit.delta} characters; the "
+                f"limit is {MAX_CONTENT_CHARS}",
+                type="InvalidEdit",
+            )
+        return edit, rebased_from
+
+    def _transition(self, name: str, request: UserRequest) -> EditResult:
+        new_status = TRANSITIONS[name][0]
+        self.state.status = new_status
+        self._accepted_updates += 1
+        self._dirty = True
+        return EditResult(version=self.state.version)
+
+    def _check_transition(self, name: str, request: UserRequest) -> None:
+        _, allowed_from, roles = TRANSITIONS[name]
+        self._require_role(request.user, frozenset(roles), name)
+        if self.state.status not in allowed_from:
+            raise ApplicationError(
+                f"cannot {name} a draft that is {self.state.status} (allowed from: "
+                f"{', '.join(allowed_from)})",
+                type="IllegalTransition",
+            )
+        if name == "approve" and request.user == self.state.last_editor:
+            raise ApplicationError(
+                f"{request.user} made the last edit and cannot approve it; another reviewer must",
+                type="PermissionDenied",
+            )
+
+    @workflow.update(name="submit")
+    def submit(self, request: UserRequest) -> EditResult:
+        """Send the draft for review (drafting → in_review)."""
+        return self._transition("submit", request)
+
+    @submit.validator
+    def validate_submit(self, request: UserRequest) -> None:
+        """Only owners and editors submit, and only a draft in drafting."""
+        self._check_transition("submit", request)
+
+    @workflow.update(name="approve")
+    def approve(self, request: UserRequest) -> EditResult:
+        """Approve the draft (in_review → approved)."""
+        return self._transition("approve", request)
+
+    @approve.validator
+    def validate_approve(self, request: UserRequest) -> None:
+        """Only a reviewer (or owner) who is not the last editor approves."""
+        self._check_transition("approve", request)
+
+    @workflow.update(name="publish")
+    def publish(self, request: UserRequest) -> EditResult:
+        """Publish the draft (approved → published); it becomes read-only."""
+        return self._transition("publish", request)
+
+    @publish.validator
+    def validate_publish(self, request: UserRequest) -> None:
+        """Only the owner publishes, and only an approved draft."""
+        self._check_transition("publish", request)
+
+    @workflow.update(name="archive")
+    def archive(self, request: UserRequest) -> EditResult:
+        """Archive the draft; the workflow ends after saving."""
+        return self._transition("archive", request)
+
+    @archive.validator
+    def validate_archive(self, request: UserRequest) -> None:
+        """Only the owner archives."""
+        self._check_transition("archive", request)
+
+    # --- signals -----------------------------------------------------------------------------
+
+    @workflow.signal(name="comment")
+    def comment(self, request: CommentRequest) -> None:
+        """Add a comment anchored to a text range (ignored if the user or range is invalid)."""
+        s = self.state
+        if request.user not in s.collaborators:
+            workflow.logger.warning("comment from non-collaborator %s ignored", request.user)
+            return
+        if not (request.start <= request.end <= len(s.content)):
+            workflow.logger.warning(
+                "comment range %d-%d outside the text ignored", request.start, request.end
+            )
+            return
+        s.comments = [
+            *s.comments,
+            Comment(
+                id=s.next_comment_id,
+                author=request.user,
+                text=request.text,
+                start=request.start,
+                end=request.end,
+                version=s.version,
+                created_at=workflow.now(),
+            ),
+        ]
+        s.next_comment_id += 1
+        self._dirty = True
+
+    @workflow.signal(name="add_collaborator")
+    def add_collaborator(self, request: CollaboratorRequest) -> None:
+        """Add or change a collaborator's role (owners only; otherwise ignored)."""
+        if self.state.collaborators.get(request.user) != "owner":
+            workflow.logger.warning("add_collaborator by non-owner %s ignored", request.user)
+            return
+        self.state.collaborators = {
+            **self.state.collaborators,
+            request.collaborator: request.role,
+        }
+        self._dirty = True
+
+    @workflow.signal(name="resolve_comment")
+    def resolve_comment(self, request: ResolveCommentRequest) -> None:
+        """Resolve a comment (its author, owners and editors; otherwise ignored)."""
+        s = self.state
+        role = s.collaborators.get(request.user)
+        for comment in s.comments:
+            if comment.id == request.comment_id:
+                if request.user == comment.author or role in EDIT_ROLES:
+                    comment.resolved = True
+                    self._dirty = True
+                else:
+                    workflow.logger.warning("resolve by %s not allowed", request.user)
+                return
+        workflow.logger.warning("resolve of unknown comment %d ignored", request.comment_id)
+
+    # --- queries -----------------------------------------------------------------------------
+
+    @workflow.query(name="draft")
+    def draft(self) -> DraftView:
+        """The current text and metadata."""
+        return self._view()
+
+    @workflow.query(name="history")
+    def history(self) -> list[Revision]:
+        """The recent revisions kept in the workflow (all of them are in PostgreSQL)."""
+        return self.state.revisions
+
+    @workflow.query(name="comments")
+    def comments(self) -> list[Comment]:
+        """All comments, resolved ones included."""
+        return self.state.comments
+
+    @workflow.query(name="status")
+    def status(self) -> DraftStatus:
+        """The lifecycle status."""
+        return self.state.status
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _view(self) -> DraftView:
+        s = self.state
+        return DraftView(
+            draft_id=workflow.info().workflow_id,
+            title=s.title,
+            content=s.content,
+            version=s.version,
+            status=s.status,
+            collaborators=s.collaborators,
+            open_comments=sum(not c.resolved for c in s.comments),
+            last_editor=s.last_editor,
+        )
+
+    def _owner(self) -> str:
+        return next(u for u, r in self.state.collaborators.items() if r == "owner")
+
+    def _require_role(self, user: str, roles: frozenset[str], action: str) -> None:
+        role = self.state.collaborators.get(user)
+        if role is None:
+            raise ApplicationError(
+                f"{user!r} is not a collaborator on this draft", type="PermissionDenied"
+            )
+        if role not in roles:
+            raise ApplicationError(
+                f"{user!r} has role {role}; {action} needs one of: {', '.join(sorted(roles))}",
+                type="PermissionDenied",
+            )
