@@ -56,7 +56,13 @@ def default_activities(
     llm = LLMActivities(clients, settings, pool)
     runs = RunActivities(pool, settings)
     drafts = DraftActivities(pool)
-    return [llm.call_llm, runs.start_run, runs.finish_run, drafts.save_draft]
+    return [
+        llm.call_llm,
+        runs.start_run,
+        runs.finish_run,
+        runs.resolve_agents,
+        drafts.save_draft,
+    ]
 
 
 def build_worker(

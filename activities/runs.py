@@ -9,12 +9,13 @@ from temporalio.exceptions import ApplicationError
 from chorus import db, errors
 from chorus.models import (
     FinishRunInput,
+    ResolveAgentsInput,
     ResolveAgentsResult,
     ResolvedAgent,
     SkippedProvider,
     StartRunInput,
 )
-from chorus.names import FINISH_RUN_ACTIVITY, START_RUN_ACTIVITY
+from chorus.names import FINISH_RUN_ACTIVITY, RESOLVE_AGENTS_ACTIVITY, START_RUN_ACTIVITY
 from chorus.settings import Settings
 
 
@@ -77,6 +78,15 @@ class RunActivities:
             started_at=input.started_at,
         )
         return ResolveAgentsResult(agents=agents)
+
+    @activity.defn(name=RESOLVE_AGENTS_ACTIVITY)
+    async def resolve_agents(self, input: ResolveAgentsInput) -> ResolveAgentsResult:
+        """Pin the current configuration of each named agent (no run row is written).
+
+        Raises:
+            ApplicationError: Non-retryable ``UnknownAgent`` or ``NoUsableProvider``.
+        """
+        return ResolveAgentsResult(agents=await self._resolve(input.names))
 
     async def _resolve(self, names: list[str]) -> dict[str, ResolvedAgent]:
         catalog = await db.current_agents(self._pool)

@@ -163,7 +163,9 @@ class DraftInput(_Model):
     Attributes:
         title: Draft title (1-200 characters).
         owner: User id of the owner (gets role ``owner``).
-        content: Initial text (from a template or a brief's first draft).
+        content: Initial text (for example from a template).
+        brief: What to write; the ``writer`` agent drafts the first version from it.
+        writer: Agent that writes first drafts.
         collaborators: Further users and their roles.
         state: Set only by continue-as-new.
         pending_revisions: Set only by continue-as-new: revisions still to save.
@@ -175,6 +177,9 @@ class DraftInput(_Model):
     owner: str = Field(min_length=1, max_length=100)
     content: str = ""
     collaborators: dict[str, Role] = Field(default_factory=dict)
+    brief: str | None = Field(None, max_length=10_000)
+    """When set (and ``content`` is empty), the ``writer`` agent writes the first draft."""
+    writer: str = "writer"
     state: DraftState | None = None
     pending_revisions: list[Revision] = Field(default_factory=list)
     """Revisions accepted but not yet saved when the previous run continued as new."""
@@ -206,6 +211,23 @@ class EditResult(_Model):
     version: int
     rebased_from: int | None = None
     """The stale base version the edit was rebased from, when it was."""
+
+
+class RevisionRequest(_Model):
+    """Input of the ``request_revision`` update: an agent rewrites the whole draft.
+
+    Attributes:
+        user: Who asks (owner or editor).
+        base_version: The version the instruction refers to; must be current.
+        instruction: What to change, e.g. "friendlier tone", "half the length",
+            "for executives" (1-2,000 characters).
+        agent: Agent that rewrites (default ``writer``).
+    """
+
+    user: str
+    base_version: int = Field(ge=1)
+    instruction: str = Field(min_length=1, max_length=2000)
+    agent: str = "writer"
 
 
 class UserRequest(_Model):

@@ -269,6 +269,12 @@ class ParallelInput(_RunInput):
 # --- Activities ----------------------------------------------------------------------------
 
 
+class ResolveAgentsInput(_Model):
+    """Input of ``chorus.resolve_agents``: agent names to pin (drafts use this)."""
+
+    names: list[str]
+
+
 class StartRunInput(_Model):
     """Input of ``chorus.start_run``: pin the run's agents and record the run row.
 

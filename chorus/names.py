@@ -15,6 +15,7 @@ WORKFLOW_TYPES: Final = (SEQUENTIAL_WORKFLOW, PARALLEL_WORKFLOW)
 
 CALL_LLM_ACTIVITY: Final = "chorus.call_llm"
 START_RUN_ACTIVITY: Final = "chorus.start_run"
+RESOLVE_AGENTS_ACTIVITY: Final = "chorus.resolve_agents"
 FINISH_RUN_ACTIVITY: Final = "chorus.finish_run"
 SAVE_DRAFT_ACTIVITY: Final = "chorus.save_draft"
 

@@ -51,6 +51,7 @@ from chorus.drafts import (
     EditRequest,
     EditResult,
     ResolveCommentRequest,
+    RevisionRequest,
     Role,
     UserRequest,
 )
@@ -581,17 +582,31 @@ class ChorusClient:
         owner: str,
         *,
         content: str = "",
+        brief: str | None = None,
         collaborators: dict[str, Role] | None = None,
         draft_id: str | None = None,
     ) -> str:
         """Start a draft workflow; return its id (``draft-<title slug>-<8 hex>``).
+
+        Args:
+            title: Draft title.
+            owner: User id of the owner.
+            content: Initial text (e.g. a template); empty with ``brief`` set lets the writer
+                agent write version 1.
+            brief: What to write, for the writer agent.
+            collaborators: Further users and their roles.
+            draft_id: Override the generated id.
 
         Raises:
             ChorusInputError: Empty or too long title/owner, or text over 1,000,000 characters.
         """
         try:
             draft_input = DraftInput(
-                title=title, owner=owner, content=content, collaborators=collaborators or {}
+                title=title,
+                owner=owner,
+                content=content,
+                brief=brief,
+                collaborators=collaborators or {},
             )
         except ValueError as exc:
             raise ChorusInputError(str(exc)) from exc
@@ -610,11 +625,13 @@ class ChorusClient:
         return draft_id
 
     async def draft_update(
-        self, draft_id: str, update: str, request: EditRequest | UserRequest
+        self, draft_id: str, update: str, request: EditRequest | RevisionRequest | UserRequest
     ) -> EditResult:
-        """Run a draft update (``edit``, ``submit``, ``approve``, ``publish``, ``archive``).
+        """Run a draft update and return the version it produced.
 
-        Retries while the server refuses for too many updates in flight (RESOURCE_EXHAUSTED).
+        Updates: ``edit``, ``request_revision``, ``submit``, ``approve``, ``publish``,
+        ``archive``. Retries while the server refuses for too many updates in flight
+        (RESOURCE_EXHAUSTED).
 
         Raises:
             DraftRefusedError: The validator or handler refused (``error_type`` says why:

@@ -186,7 +186,7 @@ async def running_worker(
     worker = build_worker(
         client,
         settings,
-        [llm(pool), runs.start_run, runs.finish_run, drafts.save_draft],
+        [llm(pool), runs.start_run, runs.finish_run, runs.resolve_agents, drafts.save_draft],
         **worker_options,
     )
     try:

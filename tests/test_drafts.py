@@ -13,6 +13,7 @@ from chorus.drafts import (
     CommentRequest,
     EditRequest,
     ResolveCommentRequest,
+    RevisionRequest,
     TextEdit,
     UserRequest,
     apply_edit,
@@ -241,3 +242,41 @@ async def test_state_survives_continue_as_new_and_worker_restart(client, make_se
     assert after.content == "".join(f"{n};" for n in reversed(range(25)))
     assert [c["text"] for c in comments] == ["keep"]
     assert [r["version"] for r in rows] == list(range(1, 28))
+
+
+async def test_first_draft_from_brief_and_agent_revision(client, make_settings, fake_llm):
+    settings = make_settings([agent("writer", ["local:fake"])])
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
+        draft_id = await chorus.start_draft(
+            "Launch post", "alice", brief="Announce Chorus 1.0 to developers"
+        )
+        for _ in range(100):  # the first draft is written by the agent, then edits open
+            view = await chorus.draft(draft_id)
+            if view.content:
+                break
+            await asyncio.sleep(0.05)
+        assert view.content == "writer output [saw: ]" and view.version == 1
+        result = await chorus.draft_update(
+            draft_id,
+            "request_revision",
+            RevisionRequest(user="alice", base_version=1, instruction="friendlier tone"),
+        )
+        with pytest.raises(DraftRefusedError, match="whole-text edit made on version 1"):
+            await chorus.draft_update(
+                draft_id,
+                "request_revision",
+                RevisionRequest(user="alice", base_version=1, instruction="shorter"),
+            )
+        history = await client.get_workflow_handle(draft_id).query("history")
+        pool = await chorus.pool()
+        await wait_saved(pool, draft_id, 2)
+        rows = await stored_revisions(pool, draft_id)
+    assert result.version == 2
+    assert history[-1]["author"] == "agent:writer" and history[-1]["author_kind"] == "agent"
+    assert "friendlier tone (asked by alice)" == history[-1]["summary"]
+    assert [c.task for c in fake_llm.calls] == [
+        "Write the first draft of: Announce Chorus 1.0 to developers",
+        "Revise the document: friendlier tone. Answer with the complete revised document only.",
+    ]
+    assert fake_llm.calls[1].document == "writer output [saw: ]"
+    assert [r["author"] for r in rows] == ["alice", "agent:writer"]

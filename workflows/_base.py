@@ -7,7 +7,7 @@ randomness; every external effect goes through an activity or a child workflow.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         StepKind,
         StepProgress,
         StepResult,
+        TextRef,
         step_label,
     )
     from chorus.names import (
@@ -135,6 +136,148 @@ def totals_of(steps: list[StepResult], started: datetime, finished: datetime) ->
         add(step)
     totals.cost_usd = round(totals.cost_usd, 8)
     return totals
+
+
+async def call_agent(
+    resolved: ResolvedAgent,
+    *,
+    task: str,
+    document: str,
+    document_name: str | None,
+    document_ref: TextRef | None,
+    context: list[PriorOutput],
+    root_workflow_id: str,
+    name: str | None = None,
+    on_provider: Callable[[str], None] | None = None,
+) -> StepResult:
+    """Run one agent, falling back along its provider chain (workflow code).
+
+    A provider is abandoned when its retries are exhausted or it fails for a provider reason
+    (auth, missing model, not configured); a malformed request (``InvalidRequest``) ends the
+    chain because every provider would refuse it.
+
+    Args:
+        resolved: The agent's pinned configuration and the providers skipped on this fleet.
+        task: The task the agent works on.
+        document: Inline document text (or empty).
+        document_name: Shown to the agent.
+        document_ref: Stored document, instead of ``document``.
+        context: Earlier outputs the agent sees.
+        root_workflow_id: Top-level workflow, under which the calls are recorded.
+        name: Step name in the result (default: the agent's name).
+        on_provider: Called with ``provider:model`` before each provider is tried.
+    """
+    spec = resolved.spec
+    skipped = {(s.provider, s.model): s.reason for s in resolved.skipped}
+    tried: list[ProviderAttempt] = [
+        ProviderAttempt(provider=s.provider, model=s.model, status="skipped", error=s.reason)
+        for s in resolved.skipped
+    ]
+    usable = [link for link in spec.providers if (link.provider, link.model) not in skipped]
+    for position, link in enumerate(usable, 1):
+        if on_provider is not None:
+            on_provider(str(link))
+        request = LLMRequest(
+            agent=spec.name,
+            agent_version=spec.version,
+            root_workflow_id=root_workflow_id,
+            provider=link.provider,
+            model=link.model,
+            instructions=spec.instructions,
+            task=task,
+            document=document,
+            document_name=document_name,
+            document_ref=document_ref,
+            context=context,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+            output_schema=spec.output_schema,
+            timeout_s=spec.timeout_s,
+        )
+        fallback_note = f", fallback {position}/{len(usable)}" if position > 1 else ""
+        try:
+            response = await workflow.execute_activity(
+                CALL_LLM_ACTIVITY,
+                request,
+                result_type=LLMResponse,
+                start_to_close_timeout=timedelta(seconds=spec.timeout_s + 10),
+                schedule_to_close_timeout=timedelta(
+                    seconds=(spec.timeout_s + 10) * LLM_MAX_ATTEMPTS + 300
+                ),
+                heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
+                retry_policy=LLM_RETRY_POLICY,
+                summary=f"{spec.name} via {link}{fallback_note}",
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            error_type, message, attempts = describe_activity_failure(err)
+            tried.append(
+                ProviderAttempt(
+                    provider=link.provider,
+                    model=link.model,
+                    status="failed",
+                    attempts=attempts,
+                    error_type=error_type,
+                    error=message,
+                )
+            )
+            if error_type in errors.NO_FALLBACK:
+                workflow.logger.warning(
+                    "agent %s: %s refused the request (%s); not falling back",
+                    spec.name,
+                    link,
+                    message,
+                )
+                break
+            workflow.logger.warning(
+                "agent %s: provider %s failed after %d attempt(s) (%s: %s)%s",
+                spec.name,
+                link,
+                attempts,
+                error_type,
+                message,
+                "; falling back" if position < len(usable) else "",
+            )
+            continue
+        tried.append(
+            ProviderAttempt(
+                provider=link.provider,
+                model=link.model,
+                status="succeeded",
+                attempts=response.attempt,
+            )
+        )
+        return StepResult(
+            name=name or spec.name,
+            kind="agent",
+            status="succeeded",
+            agent=spec.name,
+            agent_version=spec.version,
+            provider=response.provider,
+            model=response.model,
+            output=response.output,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            cost_usd=response.cost_usd,
+            latency_ms=response.latency_ms,
+            attempts=sum(t.attempts for t in tried),
+            providers_tried=tried,
+            truncated_chars=response.truncated_chars,
+        )
+    reasons = "; ".join(
+        f"{t.provider}:{t.model} {t.status}: {t.error}" for t in tried if t.status != "succeeded"
+    )
+    return StepResult(
+        name=name or spec.name,
+        kind="agent",
+        status="failed",
+        agent=spec.name,
+        agent_version=spec.version,
+        attempts=sum(t.attempts for t in tried),
+        providers_tried=tried,
+        error=f"every provider failed ({reasons})",
+    )
 
 
 class RunWorkflowBase:
@@ -276,124 +419,22 @@ class RunWorkflowBase:
         progress_index: int | None,
         name: str | None = None,
     ) -> StepResult:
-        """Run one agent, falling back along its provider chain.
+        """Run one agent of this run (see :func:`call_agent`), updating its progress entry."""
 
-        A provider is abandoned when its retries are exhausted or it fails for a provider reason
-        (auth, missing model, not configured); a malformed request (``InvalidRequest``) ends the
-        chain because every provider would refuse it.
-        """
-        spec = resolved.spec
-        skipped = {(s.provider, s.model): s.reason for s in resolved.skipped}
-        tried: list[ProviderAttempt] = [
-            ProviderAttempt(provider=s.provider, model=s.model, status="skipped", error=s.reason)
-            for s in resolved.skipped
-        ]
-        usable = [link for link in spec.providers if (link.provider, link.model) not in skipped]
-        for position, link in enumerate(usable, 1):
+        def mark(provider: str) -> None:
             if progress_index is not None:
-                self._mark(progress_index, "running", provider=str(link))
-            request = LLMRequest(
-                agent=spec.name,
-                agent_version=spec.version,
-                root_workflow_id=self._root_id,
-                provider=link.provider,
-                model=link.model,
-                instructions=spec.instructions,
-                task=self._task,
-                document=self._document,
-                document_name=self._document_name,
-                document_ref=self._document_ref,
-                context=context,
-                temperature=spec.temperature,
-                max_tokens=spec.max_tokens,
-                output_schema=spec.output_schema,
-                timeout_s=spec.timeout_s,
-            )
-            fallback_note = f", fallback {position}/{len(usable)}" if position > 1 else ""
-            try:
-                response = await workflow.execute_activity(
-                    CALL_LLM_ACTIVITY,
-                    request,
-                    result_type=LLMResponse,
-                    start_to_close_timeout=timedelta(seconds=spec.timeout_s + 10),
-                    schedule_to_close_timeout=timedelta(
-                        seconds=(spec.timeout_s + 10) * LLM_MAX_ATTEMPTS + 300
-                    ),
-                    heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
-                    retry_policy=LLM_RETRY_POLICY,
-                    summary=f"{spec.name} via {link}{fallback_note}",
-                )
-            except ActivityError as err:
-                if isinstance(err.cause, CancelledError):
-                    raise
-                error_type, message, attempts = describe_activity_failure(err)
-                tried.append(
-                    ProviderAttempt(
-                        provider=link.provider,
-                        model=link.model,
-                        status="failed",
-                        attempts=attempts,
-                        error_type=error_type,
-                        error=message,
-                    )
-                )
-                if error_type in errors.NO_FALLBACK:
-                    workflow.logger.warning(
-                        "agent %s: %s refused the request (%s); not falling back",
-                        spec.name,
-                        link,
-                        message,
-                    )
-                    break
-                workflow.logger.warning(
-                    "agent %s: provider %s failed after %d attempt(s) (%s: %s)%s",
-                    spec.name,
-                    link,
-                    attempts,
-                    error_type,
-                    message,
-                    "; falling back" if position < len(usable) else "",
-                )
-                continue
-            tried.append(
-                ProviderAttempt(
-                    provider=link.provider,
-                    model=link.model,
-                    status="succeeded",
-                    attempts=response.attempt,
-                )
-            )
-            return StepResult(
-                name=name or spec.name,
-                kind="agent",
-                status="succeeded",
-                agent=spec.name,
-                agent_version=spec.version,
-                provider=response.provider,
-                model=response.model,
-                output=response.output,
-                input_tokens=response.input_tokens,
-                output_tokens=response.output_tokens,
-                cost_usd=response.cost_usd,
-                latency_ms=response.latency_ms,
-                attempts=sum(t.attempts for t in tried),
-                providers_tried=tried,
-                truncated_chars=response.truncated_chars,
-            )
-        reasons = "; ".join(
-            f"{t.provider}:{t.model} {t.status}: {t.error}"
-            for t in tried
-            if t.status != "succeeded"
-        )
-        return StepResult(
-            name=name or spec.name,
-            kind="agent",
-            status="failed",
-            agent=spec.name,
-            agent_version=spec.version,
-            attempts=sum(t.attempts for t in tried),
-            providers_tried=tried,
-            error=f"every provider failed ({reasons})",
+                self._mark(progress_index, "running", provider=provider)
+
+        return await call_agent(
+            resolved,
+            task=self._task,
+            document=self._document,
+            document_name=self._document_name,
+            document_ref=self._document_ref,
+            context=context,
+            root_workflow_id=self._root_id,
+            name=name,
+            on_provider=mark,
         )
 
     async def _run_step(self, index: int, step: Step, context: list[PriorOutput]) -> StepResult:

@@ -21,6 +21,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from workflows._base import call_agent
+
 with workflow.unsafe.imports_passed_through():
     from chorus.drafts import (
         EDIT_ROLES,
@@ -36,13 +38,15 @@ with workflow.unsafe.imports_passed_through():
         EditResult,
         ResolveCommentRequest,
         Revision,
+        RevisionRequest,
         SaveDraftInput,
         TextEdit,
         UserRequest,
         apply_edit,
         rebase_over,
     )
-    from chorus.names import DRAFT_WORKFLOW, SAVE_DRAFT_ACTIVITY
+    from chorus.models import ResolveAgentsInput, ResolveAgentsResult
+    from chorus.names import DRAFT_WORKFLOW, RESOLVE_AGENTS_ACTIVITY, SAVE_DRAFT_ACTIVITY
 
 MAX_CONTENT_CHARS = 1_000_000
 """Largest draft text accepted by ``edit`` (characters)."""
@@ -78,6 +82,7 @@ class DraftWorkflow:
                 created_at=workflow.now(),
                 initial_content=input.content,
             )
+        self._generating = False
         self._max_updates = input.max_updates_per_run
         self._accepted_updates = 0
         self._unsaved: list[Revision] = list(input.pending_revisions)
@@ -88,6 +93,8 @@ class DraftWorkflow:
     @workflow.run
     async def run(self, input: DraftInput) -> DraftView:
         """Save revisions as they land; continue as new when due; end when archived."""
+        if input.state is None and input.brief and not input.content:
+            await self._first_draft(input.brief, input.writer, self._owner())
         while True:
             await workflow.wait_condition(
                 lambda: (
@@ -116,6 +123,46 @@ class DraftWorkflow:
                         max_updates_per_run=self._max_updates,
                     )
                 )
+
+    async def _first_draft(self, brief: str, writer: str, owner: str) -> None:
+        """Have the writer agent write version 1 from the brief; edits wait until it is done."""
+        self._generating = True
+        try:
+            text = await self._agent_text(
+                writer,
+                task=f"Write the first draft of: {brief}",
+                document="",
+            )
+        finally:
+            self._generating = False
+        self.state.content = text
+        self.state.initial_content = text
+
+    async def _agent_text(self, agent: str, *, task: str, document: str) -> str:
+        """Ask ``agent`` (with provider fallback) and return its text, or raise AgentFailed."""
+        resolved: ResolveAgentsResult = await workflow.execute_activity(
+            RESOLVE_AGENTS_ACTIVITY,
+            ResolveAgentsInput(names=[agent]),
+            result_type=ResolveAgentsResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=SAVE_RETRY_POLICY,
+            summary=f"Pin agent {agent}",
+        )
+        step = await call_agent(
+            resolved.agents[agent],
+            task=task,
+            document=document,
+            document_name=self.state.title,
+            document_ref=None,
+            context=[],
+            root_workflow_id=workflow.info().workflow_id,
+        )
+        if step.status != "succeeded" or not step.output.strip():
+            raise ApplicationError(
+                f"agent {agent} could not revise the draft: {step.error or 'empty answer'}",
+                type="AgentFailed",
+            )
+        return step.output.strip()
 
     def _continue_due(self) -> bool:
         return (
@@ -175,6 +222,10 @@ class DraftWorkflow:
     def _prepare_edit(self, request: EditRequest) -> tuple[TextEdit, int | None]:
         s = self.state
         self._require_role(request.user, EDIT_ROLES, "edit")
+        if self._generating:
+            raise ApplicationError(
+                "the first draft is still being written; try again shortly", type="NotReady"
+            )
         if s.status in ("published", "archived"):
             raise ApplicationError(f"the draft is {s.status} and read-only", type="ReadOnly")
         if request.base_version > s.version:
@@ -220,6 +271,51 @@ class DraftWorkflow:
                 type="InvalidEdit",
             )
         return edit, rebased_from
+
+    @workflow.update(name="request_revision")
+    async def request_revision(self, request: RevisionRequest) -> EditResult:
+        """Have an agent rewrite the draft per an instruction; a new revision by the agent.
+
+        Refused with ``EditConflict`` if the draft changed while the agent was writing.
+        """
+        text = await self._agent_text(
+            request.agent,
+            task=(
+                f"Revise the document: {request.instruction}. Answer with the complete revised "
+                "document only."
+            ),
+            document=self.state.content,
+        )
+        s = self.state
+        if s.version != request.base_version:
+            raise ApplicationError(
+                f"the draft changed (now version {s.version}) while {request.agent} revised "
+                f"version {request.base_version}; ask again",
+                type="EditConflict",
+            )
+        s.content, old = text, s.content
+        s.version += 1
+        revision = Revision(
+            version=s.version,
+            author=f"agent:{request.agent}",
+            author_kind="agent",
+            base_version=request.base_version,
+            edit=TextEdit(start=0, end=len(old), text=text),
+            created_at=workflow.now(),
+            summary=f"{request.instruction} (asked by {request.user})",
+        )
+        s.revisions = [*s.revisions, revision][-REVISIONS_KEPT:]
+        s.last_editor = request.user
+        self._unsaved.append(revision)
+        self._accepted_updates += 1
+        return EditResult(version=s.version)
+
+    @request_revision.validator
+    def validate_request_revision(self, request: RevisionRequest) -> None:
+        """Same rules as a whole-text edit: editors, not read-only, current base version."""
+        self._prepare_edit(
+            EditRequest(user=request.user, base_version=request.base_version, content="")
+        )
 
     def _transition(self, name: str, request: UserRequest) -> EditResult:
         new_status = TRANSITIONS[name][0]
