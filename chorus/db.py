@@ -626,3 +626,31 @@ async def cost_summary(
         )
         for r in rows
     ]
+
+
+# --- Drafts --------------------------------------------------------------------------------
+
+
+async def draft_row(pool: asyncpg.Pool, draft_id: str) -> dict[str, Any]:
+    """The saved state of a draft.
+
+    Raises:
+        LookupError: No draft with that id has been saved.
+    """
+    row = await pool.fetchrow("SELECT * FROM drafts WHERE draft_id = $1", draft_id)
+    if row is None:
+        raise LookupError(f"no draft {draft_id!r} in the database")
+    return dict(row)
+
+
+async def draft_revisions(
+    pool: asyncpg.Pool, draft_id: str, after_version: int = 0
+) -> list[dict[str, Any]]:
+    """Saved revisions of a draft after ``after_version``, oldest first."""
+    rows = await pool.fetch(
+        "SELECT version, author, author_kind, base_version, edit, summary, diff, content_after,"
+        " created_at FROM draft_revisions WHERE draft_id = $1 AND version > $2 ORDER BY version",
+        draft_id,
+        after_version,
+    )
+    return [dict(r) for r in rows]

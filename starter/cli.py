@@ -10,6 +10,7 @@ import asyncio
 import difflib
 import getpass
 import json
+import os
 import socket
 import sys
 import time
@@ -29,6 +30,16 @@ from rich.text import Text
 
 from chorus import db
 from chorus.catalog import CatalogError, load_catalog
+from chorus.drafts import (
+    CollaboratorRequest,
+    CommentRequest,
+    EditRequest,
+    RevisionRequest,
+    Role,
+    TextEdit,
+    UserRequest,
+)
+from chorus.export import load_template, render, template_names
 from chorus.logs import configure_logging
 from chorus.models import AgentSpec, RunProgress, RunResult, StepResult
 from chorus.settings import get_settings
@@ -47,7 +58,11 @@ dev_app = typer.Typer(
     help="The embedded stack: Temporal dev server, local LLM, worker.", no_args_is_help=True
 )
 app.add_typer(agents_app, name="agents")
+draft_app = typer.Typer(
+    help="Collaborative drafts: one long-lived workflow per draft.", no_args_is_help=True
+)
 app.add_typer(dev_app, name="dev")
+app.add_typer(draft_app, name="draft")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # never split an error message across lines
@@ -782,6 +797,308 @@ def health(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+# --- drafts ------------------------------------------------------------------------------
+
+UserOpt = Annotated[str, typer.Option("--user", "-u", help="Who acts (a collaborator id).")]
+
+
+def _parse_collaborators(items: list[str] | None) -> dict[str, Role]:
+    found: dict[str, Role] = {}
+    for item in items or []:
+        user, sep, role = item.partition("=")
+        if not sep or role not in ("owner", "editor", "reviewer", "viewer"):
+            raise ChorusInputError(
+                f"--collaborator {item!r}: write user=role, role one of owner, editor, "
+                "reviewer, viewer"
+            )
+        found[user] = role  # type: ignore[assignment]
+    return found
+
+
+@draft_app.command("new")
+def draft_new(
+    title: Annotated[str, typer.Option(help="Draft title.")],
+    user: UserOpt,
+    template: Annotated[
+        str | None, typer.Option(help=f"Start from a template: {', '.join(template_names())}.")
+    ] = None,
+    brief: Annotated[str | None, typer.Option(help="Let the writer agent write v1.")] = None,
+    content_file: Annotated[Path | None, typer.Option(help="Start from this text file.")] = None,
+    collaborator: Annotated[
+        list[str] | None, typer.Option(help="user=role (editor, reviewer, viewer); repeatable.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a draft (a long-lived workflow) from a template, a brief or a file."""
+    sources = [x for x in (template, brief, content_file) if x is not None]
+    if len(sources) > 1:
+        _fail("give at most one of --template, --brief, --content-file", as_json=as_json)
+
+    async def go(chorus: ChorusClient) -> None:
+        content = ""
+        if template:
+            try:
+                content = load_template(template)
+            except ValueError as exc:
+                raise ChorusInputError(f"--template: {exc}") from exc
+        elif content_file:
+            content = content_file.read_text(encoding="utf-8")
+        draft_id = await chorus.start_draft(
+            title,
+            user,
+            content=content,
+            brief=brief,
+            collaborators=_parse_collaborators(collaborator),
+        )
+        if as_json:
+            out.print_json(json.dumps({"draft_id": draft_id, "ui_url": chorus.ui_url(draft_id)}))
+        else:
+            out.print(f"draft [bold]{draft_id}[/] — {chorus.ui_url(draft_id)}", highlight=False)
+
+    _with_chorus(go, as_json)
+
+
+@draft_app.command("show")
+def draft_show(draft_id: str, as_json: JsonOpt = False) -> None:
+    """Show a draft's current text, version, status and collaborators."""
+
+    async def go(chorus: ChorusClient) -> None:
+        view = await chorus.draft(draft_id)
+        if as_json:
+            out.print_json(view.model_dump_json())
+            return
+        out.print(
+            Panel(
+                view.content or "(empty)",
+                title=f"{view.title} — v{view.version}, {view.status}",
+                title_align="left",
+            )
+        )
+        people = ", ".join(f"{u} ({r})" for u, r in view.collaborators.items())
+        out.print(f"collaborators: {people}; open comments: {view.open_comments}", highlight=False)
+
+    _with_chorus(go, as_json)
+
+
+def _draft_update(draft_id: str, update: str, request: Any, as_json: bool) -> None:
+    async def go(chorus: ChorusClient) -> None:
+        result = await chorus.draft_update(draft_id, update, request)
+        if as_json:
+            out.print_json(result.model_dump_json())
+        else:
+            rebased = f" (rebased from v{result.rebased_from})" if result.rebased_from else ""
+            out.print(f"{draft_id}: {update} accepted, now version {result.version}{rebased}")
+
+    _with_chorus(go, as_json)
+
+
+@draft_app.command("edit")
+def draft_edit(
+    draft_id: str,
+    user: UserOpt,
+    base: Annotated[int, typer.Option(help="Version your edit is based on.")],
+    content_file: Annotated[Path | None, typer.Option(help="Replace the whole text.")] = None,
+    start: Annotated[int | None, typer.Option(help="Range start (characters).")] = None,
+    end: Annotated[int | None, typer.Option(help="Range end (characters).")] = None,
+    text: Annotated[str | None, typer.Option(help="Text for the range.")] = None,
+    summary: Annotated[str, typer.Option(help="What the change does.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Edit a draft: the whole text (--content-file) or a range (--start --end --text)."""
+    try:
+        if content_file is not None:
+            request = EditRequest(
+                user=user,
+                base_version=base,
+                content=content_file.read_text(encoding="utf-8"),
+                summary=summary,
+            )
+        else:
+            if start is None or end is None or text is None:
+                raise ChorusInputError("give --content-file, or all of --start, --end and --text")
+            request = EditRequest(
+                user=user,
+                base_version=base,
+                summary=summary,
+                edit=TextEdit(start=start, end=end, text=text),
+            )
+    except ValueError as exc:
+        _fail(f"edit: {exc}", as_json=as_json)
+    _draft_update(draft_id, "edit", request, as_json)
+
+
+@draft_app.command("revise")
+def draft_revise(
+    draft_id: str,
+    user: UserOpt,
+    base: Annotated[int, typer.Option(help="Version the instruction refers to (current).")],
+    instruction: Annotated[str, typer.Option(help="e.g. 'friendlier tone', 'half as long'.")],
+    agent: Annotated[str, typer.Option(help="Agent that rewrites.")] = "writer",
+    as_json: JsonOpt = False,
+) -> None:
+    """Have an agent rewrite the draft per an instruction (a new revision by the agent)."""
+    _draft_update(
+        draft_id,
+        "request_revision",
+        RevisionRequest(user=user, base_version=base, instruction=instruction, agent=agent),
+        as_json,
+    )
+
+
+def _lifecycle(update: str) -> Callable[..., None]:
+    def command(draft_id: str, user: UserOpt, as_json: JsonOpt = False) -> None:
+        _draft_update(draft_id, update, UserRequest(user=user), as_json)
+
+    command.__doc__ = {
+        "submit": "Send the draft for review (drafting → in_review).",
+        "approve": "Approve the draft (a reviewer who did not make the last edit).",
+        "publish": "Publish an approved draft; it becomes read-only.",
+        "archive": "Archive the draft; its workflow ends.",
+    }[update]
+    return command
+
+
+for _name in ("submit", "approve", "publish", "archive"):
+    draft_app.command(_name)(_lifecycle(_name))
+
+
+@draft_app.command("comment")
+def draft_comment(
+    draft_id: str,
+    user: UserOpt,
+    text: Annotated[str, typer.Option(help="The comment.")],
+    start: Annotated[int, typer.Option(help="Anchor start (characters).")] = 0,
+    end: Annotated[int, typer.Option(help="Anchor end (characters).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Comment on a range of the draft (a signal: fire and forget)."""
+
+    async def go(chorus: ChorusClient) -> None:
+        await chorus.draft_signal(
+            draft_id, "comment", CommentRequest(user=user, text=text, start=start, end=end)
+        )
+        if as_json:
+            out.print_json(json.dumps({"draft_id": draft_id, "sent": "comment"}))
+        else:
+            out.print(f"comment sent to {draft_id}")
+
+    _with_chorus(go, as_json)
+
+
+@draft_app.command("add-collaborator")
+def draft_add_collaborator(
+    draft_id: str,
+    user: UserOpt,
+    collaborator: Annotated[str, typer.Option(help="User to add.")],
+    role: Annotated[str, typer.Option(help="owner, editor, reviewer or viewer.")] = "editor",
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a collaborator (owners only; a signal)."""
+
+    async def go(chorus: ChorusClient) -> None:
+        request = CollaboratorRequest(
+            user=user, collaborator=collaborator, role=_parse_collaborators([f"x={role}"])["x"]
+        )
+        await chorus.draft_signal(draft_id, "add_collaborator", request)
+        if as_json:
+            out.print_json(json.dumps({"draft_id": draft_id, "sent": "add_collaborator"}))
+        else:
+            out.print(f"add_collaborator sent to {draft_id}")
+
+    _with_chorus(go, as_json)
+
+
+class ExportFormatOpt(StrEnum):
+    """Export formats."""
+
+    md = "md"
+    html = "html"
+    json = "json"
+
+
+@draft_app.command("export")
+def draft_export(
+    draft_id: str,
+    fmt: Annotated[ExportFormatOpt, typer.Option("--format", help="md, html or json.")],
+    output: Annotated[Path | None, typer.Option(help="Write to this file, not stdout.")] = None,
+) -> None:
+    """Render the draft as saved in PostgreSQL as Markdown, HTML (escaped) or JSON."""
+
+    async def go(chorus: ChorusClient) -> None:
+        pool = await chorus.pool()
+        text = render(
+            await db.draft_row(pool, draft_id), await db.draft_revisions(pool, draft_id), fmt.value
+        )
+        if output:
+            output.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+
+    _with_chorus(go, False)
+
+
+@draft_app.command("history")
+def draft_history(
+    draft_id: str,
+    diff: Annotated[bool, typer.Option(help="Print each revision's diff.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the draft's revisions saved in PostgreSQL (author, time, base, summary)."""
+
+    async def go(chorus: ChorusClient) -> None:
+        revisions = await db.draft_revisions(await chorus.pool(), draft_id)
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    [{k: v for k, v in r.items() if k != "content_after"} for r in revisions],
+                    default=str,
+                )
+            )
+            return
+        for r in revisions:
+            _print_revision(r, diff)
+
+    _with_chorus(go, as_json)
+
+
+def _print_revision(r: dict[str, Any], diff: bool) -> None:
+    out.print(
+        f"v{r['version']}  {r['created_at']:%Y-%m-%d %H:%M:%S}  {r['author']}"
+        f"  (base v{r['base_version']})  {r['summary']}",
+        highlight=False,
+    )
+    if diff:
+        for line in r["diff"].splitlines():
+            style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+            out.print(Text(line, style=style))
+
+
+@draft_app.command("watch")
+def draft_watch(
+    draft_id: str,
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    diff: Annotated[bool, typer.Option(help="Print each revision's diff.")] = False,
+) -> None:
+    """Print revisions as they are saved, until the draft is archived (or --timeout)."""
+
+    async def go(chorus: ChorusClient) -> None:
+        pool = await chorus.pool()
+        seen = 0
+        deadline = time.monotonic() + timeout if timeout else None
+        while deadline is None or time.monotonic() < deadline:
+            for r in await db.draft_revisions(pool, draft_id, seen):
+                _print_revision(r, diff)
+                seen = r["version"]
+            try:
+                if (await db.draft_row(pool, draft_id))["status"] == "archived":
+                    return
+            except LookupError:
+                pass
+            await asyncio.sleep(0.5)
+
+    _with_chorus(go, False)
+
+
 # --- dev stack and worker ----------------------------------------------------------------
 
 
@@ -886,8 +1203,22 @@ def worker(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    Exits with ``os._exit`` once the command is done and its output flushed: the Temporal
+    client's native runtime threads can race Python's interpreter finalization and abort the
+    process ("PyGILState_Release ... finalizing", seen intermittently here), turning a
+    successful command into a crash exit code. Skipping finalization is safe for this
+    short-lived process: every pool and client is closed by the commands themselves.
+    """
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
