@@ -48,10 +48,14 @@ with workflow.unsafe.imports_passed_through():
     from chorus.models import ResolveAgentsInput, ResolveAgentsResult
     from chorus.names import DRAFT_WORKFLOW, RESOLVE_AGENTS_ACTIVITY, SAVE_DRAFT_ACTIVITY
 
-MAX_CONTENT_CHARS = 1_000_000
-"""Largest draft text accepted by ``edit`` (characters)."""
+MAX_CONTENT_CHARS = 300_000
+"""Largest draft text (characters). The text travels in the continue-as-new input, which must
+stay under Temporal's 2 MB payload limit even at 4 UTF-8 bytes per character (1.2 MB), next
+to the kept revisions (below)."""
 REVISIONS_KEPT = 200
-"""Revisions kept in workflow state; an edit based on an older version is refused."""
+"""Revisions kept in workflow state (at most); an edit based on an older version is refused."""
+REVISIONS_KEPT_CHARS = 100_000
+"""...and at most this many characters of edit text across them (the newest always kept)."""
 SAVE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30)
 )
@@ -190,6 +194,8 @@ class DraftWorkflow:
             retry_policy=SAVE_RETRY_POLICY,
             summary=f"Save v{s.version} ({len(batch)} new revision(s))",
         )
+        # The initial text is only needed until the draft's first save; don't carry it.
+        s.initial_content = ""
 
     # --- updates -----------------------------------------------------------------------------
 
@@ -208,11 +214,22 @@ class DraftWorkflow:
             created_at=workflow.now(),
             summary=request.summary,
         )
-        s.revisions = [*s.revisions, revision][-REVISIONS_KEPT:]
-        s.last_editor = request.user
+        self._record(revision, request.user)
+        return EditResult(version=s.version, rebased_from=rebased_from)
+
+    def _record(self, revision: Revision, editor: str) -> None:
+        """Keep a new revision (bounded window), queue it for saving, count the update."""
+        kept = [*self.state.revisions, revision][-REVISIONS_KEPT:]
+        chars = 0
+        for index in range(len(kept) - 1, -1, -1):
+            chars += len(kept[index].edit.text)
+            if chars > REVISIONS_KEPT_CHARS and index < len(kept) - 1:
+                kept = kept[index + 1 :]
+                break
+        self.state.revisions = kept
+        self.state.last_editor = editor
         self._unsaved.append(revision)
         self._accepted_updates += 1
-        return EditResult(version=s.version, rebased_from=rebased_from)
 
     @edit.validator
     def validate_edit(self, request: EditRequest) -> None:
@@ -249,8 +266,8 @@ class DraftWorkflow:
             since = [(r.version, r.edit) for r in s.revisions if r.version > request.base_version]
             if len(since) != s.version - request.base_version:
                 raise ApplicationError(
-                    f"base_version {request.base_version} is too old to merge (only the last "
-                    f"{REVISIONS_KEPT} revisions are kept); reload and edit version {s.version}",
+                    f"base_version {request.base_version} is too old to merge (only recent "
+                    f"revisions are kept); reload and edit version {s.version}",
                     type="EditConflict",
                 )
             try:
@@ -304,10 +321,7 @@ class DraftWorkflow:
             created_at=workflow.now(),
             summary=f"{request.instruction} (asked by {request.user})",
         )
-        s.revisions = [*s.revisions, revision][-REVISIONS_KEPT:]
-        s.last_editor = request.user
-        self._unsaved.append(revision)
-        self._accepted_updates += 1
+        self._record(revision, request.user)
         return EditResult(version=s.version)
 
     @request_revision.validator
