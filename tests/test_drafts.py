@@ -20,6 +20,7 @@ from chorus.drafts import (
 )
 from starter.sdk import DraftRefusedError
 from tests.conftest import agent, running_worker
+from tests.test_workflows import replay
 
 
 def no_llm(_pool):
@@ -92,6 +93,7 @@ async def test_lifecycle_permissions_and_refusals(client, make_settings):
         assert ro.value.error_type == "ReadOnly"
         view = await chorus.draft(draft_id)
         history = await client.get_workflow_handle(draft_id).fetch_history()
+        await replay(client, draft_id, record_as="draft_lifecycle")
         pool = await chorus.pool()
         await wait_saved(pool, draft_id, 2)
         row = await pool.fetchrow(
@@ -238,6 +240,7 @@ async def test_state_survives_continue_as_new_and_worker_restart(client, make_se
         rows = await stored_revisions(pool, handle.id)
 
     assert desc.run_id != first_run  # continued as new (at least twice for 25 updates)
+    await replay(client, handle.id, record_as="draft_after_continue_as_new")
     assert after == before and after.version == 26
     assert after.content == "".join(f"{n};" for n in reversed(range(25)))
     assert [c["text"] for c in comments] == ["keep"]

@@ -23,7 +23,13 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_histories_are_checked_in():
     names = {p.stem for p in HISTORIES}
-    assert {"sequential_3_agents", "parallel_failed_branch", "provider_fallback"} <= names
+    assert {
+        "sequential_3_agents",
+        "parallel_failed_branch",
+        "provider_fallback",
+        "draft_lifecycle",
+        "draft_after_continue_as_new",
+    } <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
