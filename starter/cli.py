@@ -800,13 +800,14 @@ def health(as_json: JsonOpt = False) -> None:
 # --- drafts ------------------------------------------------------------------------------
 
 UserOpt = Annotated[str, typer.Option("--user", "-u", help="Who acts (a collaborator id).")]
+ROLES = ("owner", "editor", "reviewer", "viewer")
 
 
 def _parse_collaborators(items: list[str] | None) -> dict[str, Role]:
     found: dict[str, Role] = {}
     for item in items or []:
         user, sep, role = item.partition("=")
-        if not sep or role not in ("owner", "editor", "reviewer", "viewer"):
+        if not sep or role not in ROLES:
             raise ChorusInputError(
                 f"--collaborator {item!r}: write user=role, role one of owner, editor, "
                 "reviewer, viewer"
@@ -972,15 +973,23 @@ def draft_comment(
     as_json: JsonOpt = False,
 ) -> None:
     """Comment on a range of the draft (a signal: fire and forget)."""
+    _send_signal(
+        draft_id, "comment", CommentRequest(user=user, text=text, start=start, end=end), as_json
+    )
 
+
+def _send_signal(
+    draft_id: str,
+    signal: str,
+    request: CommentRequest | CollaboratorRequest,
+    as_json: bool,
+) -> None:
     async def go(chorus: ChorusClient) -> None:
-        await chorus.draft_signal(
-            draft_id, "comment", CommentRequest(user=user, text=text, start=start, end=end)
-        )
+        await chorus.draft_signal(draft_id, signal, request)
         if as_json:
-            out.print_json(json.dumps({"draft_id": draft_id, "sent": "comment"}))
+            out.print_json(json.dumps({"draft_id": draft_id, "sent": signal}))
         else:
-            out.print(f"comment sent to {draft_id}")
+            out.print(f"{signal} sent to {draft_id}")
 
     _with_chorus(go, as_json)
 
@@ -994,18 +1003,10 @@ def draft_add_collaborator(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a collaborator (owners only; a signal)."""
-
-    async def go(chorus: ChorusClient) -> None:
-        request = CollaboratorRequest(
-            user=user, collaborator=collaborator, role=_parse_collaborators([f"x={role}"])["x"]
-        )
-        await chorus.draft_signal(draft_id, "add_collaborator", request)
-        if as_json:
-            out.print_json(json.dumps({"draft_id": draft_id, "sent": "add_collaborator"}))
-        else:
-            out.print(f"add_collaborator sent to {draft_id}")
-
-    _with_chorus(go, as_json)
+    if role not in ROLES:
+        _fail(f"--role: {role!r} is not one of {', '.join(ROLES)}", as_json=as_json)
+    request = CollaboratorRequest(user=user, collaborator=collaborator, role=role)
+    _send_signal(draft_id, "add_collaborator", request, as_json)
 
 
 class ExportFormatOpt(StrEnum):
