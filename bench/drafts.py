@@ -3,7 +3,9 @@
 Starts its own file-backed Temporal dev server (``chorus dev up``'s flags) and embedded
 PostgreSQL, runs the production worker, and has editors apply non-overlapping range edits to
 one draft (each editor owns one line; an editor sends its next edit as soon as the previous one
-returns, against the version it last saw, so most edits arrive stale and are rebased).
+returns, against the version it last saw, so most edits arrive stale and are rebased). Editors
+keep their copy current from the changes each ``edit`` returns; they query only after a
+refusal.
 
     python -m bench.drafts [--edits 400]
 """
@@ -24,7 +26,7 @@ import yaml
 from activities import DraftActivities, RunActivities
 from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
 from chorus import db
-from chorus.drafts import EditRequest, TextEdit
+from chorus.drafts import EditRequest, TextEdit, apply_edit
 from chorus.settings import Settings
 from starter.sdk import ChorusClient, DraftRefusedError
 from tests.conftest import FakeLLM
@@ -74,11 +76,10 @@ async def measure(chorus: ChorusClient, editors: int, edits: int) -> dict[str, f
                 version, text = await refresh()
                 continue
             latencies.append((time.perf_counter() - start) * 1000)
-            if result.rebased_from is not None:  # others edited meanwhile: refresh
-                version, text = await refresh()
-            else:
-                version = result.version
-                text = text[:line] + f"{name}: {n}" + text[end:]
+            # bring my copy to the new version with the changes the update returned
+            for revision in result.changes:
+                text = apply_edit(text, revision.edit)
+            version = result.version
 
     start = time.perf_counter()
     await asyncio.gather(*(editor(n) for n in names))

@@ -206,11 +206,19 @@ class EditRequest(_Model):
 
 
 class EditResult(_Model):
-    """Result of ``edit`` and the lifecycle updates: the version now current."""
+    """Result of ``edit`` and the lifecycle updates: the version now current.
+
+    Attributes:
+        version: The version now current.
+        rebased_from: The stale base version the edit was rebased from, when it was.
+        changes: For ``edit``: every revision after the caller's base version up to and
+            including this one. Applying their edits in order to the text of the base version
+            gives the text of ``version``, so an editor stays current without a query.
+    """
 
     version: int
     rebased_from: int | None = None
-    """The stale base version the edit was rebased from, when it was."""
+    changes: list[Revision] = Field(default_factory=list)
 
 
 class RevisionRequest(_Model):

@@ -283,3 +283,27 @@ async def test_first_draft_from_brief_and_agent_revision(client, make_settings, 
     ]
     assert fake_llm.calls[1].document == "writer output [saw: ]"
     assert [r["author"] for r in rows] == ["alice", "agent:writer"]
+
+
+async def test_edit_result_brings_a_stale_copy_up_to_date(client, make_settings):
+    settings = make_settings([agent("writer", ["local:fake"])])
+    async with running_worker(client, settings, no_llm) as chorus:
+        draft_id = await chorus.start_draft("d", "alice", content="alpha beta gamma")
+        mine = "alpha beta gamma"  # my copy, at version 1
+        await chorus.draft_update(
+            draft_id,
+            "edit",
+            EditRequest(user="alice", base_version=1, edit=TextEdit(start=0, end=5, text="ALPHA")),
+        )
+        result = await chorus.draft_update(
+            draft_id,
+            "edit",
+            EditRequest(
+                user="alice", base_version=1, edit=TextEdit(start=11, end=16, text="GAMMA")
+            ),
+        )
+        for revision in result.changes:  # no query needed
+            mine = apply_edit(mine, revision.edit)
+        current = await chorus.draft(draft_id)
+    assert [r.version for r in result.changes] == [2, 3]
+    assert mine == current.content == "ALPHA beta GAMMA"

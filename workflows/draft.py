@@ -215,7 +215,8 @@ class DraftWorkflow:
             summary=request.summary,
         )
         self._record(revision, request.user)
-        return EditResult(version=s.version, rebased_from=rebased_from)
+        changes = [r for r in s.revisions if r.version > request.base_version]
+        return EditResult(version=s.version, rebased_from=rebased_from, changes=changes)
 
     def _record(self, revision: Revision, editor: str) -> None:
         """Keep a new revision (bounded window), queue it for saving, count the update."""
