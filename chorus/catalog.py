@@ -1,13 +1,11 @@
 """Load and validate agent catalogs (YAML files of :class:`~chorus.models.AgentSpec`).
 
-The file looks like ``chorus/agents.yaml``: a top-level ``agents:`` list. Loading is cached by
-the file's modification time and size, so a worker picks up an edited catalog on the next run
-without a restart while a run in flight keeps the versions it pinned at start.
+The file looks like ``chorus/agents.yaml``: a top-level ``agents:`` list. It seeds the agent
+configurations in PostgreSQL and is the input of ``chorus agents set``.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
@@ -18,9 +16,6 @@ from chorus.models import AgentSpec
 
 class CatalogError(ValueError):
     """An agent catalog that cannot be read or fails validation; the message says where."""
-
-
-_cache: dict[Path, tuple[tuple[int, int], dict[str, AgentSpec]]] = {}
 
 
 def load_catalog(path: Path) -> dict[str, AgentSpec]:
@@ -40,16 +35,10 @@ def load_catalog(path: Path) -> dict[str, AgentSpec]:
     """
     path = Path(path)
     try:
-        stat = os.stat(path)
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(f"agent catalog {path}: cannot read it ({exc.strerror})") from exc
-    key = (stat.st_mtime_ns, stat.st_size)
-    cached = _cache.get(path)
-    if cached and cached[0] == key:
-        return cached[1]
-    agents = parse_catalog(path.read_text(encoding="utf-8"), source=str(path))
-    _cache[path] = (key, agents)
-    return agents
+    return parse_catalog(text, source=str(path))
 
 
 def parse_catalog(text: str, *, source: str = "<catalog>") -> dict[str, AgentSpec]:

@@ -25,6 +25,11 @@ DraftStatus = Literal["drafting", "in_review", "approved", "published", "archive
 EDIT_ROLES: frozenset[str] = frozenset({"owner", "editor"})
 """Roles allowed to change the text."""
 
+MAX_CONTENT_CHARS = 300_000
+"""Largest draft text (characters). The text travels in the continue-as-new input, which must
+stay under Temporal's 2 MB payload limit even at 4 UTF-8 bytes per character (1.2 MB), next
+to the kept revisions (see ``workflows/draft.py``)."""
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -44,6 +44,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from chorus import db
 from chorus.drafts import (
+    MAX_CONTENT_CHARS,
     CollaboratorRequest,
     CommentRequest,
     DraftInput,
@@ -78,7 +79,6 @@ from chorus.names import (
 )
 from chorus.settings import Settings, get_settings
 from chorus.temporal import connect
-from workflows.draft import MAX_CONTENT_CHARS
 
 Pattern = Literal["sequential", "parallel"]
 

@@ -270,6 +270,13 @@ async def test_first_draft_from_brief_and_agent_revision(client, make_settings, 
                 "request_revision",
                 RevisionRequest(user="alice", base_version=1, instruction="shorter"),
             )
+        with pytest.raises(DraftRefusedError, match=r"unknown agent\(s\): ghost") as ghost:
+            await chorus.draft_update(
+                draft_id,
+                "request_revision",
+                RevisionRequest(user="alice", base_version=2, instruction="x", agent="ghost"),
+            )
+        assert ghost.value.error_type == "UnknownAgent"
         history = await client.get_workflow_handle(draft_id).query("history")
         pool = await chorus.pool()
         await wait_saved(pool, draft_id, 2)

@@ -16,16 +16,18 @@ is saved, so no accepted edit is lost.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows._base import call_agent
+from workflows._base import call_agent, describe_activity_failure
 
 with workflow.unsafe.imports_passed_through():
     from chorus.drafts import (
         EDIT_ROLES,
+        MAX_CONTENT_CHARS,
         CollaboratorRequest,
         Comment,
         CommentRequest,
@@ -48,10 +50,6 @@ with workflow.unsafe.imports_passed_through():
     from chorus.models import ResolveAgentsInput, ResolveAgentsResult
     from chorus.names import DRAFT_WORKFLOW, RESOLVE_AGENTS_ACTIVITY, SAVE_DRAFT_ACTIVITY
 
-MAX_CONTENT_CHARS = 300_000
-"""Largest draft text (characters). The text travels in the continue-as-new input, which must
-stay under Temporal's 2 MB payload limit even at 4 UTF-8 bytes per character (1.2 MB), next
-to the kept revisions (below)."""
 REVISIONS_KEPT = 200
 """Revisions kept in workflow state (at most); an edit based on an older version is refused."""
 REVISIONS_KEPT_CHARS = 100_000
@@ -98,7 +96,7 @@ class DraftWorkflow:
     async def run(self, input: DraftInput) -> DraftView:
         """Save revisions as they land; continue as new when due; end when archived."""
         if input.state is None and input.brief and not input.content:
-            await self._first_draft(input.brief, input.writer, self._owner())
+            await self._first_draft(input.brief, input.writer)
         while True:
             await workflow.wait_condition(
                 lambda: (
@@ -128,7 +126,7 @@ class DraftWorkflow:
                     )
                 )
 
-    async def _first_draft(self, brief: str, writer: str, owner: str) -> None:
+    async def _first_draft(self, brief: str, writer: str) -> None:
         """Have the writer agent write version 1 from the brief; edits wait until it is done."""
         self._generating = True
         try:
@@ -144,14 +142,18 @@ class DraftWorkflow:
 
     async def _agent_text(self, agent: str, *, task: str, document: str) -> str:
         """Ask ``agent`` (with provider fallback) and return its text, or raise AgentFailed."""
-        resolved: ResolveAgentsResult = await workflow.execute_activity(
-            RESOLVE_AGENTS_ACTIVITY,
-            ResolveAgentsInput(names=[agent]),
-            result_type=ResolveAgentsResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=SAVE_RETRY_POLICY,
-            summary=f"Pin agent {agent}",
-        )
+        try:
+            resolved: ResolveAgentsResult = await workflow.execute_activity(
+                RESOLVE_AGENTS_ACTIVITY,
+                ResolveAgentsInput(names=[agent]),
+                result_type=ResolveAgentsResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SAVE_RETRY_POLICY,
+                summary=f"Pin agent {agent}",
+            )
+        except ActivityError as err:
+            error_type, message, _ = describe_activity_failure(err)
+            raise ApplicationError(message, type=error_type) from err
         step = await call_agent(
             resolved.agents[agent],
             task=task,
@@ -163,7 +165,7 @@ class DraftWorkflow:
         )
         if step.status != "succeeded" or not step.output.strip():
             raise ApplicationError(
-                f"agent {agent} could not revise the draft: {step.error or 'empty answer'}",
+                f"agent {agent} failed: {step.error or 'it returned no text'}",
                 type="AgentFailed",
             )
         return step.output.strip()
@@ -203,18 +205,36 @@ class DraftWorkflow:
     def edit(self, request: EditRequest) -> EditResult:
         """Apply an edit (rebased when stale and not overlapping); return the new version."""
         edit, rebased_from = self._prepare_edit(request)
+        return self._apply(
+            edit, request, author=request.user, summary=request.summary, rebased_from=rebased_from
+        )
+
+    def _apply(
+        self,
+        edit: TextEdit,
+        request: EditRequest,
+        *,
+        author: str,
+        summary: str,
+        rebased_from: int | None = None,
+        author_kind: Literal["person", "agent"] = "person",
+    ) -> EditResult:
+        """Apply a validated edit as a new revision; return it with the changes since base."""
         s = self.state
         s.content = apply_edit(s.content, edit)
         s.version += 1
-        revision = Revision(
-            version=s.version,
-            author=request.user,
-            base_version=request.base_version,
-            edit=edit,
-            created_at=workflow.now(),
-            summary=request.summary,
+        self._record(
+            Revision(
+                version=s.version,
+                author=author,
+                author_kind=author_kind,
+                base_version=request.base_version,
+                edit=edit,
+                created_at=workflow.now(),
+                summary=summary,
+            ),
+            request.user,
         )
-        self._record(revision, request.user)
         changes = [r for r in s.revisions if r.version > request.base_version]
         return EditResult(version=s.version, rebased_from=rebased_from, changes=changes)
 
@@ -294,7 +314,8 @@ class DraftWorkflow:
     async def request_revision(self, request: RevisionRequest) -> EditResult:
         """Have an agent rewrite the draft per an instruction; a new revision by the agent.
 
-        Refused with ``EditConflict`` if the draft changed while the agent was writing.
+        Refused with ``EditConflict`` if the draft changed while the agent was writing, and like
+        any whole-text edit if it became read-only or the text is too long.
         """
         text = await self._agent_text(
             request.agent,
@@ -304,26 +325,17 @@ class DraftWorkflow:
             ),
             document=self.state.content,
         )
-        s = self.state
-        if s.version != request.base_version:
-            raise ApplicationError(
-                f"the draft changed (now version {s.version}) while {request.agent} revised "
-                f"version {request.base_version}; ask again",
-                type="EditConflict",
-            )
-        s.content, old = text, s.content
-        s.version += 1
-        revision = Revision(
-            version=s.version,
+        # The draft may have changed, been published or archived, while the agent wrote: the
+        # agent's text is checked by the same rules as a whole-text edit made now.
+        as_edit = EditRequest(user=request.user, base_version=request.base_version, content=text)
+        edit, _ = self._prepare_edit(as_edit)
+        return self._apply(
+            edit,
+            as_edit,
             author=f"agent:{request.agent}",
             author_kind="agent",
-            base_version=request.base_version,
-            edit=TextEdit(start=0, end=len(old), text=text),
-            created_at=workflow.now(),
             summary=f"{request.instruction} (asked by {request.user})",
         )
-        self._record(revision, request.user)
-        return EditResult(version=s.version)
 
     @request_revision.validator
     def validate_request_revision(self, request: RevisionRequest) -> None:
