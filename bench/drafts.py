@@ -7,7 +7,11 @@ returns, against the version it last saw, so most edits arrive stale and are reb
 keep their copy current from the changes each ``edit`` returns; they query only after a
 refusal.
 
-    python -m bench.drafts [--edits 400]
+Each scenario runs on a small draft (held in workflow memory) and on a draft padded to
+``--large-chars`` characters (held by reference: the text lives in PostgreSQL, rebuilt by the
+save activity from the edits).
+
+    python -m bench.drafts [--edits 400] [--large-chars 1000000]
 """
 
 from __future__ import annotations
@@ -38,9 +42,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(chorus: ChorusClient, editors: int, edits: int) -> dict[str, float]:
+async def measure(
+    chorus: ChorusClient, editors: int, edits: int, chars: int = 0
+) -> dict[str, float]:
     names = [f"e{i:02d}" for i in range(editors)]
     initial = "".join(f"{n}: 0\n" for n in names)
+    filler = "".join(f"filler line {i:07d} {'.' * 40}\n" for i in range(chars // 61 + 1))
+    initial += filler[: max(0, chars - len(initial))]
     draft_id = await chorus.start_draft(
         "bench", "owner", content=initial, collaborators=dict.fromkeys(names, "editor")
     )
@@ -52,6 +60,7 @@ async def measure(chorus: ChorusClient, editors: int, edits: int) -> dict[str, f
         started = time.perf_counter()
         view = await chorus.draft(draft_id)
         query_ms.append((time.perf_counter() - started) * 1000)
+        assert view.content is not None  # the bench draft stays small (held inline)
         return view.version, view.content
 
     per_editor = edits // editors
@@ -59,7 +68,7 @@ async def measure(chorus: ChorusClient, editors: int, edits: int) -> dict[str, f
     async def editor(name: str) -> None:
         nonlocal conflicts
         view = await chorus.draft(draft_id)
-        version, text = view.version, view.content
+        version, text = view.version, view.content or ""
         for n in range(1, per_editor + 1):
             line = text.index(f"{name}: ")
             end = text.index("\n", line)
@@ -85,6 +94,7 @@ async def measure(chorus: ChorusClient, editors: int, edits: int) -> dict[str, f
     await asyncio.gather(*(editor(n) for n in names))
     elapsed = time.perf_counter() - start
     return {
+        "chars": len(initial),
         "edits": len(latencies),
         "conflicts": conflicts,
         "edits_per_s": len(latencies) / elapsed,
@@ -99,6 +109,7 @@ async def measure(chorus: ChorusClient, editors: int, edits: int) -> dict[str, f
 async def main() -> None:
     parser = argparse.ArgumentParser(description="Chorus draft benchmark")
     parser.add_argument("--edits", type=int, default=400, help="edits per scenario")
+    parser.add_argument("--large-chars", type=int, default=1_000_000, help="large draft size")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -129,18 +140,22 @@ async def main() -> None:
             try:
                 async with worker:
                     await measure(chorus, 1, 20)  # warm up
-                    results = {n: await measure(chorus, n, args.edits) for n in (1, 20)}
+                    results = [
+                        await measure(chorus, n, args.edits, chars)
+                        for chars in (0, args.large_chars)
+                        for n in (1, 20)
+                    ]
             finally:
                 await pool.close()
     print(f"one draft, {args.edits} non-overlapping range edits per scenario")
     print(
-        f"{'editors':>8} {'edits':>6} {'conflicts':>9} {'edits/s':>8} {'update p50':>10} "
-        f"{'p95 ms':>7} {'refresh queries':>15} {'query p50':>9} {'p95 ms':>7}"
+        f"{'chars':>9} {'editors':>8} {'edits':>6} {'conflicts':>9} {'edits/s':>8} "
+        f"{'update p50':>10} {'p95 ms':>7} {'refresh queries':>15} {'query p50':>9} {'p95 ms':>7}"
     )
-    for n, r in results.items():
+    for n, r in zip([1, 20, 1, 20], results, strict=True):
         print(
-            f"{n:8d} {r['edits']:6.0f} {r['conflicts']:9.0f} {r['edits_per_s']:8.1f} "
-            f"{r['p50_ms']:10.1f} {r['p95_ms']:7.1f} {r['queries']:15.0f} "
+            f"{r['chars']:9.0f} {n:8d} {r['edits']:6.0f} {r['conflicts']:9.0f} "
+            f"{r['edits_per_s']:8.1f} {r['p50_ms']:10.1f} {r['p95_ms']:7.1f} {r['queries']:15.0f} "
             f"{r['query_p50_ms']:9.1f} {r['query_p95_ms']:7.1f}"
         )
 

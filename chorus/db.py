@@ -179,7 +179,11 @@ async def open_store(settings: Settings, *, max_size: int = 10) -> asyncpg.Pool:
 def text_ref(blob_id: uuid.UUID | str, text: str, sha: str) -> TextRef:
     """Describe stored text: id, size, hash and a short preview."""
     return TextRef(
-        blob_id=str(blob_id), size_bytes=len(text.encode("utf-8")), sha256=sha, preview=text[:200]
+        blob_id=str(blob_id),
+        size_bytes=len(text.encode("utf-8")),
+        sha256=sha,
+        preview=text[:200],
+        chars=len(text),
     )
 
 

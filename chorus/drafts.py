@@ -19,16 +19,34 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chorus.models import TextRef
+
 Role = Literal["owner", "editor", "reviewer", "viewer"]
 DraftStatus = Literal["drafting", "in_review", "approved", "published", "archived"]
 
 EDIT_ROLES: frozenset[str] = frozenset({"owner", "editor"})
 """Roles allowed to change the text."""
 
-MAX_CONTENT_CHARS = 300_000
-"""Largest draft text (characters). The text travels in the continue-as-new input, which must
-stay under Temporal's 2 MB payload limit even at 4 UTF-8 bytes per character (1.2 MB), next
-to the kept revisions (see ``workflows/draft.py``)."""
+INLINE_CONTENT_CHARS = 65_536
+"""Drafts up to this many characters are held in workflow memory (and returned by the ``draft``
+query). A longer draft is held **by reference**: its text lives in PostgreSQL only
+(``drafts.content``, rebuilt by the save activity from the edits), and the workflow keeps its
+length and the recent edits, which is all that validating and rebasing edits needs. So neither
+the history nor the continue-as-new input ever carries a large text."""
+
+MAX_CONTENT_CHARS = 2_000_000
+"""Largest draft text (characters). Bounded by the save activity, which rewrites the
+``drafts.content`` row on each save, not by Temporal (large drafts are held by reference)."""
+
+MAX_EDIT_CHARS = 250_000
+"""Longest text in one edit (characters): the ``edit`` update carries it, and an update's
+payload must stay under Temporal's 2 MB blob limit (250,000 characters is at most 1.5 MB as
+JSON, with escapes). Replace a longer draft in range edits."""
+
+REVISION_MAX_CHARS = 60_000
+"""Longest draft an agent revises (``request_revision``): the agent answers with the complete
+text, and an answer is limited by the model's output tokens (about 16,000 for gpt-4o-mini,
+OpenAI model page, 2026), roughly 60,000 characters of English."""
 
 
 class _Model(BaseModel):
@@ -149,7 +167,10 @@ class DraftState(_Model):
     """Everything a draft is; carried whole across continue-as-new."""
 
     title: str
-    content: str
+    content: str | None
+    """The text, or ``None`` while the draft is held by reference (see INLINE_CONTENT_CHARS)."""
+    content_chars: int = 0
+    """Length of the text in characters (kept whether or not the text is held)."""
     version: int = 1
     status: DraftStatus = "drafting"
     collaborators: dict[str, Role]
@@ -160,6 +181,14 @@ class DraftState(_Model):
     last_editor: str | None = None
     created_at: datetime
     initial_content: str = ""
+    initial_content_ref: TextRef | None = None
+    """A large initial text stored by the client (claim check), until the first save."""
+
+    @model_validator(mode="after")
+    def _length_known(self) -> DraftState:
+        if self.content is not None:
+            self.content_chars = len(self.content)
+        return self
 
 
 class DraftInput(_Model):
@@ -169,6 +198,7 @@ class DraftInput(_Model):
         title: Draft title (1-200 characters).
         owner: User id of the owner (gets role ``owner``).
         content: Initial text (for example from a template).
+        content_ref: A large initial text by reference (``TextRef.chars`` must be set).
         brief: What to write; the ``writer`` agent drafts the first version from it.
         writer: Agent that writes first drafts.
         collaborators: Further users and their roles.
@@ -181,6 +211,8 @@ class DraftInput(_Model):
     title: str = Field(min_length=1, max_length=200)
     owner: str = Field(min_length=1, max_length=100)
     content: str = ""
+    content_ref: TextRef | None = None
+    """A large initial text stored in PostgreSQL by the client (set instead of ``content``)."""
     collaborators: dict[str, Role] = Field(default_factory=dict)
     brief: str | None = Field(None, max_length=10_000)
     """When set (and ``content`` is empty), the ``writer`` agent writes the first draft."""
@@ -278,7 +310,10 @@ class DraftView(_Model):
 
     draft_id: str
     title: str
-    content: str
+    content: str | None
+    """The text; ``None`` when the draft is held by reference (longer than
+    INLINE_CONTENT_CHARS): read it from PostgreSQL (``ChorusClient.draft`` does)."""
+    content_chars: int = 0
     version: int
     status: DraftStatus
     collaborators: dict[str, Role]
@@ -292,8 +327,12 @@ class SaveDraftInput(_Model):
     title: str
     status: DraftStatus
     version: int
-    content: str
+    content_chars: int
+    """Length of the text at ``version``; the activity checks its replay against it."""
+    content_sha256: str | None = None
+    """Hex SHA-256 of the UTF-8 text at ``version`` when the workflow holds the text."""
     initial_content: str
+    initial_content_ref: TextRef | None = None
     collaborators: dict[str, Role]
     comments: list[Comment]
     revisions: list[Revision]

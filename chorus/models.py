@@ -212,12 +212,14 @@ class TextRef(_Model):
         size_bytes: UTF-8 size of the text.
         sha256: Hex SHA-256 of the UTF-8 text (the store is content-addressed).
         preview: The first 200 characters, for people reading the history.
+        chars: Length in characters (references made before it was recorded have ``None``).
     """
 
     blob_id: str
     size_bytes: int = Field(ge=0)
     sha256: str
     preview: str = ""
+    chars: int | None = Field(None, ge=0)
 
 
 class PriorOutput(_Model):

@@ -44,6 +44,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from chorus import db
 from chorus.drafts import (
+    INLINE_CONTENT_CHARS,
     MAX_CONTENT_CHARS,
     CollaboratorRequest,
     CommentRequest,
@@ -597,23 +598,29 @@ class ChorusClient:
             collaborators: Further users and their roles.
             draft_id: Override the generated id.
 
+        A text longer than ``INLINE_CONTENT_CHARS`` (65,536) characters is stored in
+        PostgreSQL first and the workflow gets its reference, so it never enters the history.
+
         Raises:
-            ChorusInputError: Empty or too long title/owner, or text over 1,000,000 characters.
+            ChorusInputError: Empty or too long title/owner, or text over MAX_CONTENT_CHARS
+                (2,000,000) characters.
         """
+        if len(content) > MAX_CONTENT_CHARS:
+            raise ChorusInputError(
+                f"content: {len(content)} characters, the limit is {MAX_CONTENT_CHARS}"
+            )
         try:
             draft_input = DraftInput(
                 title=title,
                 owner=owner,
-                content=content,
+                content=content if len(content) <= INLINE_CONTENT_CHARS else "",
                 brief=brief,
                 collaborators=collaborators or {},
             )
         except ValueError as exc:
             raise ChorusInputError(str(exc)) from exc
-        if len(content) > MAX_CONTENT_CHARS:
-            raise ChorusInputError(
-                f"content: {len(content)} characters, the limit is {MAX_CONTENT_CHARS}"
-            )
+        if len(content) > INLINE_CONTENT_CHARS:
+            draft_input.content_ref = await db.put_text(await self.pool(), content)
         draft_id = draft_id or f"draft-{slugify(title)}-{uuid.uuid4().hex[:8]}"
         await self.client.start_workflow(
             DRAFT_WORKFLOW,
@@ -666,12 +673,41 @@ class ChorusClient:
         """Send ``comment``, ``add_collaborator`` or ``resolve_comment`` (fire and forget)."""
         await self.client.get_workflow_handle(draft_id).signal(signal, request)
 
-    async def draft(self, draft_id: str) -> DraftView:
-        """The draft's current text and metadata (the ``draft`` query)."""
+    async def draft(self, draft_id: str, *, wait_seconds: float = 10.0) -> DraftView:
+        """The draft's current text and metadata (the ``draft`` query).
+
+        A draft held by reference (longer than INLINE_CONTENT_CHARS) has no text in the query
+        result; it is read from PostgreSQL once the workflow has saved that version (the saved
+        version is returned, which may be newer than the queried one).
+
+        Args:
+            draft_id: The draft's workflow id.
+            wait_seconds: Seconds to wait for the queried version to be saved.
+
+        Raises:
+            TimeoutError: A large draft's queried version was not saved within ``wait_seconds``.
+        """
         view: DraftView = await self.client.get_workflow_handle(draft_id).query(
             "draft", result_type=DraftView
         )
-        return view
+        if view.content is not None:
+            return view
+        pool = await self.pool()
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            row = await pool.fetchrow(
+                "SELECT version, content FROM drafts WHERE draft_id = $1", draft_id
+            )
+            if row is not None and row["version"] >= view.version:
+                text = str(row["content"])
+                return view.model_copy(
+                    update={"content": text, "content_chars": len(text), "version": row["version"]}
+                )
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(
+                    f"{draft_id}: version {view.version} not saved in {wait_seconds} s"
+                )
+            await asyncio.sleep(0.1)
 
 
 class DraftRefusedError(RuntimeError):

@@ -166,8 +166,9 @@ async def test_twenty_editors_twenty_five_edits_each(client, make_settings):
                         edit=TextEdit(start=start, end=end, text="SHARED HEADER"),
                     )
                 else:
-                    line = view.content.index(f"{name}: ")
-                    end = view.content.index("\n", line)
+                    content = view.content or ""
+                    line = content.index(f"{name}: ")
+                    end = content.index("\n", line)
                     request = EditRequest(
                         user=name,
                         base_version=view.version,
@@ -314,3 +315,95 @@ async def test_edit_result_brings_a_stale_copy_up_to_date(client, make_settings)
         current = await chorus.draft(draft_id)
     assert [r.version for r in result.changes] == [2, 3]
     assert mine == current.content == "ALPHA beta GAMMA"
+
+
+async def test_large_draft_is_held_by_reference(client, make_settings):
+    """A draft over INLINE_CONTENT_CHARS: text only in PostgreSQL, edits/rebase/CAN still work."""
+    from chorus import db
+    from chorus.drafts import INLINE_CONTENT_CHARS, MAX_EDIT_CHARS, DraftInput
+
+    marker = "MIDDLE-OF-THE-LARGE-DRAFT"
+    lines = [f"line {i:06d} {'x' * 40}\n" for i in range(4000)]
+    lines[2000] = f"line 002000 {marker}\n"
+    text = "".join(lines)
+    assert len(text) > 3 * INLINE_CONTENT_CHARS
+    settings = make_settings([agent("writer", ["local:fake"])])
+    async with running_worker(client, settings, no_llm) as chorus:
+        pool = await chorus.pool()
+        handle = await client.start_workflow(
+            "ChorusDraft",
+            DraftInput(
+                title="Big",
+                owner="alice",
+                content_ref=await db.put_text(pool, text),
+                collaborators={"bob": "editor"},
+                max_updates_per_run=10,
+            ),
+            id="draft-big-test",
+            task_queue=settings.task_queue,
+        )
+        first_run = handle.result_run_id
+        # 25 same-length edits, all made against version 1: each is rebased over the others
+        expected = text
+        offsets = [text.index(f"line {i:06d}") for i in range(0, 4000, 160)]
+        for n, offset in enumerate(offsets):
+            edit = TextEdit(start=offset, end=offset + 4, text="LINE")
+            result = await chorus.draft_update(
+                handle.id, "edit", EditRequest(user="bob", base_version=1, edit=edit)
+            )
+            assert result.version == n + 2 and (n == 0 or result.rebased_from == 1)
+            expected = apply_edit(expected, edit)
+        refusals: dict[str, tuple[str, EditRequest | RevisionRequest]] = {
+            f"the limit is {MAX_EDIT_CHARS} per edit": (
+                "edit",
+                EditRequest(user="bob", base_version=26, content="y" * (MAX_EDIT_CHARS + 1)),
+            ),
+            "agents revise drafts up to": (
+                "request_revision",
+                RevisionRequest(user="bob", base_version=26, instruction="shorter"),
+            ),
+        }
+        for message, (update, request) in refusals.items():
+            with pytest.raises(DraftRefusedError, match=message) as refused:
+                await chorus.draft_update(handle.id, update, request)
+            assert refused.value.error_type == "InvalidEdit"
+        end = len(expected)
+        await chorus.draft_signal(
+            handle.id, "comment", CommentRequest(user="bob", text="end", start=end - 5, end=end)
+        )
+        queried = await handle.query("draft")
+        await wait_saved(pool, handle.id, 26)
+        view = await chorus.draft(handle.id)
+        stored = await pool.fetchval("SELECT content FROM drafts WHERE draft_id = $1", handle.id)
+        rows = await stored_revisions(pool, handle.id)
+        comments = await handle.query("comments")
+        desc = await handle.describe()
+        history = await handle.fetch_history()
+
+    assert queried["content"] is None and queried["content_chars"] == len(expected)
+    assert view.content == stored == expected and view.version == 26
+    assert [r["version"] for r in rows] == list(range(1, 27))
+    assert all(r["content_after"] is None for r in rows)
+    assert "-line 000160" in rows[2]["diff"] and "@@ -158,7 +158,7 @@" in rows[2]["diff"]
+    assert [c["text"] for c in comments] == ["end"]
+    assert desc.run_id != first_run  # continued as new, twice, without carrying the text
+    assert marker not in history.to_json()
+    await replay(client, handle.id, record_as="draft_by_reference")
+
+
+async def test_draft_moves_to_reference_when_it_grows(client, make_settings):
+    from chorus.drafts import INLINE_CONTENT_CHARS
+
+    text = "a" * INLINE_CONTENT_CHARS
+    settings = make_settings([agent("writer", ["local:fake"])])
+    async with running_worker(client, settings, no_llm) as chorus:
+        draft_id = await chorus.start_draft("Grows", "alice", content=text)
+        assert (await chorus.draft(draft_id)).content == text  # inline
+        edit = TextEdit(start=10, end=10, text="b" * 100)
+        await chorus.draft_update(
+            draft_id, "edit", EditRequest(user="alice", base_version=1, edit=edit)
+        )
+        queried = await client.get_workflow_handle(draft_id).query("draft")
+        view = await chorus.draft(draft_id)
+    assert queried["content"] is None and queried["content_chars"] == INLINE_CONTENT_CHARS + 100
+    assert view.content == apply_edit(text, edit) and view.version == 2

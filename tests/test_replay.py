@@ -29,6 +29,7 @@ def test_histories_are_checked_in():
         "provider_fallback",
         "draft_lifecycle",
         "draft_after_continue_as_new",
+        "draft_by_reference",
     } <= names
 
 

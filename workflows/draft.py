@@ -9,12 +9,19 @@ when invalid): ``comment``, ``add_collaborator``, ``resolve_comment``. Queries: 
 Every accepted revision is saved to PostgreSQL by the ``chorus.save_draft`` activity, in
 batches, from the workflow's main loop (so an edit's latency is not a database round trip);
 the workflow continues as new, carrying its whole state, when Temporal suggests it or after
-``max_updates_per_run`` accepted updates — after every handler has finished and every revision
-is saved, so no accepted edit is lost.
+``max_updates_per_run`` accepted updates — after every handler has finished, carrying the
+revisions not yet saved, so no accepted edit is lost.
+
+A draft longer than ``INLINE_CONTENT_CHARS`` is held by reference: the workflow drops the text
+and keeps its length and the recent edits (enough to validate and rebase edits and anchor
+comments); the save activity rebuilds the text in PostgreSQL from the edits, and the ``draft``
+query returns ``content: null`` with ``content_chars`` (``ChorusClient.draft`` reads the text
+from PostgreSQL). So no payload in the history carries a large text.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Literal
 
@@ -27,7 +34,10 @@ from workflows._base import call_agent, describe_activity_failure
 with workflow.unsafe.imports_passed_through():
     from chorus.drafts import (
         EDIT_ROLES,
+        INLINE_CONTENT_CHARS,
         MAX_CONTENT_CHARS,
+        MAX_EDIT_CHARS,
+        REVISION_MAX_CHARS,
         CollaboratorRequest,
         Comment,
         CommentRequest,
@@ -77,12 +87,15 @@ class DraftWorkflow:
             self.state = input.state
         else:
             collaborators = {**input.collaborators, input.owner: "owner"}
+            ref = input.content_ref
             self.state = DraftState(
                 title=input.title,
-                content=input.content,
+                content=input.content if ref is None else None,
+                content_chars=len(input.content) if ref is None else (ref.chars or 0),
                 collaborators=collaborators,
                 created_at=workflow.now(),
-                initial_content=input.content,
+                initial_content=input.content if ref is None else "",
+                initial_content_ref=ref,
             )
         self._generating = False
         self._max_updates = input.max_updates_per_run
@@ -138,6 +151,7 @@ class DraftWorkflow:
         finally:
             self._generating = False
         self.state.content = text
+        self.state.content_chars = len(text)
         self.state.initial_content = text
 
     async def _agent_text(self, agent: str, *, task: str, document: str) -> str:
@@ -179,14 +193,17 @@ class DraftWorkflow:
     async def _save(self) -> None:
         batch, self._unsaved, self._dirty = self._unsaved, [], False
         s = self.state
+        sha = None if s.content is None else hashlib.sha256(s.content.encode()).hexdigest()
         await workflow.execute_activity(
             SAVE_DRAFT_ACTIVITY,
             SaveDraftInput(
                 title=s.title,
                 status=s.status,
                 version=s.version,
-                content=s.content,
+                content_chars=s.content_chars,
+                content_sha256=sha,
                 initial_content=s.initial_content,
+                initial_content_ref=s.initial_content_ref,
                 collaborators=s.collaborators,
                 comments=s.comments,
                 revisions=batch,
@@ -197,7 +214,7 @@ class DraftWorkflow:
             summary=f"Save v{s.version} ({len(batch)} new revision(s))",
         )
         # The initial text is only needed until the draft's first save; don't carry it.
-        s.initial_content = ""
+        s.initial_content, s.initial_content_ref = "", None
 
     # --- updates -----------------------------------------------------------------------------
 
@@ -221,7 +238,11 @@ class DraftWorkflow:
     ) -> EditResult:
         """Apply a validated edit as a new revision; return it with the changes since base."""
         s = self.state
-        s.content = apply_edit(s.content, edit)
+        if s.content is not None:
+            s.content = apply_edit(s.content, edit)
+        s.content_chars += edit.delta
+        if s.content_chars > INLINE_CONTENT_CHARS:
+            s.content = None  # held by reference from now on; the save activity has the edits
         s.version += 1
         self._record(
             Revision(
@@ -272,7 +293,7 @@ class DraftWorkflow:
                 type="InvalidEdit",
             )
         if request.content is not None:
-            edit = TextEdit(start=0, end=len(s.content), text=request.content)
+            edit = TextEdit(start=0, end=s.content_chars, text=request.content)
             if request.base_version != s.version:
                 raise ApplicationError(
                     f"whole-text edit made on version {request.base_version}, but the draft is "
@@ -282,6 +303,12 @@ class DraftWorkflow:
         else:
             assert request.edit is not None
             edit = request.edit
+        if len(edit.text) > MAX_EDIT_CHARS:
+            raise ApplicationError(
+                f"the edit's text is {len(edit.text)} characters; the limit is {MAX_EDIT_CHARS} "
+                "per edit (send a long text as several range edits)",
+                type="InvalidEdit",
+            )
         rebased_from = None
         if request.base_version != s.version:
             since = [(r.version, r.edit) for r in s.revisions if r.version > request.base_version]
@@ -296,15 +323,15 @@ class DraftWorkflow:
             except EditConflictError as exc:
                 raise ApplicationError(str(exc), type="EditConflict") from exc
             rebased_from = request.base_version
-        if edit.end > len(s.content):
+        if edit.end > s.content_chars:
             raise ApplicationError(
-                f"range {edit.start}-{edit.end} is outside the text ({len(s.content)} "
+                f"range {edit.start}-{edit.end} is outside the text ({s.content_chars} "
                 f"characters at version {s.version})",
                 type="InvalidEdit",
             )
-        if len(s.content) + edit.delta > MAX_CONTENT_CHARS:
+        if s.content_chars + edit.delta > MAX_CONTENT_CHARS:
             raise ApplicationError(
-                f"the edit would make the draft {len(s.content) + edit.delta} characters; the "
+                f"the edit would make the draft {s.content_chars + edit.delta} characters; the "
                 f"limit is {MAX_CONTENT_CHARS}",
                 type="InvalidEdit",
             )
@@ -317,6 +344,8 @@ class DraftWorkflow:
         Refused with ``EditConflict`` if the draft changed while the agent was writing, and like
         any whole-text edit if it became read-only or the text is too long.
         """
+        self._check_revisable()
+        assert self.state.content is not None
         text = await self._agent_text(
             request.agent,
             task=(
@@ -325,6 +354,7 @@ class DraftWorkflow:
             ),
             document=self.state.content,
         )
+        self._check_revisable()
         # The draft may have changed, been published or archived, while the agent wrote: the
         # agent's text is checked by the same rules as a whole-text edit made now.
         as_edit = EditRequest(user=request.user, base_version=request.base_version, content=text)
@@ -343,6 +373,16 @@ class DraftWorkflow:
         self._prepare_edit(
             EditRequest(user=request.user, base_version=request.base_version, content="")
         )
+        self._check_revisable()
+
+    def _check_revisable(self) -> None:
+        chars = self.state.content_chars
+        if self.state.content is None or chars > REVISION_MAX_CHARS:
+            raise ApplicationError(
+                f"the draft is {chars} characters; agents revise drafts up to "
+                f"{REVISION_MAX_CHARS} (they answer with the whole text); edit it in sections",
+                type="InvalidEdit",
+            )
 
     def _transition(self, name: str, request: UserRequest) -> EditResult:
         new_status = TRANSITIONS[name][0]
@@ -415,7 +455,7 @@ class DraftWorkflow:
         if request.user not in s.collaborators:
             workflow.logger.warning("comment from non-collaborator %s ignored", request.user)
             return
-        if not (request.start <= request.end <= len(s.content)):
+        if not (request.start <= request.end <= s.content_chars):
             workflow.logger.warning(
                 "comment range %d-%d outside the text ignored", request.start, request.end
             )
@@ -492,6 +532,7 @@ class DraftWorkflow:
             draft_id=workflow.info().workflow_id,
             title=s.title,
             content=s.content,
+            content_chars=s.content_chars,
             version=s.version,
             status=s.status,
             collaborators=s.collaborators,
