@@ -7,6 +7,7 @@ It only wires: SDK clients are built once and shared by every activity invocatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,13 +15,21 @@ from typing import Any
 
 import asyncpg
 import structlog
+from temporalio.activity import _Definition
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import DraftActivities, LLMActivities, ProviderClients, RunActivities
+from activities import (
+    CallbackActivities,
+    DraftActivities,
+    LLMActivities,
+    ProviderClients,
+    RunActivities,
+)
 from chorus import db
 from chorus.logs import configure_logging
+from chorus.names import CALL_LLM_ACTIVITY, llm_task_queue
 from chorus.settings import Settings, get_settings
 from chorus.temporal import connect
 from workflows import WORKFLOWS
@@ -62,7 +71,40 @@ def default_activities(
         runs.finish_run,
         runs.resolve_agents,
         drafts.save_draft,
+        CallbackActivities(settings).deliver_callback,
     ]
+
+
+class ChorusWorker:
+    """The Temporal workers of one Chorus process, started and stopped together.
+
+    One worker polls ``settings.task_queue`` (workflows and every activity); one more per
+    provider polls ``<task queue>-llm-<provider>`` for that provider's LLM calls, with the
+    provider's requests-per-minute as the task queue's server-enforced rate and its
+    concurrency as the local cap (``chorus/limits.py``).
+
+    Use as ``async with worker:`` (or ``await worker.run()``).
+    """
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> ChorusWorker:
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in self.workers:
+                await stack.enter_async_context(worker)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def run(self) -> None:
+        """Run every worker until one stops (or this task is cancelled)."""
+        await asyncio.gather(*(worker.run() for worker in self.workers))
 
 
 def build_worker(
@@ -71,19 +113,20 @@ def build_worker(
     activities: Sequence[Callable[..., Any]],
     options: WorkerOptions | None = None,
     **worker_kwargs: Any,
-) -> Worker:
-    """Create (not start) a worker polling ``settings.task_queue`` for all Chorus work.
+) -> ChorusWorker:
+    """Create (not start) the workers polling the task queues for all Chorus work.
 
     Args:
         client: Connected client (with the pydantic data converter).
-        settings: Task queue and other settings.
-        activities: Activity callables, normally :func:`default_activities`.
+        settings: Task queue, provider limits and other settings.
+        activities: Activity callables, normally :func:`default_activities`. The one named
+            ``chorus.call_llm`` also serves each provider's task queue.
         options: Concurrency limits.
-        **worker_kwargs: Further ``temporalio.worker.Worker`` arguments (tests pass
-            ``max_cached_workflows=0`` to replay every workflow task from history).
+        **worker_kwargs: Further ``temporalio.worker.Worker`` arguments for the main worker
+            (tests pass ``max_cached_workflows=0`` to replay every workflow task from history).
     """
     options = options or WorkerOptions()
-    return Worker(
+    main = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
@@ -95,6 +138,26 @@ def build_worker(
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         **worker_kwargs,
     )
+    workers = [main]
+    llm = [a for a in activities if _activity_name(a) == CALL_LLM_ACTIVITY]
+    for provider, limit in settings.provider_limits.items():
+        if not llm:
+            break
+        workers.append(
+            Worker(
+                client,
+                task_queue=llm_task_queue(settings.task_queue, provider),
+                activities=llm,
+                max_concurrent_activities=limit.concurrency or options.max_concurrent_activities,
+                max_task_queue_activities_per_second=limit.rpm / 60 if limit.rpm else None,
+            )
+        )
+    return ChorusWorker(workers)
+
+
+def _activity_name(fn: Callable[..., Any]) -> str | None:
+    defn = _Definition.from_callable(fn)
+    return defn.name if defn is not None else None
 
 
 async def run_worker(

@@ -4,8 +4,15 @@ Activities are methods of classes that receive their clients and the connection 
 ``__init__`` (built once per worker in ``worker.py``).
 """
 
+from activities.callbacks import CallbackActivities
 from activities.drafts import DraftActivities
 from activities.llm import LLMActivities, ProviderClients
 from activities.runs import RunActivities
 
-__all__ = ["DraftActivities", "LLMActivities", "ProviderClients", "RunActivities"]
+__all__ = [
+    "CallbackActivities",
+    "DraftActivities",
+    "LLMActivities",
+    "ProviderClients",
+    "RunActivities",
+]

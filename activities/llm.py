@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import anthropic
 import asyncpg
+import httpx
 import openai
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
@@ -36,13 +37,16 @@ from temporalio.exceptions import ApplicationError
 
 from activities.prompts import Prompt, build_prompt
 from activities.runs import workflow_ids
-from chorus import db, errors
+from chorus import budget, db, errors, metrics
+from chorus.limits import FleetSemaphore, SlotTimeoutError
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
+from chorus.pii import Redactor, restore
 from chorus.pricing import context_window, cost_usd
 from chorus.settings import Settings
 
 T = TypeVar("T")
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass
@@ -220,6 +224,10 @@ class LLMActivities:
         self._settings = settings
         self._pool = pool
         self._documents: OrderedDict[str, str] = OrderedDict()
+        self._redactor = Redactor()
+        self._slots = FleetSemaphore(
+            pool, {name: limit.concurrency for name, limit in settings.provider_limits.items()}
+        )
 
     async def _document(self, req: LLMRequest) -> str:
         """The request's document: inline, or loaded by reference (a few kept in memory)."""
@@ -270,16 +278,34 @@ class LLMActivities:
                 req.model,
                 window,
             )
+        prompt, placeholders = self._redact(req, prompt)
+        workflow_id, _ = workflow_ids(info)
         # A previous attempt may have received the completion and then failed to record it:
         # reuse it instead of paying the provider twice.
         response = _previous_response(info.heartbeat_details)
         if response is None:
-            response = await self._complete(req, prompt, info.attempt)
+            held = await self._reserve(req, prompt, workflow_id, info.activity_id)
+            try:
+                slot = await self._acquire_slot(req)
+                try:
+                    response = await self._complete(req, prompt, info.attempt)
+                finally:
+                    await self._slots.release(req.provider, slot)
+                if placeholders:  # put the originals back; the mapping never left the worker
+                    response = response.model_copy(
+                        update={"output": restore(response.output, placeholders)}
+                    )
+            except BaseException:
+                if held:
+                    with contextlib.suppress(*DB_ERRORS):
+                        await budget.release(
+                            self._pool, workflow_id=workflow_id, activity_id=info.activity_id
+                        )
+                raise
         else:
             activity.logger.info(
                 "agent %s: reusing the completion of attempt %d", req.agent, response.attempt
             )
-        workflow_id, _ = workflow_ids(info)
         try:
             await db.record_call(
                 self._pool,
@@ -301,6 +327,13 @@ class LLMActivities:
                 attempt=response.attempt,
                 truncated_chars=response.truncated_chars,
             )
+            crossed = await budget.settle(
+                self._pool,
+                self._settings,
+                workflow_id=workflow_id,
+                activity_id=info.activity_id,
+                cost_usd=response.cost_usd,
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             activity.heartbeat(response.model_dump(mode="json"))
             raise ApplicationError(
@@ -309,9 +342,138 @@ class LLMActivities:
                 info.attempt,
                 type=errors.STORAGE_UNAVAILABLE,
             ) from exc
+        metrics.BUDGET_SPENT.inc(response.cost_usd)
+        for period in crossed:
+            await self._budget_alert(period)
         # The message row keeps the attempt that called the provider; the workflow counts
         # every activity attempt.
         return response.model_copy(update={"attempt": info.attempt})
+
+    def _redact(self, req: LLMRequest, prompt: Prompt) -> tuple[Prompt, dict[str, str]]:
+        """Apply the agent's PII policy to both messages (``chorus/pii.py``).
+
+        Returns:
+            The prompt as it will be sent, and the placeholder mapping (``placeholder`` policy).
+        """
+        if req.pii == "off":
+            return prompt, {}
+        system = self._redactor.redact(prompt.system, req.pii)
+        user = self._redactor.redact(prompt.user, req.pii, placeholders=system.placeholders)
+        for result in (system, user):
+            for kind, n in result.counts.items():
+                metrics.PII_REDACTIONS.labels(kind=kind, policy=req.pii).inc(n)
+        found = sum(system.counts.values()) + sum(user.counts.values())
+        if found:
+            activity.logger.info(
+                "agent %s: %d PII item(s) %s before the call",
+                req.agent,
+                found,
+                "replaced by placeholders" if req.pii == "placeholder" else f"{req.pii}ed",
+            )
+        redacted = Prompt(
+            system=system.text, user=user.text, truncated_chars=prompt.truncated_chars
+        )
+        return redacted, user.placeholders
+
+    async def _acquire_slot(self, req: LLMRequest) -> int | None:
+        """Take one of the provider's fleet-wide concurrency slots (heartbeating meanwhile).
+
+        Raises:
+            ApplicationError: ``RateLimited`` (retryable) when every slot stayed busy for
+                ``SLOT_WAIT_S``; ``StorageUnavailable`` when PostgreSQL does not answer.
+        """
+        try:
+            return await self._slots.acquire(
+                req.provider, on_wait=activity.heartbeat if activity.in_activity() else None
+            )
+        except SlotTimeoutError as exc:
+            raise ApplicationError(
+                f"agent {req.agent}: {exc}", activity.info().attempt, type=errors.RATE_LIMITED
+            ) from exc
+        except DB_ERRORS as exc:
+            raise ApplicationError(
+                f"agent {req.agent}: cannot take a concurrency slot in PostgreSQL ({exc})",
+                activity.info().attempt,
+                type=errors.STORAGE_UNAVAILABLE,
+            ) from exc
+
+    async def _reserve(
+        self, req: LLMRequest, prompt: Prompt, workflow_id: str, activity_id: str
+    ) -> bool:
+        """Reserve the call's worst-case cost (see :mod:`chorus.budget`); True if held.
+
+        Raises:
+            ApplicationError: ``BudgetExceeded`` (non-retryable; the workflow tries the next
+                provider) or ``StorageUnavailable`` when PostgreSQL does not answer.
+        """
+        prompt_bytes = len(prompt.system.encode()) + len(prompt.user.encode())
+        amount, priced = budget.worst_case_usd(
+            req.provider, req.model, prompt_bytes, req.max_tokens
+        )
+        if not priced:
+            return False
+        try:
+            reservation = await budget.reserve(
+                self._pool,
+                self._settings,
+                workflow_id=workflow_id,
+                activity_id=activity_id,
+                root_workflow_id=req.root_workflow_id or workflow_id,
+                agent=req.agent,
+                provider=req.provider,
+                model=req.model,
+                amount_usd=amount,
+            )
+        except budget.BudgetExceededError as exc:
+            metrics.BUDGET_REFUSALS.labels(budget=exc.budget.split(":")[0]).inc()
+            activity.logger.warning("agent %s: %s", req.agent, exc)
+            raise ApplicationError(
+                str(exc),
+                activity.info().attempt,
+                {
+                    "budget": exc.budget,
+                    "period": exc.period,
+                    "limit_usd": exc.limit_usd,
+                    "committed_usd": exc.committed_usd,
+                    "request_usd": exc.request_usd,
+                },
+                type=errors.BUDGET_EXCEEDED,
+                non_retryable=True,
+            ) from exc
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise ApplicationError(
+                f"agent {req.agent}: cannot reserve budget in PostgreSQL ({exc})",
+                activity.info().attempt,
+                type=errors.STORAGE_UNAVAILABLE,
+            ) from exc
+        return reservation.held
+
+    async def _budget_alert(self, period: str) -> None:
+        """The daily spend crossed its alert threshold: warn, count, and post the webhook."""
+        lines = await budget.standing(self._pool, self._settings)
+        daily = next((line for line in lines if line.scope == "daily"), None)
+        body = {
+            "event": "budget_alert",
+            "period": period,
+            "spent_usd": daily.spent_usd if daily else None,
+            "alert_usd": daily.alert_usd if daily else None,
+            "limit_usd": daily.limit_usd if daily else None,
+        }
+        metrics.BUDGET_ALERTS.inc()
+        activity.logger.warning(
+            "budget alert: daily spend $%s crossed the alert threshold $%s (limit $%s)",
+            body["spent_usd"],
+            body["alert_usd"],
+            body["limit_usd"],
+        )
+        url = self._settings.budget_alert_webhook_url
+        if not url:
+            return
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as http:
+                (await http.post(url, json=body)).raise_for_status()
+        except httpx.HTTPError as exc:  # the alert is advisory; the call already succeeded
+            activity.logger.warning("budget alert webhook %s failed: %s", url, exc)
 
     async def _complete(self, req: LLMRequest, prompt: Prompt, attempt: int) -> LLMResponse:
         started = time.perf_counter()

@@ -23,17 +23,29 @@ INVALID_OUTPUT: Final = "InvalidOutput"
 """The completion is not the JSON the agent's ``output_schema`` requires: retried, then fallback."""
 STORAGE_UNAVAILABLE: Final = "StorageUnavailable"
 """PostgreSQL failed while recording: retried (an LLM response already received is reused)."""
+BUDGET_EXCEEDED: Final = "BudgetExceeded"
+"""The call's worst-case cost would pass a budget (daily, run or agent): not retried; the next
+provider in the chain is tried (it may be cheaper, or free like a local model)."""
+INVALID_INPUT: Final = "InvalidInput"
+"""A workflow's input breaks a validation rule (``chorus/validation.py``): the run fails."""
 UNKNOWN_AGENT: Final = "UnknownAgent"
 INVALID_CATALOG: Final = "InvalidCatalog"
 NO_USABLE_PROVIDER: Final = "NoUsableProvider"
 STEP_FAILED: Final = "StepFailed"
 TOO_FEW_BRANCHES: Final = "TooFewBranchesSucceeded"
+CALLBACK_UNAVAILABLE: Final = "CallbackUnavailable"
+"""Callback receiver answered 408/429/5xx, timed out or was unreachable: retried."""
+CALLBACK_REJECTED: Final = "CallbackRejected"
+"""Callback receiver answered another non-2xx status (e.g. 400, 404, 410): not retried."""
+CALLBACK_NOT_CONFIGURED: Final = "CallbackNotConfigured"
+"""A callback URL was given but the worker has no ``CHORUS_CALLBACK_SECRET``: not retried."""
 
 LLM_NON_RETRYABLE: Final = (
     PROVIDER_AUTH,
     MODEL_NOT_FOUND,
     PROVIDER_NOT_CONFIGURED,
     INVALID_REQUEST,
+    BUDGET_EXCEEDED,
 )
 """Error types the LLM retry policy never retries."""
 NO_FALLBACK: Final = frozenset({INVALID_REQUEST})

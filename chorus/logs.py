@@ -2,7 +2,8 @@
 
 structlog renders every line as JSON; stdlib and temporalio loggers are bridged through
 ``structlog.stdlib.ProcessorFormatter`` so their records are JSON too (structlog docs,
-"Standard Library Logging").
+"Standard Library Logging"). Every string field is scrubbed of PII (e-mail addresses, phone
+numbers, SSNs, card numbers, IP addresses) before it is written.
 """
 
 from __future__ import annotations
@@ -11,7 +12,20 @@ import logging
 import sys
 
 import structlog
+from structlog.types import EventDict, WrappedLogger
 from temporalio import activity, workflow
+
+from chorus.pii import scrub_for_logs
+
+_NOT_SCRUBBED = frozenset({"timestamp", "level", "logger"})
+
+
+def scrub_pii(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """Structlog processor: redact PII (``chorus/pii.py``) in every string field of a line."""
+    for key, value in event.items():
+        if isinstance(value, str) and key not in _NOT_SCRUBBED:
+            event[key] = scrub_for_logs(value)
+    return event
 
 
 def configure_logging(level: str = "INFO", *, stream: object = None) -> None:
@@ -39,6 +53,7 @@ def configure_logging(level: str = "INFO", *, stream: object = None) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            scrub_pii,  # after exceptions are rendered, so their text is scrubbed too
             structlog.processors.JSONRenderer(),
         ],
     )

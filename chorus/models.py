@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chorus.callbacks import MAX_CALLBACK_URL_CHARS, CallbackPayload
+from chorus.pii import PiiPolicy
+
 ProviderName = Literal["openai", "anthropic", "local"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "anthropic", "local")
 
@@ -78,6 +81,11 @@ class AgentSpec(_Model):
         output_schema: Optional JSON Schema (an object schema); when set the agent must answer
             with JSON and the output is checked to parse.
         timeout_s: Per-attempt timeout in seconds (start-to-close of one LLM call), 1-1,800.
+        pii: What happens to e-mail addresses, phone numbers, US SSNs, payment-card numbers and
+            IP addresses before any text reaches the provider (``chorus/pii.py``): ``redact``
+            (``[EMAIL]``; the default), ``mask`` (``j***@example.com``), ``placeholder``
+            (``<<EMAIL_1>>``, restored in the agent's output; the mapping never leaves the
+            worker) or ``off``.
         version: Configuration version; bumped by whoever edits the catalog.
 
     """
@@ -90,6 +98,7 @@ class AgentSpec(_Model):
     max_tokens: int = Field(512, ge=1, le=32_768)
     output_schema: dict[str, Any] | None = None
     timeout_s: float = Field(120.0, ge=1.0, le=1800.0)
+    pii: PiiPolicy = "redact"
     version: int = Field(1, ge=1)
 
     @field_validator("providers", mode="before")
@@ -239,6 +248,11 @@ class _RunInput(_Model):
     """Outputs of steps that ran before this workflow (set by a parent workflow)."""
     agents: dict[str, ResolvedAgent] | None = None
     """Agent configurations pinned by a parent; ``None`` makes the workflow resolve them."""
+    callback_url: str | None = Field(None, max_length=MAX_CALLBACK_URL_CHARS)
+    """Top-level runs only: URL POSTed a signed :class:`~chorus.callbacks.CallbackPayload` when
+    the run ends (child workflows never get one)."""
+    callback_retry_initial_s: float = Field(1.0, gt=0, le=60)
+    """First retry delay of the callback delivery in seconds (doubling to 60 s)."""
 
 
 class SequentialInput(_RunInput):
@@ -269,6 +283,18 @@ class ParallelInput(_RunInput):
 
 
 # --- Activities ----------------------------------------------------------------------------
+
+
+class DeliverCallbackInput(_Model):
+    """Input of ``chorus.deliver_callback``: POST ``payload``, signed, to ``url``.
+
+    Attributes:
+        url: Receiver URL (http/https, <= 2048 characters).
+        payload: The body; the delivery id is derived from its workflow and run ids.
+    """
+
+    url: str = Field(max_length=MAX_CALLBACK_URL_CHARS)
+    payload: CallbackPayload
 
 
 class ResolveAgentsInput(_Model):
@@ -362,6 +388,8 @@ class LLMRequest(_Model):
     output_schema: dict[str, Any] | None = None
     timeout_s: float = 120.0
     """HTTP timeout of the call in seconds (the activity's start-to-close is slightly longer)."""
+    pii: PiiPolicy = "redact"
+    """The agent's PII policy, applied to the prompt before it leaves the worker."""
 
 
 class LLMResponse(_Model):

@@ -18,8 +18,15 @@ START_RUN_ACTIVITY: Final = "chorus.start_run"
 RESOLVE_AGENTS_ACTIVITY: Final = "chorus.resolve_agents"
 FINISH_RUN_ACTIVITY: Final = "chorus.finish_run"
 SAVE_DRAFT_ACTIVITY: Final = "chorus.save_draft"
+DELIVER_CALLBACK_ACTIVITY: Final = "chorus.deliver_callback"
 
 PROGRESS_QUERY: Final = "progress"
+
+
+def llm_task_queue(task_queue: str, provider: str) -> str:
+    """Task queue of one provider's LLM calls (rate-limited by the server for the whole fleet)."""
+    return f"{task_queue}-llm-{provider}"
+
 
 WORKFLOW_ID_PREFIX: Final = {"sequential": "seq", "parallel": "par", "draft": "draft"}
 """Workflow ids read ``<prefix>-<task slug>-<short id>``, e.g. ``seq-summarize-report-1a2b3c4d``."""

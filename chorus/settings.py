@@ -13,9 +13,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chorus.limits import DEFAULT_PROVIDER_LIMITS, ProviderLimit
 from chorus.names import DEFAULT_TASK_QUEUE
 
 BUNDLED_AGENTS_FILE = Path(__file__).with_name("agents.yaml")
@@ -82,9 +83,59 @@ class Settings(BaseSettings):
     """Versions of each agent configuration kept in PostgreSQL."""
     max_task_chars: int = Field(10_000, ge=1)
     max_retry_after_s: float = Field(120.0, gt=0)
-    """Upper bound on a provider's ``Retry-After`` delay honoured as ``next_retry_delay``."""
+    """Upper bound on a provider's or callback receiver's ``Retry-After`` delay honoured as
+    ``next_retry_delay``."""
+
+    daily_budget_usd: float | None = Field(None, ge=0)
+    """Default daily budget (USD, per UTC day, all workers) when ``chorus budget set`` has not
+    stored one; unset = no daily limit."""
+    budget_alert_usd: float | None = Field(None, ge=0)
+    """Default daily spend (USD) at which the budget alert fires once per day."""
+    run_budget_usd: float | None = Field(None, ge=0)
+    """Default budget (USD) of each top-level run."""
+    budget_alert_webhook_url: str | None = None
+    """URL the budget alert is POSTed to (JSON), signed like run callbacks when a callback
+    secret is set; unset = log and metric only."""
+    provider_limits: dict[str, ProviderLimit] = Field(
+        default_factory=lambda: dict(DEFAULT_PROVIDER_LIMITS)
+    )
+    """Per-provider fleet-wide limits, JSON: ``{"openai": {"concurrency": 16, "rpm": 500}}``;
+    providers given replace their defaults (``chorus/limits.py``), others keep them."""
+
+    callback_secret: SecretStr | None = None
+    """Shared secret that signs run callbacks (HMAC-SHA256, ``chorus/callbacks.py``); needed
+    by workers only. A run with a callback URL on a worker without it gets no callback: the
+    delivery fails non-retryably (``CallbackNotConfigured``), the run's result is unaffected.
+    Never printed."""
+    callback_timeout_s: float = Field(10.0, gt=0, le=50)
+    """HTTP timeout of one callback delivery attempt, in seconds (the attempt's start-to-close
+    timeout is 60 s)."""
+    callback_retry_initial_s: float = Field(1.0, gt=0, le=60)
+    """First retry delay of callback deliveries, in seconds (doubling to 60 s). Read by the
+    process that starts the run and recorded in the run's input."""
+
+    content_check: str | None = None
+    """Prohibited-content check run on task, document and draft text at the SDK/CLI boundary,
+    as ``module:function`` taking ``(field, text)`` and returning a reason or ``None``;
+    default ``chorus.validation.blocked_terms_check`` (regexes in ``CHORUS_BLOCKED_TERMS``)."""
 
     log_level: str = "INFO"
+
+    codec_keys: SecretStr | None = None
+    """Payload encryption keys, ``"<key id>:<base64 32 bytes>,..."``, active key first
+    (``chorus/codec.py``); unset means history is stored unencrypted. Never printed."""
+    codec_server_port: int = Field(8081, ge=1, le=65535)
+    """Port of ``chorus codec serve``, which decodes payloads for the Temporal UI and CLI."""
+    codec_server_cors_origins: str = "http://localhost:8233"
+    """Comma-separated browser origins (the Temporal UI) allowed to call the codec server."""
+    codec_server_token: SecretStr | None = None
+    """Bearer token the codec server requires on ``/encode`` and ``/decode``; unset means anyone
+    who can reach its port can decode. Never printed."""
+
+    @field_validator("provider_limits", mode="after")
+    @classmethod
+    def _keep_default_limits(cls, value: dict[str, ProviderLimit]) -> dict[str, ProviderLimit]:
+        return {**DEFAULT_PROVIDER_LIMITS, **value}
 
     def provider_configured(self, provider: str) -> tuple[bool, str]:
         """Say whether a provider can be called from this process.

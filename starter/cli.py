@@ -63,6 +63,11 @@ draft_app = typer.Typer(
 )
 app.add_typer(dev_app, name="dev")
 app.add_typer(draft_app, name="draft")
+budget_app = typer.Typer(
+    help="Budgets in USD enforced across all workers (daily, per run, per agent).",
+    no_args_is_help=True,
+)
+app.add_typer(budget_app, name="budget")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # never split an error message across lines
@@ -144,6 +149,14 @@ def run(
         bool, typer.Option("--detach", "-d", help="Print the workflow id and UI link, don't wait.")
     ] = False,
     workflow_id: Annotated[str | None, typer.Option(help="Use this workflow id.")] = None,
+    callback_url: Annotated[
+        str | None,
+        typer.Option(
+            "--callback-url",
+            help="POST the signed result here when the run ends (the worker needs "
+            "CHORUS_CALLBACK_SECRET).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a run and wait for its result with live progress (or --detach)."""
@@ -184,6 +197,7 @@ def run(
                 document=document,
                 document_name=document_name,
                 workflow_id=workflow_id,
+                callback_url=callback_url,
             )
         else:
             handle = await chorus.start_parallel(
@@ -194,6 +208,7 @@ def run(
                 document=document,
                 document_name=document_name,
                 workflow_id=workflow_id,
+                callback_url=callback_url,
             )
         if detach:
             if as_json:
@@ -728,6 +743,83 @@ def costs(
     _with_chorus(go, as_json)
 
 
+@budget_app.command("show")
+def budget_show(as_json: JsonOpt = False) -> None:
+    """Today's spend (UTC) against each budget: limit, spent, reserved, remaining."""
+
+    async def go(chorus: ChorusClient) -> None:
+        lines = await chorus.budgets()
+        if as_json:
+            out.print_json(json.dumps([line.model_dump() for line in lines]))
+            return
+        table = Table(title="budgets (USD)", title_justify="left")
+        for col in ("budget", "period", "limit", "alert at", "spent", "reserved", "remaining"):
+            table.add_column(col, justify="left" if col in ("budget", "period") else "right")
+
+        def usd(value: float | None) -> str:
+            return "-" if value is None else f"{value:.6f}"
+
+        for line in lines:
+            table.add_row(
+                line.scope,
+                line.period,
+                usd(line.limit_usd),
+                usd(line.alert_usd),
+                usd(line.spent_usd),
+                usd(line.reserved_usd),
+                usd(line.remaining_usd),
+            )
+        out.print(table)
+
+    _with_chorus(go, as_json)
+
+
+@budget_app.command("set")
+def budget_set(
+    daily: Annotated[float | None, typer.Option(help="Daily limit, USD (UTC day).")] = None,
+    alert: Annotated[
+        float | None, typer.Option(help="Daily spend that fires the alert, USD.")
+    ] = None,
+    run: Annotated[float | None, typer.Option(help="Limit of each top-level run, USD.")] = None,
+    agent: Annotated[
+        list[str] | None, typer.Option(help="Per-agent daily limit, NAME=USD (repeatable).")
+    ] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option(help="Remove a budget: daily, run or agent:NAME.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set or remove budgets (stored in PostgreSQL; every worker enforces them at once)."""
+    changes: list[tuple[str, float | None, float | None]] = []
+    if daily is not None or alert is not None:
+        if daily is None:
+            _fail("--alert needs --daily (the alert belongs to the daily budget)", as_json=as_json)
+        changes.append(("daily", daily, alert))
+    if run is not None:
+        changes.append(("run", run, None))
+    for item in agent or []:
+        name, sep, amount = item.partition("=")
+        try:
+            changes.append((f"agent:{name.strip()}", float(amount), None))
+        except ValueError:
+            _fail(f"--agent: {item!r} is not NAME=USD", as_json=as_json)
+        if not sep or not name.strip():
+            _fail(f"--agent: {item!r} is not NAME=USD", as_json=as_json)
+    changes += [(scope, None, None) for scope in remove or []]
+    if not changes:
+        _fail("nothing to set: give --daily, --run, --agent or --remove", as_json=as_json)
+
+    async def go(chorus: ChorusClient) -> None:
+        for scope, limit, alert_at in changes:
+            await chorus.set_budget(scope, limit, alert_usd=alert_at, author=_default_author())
+        if as_json:
+            out.print_json(json.dumps([line.model_dump() for line in await chorus.budgets()]))
+        else:
+            out.print(f"budgets updated: {', '.join(c[0] for c in changes)}")
+
+    _with_chorus(go, as_json)
+
+
 @app.command()
 def history(
     workflow_id: str,
@@ -764,6 +856,43 @@ def _first_lines(text: str, n: int) -> str:
     return "\n".join(lines[:n]) + (
         f"\n… ({len(lines) - n} more lines; --full)" if len(lines) > n else ""
     )
+
+
+codec_app = typer.Typer(
+    help="Encrypted history: the payload codec's keys and codec server.", no_args_is_help=True
+)
+app.add_typer(codec_app, name="codec")
+
+
+@codec_app.command("serve")
+def codec_serve(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default CHORUS_CODEC_SERVER_PORT, 8081).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless behind a proxy.")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve /encode and /decode so the Temporal UI and CLI show encrypted payloads decoded."""
+    from chorus.codec import CodecError
+    from starter.codec_server import serve
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    try:
+        serve(settings, host=host, port=port)
+    except CodecError as exc:
+        _fail(str(exc))
+
+
+@codec_app.command("keygen")
+def codec_keygen(
+    key_id: Annotated[str, typer.Option(help="Id stored in each payload's metadata.")] = "k1",
+) -> None:
+    """Print a new ``<id>:<base64 32-byte key>`` entry for CHORUS_CODEC_KEYS (first = active)."""
+    from chorus.codec import generate_key
+
+    typer.echo(f"{key_id}:{generate_key()}")
 
 
 @app.command()

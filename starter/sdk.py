@@ -42,7 +42,8 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chorus import db
+from chorus import budget, db, validation
+from chorus.callbacks import validate_callback_url
 from chorus.drafts import (
     INLINE_CONTENT_CHARS,
     MAX_CONTENT_CHARS,
@@ -206,6 +207,7 @@ class ChorusClient:
         self.settings = settings or get_settings()
         self._pool = pool
         self._owns_pool = False
+        self._check: validation.ContentCheck | None = None
 
     async def pool(self) -> asyncpg.Pool:
         """The PostgreSQL pool, opened (schema migrated, agents seeded) on first use.
@@ -284,6 +286,50 @@ class ChorusClient:
                 f"known: {', '.join(sorted(known))}"
             )
 
+    def _clean_run_text(
+        self, task: str, document: str, document_name: str | None, workflow_id: str | None
+    ) -> tuple[str, str, str | None]:
+        """Strip control characters, check ids and run the prohibited-content check.
+
+        Raises:
+            ChorusInputError: Names the field and the rule or limit.
+        """
+        try:
+            if workflow_id is not None:
+                validation.check_identifier("workflow_id", workflow_id)
+            task = validation.clean_text(
+                "task", task, max_chars=self.settings.max_task_chars, required=True
+            )
+            document = validation.strip_controls(document)
+            if document_name is not None:
+                document_name = validation.clean_text("document_name", document_name, max_chars=200)
+            validation.check_content(self._content_check(), {"task": task, "document": document})
+        except validation.InputValidationError as exc:
+            raise ChorusInputError(str(exc)) from exc
+        return task, document, document_name
+
+    def _content_check(self) -> validation.ContentCheck:
+        if self._check is None:
+            self._check = validation.load_content_check(self.settings.content_check)
+        return self._check
+
+    def _callback_fields(self, callback_url: str | None) -> dict[str, Any]:
+        """Run-input fields of a callback: the checked URL and the first retry delay.
+
+        Raises:
+            ChorusInputError: The URL is not http/https or is longer than 2048 characters.
+        """
+        if callback_url is None:
+            return {}
+        try:
+            validate_callback_url(callback_url)
+        except ValueError as exc:
+            raise ChorusInputError(str(exc)) from None
+        return {
+            "callback_url": callback_url,
+            "callback_retry_initial_s": self.settings.callback_retry_initial_s,
+        }
+
     async def _document_fields(self, document: str) -> dict[str, Any]:
         """Inline a small document; store a large one in PostgreSQL and pass its reference."""
         if len(document.encode("utf-8")) <= self.settings.inline_text_bytes:
@@ -300,6 +346,7 @@ class ChorusClient:
         document: str = "",
         document_name: str | None = None,
         workflow_id: str | None = None,
+        callback_url: str | None = None,
     ) -> RunHandle:
         """Start a sequential pipeline.
 
@@ -310,18 +357,26 @@ class ChorusClient:
             document: Input document text (<= ``CHORUS_MAX_DOCUMENT_BYTES`` UTF-8 bytes).
             document_name: Shown to the agents and in the UI.
             workflow_id: Override the generated ``seq-<slug>-<id>``.
+            callback_url: ``http(s)`` URL (<= 2048 characters) POSTed the signed result when
+                the run ends, whatever the outcome (see :mod:`chorus.callbacks`); the worker
+                needs ``CHORUS_CALLBACK_SECRET``.
 
         Raises:
-            ChorusInputError: Invalid input (see :meth:`validate`).
+            ChorusInputError: Invalid input (see :meth:`validate`) or callback URL.
 
         """
         steps = _to_steps(agents)
+        callback = self._callback_fields(callback_url)
+        task, document, document_name = self._clean_run_text(
+            task, document, document_name, workflow_id
+        )
         await self.validate(task, document, steps, [])
         run_input = SequentialInput(
             task=task,
             document_name=document_name,
             steps=steps,
             **await self._document_fields(document),
+            **callback,
         )
         plan = " → ".join(step_label(s) for s in steps)
         return await self._start("sequential", run_input, plan, workflow_id)
@@ -336,6 +391,7 @@ class ChorusClient:
         document: str = "",
         document_name: str | None = None,
         workflow_id: str | None = None,
+        callback_url: str | None = None,
     ) -> RunHandle:
         """Start a parallel fan-out/fan-in run.
 
@@ -347,18 +403,24 @@ class ChorusClient:
             document: Input document text.
             document_name: Shown to the agents and in the UI.
             workflow_id: Override the generated ``par-<slug>-<id>``.
+            callback_url: ``http(s)`` URL POSTed the signed result when the run ends (see
+                :meth:`start_sequential`).
 
         Raises:
-            ChorusInputError: Invalid input (see :meth:`validate`), or ``min_successes`` out of
-                range.
+            ChorusInputError: Invalid input (see :meth:`validate`), ``min_successes`` out of
+                range, or an invalid callback URL.
 
         """
         steps = _to_steps(branches)
+        callback = self._callback_fields(callback_url)
         if not 1 <= min_successes <= len(steps):
             raise ChorusInputError(
                 f"min_successes: {min_successes}, must be between 1 and the number of "
                 f"branches ({len(steps)})"
             )
+        task, document, document_name = self._clean_run_text(
+            task, document, document_name, workflow_id
+        )
         await self.validate(task, document, steps, [aggregator] if aggregator else [])
         run_input = ParallelInput(
             task=task,
@@ -367,6 +429,7 @@ class ChorusClient:
             branches=steps,
             aggregator=aggregator,
             min_successes=min_successes,
+            **callback,
         )
         plan = " | ".join(step_label(s) for s in steps) + (f" ⇒ {aggregator}" if aggregator else "")
         return await self._start("parallel", run_input, plan, workflow_id)
@@ -378,7 +441,9 @@ class ChorusClient:
         plan: str,
         workflow_id: str | None,
     ) -> RunHandle:
-        workflow_id = workflow_id or make_workflow_id(pattern, run_input.task)
+        # With encrypted history the id must not quote the task (ids are never encrypted).
+        slug_source = "" if self.settings.codec_keys else run_input.task
+        workflow_id = workflow_id or make_workflow_id(pattern, slug_source)
         has_document = bool(run_input.document or run_input.document_ref)
         doc = run_input.document_name or ("input" if has_document else "(no document)")
         ref = run_input.document_ref
@@ -533,6 +598,30 @@ class ChorusClient:
         """
         return await db.cost_summary(await self.pool(), by=by, since=since)
 
+    async def budgets(self) -> list[budget.BudgetLine]:
+        """Every budget with today's spent, reserved and remaining USD (UTC day)."""
+        return await budget.standing(await self.pool(), self.settings)
+
+    async def set_budget(
+        self,
+        scope: str,
+        limit_usd: float | None,
+        *,
+        alert_usd: float | None = None,
+        author: str = "",
+    ) -> None:
+        """Set a budget (``daily``, ``run`` or ``agent:<name>``) in USD; ``None`` removes it.
+
+        Raises:
+            ChorusInputError: Unknown scope, negative amount, misplaced alert (names the field).
+        """
+        try:
+            await budget.set_limit(
+                await self.pool(), scope, limit_usd, alert_usd=alert_usd, author=author
+            )
+        except ValueError as exc:
+            raise ChorusInputError(str(exc)) from exc
+
     async def transcript(self, workflow_id: str) -> list[dict[str, Any]]:
         """A run's transcript (its and its child workflows' agent calls), from PostgreSQL.
 
@@ -605,10 +694,23 @@ class ChorusClient:
             ChorusInputError: Empty or too long title/owner, or text over MAX_CONTENT_CHARS
                 (2,000,000) characters.
         """
-        if len(content) > MAX_CONTENT_CHARS:
-            raise ChorusInputError(
-                f"content: {len(content)} characters, the limit is {MAX_CONTENT_CHARS}"
+        try:
+            for field, user in [
+                ("owner", owner),
+                *(("collaborators", u) for u in collaborators or {}),
+            ]:
+                validation.check_identifier(field, user)
+            if draft_id is not None:
+                validation.check_identifier("draft_id", draft_id)
+            title = validation.clean_text("title", title, max_chars=200, required=True)
+            content = validation.clean_text("content", content, max_chars=MAX_CONTENT_CHARS)
+            if brief is not None:
+                brief = validation.clean_text("brief", brief, max_chars=10_000)
+            validation.check_content(
+                self._content_check(), {"title": title, "content": content, "brief": brief or ""}
             )
+        except validation.InputValidationError as exc:
+            raise ChorusInputError(str(exc)) from exc
         try:
             draft_input = DraftInput(
                 title=title,
@@ -621,7 +723,8 @@ class ChorusClient:
             raise ChorusInputError(str(exc)) from exc
         if len(content) > INLINE_CONTENT_CHARS:
             draft_input.content_ref = await db.put_text(await self.pool(), content)
-        draft_id = draft_id or f"draft-{slugify(title)}-{uuid.uuid4().hex[:8]}"
+        slug = "draft" if self.settings.codec_keys else slugify(title)
+        draft_id = draft_id or f"draft-{slug}-{uuid.uuid4().hex[:8]}"
         await self.client.start_workflow(
             DRAFT_WORKFLOW,
             draft_input,
@@ -644,12 +747,13 @@ class ChorusClient:
             DraftRefusedError: The validator or handler refused (``error_type`` says why:
                 EditConflict, PermissionDenied, IllegalTransition, ReadOnly, InvalidEdit).
         """
+        cleaned = self._clean_draft_request(request)
         handle = self.client.get_workflow_handle(draft_id)
         delay = 0.05
         for _ in range(40):
             try:
                 result: EditResult = await handle.execute_update(
-                    update, request, result_type=EditResult
+                    update, cleaned, result_type=EditResult
                 )
                 return result
             except WorkflowUpdateFailedError as exc:
@@ -664,13 +768,56 @@ class ChorusClient:
                 delay = min(delay * 2, 1.0)
         raise DraftRefusedError(f"{update} on {draft_id}: server busy, gave up", "Busy")
 
+    def _clean_draft_request(
+        self, request: EditRequest | RevisionRequest | UserRequest | CommentRequest
+    ) -> EditRequest | RevisionRequest | UserRequest | CommentRequest:
+        """Strip control characters from the text a draft request carries; content check.
+
+        Raises:
+            ChorusInputError: The prohibited-content check refused the text.
+        """
+        fields: dict[str, str] = {}
+        if isinstance(request, EditRequest):
+            if request.edit is not None:
+                edit = request.edit.model_copy(
+                    update={"text": validation.strip_controls(request.edit.text)}
+                )
+                request = request.model_copy(update={"edit": edit})
+                fields["edit text"] = edit.text
+            if request.content is not None:
+                request = request.model_copy(
+                    update={"content": validation.strip_controls(request.content)}
+                )
+                fields["content"] = request.content or ""
+        elif isinstance(request, RevisionRequest):
+            request = request.model_copy(
+                update={"instruction": validation.strip_controls(request.instruction)}
+            )
+            fields["instruction"] = request.instruction
+        elif isinstance(request, CommentRequest):
+            request = request.model_copy(update={"text": validation.strip_controls(request.text)})
+            fields["comment"] = request.text
+        try:
+            validation.check_content(self._content_check(), fields)
+        except validation.InputValidationError as exc:
+            raise ChorusInputError(str(exc)) from exc
+        return request
+
     async def draft_signal(
         self,
         draft_id: str,
         signal: str,
         request: CommentRequest | CollaboratorRequest | ResolveCommentRequest,
     ) -> None:
-        """Send ``comment``, ``add_collaborator`` or ``resolve_comment`` (fire and forget)."""
+        """Send ``comment``, ``add_collaborator`` or ``resolve_comment`` (fire and forget).
+
+        Raises:
+            ChorusInputError: The comment text was refused by the prohibited-content check.
+        """
+        if isinstance(request, CommentRequest):
+            cleaned = self._clean_draft_request(request)
+            assert isinstance(cleaned, CommentRequest)
+            request = cleaned
         await self.client.get_workflow_handle(draft_id).signal(signal, request)
 
     async def draft(self, draft_id: str, *, wait_seconds: float = 10.0) -> DraftView:
@@ -686,10 +833,21 @@ class ChorusClient:
 
         Raises:
             TimeoutError: A large draft's queried version was not saved within ``wait_seconds``.
+            RPCError: The query failed (after backing off while the server said the workflow
+                was busy, RESOURCE_EXHAUSTED).
         """
-        view: DraftView = await self.client.get_workflow_handle(draft_id).query(
-            "draft", result_type=DraftView
-        )
+        handle = self.client.get_workflow_handle(draft_id)
+        delay = 0.05
+        for attempt in range(20):
+            try:
+                view: DraftView = await handle.query("draft", result_type=DraftView)
+                break
+            except RPCError as exc:
+                # "consistent query buffer is full": the workflow is busy; back off and retry
+                if exc.status != RPCStatusCode.RESOURCE_EXHAUSTED or attempt == 19:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
         if view.content is not None:
             return view
         pool = await self.pool()

@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities import DraftActivities, RunActivities
+from activities import CallbackActivities, DraftActivities, RunActivities
 from chorus import db
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
@@ -186,7 +186,14 @@ async def running_worker(
     worker = build_worker(
         client,
         settings,
-        [llm(pool), runs.start_run, runs.finish_run, runs.resolve_agents, drafts.save_draft],
+        [
+            llm(pool),
+            runs.start_run,
+            runs.finish_run,
+            runs.resolve_agents,
+            drafts.save_draft,
+            CallbackActivities(settings).deliver_callback,
+        ],
         **worker_options,
     )
     try:

@@ -35,12 +35,25 @@ class Recorded:
 
 
 class StubLLM:
-    """Run with ``with StubLLM() as stub:``; ``stub.base_url`` ends in ``/v1``."""
+    """Run with ``with StubLLM() as stub:``; ``stub.base_url`` ends in ``/v1``.
 
-    def __init__(self) -> None:
+    ``default_delay_s`` delays every unscripted reply; ``in_flight``/``max_in_flight`` count
+    concurrent requests (for limit tests); with ``usage_from_body`` the reported prompt tokens
+    are the request's message characters / 4 (like a real tokenizer on English) instead of 13.
+    """
+
+    def __init__(
+        self, default_delay_s: float = 0.0, usage_from_body: bool = False, echo: bool = False
+    ) -> None:
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
+        self.default_delay_s = default_delay_s
+        self.usage_from_body = usage_from_body
+        self.echo = echo
+        """Answer with the request's last user message (unscripted replies)."""
+        self.in_flight = 0
+        self.max_in_flight = 0
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,12 +64,22 @@ class StubLLM:
                 self._send(200, {}, {"object": "list", "data": [{"id": "stub"}]})
 
             def do_POST(self) -> None:
+                with stub._lock:
+                    stub.in_flight += 1
+                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                try:
+                    self._post()
+                finally:
+                    with stub._lock:
+                        stub.in_flight -= 1
+
+            def _post(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 model = body.get("model", "")
                 with stub._lock:
                     queue = stub._scripts[model]
-                    reply = queue.popleft() if queue else Reply()
+                    reply = queue.popleft() if queue else Reply(delay_s=stub.default_delay_s)
                     stub.requests.append(
                         Recorded(self.path, model, body, time.monotonic(), reply.status)
                     )
@@ -70,6 +93,12 @@ class StubLLM:
                     )
                     return
                 text = reply.text if reply.text is not None else _default_text(body)
+                if stub.echo and reply.text is None:
+                    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+                    text = str(users[-1]["content"]) if users else ""
+                prompt_tokens = 13
+                if stub.usage_from_body:
+                    prompt_tokens = len(json.dumps(body.get("messages", []))) // 4 + 1
                 if self.path.endswith("/messages"):
                     payload: dict[str, Any] = {
                         "id": "msg_stub",
@@ -94,7 +123,11 @@ class StubLLM:
                                 "finish_reason": "stop",
                             }
                         ],
-                        "usage": {"prompt_tokens": 13, "completion_tokens": 5, "total_tokens": 18},
+                        "usage": {
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": 5,
+                            "total_tokens": prompt_tokens + 5,
+                        },
                     }
                 self._send(200, reply.headers, payload)
 

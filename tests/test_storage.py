@@ -91,8 +91,10 @@ async def test_one_row_per_run_and_per_call_despite_retries_and_replay(client, m
     assert run is not None and run["status"] == "succeeded" and run["llm_calls"] == 5
     assert run["agent_versions"] == {"analyst": 1, "writer": 1, "critic": 1, "aggregator": 1}
     assert child is not None and child["parent_workflow_id"] == handle.workflow_id
-    # in completion order: the retried writer branch finished after the critic branch
-    assert [m["agent"] for m in archived] == ["analyst", "critic", "writer", "aggregator", "writer"]
+    # in completion order (the two parallel branches may finish either way round)
+    agents = [m["agent"] for m in archived]
+    assert agents[0] == "analyst" and agents[3:] == ["aggregator", "writer"]
+    assert sorted(agents[1:3]) == ["critic", "writer"]
     assert {m["workflow_id"] for m in archived} == {handle.workflow_id, child["workflow_id"]}
     assert float(run["cost_usd"]) == pytest.approx((11 * 1.0 + 7 * 5.0) / 1e6)
 

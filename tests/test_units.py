@@ -184,3 +184,28 @@ def test_edit_diff_matches_a_whole_text_diff():
         edit = TextEdit(start=start, end=end, text=rng.choice(["", "X", "new\nlines\n", "\n"]))
         after = apply_edit(before, edit)
         assert edit_diff(before, edit, 5) == unified_diff(before, after, 5), edit
+
+
+def test_validation_strips_controls_and_names_fields(monkeypatch):
+    import pytest
+
+    from chorus import validation
+
+    assert validation.strip_controls("a\x00b\x1bc\td\ne\r\x85f") == "abc\td\ne\rf"
+    assert validation.control_problem("task", "ok\x07") == (
+        "task: contains control character U+0007 at position 2 (only tab, newline and "
+        "carriage return are allowed)"
+    )
+    with pytest.raises(validation.InputValidationError, match="task: 12 characters, the limit"):
+        validation.clean_text("task", "x" * 12, max_chars=10)
+    with pytest.raises(validation.InputValidationError, match="title: must not be empty"):
+        validation.clean_text("title", " \x00 ", max_chars=10, required=True)
+    with pytest.raises(validation.InputValidationError, match="draft_id: 'bad id'"):
+        validation.check_identifier("draft_id", "bad id")
+    validation.check_identifier("draft_id", "draft-release-notes-1a2b3c4d")
+    monkeypatch.setenv("CHORUS_BLOCKED_TERMS", r"top secret,\bproject x\b")
+    check = validation.load_content_check(None)
+    with pytest.raises(validation.InputValidationError, match="document: contains blocked"):
+        validation.check_content(check, {"task": "fine", "document": "About Project X today"})
+    with pytest.raises(validation.InputValidationError, match="CHORUS_CONTENT_CHECK"):
+        validation.load_content_check("no_such_module:check")

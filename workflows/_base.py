@@ -7,6 +7,7 @@ randomness; every external effect goes through an activity or a child workflow.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -24,8 +25,11 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from chorus import errors
+    from chorus.callbacks import CallbackPayload, CallbackStatus, CallbackTotals, url_host
+    from chorus.limits import SLOT_WAIT_S
     from chorus.models import (
         AgentStep,
+        DeliverCallbackInput,
         FailedBranch,
         FinishRunInput,
         LLMRequest,
@@ -51,12 +55,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from chorus.names import (
         CALL_LLM_ACTIVITY,
+        DELIVER_CALLBACK_ACTIVITY,
         FINISH_RUN_ACTIVITY,
         PARALLEL_WORKFLOW,
         PROGRESS_QUERY,
         SEQUENTIAL_WORKFLOW,
         START_RUN_ACTIVITY,
+        llm_task_queue,
     )
+    from chorus.validation import control_problem
 
 LLM_MAX_ATTEMPTS = 4
 LLM_RETRY_POLICY = RetryPolicy(
@@ -74,8 +81,25 @@ STORAGE_RETRY_POLICY = RetryPolicy(
     non_retryable_error_types=[errors.UNKNOWN_AGENT, errors.NO_USABLE_PROVIDER],
 )
 """Run bookkeeping retries until PostgreSQL answers (no attempt limit), except bad input."""
+PROVIDER_TASK_QUEUES_PATCH = "llm-task-queue-per-provider"
+"""Patch id: LLM calls moved from the run's task queue to one task queue per provider."""
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 """The LLM activity heartbeats every ~10 s, so a crashed worker's call is retried in <= 30 s."""
+
+CALLBACK_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    non_retryable_error_types=[errors.CALLBACK_REJECTED, errors.CALLBACK_NOT_CONFIGURED],
+)
+"""Callback delivery: 1 s doubling to 60 s until ``CALLBACK_DELIVERY_WINDOW`` runs out (the
+first interval comes from the run's input); ``Retry-After`` overrides."""
+CALLBACK_DELIVERY_WINDOW = timedelta(hours=24)
+"""Schedule-to-close of a callback delivery: a receiver may be down this long (~1,450 attempts)
+and still get the result. The workflow stays open meanwhile (its run row is already closed)."""
+CALLBACK_ATTEMPT_TIMEOUT = timedelta(seconds=60)
+"""Start-to-close of one delivery attempt; ``CHORUS_CALLBACK_TIMEOUT_S`` (<= 50 s) bounds the
+HTTP call inside it."""
 
 
 def describe_activity_failure(err: ActivityError) -> tuple[str, str, int]:
@@ -193,17 +217,23 @@ async def call_agent(
             max_tokens=spec.max_tokens,
             output_schema=spec.output_schema,
             timeout_s=spec.timeout_s,
+            pii=spec.pii,
         )
         fallback_note = f", fallback {position}/{len(usable)}" if position > 1 else ""
+        # Each provider's calls run on its own task queue, rate-limited by the server for the
+        # whole fleet (chorus/limits.py). Runs started before this change keep the main queue.
+        task_queue = None
+        if workflow.patched(PROVIDER_TASK_QUEUES_PATCH):
+            task_queue = llm_task_queue(workflow.info().task_queue, link.provider)
+        attempt_s = spec.timeout_s + 10 + SLOT_WAIT_S
         try:
             response = await workflow.execute_activity(
                 CALL_LLM_ACTIVITY,
                 request,
                 result_type=LLMResponse,
-                start_to_close_timeout=timedelta(seconds=spec.timeout_s + 10),
-                schedule_to_close_timeout=timedelta(
-                    seconds=(spec.timeout_s + 10) * LLM_MAX_ATTEMPTS + 300
-                ),
+                task_queue=task_queue,
+                start_to_close_timeout=timedelta(seconds=attempt_s),
+                schedule_to_close_timeout=timedelta(seconds=attempt_s * LLM_MAX_ATTEMPTS + 300),
                 heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
                 retry_policy=LLM_RETRY_POLICY,
                 summary=f"{spec.name} via {link}{fallback_note}",
@@ -329,13 +359,27 @@ class RunWorkflowBase:
         workflow.set_current_details("\n".join(lines))
 
     async def _start_run(self, input: SequentialInput | ParallelInput, names: list[str]) -> None:
-        """Pin agent configurations and record the run row (``chorus.start_run``)."""
+        """Pin agent configurations and record the run row (``chorus.start_run``).
+
+        Raises:
+            ApplicationError: ``InvalidInput`` (non-retryable) when the input breaks the rules
+                the SDK enforces (a plain Temporal client may have started the run).
+        """
         info = workflow.info()
         self._task = input.task
         self._document = input.document
         self._document_name = input.document_name
         self._document_ref = input.document_ref
         self._root_id = info.root.workflow_id if info.root else info.workflow_id
+        self._callback_url = input.callback_url if info.parent is None else None
+        self._callback_retry_initial_s = input.callback_retry_initial_s
+        problem = control_problem("task", input.task) or control_problem("document", input.document)
+        if problem is None and not input.task.strip():
+            problem = "task: must not be empty"
+        if problem is not None:
+            self._done = True
+            await self._deliver_callback("failed", RunTotals(), None, problem, workflow.now())
+            raise ApplicationError(problem, type=errors.INVALID_INPUT, non_retryable=True)
         size = input.document_ref.size_bytes if input.document_ref else len(input.document.encode())
         try:
             result: ResolveAgentsResult = await workflow.execute_activity(
@@ -359,9 +403,15 @@ class RunWorkflowBase:
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
+                await self._deliver_callback(
+                    "cancelled", RunTotals(), None, "cancelled", workflow.now()
+                )
                 raise
             error_type, message, _ = describe_activity_failure(err)
             self._done = True
+            await self._deliver_callback(
+                "failed", RunTotals(), None, f"cannot start: {message}", workflow.now()
+            )
             raise ApplicationError(
                 f"cannot start: {message}", type=error_type, non_retryable=True
             ) from err
@@ -373,16 +423,21 @@ class RunWorkflowBase:
         result: RunResult | None,
         error: str | None = None,
     ) -> None:
-        """Close the run row; top-level runs also archive their transcript."""
+        """Close the run row, then deliver the run's callback if it has one.
+
+        Top-level runs also archive their transcript.
+        """
         info = workflow.info()
         finished = workflow.now()
+        totals = result.totals if result else totals_of([], self._started_at, finished)
+        output = result.output if result and status == "succeeded" else None
         await workflow.execute_activity(
             FINISH_RUN_ACTIVITY,
             FinishRunInput(
                 status=status,
                 finished_at=finished,
-                totals=result.totals if result else totals_of([], self._started_at, finished),
-                output=result.output if result and status == "succeeded" else None,
+                totals=totals,
+                output=output,
                 error=error,
                 archive=info.parent is None,
             ),
@@ -390,6 +445,79 @@ class RunWorkflowBase:
             retry_policy=STORAGE_RETRY_POLICY,
             summary=f"Record run {status}",
         )
+        await self._deliver_callback(status, totals, output, error, finished)
+
+    async def _deliver_callback(
+        self,
+        status: CallbackStatus,
+        totals: RunTotals,
+        output: str | None,
+        error: str | None,
+        finished_at: datetime,
+    ) -> None:
+        """POST the run's outcome to its callback URL, if it has one (``chorus.deliver_callback``).
+
+        A cancellation request arriving while the delivery is in flight neither stops it nor
+        changes how the run ends: the run already ended and is recorded, so the receiver must
+        hear about it (``workflow.wait`` does not cancel what it waits on). A delivery that fails
+        for good is logged as a warning, never raised: the run's own result stands. Runs
+        without a callback URL (child workflows, and every run before callbacks existed)
+        schedule nothing, so their histories replay unchanged.
+
+        Args:
+            status: How the run ended.
+            totals: The run's totals (partial for a failed run).
+            output: Final output, for a succeeded run.
+            error: Why the run failed, or ``"cancelled"``.
+            finished_at: When the run ended (workflow time).
+        """
+        url = self._callback_url
+        if url is None:
+            return
+        info = workflow.info()
+        payload = CallbackPayload(
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            workflow_type=info.workflow_type,
+            status=status,
+            output=output,
+            error=error,
+            totals=CallbackTotals(
+                llm_calls=totals.llm_calls,
+                input_tokens=totals.input_tokens,
+                output_tokens=totals.output_tokens,
+                cost_usd=totals.cost_usd,
+            ),
+            finished_at=finished_at,
+        )
+        delivery = workflow.start_activity(
+            DELIVER_CALLBACK_ACTIVITY,
+            DeliverCallbackInput(url=url, payload=payload),
+            start_to_close_timeout=CALLBACK_ATTEMPT_TIMEOUT,
+            schedule_to_close_timeout=CALLBACK_DELIVERY_WINDOW,
+            retry_policy=dataclasses.replace(
+                CALLBACK_RETRY_POLICY,
+                initial_interval=timedelta(seconds=self._callback_retry_initial_s),
+            ),
+            summary=f"Callback: run {status} → {url_host(url)}",
+        )
+        while not delivery.done():
+            try:
+                await workflow.wait([delivery])
+            except asyncio.CancelledError:
+                workflow.logger.info(
+                    "cancellation requested while the run's callback is in flight; "
+                    "the run has ended, so the delivery continues"
+                )
+        try:
+            delivery.result()
+        except ActivityError as err:
+            workflow.logger.warning(
+                "callback to %s not delivered (run %s is unaffected): %s",
+                url_host(url),
+                status,
+                failure_message(err),
+            )
 
     async def _run_body(self, body: Awaitable[RunResult]) -> RunResult:
         """Await the orchestration, recording success, failure or cancellation in PostgreSQL."""

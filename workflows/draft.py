@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from chorus.models import ResolveAgentsInput, ResolveAgentsResult
     from chorus.names import DRAFT_WORKFLOW, RESOLVE_AGENTS_ACTIVITY, SAVE_DRAFT_ACTIVITY
+    from chorus.validation import control_problem
 
 REVISIONS_KEPT = 200
 """Revisions kept in workflow state (at most); an edit based on an older version is refused."""
@@ -303,6 +304,8 @@ class DraftWorkflow:
         else:
             assert request.edit is not None
             edit = request.edit
+        if problem := control_problem("edit text", edit.text):
+            raise ApplicationError(problem, type="InvalidEdit")
         if len(edit.text) > MAX_EDIT_CHARS:
             raise ApplicationError(
                 f"the edit's text is {len(edit.text)} characters; the limit is {MAX_EDIT_CHARS} "
@@ -454,6 +457,9 @@ class DraftWorkflow:
         s = self.state
         if request.user not in s.collaborators:
             workflow.logger.warning("comment from non-collaborator %s ignored", request.user)
+            return
+        if control_problem("comment", request.text):
+            workflow.logger.warning("comment with control characters ignored")
             return
         if not (request.start <= request.end <= s.content_chars):
             workflow.logger.warning(

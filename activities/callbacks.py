@@ -1,0 +1,127 @@
+"""The ``chorus.deliver_callback`` activity: POST a run's signed result to its callback URL.
+
+Temporal owns retries (the workflow's ``CALLBACK_RETRY_POLICY``); each attempt is one POST,
+signed afresh (new timestamp) with the same ``X-Chorus-Delivery`` id, and its outcome maps to:
+
+- 2xx: delivered.
+- 408, 429, 5xx, timeouts and connection errors: ``CallbackUnavailable``, retryable, with the
+  receiver's ``Retry-After`` (capped by ``CHORUS_MAX_RETRY_AFTER_S``) as the next retry delay.
+- Any other status (3xx included: redirects are not followed, so a signed body never reaches a
+  host nobody named): ``CallbackRejected``, non-retryable.
+- No ``CHORUS_CALLBACK_SECRET`` on the worker, or an invalid URL: ``CallbackNotConfigured``,
+  non-retryable (an unsigned callback could not be trusted, so none is sent).
+
+The mapping follows temporalio's ``contrib/openai_agents`` model activity.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.llm import parse_retry_after
+from chorus import errors
+from chorus.callbacks import (
+    ATTEMPT_HEADER,
+    delivery_id,
+    signed_headers,
+    url_host,
+    validate_callback_url,
+)
+from chorus.models import DeliverCallbackInput
+from chorus.names import DELIVER_CALLBACK_ACTIVITY
+from chorus.settings import Settings
+
+USER_AGENT = "chorus-callbacks/1"
+
+
+class CallbackActivities:
+    """Delivers run callbacks, signed with the worker's ``CHORUS_CALLBACK_SECRET``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    @activity.defn(name=DELIVER_CALLBACK_ACTIVITY)
+    async def deliver_callback(self, input: DeliverCallbackInput) -> None:
+        """POST ``input.payload`` as JSON to ``input.url`` with the signature headers.
+
+        One HTTP client per attempt: a run delivers one callback, so a shared connection pool
+        would buy nothing.
+
+        Args:
+            input: Receiver URL and the payload; the delivery id is
+                ``<payload.workflow_id>:<payload.run_id>``.
+
+        Raises:
+            ApplicationError: ``CallbackUnavailable`` (retryable; ``next_retry_delay`` from
+                ``Retry-After``) for 408/429/5xx, timeouts and connection errors;
+                ``CallbackRejected`` (non-retryable) naming the status for other non-2xx
+                answers; ``CallbackNotConfigured`` (non-retryable) when the worker has no
+                callback secret or the URL is invalid.
+
+        """
+        info = activity.info()
+        secret = self._settings.callback_secret
+        if secret is None or not secret.get_secret_value():
+            raise ApplicationError(
+                "callback not delivered: CHORUS_CALLBACK_SECRET is not set on this worker, "
+                "and callbacks are never sent unsigned",
+                type=errors.CALLBACK_NOT_CONFIGURED,
+                non_retryable=True,
+            )
+        try:
+            validate_callback_url(input.url)
+        except ValueError as exc:
+            raise ApplicationError(
+                str(exc), type=errors.CALLBACK_NOT_CONFIGURED, non_retryable=True
+            ) from None
+        host = url_host(input.url)
+        body = input.payload.model_dump_json().encode()
+        delivery = delivery_id(input.payload.workflow_id, input.payload.run_id)
+        headers = signed_headers(
+            secret.get_secret_value().encode(), body, delivery, int(time.time())
+        )
+        headers[ATTEMPT_HEADER] = str(info.attempt)
+        headers["User-Agent"] = USER_AGENT
+        try:
+            async with httpx.AsyncClient(
+                timeout=self._settings.callback_timeout_s, follow_redirects=False
+            ) as http:
+                response = await http.post(input.url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            raise ApplicationError(
+                f"callback to {host}: no answer within {self._settings.callback_timeout_s} s",
+                type=errors.CALLBACK_UNAVAILABLE,
+            ) from None
+        except httpx.TransportError as exc:
+            raise ApplicationError(
+                f"callback to {host}: {type(exc).__name__}: {exc}",
+                type=errors.CALLBACK_UNAVAILABLE,
+            ) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            activity.logger.info(
+                "callback %s delivered to %s (HTTP %d, attempt %d)",
+                delivery,
+                host,
+                status,
+                info.attempt,
+            )
+            return
+        if status in (408, 429) or status >= 500:
+            raise ApplicationError(
+                f"callback to {host}: receiver answered HTTP {status}; retrying",
+                type=errors.CALLBACK_UNAVAILABLE,
+                next_retry_delay=parse_retry_after(
+                    response.headers, self._settings.max_retry_after_s
+                ),
+            )
+        raise ApplicationError(
+            f"callback to {host}: receiver answered HTTP {status}; not retried"
+            + (" (redirects are not followed)" if 300 <= status < 400 else ""),
+            type=errors.CALLBACK_REJECTED,
+            non_retryable=True,
+        )

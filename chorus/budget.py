@@ -1,0 +1,395 @@
+"""Budgets that hold across every worker: reserve before a paid LLM call, settle after it.
+
+Before each priced LLM call the ``chorus.call_llm`` activity **reserves** the call's worst-case
+cost in PostgreSQL, in one transaction that locks the budget periods involved, so concurrent
+calls on any number of workers can never together pass a limit:
+
+- worst case = the prompt's UTF-8 size in bytes as input tokens (a byte-level BPE token, as
+  used by OpenAI and Anthropic models, covers at least one byte) plus
+  ``WORST_CASE_OVERHEAD_TOKENS`` for the chat template, and the request's ``max_tokens`` as
+  output tokens, priced with :mod:`chorus.pricing`;
+- after the call the reservation is **settled** to the real cost (provider-reported tokens);
+  when the call fails it is **released**; a retry of the same activity re-reserves.
+
+Budgets (USD; any may be unset): ``daily`` (all spend per UTC day, with an alert threshold),
+``run`` (each top-level run), ``agent:<name>`` (one agent per UTC day). Limits live in the
+``budgets`` table (``chorus budget set``); ``CHORUS_DAILY_BUDGET_USD``,
+``CHORUS_BUDGET_ALERT_USD`` and ``CHORUS_RUN_BUDGET_USD`` are the defaults when no row exists.
+
+Unpriced models (local servers, or models missing from the price table) cost 0 and are never
+refused; their calls are not reserved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from pydantic import BaseModel
+
+from chorus.pricing import lookup_price
+from chorus.settings import Settings
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+WORST_CASE_OVERHEAD_TOKENS = 32
+"""Tokens added to the prompt's byte count for chat-template markup (OpenAI documents ~3 per
+message plus 3 per reply; Anthropic a similar few)."""
+STALE_RESERVATION_MINUTES = 60
+"""A reservation left ``reserved`` this long (its worker died between call and settle, and the
+activity was never retried) is released by the next reservation that sees it."""
+
+
+class BudgetExceededError(Exception):
+    """A call would pass a budget.
+
+    Attributes:
+        budget: The budget's scope (``daily``, ``run``, ``agent:<name>``).
+        period: The period it applies to (``day:2026-11-21``, ``run:<workflow id>``...).
+        limit_usd: The limit.
+        committed_usd: Spent plus reserved in that period before this request.
+        request_usd: This call's worst-case cost.
+    """
+
+    def __init__(
+        self,
+        budget: str,
+        period: str,
+        limit_usd: float,
+        committed_usd: float,
+        request_usd: float,
+        what: str,
+    ) -> None:
+        self.budget = budget
+        self.period = period
+        self.limit_usd = limit_usd
+        self.committed_usd = committed_usd
+        self.request_usd = request_usd
+        super().__init__(
+            f"budget {budget!r} ({period}) would be exceeded: limit ${limit_usd:.6f}, already "
+            f"spent or reserved ${committed_usd:.6f}, this request (${request_usd:.6f} worst "
+            f"case) is {what}"
+        )
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One budget: its scope, limit and (daily only) alert threshold, in USD."""
+
+    scope: str
+    limit_usd: float
+    alert_usd: float | None = None
+
+
+class BudgetLine(BaseModel):
+    """One budget's standing in its current period (``chorus budget show``)."""
+
+    scope: str
+    period: str
+    limit_usd: float | None
+    alert_usd: float | None
+    spent_usd: float
+    reserved_usd: float
+    remaining_usd: float | None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What ``reserve`` did: the amount held, and whether a settle/release is due."""
+
+    amount_usd: float
+    held: bool
+    already_settled: bool = False
+
+
+def worst_case_usd(
+    provider: str, model: str, prompt_bytes: int, max_tokens: int
+) -> tuple[float, bool]:
+    """Worst-case cost of one call, and whether the model is priced.
+
+    Args:
+        provider: ``openai``, ``anthropic`` or ``local``.
+        model: Model name (price-table prefix match).
+        prompt_bytes: UTF-8 size of system + user prompt.
+        max_tokens: The request's output-token cap.
+
+    Returns:
+        ``(USD, priced)``; unpriced models give ``(0.0, False)``.
+    """
+    price = lookup_price(provider, model)
+    if price is None:
+        return 0.0, False
+    return price.cost(prompt_bytes + WORST_CASE_OVERHEAD_TOKENS, max_tokens), True
+
+
+def periods_for(agent: str, root_workflow_id: str, day: date) -> dict[str, str]:
+    """Budget scope -> the period row a call counts against."""
+    return {
+        "daily": f"day:{day.isoformat()}",
+        "run": f"run:{root_workflow_id}",
+        f"agent:{agent}": f"agent:{agent}:{day.isoformat()}",
+    }
+
+
+async def limits(conn: Conn | asyncpg.Pool, settings: Settings) -> dict[str, Limit]:
+    """Configured budgets: rows of ``budgets``, else the settings' defaults."""
+    found: dict[str, Limit] = {}
+    if settings.daily_budget_usd is not None:
+        found["daily"] = Limit("daily", settings.daily_budget_usd, settings.budget_alert_usd)
+    if settings.run_budget_usd is not None:
+        found["run"] = Limit("run", settings.run_budget_usd)
+    for row in await conn.fetch("SELECT scope, limit_usd, alert_usd FROM budgets"):
+        alert = float(row["alert_usd"]) if row["alert_usd"] is not None else None
+        found[row["scope"]] = Limit(row["scope"], float(row["limit_usd"]), alert)
+    return found
+
+
+async def reserve(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    workflow_id: str,
+    activity_id: str,
+    root_workflow_id: str,
+    agent: str,
+    provider: str,
+    model: str,
+    amount_usd: float,
+    now: datetime | None = None,
+) -> Reservation:
+    """Hold ``amount_usd`` against every budget the call counts toward, or refuse.
+
+    Idempotent per ``(workflow_id, activity_id)``: a reservation still held (a retry after a
+    crash) is reused; a settled one means the call was already paid for.
+
+    Raises:
+        BudgetExceededError: Spent + reserved + ``amount_usd`` would pass a limit (the first
+            such budget is named). Nothing is held then.
+    """
+    if amount_usd <= 0:
+        return Reservation(0.0, held=False)
+    day = (now or datetime.now(UTC)).date()
+    periods = periods_for(agent, root_workflow_id, day)
+    amount = Decimal(str(round(amount_usd, 8)))
+    async with pool.acquire() as conn, conn.transaction():
+        await _release_stale(conn)
+        existing = await conn.fetchrow(
+            "SELECT state, reserved_usd FROM budget_reservations"
+            " WHERE workflow_id = $1 AND activity_id = $2 FOR UPDATE",
+            workflow_id,
+            activity_id,
+        )
+        if existing is not None and existing["state"] == "reserved":
+            return Reservation(float(existing["reserved_usd"]), held=True)
+        if existing is not None and existing["state"] == "settled":
+            return Reservation(0.0, held=False, already_settled=True)
+        configured = await limits(conn, settings)
+        keys = sorted(periods.values())  # one lock order for every caller: no deadlocks
+        await conn.execute(
+            "INSERT INTO budget_spend (period) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            keys,
+        )
+        rows = await conn.fetch(
+            "SELECT period, reserved_usd, spent_usd FROM budget_spend"
+            " WHERE period = ANY($1::text[]) ORDER BY period FOR UPDATE",
+            keys,
+        )
+        committed = {r["period"]: r["reserved_usd"] + r["spent_usd"] for r in rows}
+        for scope, period in periods.items():
+            limit = configured.get(scope)
+            if limit is not None and committed[period] + amount > Decimal(str(limit.limit_usd)):
+                raise BudgetExceededError(
+                    scope,
+                    period,
+                    limit.limit_usd,
+                    float(committed[period]),
+                    amount_usd,
+                    f"{agent} via {provider}:{model}",
+                )
+        await conn.execute(
+            "UPDATE budget_spend SET reserved_usd = reserved_usd + $2"
+            " WHERE period = ANY($1::text[])",
+            keys,
+            amount,
+        )
+        await conn.execute(
+            "INSERT INTO budget_reservations (workflow_id, activity_id, periods, agent, provider,"
+            " model, reserved_usd, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'reserved')"
+            " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET periods = EXCLUDED.periods,"
+            " reserved_usd = EXCLUDED.reserved_usd, settled_usd = NULL, state = 'reserved',"
+            " updated_at = now()",
+            workflow_id, activity_id, keys, agent, provider, model, amount,
+        )  # fmt: skip
+    return Reservation(amount_usd, held=True)
+
+
+async def settle(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    workflow_id: str,
+    activity_id: str,
+    cost_usd: float,
+) -> list[str]:
+    """Replace a held reservation by the call's real cost.
+
+    Returns:
+        Periods whose alert threshold this settlement crossed (first crossing only, so each
+        alert fires once per period); empty when nothing was held.
+    """
+    cost = Decimal(str(round(cost_usd, 8)))
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE budget_reservations SET state = 'settled', settled_usd = $3, updated_at = now()"
+            " WHERE workflow_id = $1 AND activity_id = $2 AND state = 'reserved'"
+            " RETURNING periods, reserved_usd",
+            workflow_id,
+            activity_id,
+            cost,
+        )
+        if row is None:
+            return []
+        await conn.execute(
+            "UPDATE budget_spend SET reserved_usd = reserved_usd - $2, spent_usd = spent_usd + $3"
+            " WHERE period = ANY($1::text[])",
+            row["periods"],
+            row["reserved_usd"],
+            cost,
+        )
+        daily = next((p for p in row["periods"] if p.startswith("day:")), None)
+        if daily is None:
+            return []
+        daily_limit = (await limits(conn, settings)).get("daily")
+        if daily_limit is None or daily_limit.alert_usd is None:
+            return []
+        alert = Decimal(str(daily_limit.alert_usd))
+        crossed = await conn.fetchval(
+            "UPDATE budget_spend SET alerted_at = now() WHERE period = $1 AND alerted_at IS NULL"
+            " AND spent_usd >= $2 RETURNING period",
+            daily,
+            alert,
+        )
+        return [crossed] if crossed else []
+
+
+async def release(pool: asyncpg.Pool, *, workflow_id: str, activity_id: str) -> None:
+    """Give back a held reservation (the call failed; nothing was spent)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _release(conn, workflow_id, activity_id)
+
+
+async def _release(conn: Conn, workflow_id: str, activity_id: str) -> None:
+    row = await conn.fetchrow(
+        "UPDATE budget_reservations SET state = 'released', updated_at = now()"
+        " WHERE workflow_id = $1 AND activity_id = $2 AND state = 'reserved'"
+        " RETURNING periods, reserved_usd",
+        workflow_id,
+        activity_id,
+    )
+    if row is not None:
+        await conn.execute(
+            "UPDATE budget_spend SET reserved_usd = reserved_usd - $2"
+            " WHERE period = ANY($1::text[])",
+            row["periods"],
+            row["reserved_usd"],
+        )
+
+
+async def _release_stale(conn: Conn) -> None:
+    stale = await conn.fetch(
+        "SELECT workflow_id, activity_id FROM budget_reservations WHERE state = 'reserved'"
+        f" AND updated_at < now() - interval '{STALE_RESERVATION_MINUTES} minutes'"
+        " FOR UPDATE SKIP LOCKED"
+    )
+    for row in stale:
+        await _release(conn, row["workflow_id"], row["activity_id"])
+
+
+async def set_limit(
+    pool: asyncpg.Pool,
+    scope: str,
+    limit_usd: float | None,
+    *,
+    alert_usd: float | None = None,
+    author: str = "",
+) -> None:
+    """Set (or with ``limit_usd=None`` remove) a budget.
+
+    Args:
+        pool: Chorus's PostgreSQL pool.
+        scope: ``daily``, ``run`` or ``agent:<name>``.
+        limit_usd: Limit in USD (>= 0), or ``None`` to remove the row.
+        alert_usd: Daily only: spend at which the alert fires (<= the limit).
+        author: Who changed it.
+
+    Raises:
+        ValueError: Unknown scope, negative amount, or an alert on a non-daily budget or above
+            the limit (the message names the field).
+    """
+    if scope not in ("daily", "run") and not (scope.startswith("agent:") and len(scope) > 6):
+        raise ValueError(f"scope: {scope!r} is not 'daily', 'run' or 'agent:<name>'")
+    if limit_usd is None:
+        await pool.execute("DELETE FROM budgets WHERE scope = $1", scope)
+        return
+    if limit_usd < 0:
+        raise ValueError(f"limit_usd: must be >= 0, got {limit_usd}")
+    if alert_usd is not None:
+        if scope != "daily":
+            raise ValueError("alert_usd: only the daily budget has an alert threshold")
+        if not 0 <= alert_usd <= limit_usd:
+            raise ValueError(f"alert_usd: must be between 0 and the limit ({limit_usd})")
+    await pool.execute(
+        "INSERT INTO budgets (scope, limit_usd, alert_usd, updated_by) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (scope) DO UPDATE SET limit_usd = EXCLUDED.limit_usd,"
+        " alert_usd = EXCLUDED.alert_usd, updated_by = EXCLUDED.updated_by, updated_at = now()",
+        scope,
+        Decimal(str(limit_usd)),
+        None if alert_usd is None else Decimal(str(alert_usd)),
+        author,
+    )
+
+
+async def standing(
+    pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None
+) -> list[BudgetLine]:
+    """Every configured budget (plus today's total) with spent, reserved and remaining USD."""
+    day = (now or datetime.now(UTC)).date().isoformat()
+    configured = await limits(pool, settings)
+    scopes = sorted({"daily", *configured} - {"run"})
+    lines = []
+    for scope in scopes:
+        period = f"day:{day}" if scope == "daily" else f"{scope}:{day}"
+        row = await pool.fetchrow(
+            "SELECT reserved_usd, spent_usd FROM budget_spend WHERE period = $1", period
+        )
+        spent = float(row["spent_usd"]) if row else 0.0
+        reserved = float(row["reserved_usd"]) if row else 0.0
+        limit = configured.get(scope)
+        lines.append(
+            BudgetLine(
+                scope=scope,
+                period=period,
+                limit_usd=limit.limit_usd if limit else None,
+                alert_usd=limit.alert_usd if limit else None,
+                spent_usd=round(spent, 8),
+                reserved_usd=round(reserved, 8),
+                remaining_usd=None
+                if limit is None
+                else round(limit.limit_usd - spent - reserved, 8),
+            )
+        )
+    if "run" in configured:
+        lines.append(
+            BudgetLine(
+                scope="run",
+                period="each top-level run",
+                limit_usd=configured["run"].limit_usd,
+                alert_usd=None,
+                spent_usd=0.0,
+                reserved_usd=0.0,
+                remaining_usd=None,
+            )
+        )
+    return lines

@@ -1,0 +1,246 @@
+"""Signed run callbacks: the payload a receiver gets, and how it signs and verifies.
+
+A run started with a callback URL (``chorus run ... --callback-url URL`` or
+``ChorusClient.start_sequential(..., callback_url=URL)``) POSTs one JSON
+:class:`CallbackPayload` to that URL when it ends: succeeded, failed or cancelled. The worker
+signs every request with ``CHORUS_CALLBACK_SECRET``; the scheme follows Stripe's webhook
+signatures:
+
+``X-Chorus-Timestamp``
+    Unix time in seconds at which this attempt was signed.
+``X-Chorus-Signature``
+    ``v1=<hex>``: HMAC-SHA256, keyed with the shared secret, over the bytes
+    ``f"{timestamp}.".encode() + body``, hex-encoded. A receiver may see several
+    comma-separated ``v1=`` entries; one matching entry is enough.
+``X-Chorus-Delivery``
+    ``<workflow id>:<run id>``: the same on every attempt of one run's callback, so a receiver
+    deduplicates on it and processes the result once.
+
+A receiver verifies a request before trusting it:
+
+1. Read the raw body bytes (before any JSON parsing: re-serialised JSON does not verify).
+2. Recompute ``HMAC-SHA256(secret, f"{timestamp}.".encode() + body)`` and compare it with the
+   ``v1`` value in constant time (``hmac.compare_digest``).
+3. Refuse timestamps more than 5 minutes from its own clock (replayed requests).
+4. Deduplicate on ``X-Chorus-Delivery``; answer 2xx once the result is stored.
+
+In Python this is :func:`verify`; :func:`sign` is what the worker does.
+
+Delivery retries (see ``activities/callbacks.py``): HTTP 408, 429, 5xx, timeouts and connection
+errors are retried with exponential backoff (1 s doubling to 60 s) for up to 24 hours, honouring
+``Retry-After``; any other non-2xx answer ends delivery at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel
+
+TIMESTAMP_HEADER: Final = "X-Chorus-Timestamp"
+SIGNATURE_HEADER: Final = "X-Chorus-Signature"
+DELIVERY_HEADER: Final = "X-Chorus-Delivery"
+ATTEMPT_HEADER: Final = "X-Chorus-Attempt"
+"""Delivery attempt number (1 = first try); informational, not signed."""
+SIGNATURE_VERSION: Final = "v1"
+DEFAULT_TOLERANCE_S: Final = 300
+"""Largest accepted distance between a request's timestamp and the receiver's clock (seconds)."""
+MAX_CALLBACK_URL_CHARS: Final = 2048
+"""Longest callback URL accepted (the de-facto limit of browsers and many proxies)."""
+
+CallbackStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+class SignatureError(ValueError):
+    """A callback request failed verification; the message says which check failed."""
+
+
+class CallbackTotals(BaseModel):
+    """Usage of the whole run, child workflows included.
+
+    Attributes:
+        llm_calls: Successful agent calls.
+        input_tokens: Prompt tokens, as reported by the providers.
+        output_tokens: Completion tokens, as reported by the providers.
+        cost_usd: Estimated cost in US dollars (Chorus price table).
+
+    """
+
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class CallbackPayload(BaseModel):
+    """The JSON body POSTed to a run's callback URL when the run ends.
+
+    Unknown fields are ignored when parsing, so receivers keep working when fields are added.
+
+    Attributes:
+        workflow_id: The run's workflow id (``seq-...``/``par-...``).
+        run_id: Temporal run id of that workflow execution.
+        workflow_type: ``ChorusSequential`` or ``ChorusParallel``.
+        status: ``succeeded``, ``failed`` or ``cancelled``.
+        output: The final output (``succeeded`` only).
+        error: Why the run failed or ``"cancelled"``; ``None`` on success.
+        totals: Tokens and cost of the run (partial for failed runs, zero when cancelled).
+        finished_at: When the run ended (UTC, workflow time).
+
+    """
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: CallbackStatus
+    output: str | None = None
+    error: str | None = None
+    totals: CallbackTotals = CallbackTotals()
+    finished_at: datetime
+
+
+def delivery_id(workflow_id: str, run_id: str) -> str:
+    """Return the id of a run's callback delivery, stable across attempts: ``<wf id>:<run id>``."""
+    return f"{workflow_id}:{run_id}"
+
+
+def validate_callback_url(url: str, field: str = "callback_url") -> str:
+    """Check that ``url`` can be a callback URL: absolute ``http``/``https``, <= 2048 characters.
+
+    Args:
+        url: The URL as given.
+        field: Field name used in error messages.
+
+    Returns:
+        ``url`` unchanged.
+
+    Raises:
+        ValueError: The message names ``field`` and the rule broken.
+
+    """
+    if len(url) > MAX_CALLBACK_URL_CHARS:
+        raise ValueError(f"{field}: {len(url)} characters, the limit is {MAX_CALLBACK_URL_CHARS}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"{field}: not a valid URL ({exc})") from exc
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{field}: scheme must be http or https, got {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise ValueError(f"{field}: {url!r} has no host")
+    return url
+
+
+def url_host(url: str) -> str:
+    """Return ``scheme://host[:port]`` of ``url``: safe to log (no path or query tokens)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """Sign a callback body.
+
+    Args:
+        secret: The shared secret (``CHORUS_CALLBACK_SECRET`` as UTF-8 bytes).
+        timestamp: Unix time in seconds, sent as ``X-Chorus-Timestamp``.
+        body: The exact request body bytes.
+
+    Returns:
+        Hex HMAC-SHA256 over ``f"{timestamp}.".encode() + body`` (64 characters).
+
+    """
+    return hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def signed_headers(secret: bytes, body: bytes, delivery: str, timestamp: int) -> dict[str, str]:
+    """Headers of one delivery attempt: content type, timestamp, signature and delivery id.
+
+    Args:
+        secret: The shared secret.
+        body: The exact request body bytes.
+        delivery: The delivery id (see :func:`delivery_id`).
+        timestamp: Unix time in seconds.
+
+    Returns:
+        A header dict for the HTTP client.
+
+    """
+    return {
+        "Content-Type": "application/json",
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: f"{SIGNATURE_VERSION}={sign(secret, timestamp, body)}",
+        DELIVERY_HEADER: delivery,
+    }
+
+
+def verify(
+    secret: bytes,
+    headers: Mapping[str, str],
+    body: bytes,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    now: float | None = None,
+) -> int:
+    """Verify a callback request, as a receiver does.
+
+    Args:
+        secret: The shared secret (the worker's ``CHORUS_CALLBACK_SECRET`` as UTF-8 bytes).
+        headers: Request headers; names are matched case-insensitively.
+        body: The raw request body bytes, exactly as received.
+        tolerance_s: Largest accepted distance between the timestamp and ``now``, in seconds.
+        now: Current Unix time in seconds (default: ``time.time()``).
+
+    Returns:
+        The request's timestamp (Unix seconds).
+
+    Raises:
+        SignatureError: A header is missing or malformed, the timestamp is outside the
+            tolerance, or no ``v1`` signature matches the body.
+
+    Example::
+
+        payload_bytes = await request.body()
+        try:
+            verify(SECRET, request.headers, payload_bytes)
+        except SignatureError:
+            return Response(status_code=400)
+        payload = CallbackPayload.model_validate_json(payload_bytes)
+
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_timestamp = lowered.get(TIMESTAMP_HEADER.lower())
+    raw_signature = lowered.get(SIGNATURE_HEADER.lower())
+    if raw_timestamp is None:
+        raise SignatureError(f"missing {TIMESTAMP_HEADER} header")
+    if raw_signature is None:
+        raise SignatureError(f"missing {SIGNATURE_HEADER} header")
+    try:
+        timestamp = int(raw_timestamp)
+    except ValueError:
+        raise SignatureError(
+            f"{TIMESTAMP_HEADER} must be Unix seconds, got {raw_timestamp[:40]!r}"
+        ) from None
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance_s:
+        raise SignatureError(
+            f"{TIMESTAMP_HEADER} is {abs(current - timestamp):.0f} s from now, "
+            f"outside the {tolerance_s:.0f} s tolerance (replayed request or skewed clock)"
+        )
+    candidates = [
+        value.strip()
+        for version, sep, value in (p.strip().partition("=") for p in raw_signature.split(","))
+        if sep and version == SIGNATURE_VERSION
+    ]
+    if not candidates:
+        raise SignatureError(f"{SIGNATURE_HEADER} has no {SIGNATURE_VERSION}= signature")
+    expected = sign(secret, timestamp, body).encode()
+    # bytes, not str: compare_digest refuses non-ASCII str; every candidate is compared
+    matched = [hmac.compare_digest(expected, c.encode()) for c in candidates]
+    if not any(matched):
+        raise SignatureError("signature does not match the body (wrong secret or altered body)")
+    return timestamp

@@ -1,0 +1,134 @@
+"""Input validation shared by the SDK/CLI boundary and the workflows' own checks.
+
+Two layers, on purpose:
+
+- **At the boundary** (``starter/sdk.py``, so the CLI too): text is *cleaned* — control
+  characters other than tab, newline and carriage return are stripped — then checked for size,
+  ids and nesting depth, then passed to the **prohibited-content check**, a pluggable function
+  (``CHORUS_CONTENT_CHECK=module:function``; default :func:`blocked_terms_check`, driven by
+  ``CHORUS_BLOCKED_TERMS``).
+- **In workflows and update validators** (deterministic, no I/O): the same size, character and
+  id rules are checked again, because a plain Temporal client can start a workflow or send an
+  update without the SDK. There, control characters are refused (a validator cannot change its
+  input) with an error naming the field.
+
+Every error names the field and the limit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections.abc import Callable
+
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""C0 controls except tab/newline/carriage return, DEL and C1 controls."""
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
+"""Workflow ids (runs, drafts) and user ids: 1-200 characters, no spaces or controls."""
+
+ContentCheck = Callable[[str, str], str | None]
+"""``check(field, text) -> reason or None``; a reason refuses the input."""
+
+
+class InputValidationError(ValueError):
+    """Input breaks a rule; the message names the field and the limit."""
+
+
+def strip_controls(text: str) -> str:
+    """Remove control characters except tab, newline and carriage return."""
+    return CONTROL_CHARS.sub("", text)
+
+
+def control_problem(field: str, text: str) -> str | None:
+    """A message naming ``field`` and the first control character in ``text``, if any."""
+    match = CONTROL_CHARS.search(text)
+    if match is None:
+        return None
+    return (
+        f"{field}: contains control character U+{ord(match.group()):04X} at position "
+        f"{match.start()} (only tab, newline and carriage return are allowed)"
+    )
+
+
+def clean_text(field: str, text: str, *, max_chars: int, required: bool = False) -> str:
+    """Strip control characters and check the length.
+
+    Args:
+        field: Field name for the message.
+        text: The input.
+        max_chars: Largest length in characters (after cleaning).
+        required: Refuse empty (or whitespace-only) text.
+
+    Returns:
+        The cleaned text.
+
+    Raises:
+        InputValidationError: Empty when required, or longer than ``max_chars``.
+    """
+    cleaned = strip_controls(text)
+    if required and not cleaned.strip():
+        raise InputValidationError(f"{field}: must not be empty")
+    if len(cleaned) > max_chars:
+        raise InputValidationError(f"{field}: {len(cleaned)} characters, the limit is {max_chars}")
+    return cleaned
+
+
+def check_identifier(field: str, value: str) -> None:
+    """Refuse ids that are not 1-200 of ``A-Z a-z 0-9 . _ : @ -`` starting alphanumeric.
+
+    Raises:
+        InputValidationError: The message names the field and the rule.
+    """
+    if not IDENTIFIER.match(value):
+        raise InputValidationError(
+            f"{field}: {value[:60]!r} is not a valid id (1-200 characters of letters, digits "
+            "and . _ : @ -, starting with a letter or digit)"
+        )
+
+
+def blocked_terms_check(field: str, text: str) -> str | None:
+    """Default prohibited-content check: refuse text matching ``CHORUS_BLOCKED_TERMS``.
+
+    ``CHORUS_BLOCKED_TERMS`` is a comma-separated list of case-insensitive regular
+    expressions (unset: nothing is blocked).
+
+    Returns:
+        A reason naming the matched term, or ``None``.
+    """
+    terms = [t.strip() for t in os.environ.get("CHORUS_BLOCKED_TERMS", "").split(",")]
+    for term in filter(None, terms):
+        if re.search(term, text, flags=re.IGNORECASE):
+            return f"{field}: contains blocked content (matches {term!r}, CHORUS_BLOCKED_TERMS)"
+    return None
+
+
+def load_content_check(spec: str | None) -> ContentCheck:
+    """The prohibited-content check named by ``module:function`` (default: blocked terms).
+
+    Raises:
+        InputValidationError: The module or function cannot be loaded (names the setting).
+    """
+    if not spec:
+        return blocked_terms_check
+    module_name, _, attr = spec.partition(":")
+    try:
+        check = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InputValidationError(
+            f"CHORUS_CONTENT_CHECK: cannot load {spec!r} (expected module:function): {exc}"
+        ) from exc
+    if not callable(check):
+        raise InputValidationError(f"CHORUS_CONTENT_CHECK: {spec!r} is not callable")
+    return check  # type: ignore[no-any-return]
+
+
+def check_content(check: ContentCheck, fields: dict[str, str]) -> None:
+    """Run the prohibited-content check over each field.
+
+    Raises:
+        InputValidationError: The check refused a field (its reason is the message).
+    """
+    for field, text in fields.items():
+        if text and (reason := check(field, text)):
+            raise InputValidationError(reason)

@@ -1,0 +1,109 @@
+"""Budgets on a real dev server and PostgreSQL, the LLM through a loopback OpenAI stub."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from activities import LLMActivities, ProviderClients
+from chorus import budget
+from starter.sdk import RunFailedError
+from tests.conftest import agent, running_worker
+from tests.stub_llm import StubLLM
+
+DAILY_BUDGET = 0.0006
+
+
+@pytest.fixture
+def stub(monkeypatch) -> Iterator[StubLLM]:
+    with StubLLM(default_delay_s=0.05, usage_from_body=True) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        yield server
+
+
+def test_worst_case_bounds_the_real_cost():
+    # 1,000 prompt bytes + template overhead and 100 output tokens at gpt-4o-mini's price.
+    amount, priced = budget.worst_case_usd("openai", "gpt-4o-mini", 1000, 100)
+    assert priced and amount == pytest.approx((1032 * 0.15 + 100 * 0.60) / 1e6)
+    assert budget.worst_case_usd("local", "smollm2", 1000, 100)[0] == 0.0  # free: never held
+
+
+async def test_50_concurrent_runs_never_pass_the_daily_budget(client, make_settings, stub):
+    settings = make_settings(
+        [{**agent("analyst", ["openai:gpt-4o-mini"]), "max_tokens": 100}],
+        daily_budget_usd=DAILY_BUDGET,
+        budget_alert_usd=DAILY_BUDGET / 2,
+    )
+    clients = ProviderClients.from_settings(settings)
+    try:
+        async with running_worker(
+            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
+        ) as chorus:
+            handles = await asyncio.gather(
+                *(
+                    chorus.start_sequential(
+                        f"Summarize report {n}", ["analyst"], document="x" * 600
+                    )
+                    for n in range(50)
+                )
+            )
+            results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+            pool = await chorus.pool()
+            spent = float(await pool.fetchval("SELECT sum(cost_usd) FROM cost_ledger") or 0)
+            spend_row = await pool.fetchrow(
+                "SELECT reserved_usd, spent_usd, alerted_at FROM budget_spend"
+                " WHERE period LIKE 'day:%'"
+            )
+            rows = await pool.fetch(
+                "SELECT state, count(*) AS n FROM budget_reservations GROUP BY state"
+            )
+            states = {r["state"]: r["n"] for r in rows}
+            lines = await budget.standing(pool, settings)
+    finally:
+        await clients.close()
+
+    succeeded = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, RunFailedError)]
+    print(
+        f"daily budget ${DAILY_BUDGET}: {len(succeeded)} runs succeeded, {len(refused)} refused, "
+        f"settled ${spent:.8f}"
+    )
+    assert len(succeeded) + len(refused) == 50
+    assert succeeded and refused  # the budget let some through and refused the rest
+    assert spent <= DAILY_BUDGET
+    assert spend_row is not None
+    assert float(spend_row["spent_usd"]) == pytest.approx(spent)
+    assert float(spend_row["reserved_usd"]) == 0  # every reservation settled or released
+    assert spend_row["alerted_at"] is not None
+    assert states.get("reserved") is None and states["settled"] == len(succeeded)
+    assert len(stub.requests) == len(succeeded)  # refused calls never reached the provider
+    message = str(refused[0])
+    assert "budget 'daily'" in message and f"limit ${DAILY_BUDGET:.6f}" in message
+    assert "worst case" in message and "analyst via openai:gpt-4o-mini" in message
+    tried = refused[0].partial.steps[0].providers_tried if refused[0].partial else []
+    assert [t.error_type for t in tried] == ["BudgetExceeded"]
+    daily = next(line for line in lines if line.scope == "daily")
+    assert daily.spent_usd == pytest.approx(spent) and daily.remaining_usd is not None
+    assert daily.remaining_usd >= 0
+
+
+async def test_budget_limits_are_validated(client, make_settings):
+    settings = make_settings([agent("analyst", ["local:fake"])])
+    from tests.test_drafts import no_llm
+
+    async with running_worker(client, settings, no_llm) as chorus:
+        pool = await chorus.pool()
+        with pytest.raises(ValueError, match="alert_usd: only the daily budget"):
+            await budget.set_limit(pool, "run", 1.0, alert_usd=0.5)
+        with pytest.raises(ValueError, match="scope: 'weekly'"):
+            await budget.set_limit(pool, "weekly", 1.0)
+        with pytest.raises(ValueError, match=r"alert_usd: must be between 0 and the limit"):
+            await budget.set_limit(pool, "daily", 1.0, alert_usd=2.0)
+        await budget.set_limit(pool, "daily", 2.5, alert_usd=2.0, author="ops")
+        await budget.set_limit(pool, "agent:writer", 0.5)
+        lines = {line.scope: line for line in await budget.standing(pool, settings)}
+    assert lines["daily"].limit_usd == 2.5 and lines["daily"].alert_usd == 2.0
+    assert lines["agent:writer"].remaining_usd == 0.5
