@@ -38,6 +38,7 @@ from temporalio.exceptions import ApplicationError
 from activities.prompts import Prompt, build_prompt
 from activities.runs import workflow_ids
 from chorus import budget, db, errors, metrics
+from chorus.callbacks import signed_headers
 from chorus.limits import FleetSemaphore, SlotTimeoutError
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
@@ -449,7 +450,13 @@ class LLMActivities:
         return reservation.held
 
     async def _budget_alert(self, period: str) -> None:
-        """The daily spend crossed its alert threshold: warn, count, and post the webhook."""
+        """The daily spend crossed its alert threshold: warn, count, and post the webhook.
+
+        The webhook body is JSON (``event``, ``period``, ``spent_usd``, ``alert_usd``,
+        ``limit_usd``), signed like run callbacks (``X-Chorus-Signature``, delivery id
+        ``budget-alert:<period>``) when ``CHORUS_CALLBACK_SECRET`` is set. One attempt: the
+        alert is advisory, and it is logged and counted either way.
+        """
         lines = await budget.standing(self._pool, self._settings)
         daily = next((line for line in lines if line.scope == "daily"), None)
         body = {
@@ -469,9 +476,14 @@ class LLMActivities:
         url = self._settings.budget_alert_webhook_url
         if not url:
             return
+        payload = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        if self._settings.callback_secret is not None:
+            secret = self._settings.callback_secret.get_secret_value().encode()
+            headers = signed_headers(secret, payload, f"budget-alert:{period}", int(time.time()))
         try:
             async with httpx.AsyncClient(timeout=5.0) as http:
-                (await http.post(url, json=body)).raise_for_status()
+                (await http.post(url, content=payload, headers=headers)).raise_for_status()
         except httpx.HTTPError as exc:  # the alert is advisory; the call already succeeded
             activity.logger.warning("budget alert webhook %s failed: %s", url, exc)
 

@@ -36,6 +36,8 @@ async def test_50_concurrent_runs_never_pass_the_daily_budget(client, make_setti
         [{**agent("analyst", ["openai:gpt-4o-mini"]), "max_tokens": 100}],
         daily_budget_usd=DAILY_BUDGET,
         budget_alert_usd=DAILY_BUDGET / 2,
+        budget_alert_webhook_url=f"{stub.base_url}/budget-alerts",
+        callback_secret="alert-secret",
     )
     clients = ProviderClients.from_settings(settings)
     try:
@@ -65,6 +67,8 @@ async def test_50_concurrent_runs_never_pass_the_daily_budget(client, make_setti
     finally:
         await clients.close()
 
+    alerts = [r for r in stub.requests if r.path.endswith("/budget-alerts")]
+    calls = [r for r in stub.requests if not r.path.endswith("/budget-alerts")]
     succeeded = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, RunFailedError)]
     print(
@@ -79,7 +83,9 @@ async def test_50_concurrent_runs_never_pass_the_daily_budget(client, make_setti
     assert float(spend_row["reserved_usd"]) == 0  # every reservation settled or released
     assert spend_row["alerted_at"] is not None
     assert states.get("reserved") is None and states["settled"] == len(succeeded)
-    assert len(stub.requests) == len(succeeded)  # refused calls never reached the provider
+    assert len(calls) == len(succeeded)  # refused calls never reached the provider
+    assert len(alerts) == 1 and alerts[0].body["event"] == "budget_alert"  # once per day
+    assert alerts[0].body["alert_usd"] == DAILY_BUDGET / 2
     message = str(refused[0])
     assert "budget 'daily'" in message and f"limit ${DAILY_BUDGET:.6f}" in message
     assert "worst case" in message and "analyst via openai:gpt-4o-mini" in message
@@ -88,6 +94,33 @@ async def test_50_concurrent_runs_never_pass_the_daily_budget(client, make_setti
     daily = next(line for line in lines if line.scope == "daily")
     assert daily.spent_usd == pytest.approx(spent) and daily.remaining_usd is not None
     assert daily.remaining_usd >= 0
+
+
+async def test_run_budget_refuses_a_call_that_could_pass_it(client, make_settings, stub):
+    settings = make_settings(
+        [
+            {**agent(n, ["openai:gpt-4o-mini"]), "max_tokens": 100}
+            for n in ("analyst", "writer", "critic")
+        ],
+        run_budget_usd=0.0001,  # below one call's worst case (~$0.0002)
+    )
+    clients = ProviderClients.from_settings(settings)
+    try:
+        async with running_worker(
+            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
+        ) as chorus:
+            handle = await chorus.start_sequential(
+                "Review", ["analyst", "writer", "critic"], document="x" * 600
+            )
+            with pytest.raises(RunFailedError) as failure:
+                await handle.result()
+    finally:
+        await clients.close()
+    message = str(failure.value)
+    assert "budget 'run'" in message and f"(run:{handle.workflow_id})" in message
+    partial = failure.value.partial
+    assert partial is not None and [s.status for s in partial.steps] == ["failed"]
+    assert stub.requests == []  # refused before the provider was called
 
 
 async def test_budget_limits_are_validated(client, make_settings):
