@@ -140,3 +140,30 @@ async def test_budget_limits_are_validated(client, make_settings):
         lines = {line.scope: line for line in await budget.standing(pool, settings)}
     assert lines["daily"].limit_usd == 2.5 and lines["daily"].alert_usd == 2.0
     assert lines["agent:writer"].remaining_usd == 0.5
+
+
+async def test_budget_cli_sets_and_shows(client, make_settings):
+    import json
+    import os
+    import sys
+
+    from tests.test_draft_cli import run
+
+    settings = make_settings([agent("analyst", ["local:fake"])])
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "DATABASE_URL": settings.database_url or "",
+    }
+    cli = (sys.executable, "-m", "starter.cli", "budget")
+    code, out, err = await run(*cli, "set", "--daily", "5", "--alert", "4", "--agent",
+                               "writer=1.5", "--json", env=env)  # fmt: skip
+    assert code == 0, err
+    code, out, err = await run(*cli, "show", "--json", env=env)
+    lines = {line["scope"]: line for line in json.loads(out)}
+    assert (lines["daily"]["limit_usd"], lines["daily"]["alert_usd"]) == (5.0, 4.0)
+    assert lines["agent:writer"]["remaining_usd"] == 1.5
+    code, out, err = await run(*cli, "set", "--alert", "4", env=env)
+    assert code == 2 and "--alert needs --daily" in err
+    code, out, err = await run(*cli, "set", "--daily", "1", "--alert", "3", env=env)
+    assert code == 2 and "alert_usd: must be between 0 and the limit" in err
