@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     (``chorus/codec.py``); unset means history is stored unencrypted. Never printed."""
     codec_server_port: int = Field(8081, ge=1, le=65535)
     """Port of ``chorus codec serve``, which decodes payloads for the Temporal UI and CLI."""
-    codec_server_cors_origins: str = "http://localhost:8233"
+    codec_server_cors_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
     """Comma-separated browser origins (the Temporal UI) allowed to call the codec server."""
     codec_server_token: SecretStr | None = None
     """Bearer token the codec server requires on ``/encode`` and ``/decode``; unset means anyone

@@ -105,7 +105,16 @@ def _local_host_port(settings: Settings) -> tuple[str, int]:
 
 
 def temporal_argv(settings: Settings) -> list[str]:
-    """Command line of the embedded Temporal dev server."""
+    """Command line of the embedded Temporal dev server.
+
+    With ``CHORUS_CODEC_KEYS`` set, the UI is pointed at ``chorus codec serve`` on
+    ``CHORUS_CODEC_SERVER_PORT`` (start it to see payloads decoded).
+    """
+    codec = (
+        ["--ui-codec-endpoint", f"http://127.0.0.1:{settings.codec_server_port}"]
+        if settings.codec_keys
+        else []
+    )
     return [
         temporal_binary(),
         "server",
@@ -127,6 +136,7 @@ def temporal_argv(settings: Settings) -> list[str]:
         "--ui-disable-news-fetch",
         "--log-level",
         "warn",
+        *codec,
     ]
 
 
