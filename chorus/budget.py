@@ -173,8 +173,10 @@ async def reserve(
     day = (now or datetime.now(UTC)).date()
     periods = periods_for(agent, root_workflow_id, day)
     amount = Decimal(str(round(amount_usd, 8)))
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await _release_stale(conn)
     async with pool.acquire() as conn, conn.transaction():
-        await _release_stale(conn)
         existing = await conn.fetchrow(
             "SELECT state, reserved_usd FROM budget_reservations"
             " WHERE workflow_id = $1 AND activity_id = $2 FOR UPDATE",
@@ -251,6 +253,7 @@ async def settle(
         )
         if row is None:
             return []
+        await _lock_periods(conn, row["periods"])
         await conn.execute(
             "UPDATE budget_spend SET reserved_usd = reserved_usd - $2, spent_usd = spent_usd + $3"
             " WHERE period = ANY($1::text[])",
@@ -289,12 +292,21 @@ async def _release(conn: Conn, workflow_id: str, activity_id: str) -> None:
         activity_id,
     )
     if row is not None:
+        await _lock_periods(conn, row["periods"])
         await conn.execute(
             "UPDATE budget_spend SET reserved_usd = reserved_usd - $2"
             " WHERE period = ANY($1::text[])",
             row["periods"],
             row["reserved_usd"],
         )
+
+
+async def _lock_periods(conn: Conn, periods: list[str]) -> None:
+    """Lock budget rows in period order, the one order every transaction uses (no deadlock)."""
+    await conn.execute(
+        "SELECT 1 FROM budget_spend WHERE period = ANY($1::text[]) ORDER BY period FOR UPDATE",
+        periods,
+    )
 
 
 async def _release_stale(conn: Conn) -> None:
