@@ -27,11 +27,12 @@ from activities import (
     ProviderClients,
     RunActivities,
 )
-from chorus import db
+from chorus import db, health
+from chorus.log_context import LogContextInterceptor
 from chorus.logs import configure_logging
 from chorus.names import CALL_LLM_ACTIVITY, llm_task_queue
 from chorus.settings import Settings, get_settings
-from chorus.temporal import connect
+from chorus.temporal import connect, sdk_metrics_runtime
 from workflows import WORKFLOWS
 
 log = structlog.get_logger("chorus.worker")
@@ -126,6 +127,7 @@ def build_worker(
             (tests pass ``max_cached_workflows=0`` to replay every workflow task from history).
     """
     options = options or WorkerOptions()
+    log_context = LogContextInterceptor()  # log fields of each activity (chorus/log_context.py)
     main = Worker(
         client,
         task_queue=settings.task_queue,
@@ -136,6 +138,7 @@ def build_worker(
         ),
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+        interceptors=[*worker_kwargs.pop("interceptors", ()), log_context],
         **worker_kwargs,
     )
     workers = [main]
@@ -150,6 +153,7 @@ def build_worker(
                 activities=llm,
                 max_concurrent_activities=limit.concurrency or options.max_concurrent_activities,
                 max_task_queue_activities_per_second=limit.rpm / 60 if limit.rpm else None,
+                interceptors=[log_context],
             )
         )
     return ChorusWorker(workers)
@@ -165,13 +169,18 @@ async def run_worker(
 ) -> None:
     """Run a worker until SIGINT/SIGTERM, then shut down gracefully.
 
+    Besides the Temporal workers it serves ``/metrics``, ``/healthz`` and ``/readyz`` on
+    ``CHORUS_METRICS_PORT`` (``chorus/health.py``) and the SDK's metrics on
+    ``CHORUS_SDK_METRICS_PORT``.
+
     Raises:
-        RuntimeError: When Temporal cannot be reached.
+        RuntimeError: When Temporal cannot be reached or the SDK metrics port cannot be bound.
+        OSError: When ``CHORUS_METRICS_PORT`` cannot be bound.
 
     """
     settings = settings or get_settings()
     options = options or WorkerOptions()
-    client = await connect(settings)
+    client = await connect(settings, runtime=sdk_metrics_runtime(settings))
     pool = await db.open_store(settings, max_size=20)
     clients = ProviderClients.from_settings(settings)
     worker = build_worker(client, settings, default_activities(settings, clients, pool), options)
@@ -190,7 +199,17 @@ async def run_worker(
         database=db.redact_url(db.database_url(settings)),
     )
     try:
-        async with worker:
+        async with contextlib.AsyncExitStack() as http, worker:
+            if settings.metrics_port:
+                app = health.create_app(settings, pool, client)
+                await http.enter_async_context(
+                    health.serve_http(app, settings.metrics_host, settings.metrics_port)
+                )
+                log.info(
+                    "metrics and health endpoints up",
+                    url=f"http://{settings.metrics_host}:{settings.metrics_port}/metrics",
+                    sdk_metrics_port=settings.sdk_metrics_port or None,
+                )
             await stop.wait()
             log.info("worker stopping")
     finally:
@@ -202,7 +221,7 @@ async def run_worker(
 def main() -> None:
     """Entry point of ``python -m worker``."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings=settings)
     asyncio.run(run_worker(settings))
 
 

@@ -267,6 +267,9 @@ class LLMActivities:
 
         """
         info = activity.info()
+        if info.attempt > 1:
+            labels = {"provider": req.provider, "model": req.model, "agent": req.agent}
+            metrics.LLM_RETRIES.labels(**labels).inc()
         window = context_window(req.provider, req.model, self._settings.local_context_tokens)
         document = await self._document(req)
         prompt = build_prompt(req.model_copy(update={"document": document}), window)
@@ -488,6 +491,36 @@ class LLMActivities:
             activity.logger.warning("budget alert webhook %s failed: %s", url, exc)
 
     async def _complete(self, req: LLMRequest, prompt: Prompt, attempt: int) -> LLMResponse:
+        """Call the provider once and record the call in :mod:`chorus.metrics`.
+
+        The outcome label is ``ok`` or the ``ApplicationError`` type the failure was mapped to
+        (an invalid JSON answer counts as ``InvalidOutput`` though the HTTP call succeeded).
+        """
+        started = time.perf_counter()
+        outcome = "ok"
+        response: LLMResponse | None = None
+        try:
+            response = await self._call_provider(req, prompt, attempt)
+            return response
+        except ApplicationError as exc:
+            outcome = exc.type or "ApplicationError"
+            raise
+        except BaseException as exc:  # cancellation (heartbeat timeout, worker shutdown)
+            outcome = type(exc).__name__
+            raise
+        finally:
+            metrics.observe_llm_call(
+                provider=req.provider,
+                model=req.model,
+                agent=req.agent,
+                outcome=outcome,
+                seconds=time.perf_counter() - started,
+                input_tokens=response.input_tokens if response else 0,
+                output_tokens=response.output_tokens if response else 0,
+                cost_usd=response.cost_usd if response else 0.0,
+            )
+
+    async def _call_provider(self, req: LLMRequest, prompt: Prompt, attempt: int) -> LLMResponse:
         started = time.perf_counter()
         try:
             if req.provider == "anthropic":

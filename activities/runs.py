@@ -6,7 +6,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from chorus import db, errors
+from chorus import db, errors, metrics
 from chorus.models import (
     FinishRunInput,
     ResolveAgentsInput,
@@ -122,11 +122,19 @@ class RunActivities:
     async def finish_run(self, input: FinishRunInput) -> None:
         """Close the run row with its status and totals; archive the transcript if top-level.
 
-        Idempotent: repeating it rewrites the same values.
+        Idempotent: repeating it rewrites the same values. The run's metrics (run count and
+        duration by pattern, provider fallbacks; :mod:`chorus.metrics`) are recorded by the
+        attempt that closes the row, so a retry does not count the run twice.
         """
+        workflow_id = workflow_ids(activity.info())[0]
+        run = await self._pool.fetchrow(
+            "SELECT pattern, parent_workflow_id, status, started_at FROM runs"
+            " WHERE workflow_id = $1",
+            workflow_id,
+        )
         await db.record_run_finished(
             self._pool,
-            workflow_id=workflow_ids(activity.info())[0],
+            workflow_id=workflow_id,
             status=input.status,
             finished_at=input.finished_at,
             totals=input.totals.model_dump(),
@@ -134,3 +142,15 @@ class RunActivities:
             error=input.error,
             archive=input.archive,
         )
+        if run is not None and run["status"] == "running":
+            wall_s = (
+                input.totals.wall_ms / 1000.0
+                if input.totals.wall_ms
+                else (input.finished_at - run["started_at"]).total_seconds()
+            )
+            try:
+                await metrics.observe_run_finished(
+                    self._pool, workflow_id, run, input.status, wall_s
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                activity.logger.warning("run %s: fallbacks not counted: %s", workflow_id, exc)

@@ -1,11 +1,68 @@
 """Chorus's Prometheus metrics (prometheus-client), registered once per process.
 
-The worker exposes them next to the Temporal SDK's own metrics.
+The worker serves them on ``/metrics`` (``chorus/health.py``, port ``CHORUS_METRICS_PORT``,
+default 9464) next to the Temporal SDK's own metrics (``CHORUS_SDK_METRICS_PORT``, default
+9465). Nothing here runs inside workflow code: activities record events as they happen, and the
+gauges that describe PostgreSQL state (budgets, drafts) are refreshed by :func:`refresh_gauges`
+when ``/metrics`` is scraped, so every worker reports the same fleet-wide values.
+
+Metric families (label values are bounded: providers, configured models, agents, error types):
+
+- ``chorus_llm_request_duration_seconds{provider,model,agent,outcome}``: histogram of provider
+  HTTP calls; ``outcome`` is ``ok`` or the :mod:`chorus.errors` type (``RateLimited``...).
+- ``chorus_llm_tokens_total{provider,model,agent,direction}``: ``direction`` is ``input``
+  (prompt) or ``output`` (completion) tokens, from the provider's usage report.
+- ``chorus_llm_cost_usd_total{provider,model,agent}``: USD priced by :mod:`chorus.pricing`.
+- ``chorus_llm_retries_total{provider,model,agent}``: activity attempts after the first.
+- ``chorus_llm_fallbacks_total{agent,provider}``: agent calls answered by a provider other
+  than the head of the agent's chain (counted when the run finishes).
+- ``chorus_runs_finished_total{pattern,status}`` and
+  ``chorus_run_duration_seconds{pattern,status}``: top-level runs only.
+- ``chorus_budget_spent_usd{scope}``, ``chorus_budget_reserved_usd{scope}``,
+  ``chorus_budget_limit_usd{scope}``, ``chorus_budget_alert_usd{scope}``,
+  ``chorus_budget_remaining_usd{scope}``: today's standing (``chorus budget show``).
+- ``chorus_drafts_active``: drafts not archived (their draft workflows are open).
+- Counters kept from before: ``chorus_budget_refusals_total{budget}``,
+  ``chorus_budget_alerts_total``, ``chorus_budget_settled_usd_total``,
+  ``chorus_pii_redactions_total{kind,policy}``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import asyncio
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter, Gauge, Histogram
+
+from chorus import budget
+from chorus.settings import Settings
+
+LLM_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+)  # fmt: skip
+"""Buckets of ``chorus_llm_request_duration_seconds``, in seconds.
+
+Chat completions take ~0.3-3 s for short answers and 10-60 s for long ones (hosted APIs and
+small local models alike); agents time out at 120 s by default (``AgentSpec.timeout_s``).
+``histogram_quantile`` interpolates linearly inside a bucket, so its error is at most the
+bucket's width: steps of 0.25-1 s up to 5 s and of 5-15 s up to 60 s keep P95/P99 within about
+20 % of the true value in the ranges where alerts fire (P99 > 30 s).
+"""
+
+RUN_DURATION_BUCKETS: tuple[float, ...] = (
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0,
+    120.0, 180.0, 300.0, 450.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0,
+)  # fmt: skip
+"""Buckets of ``chorus_run_duration_seconds``, in seconds.
+
+A run is a few LLM calls (seconds to minutes) plus retries and fallbacks (up to the hour-long
+schedule-to-close of a call). Roughly geometric steps (x1.5-2) keep the relative error of a
+P95 read with ``histogram_quantile`` under ~25 % from 100 ms to an hour.
+"""
+
+LLM_LABELS = ("provider", "model", "agent")
 
 BUDGET_REFUSALS = Counter(
     "chorus_budget_refusals_total",
@@ -25,3 +82,170 @@ PII_REDACTIONS = Counter(
     "PII items replaced in prompts before they reached a provider, by kind and policy.",
     ["kind", "policy"],
 )
+
+LLM_REQUEST_DURATION = Histogram(
+    "chorus_llm_request_duration_seconds",
+    "Wall time of one provider HTTP call in seconds, by outcome (ok or the error type).",
+    [*LLM_LABELS, "outcome"],
+    buckets=LLM_LATENCY_BUCKETS,
+)
+LLM_TOKENS = Counter(
+    "chorus_llm_tokens_total",
+    "Tokens reported by providers; direction is input (prompt) or output (completion).",
+    [*LLM_LABELS, "direction"],
+)
+LLM_COST = Counter(
+    "chorus_llm_cost_usd_total",
+    "USD cost of successful provider calls, priced with chorus.pricing.",
+    list(LLM_LABELS),
+)
+LLM_RETRIES = Counter(
+    "chorus_llm_retries_total",
+    "chorus.call_llm activity attempts after the first (Temporal retries).",
+    list(LLM_LABELS),
+)
+LLM_FALLBACKS = Counter(
+    "chorus_llm_fallbacks_total",
+    "Agent calls answered by a provider other than the head of the agent's chain.",
+    ["agent", "provider"],
+)
+RUNS_FINISHED = Counter(
+    "chorus_runs_finished_total",
+    "Top-level runs finished, by pattern and status.",
+    ["pattern", "status"],
+)
+RUN_DURATION = Histogram(
+    "chorus_run_duration_seconds",
+    "Wall time of top-level runs in seconds, by pattern and status.",
+    ["pattern", "status"],
+    buckets=RUN_DURATION_BUCKETS,
+)
+BUDGET_GAUGES = {
+    field: Gauge(
+        f"chorus_budget_{field}",
+        f"Budget {field.removesuffix('_usd')} in USD for the current period, by scope "
+        "(refreshed from PostgreSQL on scrape).",
+        ["scope"],
+    )
+    for field in ("spent_usd", "reserved_usd", "limit_usd", "alert_usd", "remaining_usd")
+}
+DRAFTS_ACTIVE = Gauge(
+    "chorus_drafts_active",
+    "Drafts not archived, i.e. open draft workflows (refreshed from PostgreSQL on scrape).",
+)
+GAUGE_REFRESH_ERRORS = Counter(
+    "chorus_metrics_refresh_errors_total",
+    "Scrapes whose PostgreSQL-backed gauges could not be refreshed (values are stale).",
+)
+
+FALLBACKS_SQL = """
+SELECT m.agent, m.provider, m.model,
+       c.spec -> 'providers' -> 0 ->> 'provider' AS head_provider,
+       c.spec -> 'providers' -> 0 ->> 'model' AS head_model
+FROM messages m
+JOIN agent_configs c ON c.name = m.agent AND c.version = m.agent_version
+WHERE m.workflow_id = $1
+"""
+
+
+def observe_llm_call(
+    *,
+    provider: str,
+    model: str,
+    agent: str,
+    outcome: str,
+    seconds: float,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cost_usd: float = 0.0,
+) -> None:
+    """Record one provider HTTP call.
+
+    Args:
+        provider: Provider name (``openai``, ``anthropic``, ``local``).
+        model: Requested model (the agent's configured name, so label values stay bounded).
+        agent: Agent name.
+        outcome: ``ok`` or the :mod:`chorus.errors` type the failure was mapped to.
+        seconds: Wall time of the call in seconds.
+        input_tokens: Prompt tokens reported by the provider.
+        output_tokens: Completion tokens reported by the provider.
+        cost_usd: Cost of the call in USD.
+
+    """
+    labels = {"provider": provider, "model": model, "agent": agent}
+    LLM_REQUEST_DURATION.labels(**labels, outcome=outcome).observe(seconds)
+    if outcome != "ok":
+        return
+    LLM_TOKENS.labels(**labels, direction="input").inc(input_tokens)
+    LLM_TOKENS.labels(**labels, direction="output").inc(output_tokens)
+    LLM_COST.labels(**labels).inc(cost_usd)
+
+
+async def observe_run_finished(
+    pool: asyncpg.Pool, workflow_id: str, run: Any, status: str, wall_s: float
+) -> None:
+    """Count a finished run and the provider fallbacks of its agent calls.
+
+    Args:
+        pool: Pool, to read the run's messages and the agents' pinned configurations.
+        workflow_id: The finished workflow; its own calls are counted (children count theirs).
+        run: The run row before it was closed (``pattern``, ``parent_workflow_id``).
+        status: ``succeeded``, ``failed`` or ``cancelled``.
+        wall_s: Wall time of the run in seconds.
+
+    Raises:
+        asyncpg.PostgresError: When the messages cannot be read.
+        OSError: When PostgreSQL cannot be reached.
+
+    """
+    if run["parent_workflow_id"] is None:
+        RUNS_FINISHED.labels(pattern=run["pattern"], status=status).inc()
+        RUN_DURATION.labels(pattern=run["pattern"], status=status).observe(wall_s)
+    for row in await pool.fetch(FALLBACKS_SQL, workflow_id):
+        head = row["head_provider"], row["head_model"]
+        if row["provider"] != head[0] or not str(row["model"]).startswith(head[1] or ""):
+            LLM_FALLBACKS.labels(agent=row["agent"], provider=row["provider"]).inc()
+
+
+async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, timeout_s: float = 2.0) -> bool:
+    """Set the budget and draft gauges from PostgreSQL (called on each ``/metrics`` scrape).
+
+    Budget values come from :func:`chorus.budget.standing`; a scope without a configured limit
+    has no ``limit``/``alert``/``remaining`` sample. On failure the previous values stay and
+    ``chorus_metrics_refresh_errors_total`` is incremented, so a scrape never fails because
+    PostgreSQL is down (``/readyz`` reports that).
+
+    Args:
+        pool: Pool of the worker.
+        settings: Settings (budget limits from the environment).
+        timeout_s: Bound on the refresh, in seconds.
+
+    Returns:
+        ``True`` when the gauges were refreshed.
+
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            lines = await budget.standing(pool, settings)
+            drafts = await pool.fetchval("SELECT count(*) FROM drafts WHERE status <> 'archived'")
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        GAUGE_REFRESH_ERRORS.inc()
+        return False
+    for gauge in BUDGET_GAUGES.values():
+        gauge.clear()
+    for line in lines:
+        if line.scope == "run":  # a per-run limit has no period-wide standing
+            BUDGET_GAUGES["limit_usd"].labels(scope="run").set(line.limit_usd or 0.0)
+            continue
+        values = {
+            "spent_usd": line.spent_usd,
+            "reserved_usd": line.reserved_usd,
+            "limit_usd": line.limit_usd,
+            "alert_usd": line.alert_usd,
+            "remaining_usd": line.remaining_usd,
+        }
+        for field, value in values.items():
+            if value is not None:
+                BUDGET_GAUGES[field].labels(scope=line.scope).set(value)
+    DRAFTS_ACTIVE.set(drafts or 0)
+    return True

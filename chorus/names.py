@@ -3,7 +3,9 @@
 Stored workflow histories refer to these names, so they must never change once released.
 """
 
-from typing import Final
+from typing import Any, Final
+
+from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 
 DEFAULT_TASK_QUEUE: Final = "chorus-agents"
 """Task queue polled by Chorus workers unless ``CHORUS_TASK_QUEUE`` says otherwise."""
@@ -30,3 +32,46 @@ def llm_task_queue(task_queue: str, provider: str) -> str:
 
 WORKFLOW_ID_PREFIX: Final = {"sequential": "seq", "parallel": "par", "draft": "draft"}
 """Workflow ids read ``<prefix>-<task slug>-<short id>``, e.g. ``seq-summarize-report-1a2b3c4d``."""
+
+
+# --- search attributes -------------------------------------------------------------------------
+# Custom search attributes make runs and drafts filterable in the Temporal UI and with
+# ``temporal workflow list --query 'ChorusPattern="parallel"'``. They must be registered on the
+# namespace before a workflow sets them (``chorus dev up`` and the test server register them; in
+# production run ``temporal operator search-attribute create --name <name> --type <type>`` once
+# per pair of ``search_attribute_types()``).
+
+PATTERN_ATTR: Final = SearchAttributeKey.for_keyword("ChorusPattern")
+"""Orchestration pattern of a run: ``sequential`` or ``parallel``."""
+AGENTS_ATTR: Final = SearchAttributeKey.for_keyword_list("ChorusAgents")
+"""Names of the agents a run uses (query with ``ChorusAgents = "critic"``)."""
+STATUS_ATTR: Final = SearchAttributeKey.for_keyword("ChorusStatus")
+"""Run status: ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
+COST_ATTR: Final = SearchAttributeKey.for_float("ChorusCostUsd")
+"""Total cost of a run in USD (set when it ends; child runs included in the parent's total)."""
+DRAFT_STATUS_ATTR: Final = SearchAttributeKey.for_keyword("ChorusDraftStatus")
+"""Draft status: ``drafting``, ``in_review``, ``approved``, ``published`` or ``archived``."""
+
+SEARCH_ATTRIBUTES: Final[tuple[SearchAttributeKey[Any], ...]] = (
+    PATTERN_ATTR,
+    AGENTS_ATTR,
+    STATUS_ATTR,
+    COST_ATTR,
+    DRAFT_STATUS_ATTR,
+)
+"""Every Chorus search attribute, in registration order."""
+
+_CLI_TYPE_NAMES: Final = {
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.KEYWORD_LIST: "KeywordList",
+    SearchAttributeIndexedValueType.DOUBLE: "Double",
+}
+
+
+def search_attribute_types() -> list[tuple[str, str]]:
+    """Return ``(name, type)`` of every Chorus search attribute, for registration.
+
+    Types are spelled as the temporal CLI and server expect them (``Keyword``, ``KeywordList``,
+    ``Double``).
+    """
+    return [(key.name, _CLI_TYPE_NAMES[key.indexed_value_type]) for key in SEARCH_ATTRIBUTES]

@@ -132,6 +132,17 @@ class Settings(BaseSettings):
     """Bearer token the codec server requires on ``/encode`` and ``/decode``; unset means anyone
     who can reach its port can decode. Never printed."""
 
+    metrics_host: str = "127.0.0.1"
+    """Interface the worker's HTTP endpoints (``/metrics``, ``/healthz``, ``/readyz``) and the
+    Temporal SDK's metrics endpoint bind to; ``0.0.0.0`` lets Prometheus in another container
+    scrape them."""
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    """Port of the worker's ``/metrics`` (Chorus metrics), ``/healthz`` and ``/readyz``;
+    0 disables the endpoint (9464 is OpenTelemetry's customary Prometheus exporter port)."""
+    sdk_metrics_port: int = Field(9465, ge=0, le=65535)
+    """Port of the Temporal SDK's own Prometheus endpoint (``temporal_*`` worker and client
+    metrics, served by the SDK's Rust core); 0 disables it."""
+
     @field_validator("provider_limits", mode="after")
     @classmethod
     def _keep_default_limits(cls, value: dict[str, ProviderLimit]) -> dict[str, ProviderLimit]:

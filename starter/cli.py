@@ -1332,6 +1332,38 @@ def worker(
     _run(worker_module.run_worker(settings, options))
 
 
+@app.command()
+def top(
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Live view: runs in flight, failures of the last hour, spend today, provider latency.
+
+    Refreshes every ``--interval`` seconds until Ctrl-C; ``--once`` (implied by ``--json``)
+    prints a single frame. Provider figures cover successful calls only (see starter/top.py).
+    """
+    from starter import top as top_module
+
+    async def go(chorus: ChorusClient) -> None:
+        snap = await top_module.snapshot(chorus)
+        if as_json:
+            out.print_json(snap.model_dump_json())
+            return
+        if once:
+            out.print(top_module.render(snap))
+            return
+        with Live(top_module.render(snap), console=out, screen=False) as live:
+            try:
+                while True:
+                    await asyncio.sleep(interval)
+                    live.update(top_module.render(await top_module.snapshot(chorus)))
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                return
+
+    _with_chorus(go, as_json)
+
+
 def main() -> None:
     """Console-script entry point.
 

@@ -53,6 +53,7 @@ import asyncpg
 import httpx
 
 from chorus import db
+from chorus.names import search_attribute_types
 from chorus.settings import Settings
 from chorus.temporal import connect
 from starter.sdk import ChorusClient
@@ -108,13 +109,20 @@ def temporal_argv(settings: Settings) -> list[str]:
     """Command line of the embedded Temporal dev server.
 
     With ``CHORUS_CODEC_KEYS`` set, the UI is pointed at ``chorus codec serve`` on
-    ``CHORUS_CODEC_SERVER_PORT`` (start it to see payloads decoded).
+    ``CHORUS_CODEC_SERVER_PORT`` (start it to see payloads decoded). Every start registers the
+    Chorus search attributes (``chorus.names.SEARCH_ATTRIBUTES``); registering is idempotent.
     """
     codec = (
         ["--ui-codec-endpoint", f"http://127.0.0.1:{settings.codec_server_port}"]
         if settings.codec_keys
         else []
     )
+    # Chorus workflows set these search attributes, so the namespace must know them.
+    search_attributes = [
+        arg
+        for name, kind in search_attribute_types()
+        for arg in ("--search-attribute", f"{name}={kind}")
+    ]
     return [
         temporal_binary(),
         "server",
@@ -136,6 +144,7 @@ def temporal_argv(settings: Settings) -> list[str]:
         "--ui-disable-news-fetch",
         "--log-level",
         "warn",
+        *search_attributes,
         *codec,
     ]
 

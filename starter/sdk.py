@@ -39,6 +39,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -72,12 +73,17 @@ from chorus.models import (
     step_label,
 )
 from chorus.names import (
+    AGENTS_ATTR,
+    DRAFT_STATUS_ATTR,
     DRAFT_WORKFLOW,
     PARALLEL_WORKFLOW,
+    PATTERN_ATTR,
     PROGRESS_QUERY,
     SEQUENTIAL_WORKFLOW,
+    STATUS_ATTR,
     WORKFLOW_ID_PREFIX,
     WORKFLOW_TYPES,
+    search_attribute_types,
 )
 from chorus.settings import Settings, get_settings
 from chorus.temporal import connect
@@ -456,15 +462,34 @@ class ChorusClient:
             + (f", stored in PostgreSQL as {ref.blob_id}" if ref else "")
             + ")"
         )
-        handle: WorkflowHandle[object, RunResult] = await self.client.start_workflow(
-            SEQUENTIAL_WORKFLOW if pattern == "sequential" else PARALLEL_WORKFLOW,
-            run_input,
-            id=workflow_id,
-            task_queue=self.settings.task_queue,
-            result_type=RunResult,
-            static_summary=summary[:400],
-            static_details=details,
+        if isinstance(run_input, SequentialInput):
+            agents = plan_agents(run_input.steps)
+        else:
+            extra = [run_input.aggregator] if run_input.aggregator else []
+            agents = list(dict.fromkeys(plan_agents(run_input.branches) + extra))
+        # Set at start so the run is searchable before its first workflow task; the workflow
+        # upserts the same values (for plain clients) and ChorusStatus/ChorusCostUsd at the end.
+        search_attributes = TypedSearchAttributes(
+            [
+                SearchAttributePair(PATTERN_ATTR, pattern),
+                SearchAttributePair(AGENTS_ATTR, agents),
+                SearchAttributePair(STATUS_ATTR, "running"),
+            ]
         )
+        try:
+            handle: WorkflowHandle[object, RunResult] = await self.client.start_workflow(
+                SEQUENTIAL_WORKFLOW if pattern == "sequential" else PARALLEL_WORKFLOW,
+                run_input,
+                id=workflow_id,
+                task_queue=self.settings.task_queue,
+                result_type=RunResult,
+                static_summary=summary[:400],
+                static_details=details,
+                search_attributes=search_attributes,
+            )
+        except RPCError as exc:
+            raise_if_unregistered(exc)
+            raise
         return RunHandle(handle, self.ui_url(workflow_id))
 
     async def run_sequential(
@@ -725,13 +750,20 @@ class ChorusClient:
             draft_input.content_ref = await db.put_text(await self.pool(), content)
         slug = "draft" if self.settings.codec_keys else slugify(title)
         draft_id = draft_id or f"draft-{slug}-{uuid.uuid4().hex[:8]}"
-        await self.client.start_workflow(
-            DRAFT_WORKFLOW,
-            draft_input,
-            id=draft_id,
-            task_queue=self.settings.task_queue,
-            static_summary=f"Draft: {title[:200]} (owner {owner})",
-        )
+        try:
+            await self.client.start_workflow(
+                DRAFT_WORKFLOW,
+                draft_input,
+                id=draft_id,
+                task_queue=self.settings.task_queue,
+                static_summary=f"Draft: {title[:200]} (owner {owner})",
+                search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(DRAFT_STATUS_ATTR, "drafting")]
+                ),
+            )
+        except RPCError as exc:
+            raise_if_unregistered(exc)
+            raise
         return draft_id
 
     async def draft_update(
@@ -874,6 +906,29 @@ class DraftRefusedError(RuntimeError):
     def __init__(self, message: str, error_type: str) -> None:
         super().__init__(message)
         self.error_type = error_type
+
+
+class SearchAttributesMissingError(RuntimeError):
+    """The Temporal namespace lacks the Chorus search attributes (see ``raise_if_unregistered``)."""
+
+
+def raise_if_unregistered(exc: RPCError) -> None:
+    """Turn the server's "no mapping defined for search attribute" refusal into a clear error.
+
+    Raises:
+        SearchAttributesMissingError: The namespace does not know a Chorus search attribute;
+            the message gives the ``temporal operator search-attribute create`` commands.
+    """
+    if "no mapping defined for search attribute" not in exc.message:
+        return
+    commands = "; ".join(
+        f"temporal operator search-attribute create --name {name} --type {kind}"
+        for name, kind in search_attribute_types()
+    )
+    raise SearchAttributesMissingError(
+        f"{exc.message}. Chorus needs its search attributes registered on the namespace: "
+        f"`chorus dev up` does it for the dev server; elsewhere run: {commands}"
+    ) from exc
 
 
 def is_running(status: WorkflowExecutionStatus | None) -> bool:

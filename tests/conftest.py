@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities import CallbackActivities, DraftActivities, RunActivities
 from chorus import db
 from chorus.models import LLMRequest, LLMResponse
-from chorus.names import CALL_LLM_ACTIVITY
+from chorus.names import CALL_LLM_ACTIVITY, SEARCH_ATTRIBUTES
 from chorus.settings import Settings
 from starter.dev import temporal_binary
 from starter.sdk import ChorusClient
@@ -39,6 +39,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=[
             "--dynamic-config-value",
             "history.transferProcessorMaxPollRPS=1000",

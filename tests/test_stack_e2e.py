@@ -57,6 +57,11 @@ class Stack:
             CHORUS_LOCAL_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
             CHORUS_TASK_QUEUE="e2e",
         )
+        self.metrics_port, self.sdk_metrics_port = free_port(), free_port()
+        self.env.update(
+            CHORUS_METRICS_PORT=str(self.metrics_port),
+            CHORUS_SDK_METRICS_PORT=str(self.sdk_metrics_port),
+        )
 
     def chorus(
         self, *args: str, check: bool = True, timeout: float = 600, **env: str
@@ -265,3 +270,19 @@ def test_cli_record_commands(stack, sequential_run, parallel_run, tmp_path: Path
     assert proc.returncode == 2 and "must read 'provider:model'" in proc.stderr
     proc = stack.chorus("agents", "rollback", "critic", "99", check=False)
     assert proc.returncode == 2 and "has no version 99" in proc.stderr
+
+
+def test_worker_serves_health_and_metrics(stack, sequential_run, parallel_run):
+    """The real `chorus dev up` worker: /healthz, /readyz and both /metrics endpoints."""
+    import httpx
+
+    base = f"http://127.0.0.1:{stack.metrics_port}"
+    assert httpx.get(f"{base}/healthz", timeout=5).json()["status"] == "ok"
+    ready = httpx.get(f"{base}/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert set(ready.json()["checks"]) >= {"temporal", "postgres", "providers"}
+    metrics = httpx.get(f"{base}/metrics", timeout=5).text
+    assert 'chorus_runs_finished_total{pattern="sequential",status="succeeded"}' in metrics
+    assert "chorus_llm_request_duration_seconds_bucket" in metrics
+    sdk = httpx.get(f"http://127.0.0.1:{stack.sdk_metrics_port}/metrics", timeout=5).text
+    assert "temporal_" in sdk

@@ -54,13 +54,17 @@ with workflow.unsafe.imports_passed_through():
         step_label,
     )
     from chorus.names import (
+        AGENTS_ATTR,
         CALL_LLM_ACTIVITY,
+        COST_ATTR,
         DELIVER_CALLBACK_ACTIVITY,
         FINISH_RUN_ACTIVITY,
         PARALLEL_WORKFLOW,
+        PATTERN_ATTR,
         PROGRESS_QUERY,
         SEQUENTIAL_WORKFLOW,
         START_RUN_ACTIVITY,
+        STATUS_ATTR,
         llm_task_queue,
     )
     from chorus.validation import control_problem
@@ -83,6 +87,9 @@ STORAGE_RETRY_POLICY = RetryPolicy(
 """Run bookkeeping retries until PostgreSQL answers (no attempt limit), except bad input."""
 PROVIDER_TASK_QUEUES_PATCH = "llm-task-queue-per-provider"
 """Patch id: LLM calls moved from the run's task queue to one task queue per provider."""
+SEARCH_ATTRIBUTES_PATCH = "chorus-search-attributes"
+"""Patch id: runs upsert ChorusPattern/ChorusAgents/ChorusStatus at start and ChorusStatus/
+ChorusCostUsd at the end (older histories have no such commands and replay without them)."""
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 """The LLM activity heartbeats every ~10 s, so a crashed worker's call is retried in <= 30 s."""
 
@@ -366,6 +373,16 @@ class RunWorkflowBase:
                 the SDK enforces (a plain Temporal client may have started the run).
         """
         info = workflow.info()
+        self._search_attributes = workflow.patched(SEARCH_ATTRIBUTES_PATCH)
+        if self._search_attributes:
+            # The SDK also sets these at start; upserting covers plain clients and child runs.
+            workflow.upsert_search_attributes(
+                [
+                    PATTERN_ATTR.value_set(self.pattern),
+                    AGENTS_ATTR.value_set(names),
+                    STATUS_ATTR.value_set("running"),
+                ]
+            )
         self._task = input.task
         self._document = input.document
         self._document_name = input.document_name
@@ -378,6 +395,7 @@ class RunWorkflowBase:
             problem = "task: must not be empty"
         if problem is not None:
             self._done = True
+            self._set_end_attributes("failed", 0.0)
             await self._deliver_callback("failed", RunTotals(), None, problem, workflow.now())
             raise ApplicationError(problem, type=errors.INVALID_INPUT, non_retryable=True)
         size = input.document_ref.size_bytes if input.document_ref else len(input.document.encode())
@@ -403,12 +421,14 @@ class RunWorkflowBase:
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
+                self._set_end_attributes("cancelled", 0.0)
                 await self._deliver_callback(
                     "cancelled", RunTotals(), None, "cancelled", workflow.now()
                 )
                 raise
             error_type, message, _ = describe_activity_failure(err)
             self._done = True
+            self._set_end_attributes("failed", 0.0)
             await self._deliver_callback(
                 "failed", RunTotals(), None, f"cannot start: {message}", workflow.now()
             )
@@ -416,6 +436,15 @@ class RunWorkflowBase:
                 f"cannot start: {message}", type=error_type, non_retryable=True
             ) from err
         self._agents = result.agents
+
+    def _set_end_attributes(
+        self, status: Literal["succeeded", "failed", "cancelled"], cost_usd: float
+    ) -> None:
+        """Upsert ChorusStatus and ChorusCostUsd (USD) once the run has ended (patched runs)."""
+        if self._search_attributes:
+            workflow.upsert_search_attributes(
+                [STATUS_ATTR.value_set(status), COST_ATTR.value_set(float(cost_usd))]
+            )
 
     async def _finish_run(
         self,
@@ -431,6 +460,7 @@ class RunWorkflowBase:
         finished = workflow.now()
         totals = result.totals if result else totals_of([], self._started_at, finished)
         output = result.output if result and status == "succeeded" else None
+        self._set_end_attributes(status, totals.cost_usd)
         await workflow.execute_activity(
             FINISH_RUN_ACTIVITY,
             FinishRunInput(

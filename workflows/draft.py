@@ -58,13 +58,21 @@ with workflow.unsafe.imports_passed_through():
         rebase_over,
     )
     from chorus.models import ResolveAgentsInput, ResolveAgentsResult
-    from chorus.names import DRAFT_WORKFLOW, RESOLVE_AGENTS_ACTIVITY, SAVE_DRAFT_ACTIVITY
+    from chorus.names import (
+        DRAFT_STATUS_ATTR,
+        DRAFT_WORKFLOW,
+        RESOLVE_AGENTS_ACTIVITY,
+        SAVE_DRAFT_ACTIVITY,
+    )
     from chorus.validation import control_problem
 
 REVISIONS_KEPT = 200
 """Revisions kept in workflow state (at most); an edit based on an older version is refused."""
 REVISIONS_KEPT_CHARS = 100_000
 """...and at most this many characters of edit text across them (the newest always kept)."""
+DRAFT_SEARCH_ATTRIBUTES_PATCH = "chorus-draft-search-attributes"
+"""Patch id: drafts upsert ChorusDraftStatus when each run starts and on every status change
+(older histories have no such commands and replay without them)."""
 SAVE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30)
 )
@@ -109,6 +117,7 @@ class DraftWorkflow:
     @workflow.run
     async def run(self, input: DraftInput) -> DraftView:
         """Save revisions as they land; continue as new when due; end when archived."""
+        self._upsert_status()
         if input.state is None and input.brief and not input.content:
             await self._first_draft(input.brief, input.writer)
         while True:
@@ -390,9 +399,15 @@ class DraftWorkflow:
     def _transition(self, name: str, request: UserRequest) -> EditResult:
         new_status = TRANSITIONS[name][0]
         self.state.status = new_status
+        self._upsert_status()
         self._accepted_updates += 1
         self._dirty = True
         return EditResult(version=self.state.version)
+
+    def _upsert_status(self) -> None:
+        """Set ChorusDraftStatus to the draft's status (drafts started after the patch)."""
+        if workflow.patched(DRAFT_SEARCH_ATTRIBUTES_PATCH):
+            workflow.upsert_search_attributes([DRAFT_STATUS_ATTR.value_set(self.state.status)])
 
     def _check_transition(self, name: str, request: UserRequest) -> None:
         _, allowed_from, roles = TRANSITIONS[name]

@@ -1,0 +1,194 @@
+"""``chorus top``: one snapshot of the fleet — runs in flight, recent failures, spend, providers.
+
+Sources: runs in flight come from Temporal visibility (open Chorus workflows, with their
+``ChorusPattern``/``ChorusAgents`` search attributes); failures, spend and provider latency come
+from PostgreSQL (``runs``, the budget ledger, ``messages``). ``messages`` holds one row per
+*successful* LLM call, so provider figures are successes only: failed attempts are not recorded
+per call (they show up as failed runs and in the worker's Prometheus metrics).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from chorus.budget import BudgetLine
+from chorus.names import AGENTS_ATTR, PATTERN_ATTR, WORKFLOW_TYPES
+from starter.sdk import ChorusClient
+
+FAILURE_WINDOW = timedelta(hours=1)
+"""Failed runs shown: those that ended this recently."""
+PROVIDER_WINDOW = timedelta(minutes=15)
+"""Provider latency is computed over the LLM calls of this window."""
+MAX_ROWS = 20
+"""Rows shown per section at most."""
+
+
+class RunInFlight(BaseModel):
+    """An open Chorus run (child runs included)."""
+
+    workflow_id: str
+    workflow_type: str
+    pattern: str | None = None
+    agents: list[str] = []
+    parent_id: str | None = None
+    started_at: datetime | None = None
+
+
+class RecentFailure(BaseModel):
+    """A run that failed within ``FAILURE_WINDOW``, with the reason recorded in PostgreSQL."""
+
+    workflow_id: str
+    pattern: str
+    finished_at: datetime | None
+    error: str | None
+    cost_usd: float
+
+
+class ProviderHealth(BaseModel):
+    """Successful LLM calls of one provider/model within ``PROVIDER_WINDOW``; latency in ms."""
+
+    provider: str
+    model: str
+    calls: int
+    p50_ms: float
+    p95_ms: float
+    last_call_at: datetime
+
+
+class TopSnapshot(BaseModel):
+    """Everything ``chorus top`` shows in one frame."""
+
+    taken_at: datetime
+    in_flight: list[RunInFlight]
+    failures: list[RecentFailure]
+    budgets: list[BudgetLine]
+    providers: list[ProviderHealth]
+
+
+async def snapshot(chorus: ChorusClient) -> TopSnapshot:
+    """Gather one frame from Temporal visibility and PostgreSQL.
+
+    Raises:
+        temporalio.service.RPCError: Temporal is unreachable.
+        asyncpg.PostgresError: PostgreSQL is unreachable or not migrated.
+    """
+    types = ", ".join(f"'{t}'" for t in WORKFLOW_TYPES)
+    query = f'WorkflowType IN ({types}) AND ExecutionStatus = "Running"'
+    in_flight: list[RunInFlight] = []
+    async for wf in chorus.client.list_workflows(query, limit=MAX_ROWS):
+        attrs = wf.typed_search_attributes
+        in_flight.append(
+            RunInFlight(
+                workflow_id=wf.id,
+                workflow_type=wf.workflow_type,
+                pattern=attrs.get(PATTERN_ATTR),
+                agents=list(attrs.get(AGENTS_ATTR) or []),
+                parent_id=wf.parent_id,
+                started_at=wf.start_time,
+            )
+        )
+    pool = await chorus.pool()
+    now = datetime.now(UTC)
+    failure_rows = await pool.fetch(
+        "SELECT workflow_id, pattern, finished_at, error, cost_usd FROM runs"
+        " WHERE status = 'failed' AND finished_at >= $1 ORDER BY finished_at DESC LIMIT $2",
+        now - FAILURE_WINDOW,
+        MAX_ROWS,
+    )
+    provider_rows = await pool.fetch(
+        "SELECT provider, model, count(*) AS calls,"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_ms,"
+        " percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_ms,"
+        " max(created_at) AS last_call_at"
+        " FROM messages WHERE created_at >= $1 GROUP BY provider, model"
+        " ORDER BY provider, model",
+        now - PROVIDER_WINDOW,
+    )
+    return TopSnapshot(
+        taken_at=now,
+        in_flight=in_flight,
+        failures=[
+            RecentFailure(
+                workflow_id=r["workflow_id"],
+                pattern=r["pattern"],
+                finished_at=r["finished_at"],
+                error=r["error"],
+                cost_usd=float(r["cost_usd"]),
+            )
+            for r in failure_rows
+        ],
+        budgets=await chorus.budgets(),
+        providers=[
+            ProviderHealth(
+                provider=r["provider"],
+                model=r["model"],
+                calls=r["calls"],
+                p50_ms=float(r["p50_ms"]),
+                p95_ms=float(r["p95_ms"]),
+                last_call_at=r["last_call_at"],
+            )
+            for r in provider_rows
+        ],
+    )
+
+
+def _age(then: datetime | None, now: datetime) -> str:
+    if then is None:
+        return "-"
+    seconds = max(0, int((now - then).total_seconds()))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def render(snap: TopSnapshot) -> Group:
+    """Rich renderable of one snapshot: four tables under a header line."""
+    now = snap.taken_at
+    runs = Table(title=f"Runs in flight ({len(snap.in_flight)})", title_justify="left")
+    for col in ("workflow id", "pattern", "agents", "running for"):
+        runs.add_column(col)
+    for r in snap.in_flight:
+        indent = "  └ " if r.parent_id else ""
+        runs.add_row(
+            indent + r.workflow_id, r.pattern or "?", ", ".join(r.agents), _age(r.started_at, now)
+        )
+    failures = Table(title=f"Failures, last hour ({len(snap.failures)})", title_justify="left")
+    for col in ("workflow id", "pattern", "ago", "cost USD", "reason"):
+        failures.add_column(col)
+    for f in snap.failures:
+        failures.add_row(
+            f.workflow_id,
+            f.pattern,
+            _age(f.finished_at, now),
+            f"{f.cost_usd:.4f}",
+            (f.error or "")[:100],
+        )
+    spend = Table(title="Spend today (UTC) against budgets", title_justify="left")
+    for col in ("scope", "spent USD", "reserved USD", "limit USD", "remaining USD"):
+        spend.add_column(col)
+    for b in snap.budgets:
+        over = b.limit_usd is not None and b.spent_usd >= b.limit_usd
+        spend.add_row(
+            b.scope,
+            Text(f"{b.spent_usd:.4f}", style="bold red" if over else ""),
+            f"{b.reserved_usd:.4f}",
+            "-" if b.limit_usd is None else f"{b.limit_usd:.2f}",
+            "-" if b.remaining_usd is None else f"{b.remaining_usd:.4f}",
+        )
+    providers = Table(title="Providers, last 15 min (successful calls only)", title_justify="left")
+    for col in ("provider", "model", "calls", "p50 ms", "p95 ms", "last call"):
+        providers.add_column(col)
+    for p in snap.providers:
+        providers.add_row(
+            p.provider,
+            p.model,
+            str(p.calls),
+            f"{p.p50_ms:.0f}",
+            f"{p.p95_ms:.0f}",
+            _age(p.last_call_at, now) + " ago",
+        )
+    header = Text(f"chorus top — {now:%Y-%m-%d %H:%M:%S} UTC (Ctrl-C to quit)", style="bold")
+    return Group(header, runs, failures, spend, providers)
