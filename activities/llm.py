@@ -172,8 +172,15 @@ def map_provider_error(exc: Exception, provider: str, model: str, cap_s: float) 
             f"{where}: request timed out", attempt, type=errors.PROVIDER_UNAVAILABLE
         )
     if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
+        # httpx's ReadError on a reset connection has an empty message: name its type. By
+        # name, since the anthropic SDK raises its own copy of httpx's classes (httpx2).
+        cause = exc.__cause__ or exc
+        kind = type(cause).__name__
+        detail = f"{kind}: {cause}" if str(cause) else kind
+        connecting = kind in ("ConnectError", "ConnectTimeout")
+        what = "cannot connect" if connecting else "connection lost"
         return ApplicationError(
-            f"{where}: cannot connect ({exc.__cause__ or exc})",
+            f"{where}: {what} ({detail})",
             attempt,
             type=errors.PROVIDER_UNAVAILABLE,
         )
@@ -284,9 +291,12 @@ class LLMActivities:
             )
         prompt, placeholders = self._redact(req, prompt)
         workflow_id, _ = workflow_ids(info)
-        # A previous attempt may have received the completion and then failed to record it:
-        # reuse it instead of paying the provider twice.
+        # A previous attempt may have received the completion and then failed to record it
+        # (kept in its heartbeat details), or recorded it and died before reporting (its worker
+        # was killed): reuse it instead of paying the provider twice.
         response = _previous_response(info.heartbeat_details)
+        if response is None and info.attempt > 1:
+            response = await self._recorded_response(workflow_id, info.activity_id)
         if response is None:
             held = await self._reserve(req, prompt, workflow_id, info.activity_id)
             try:
@@ -352,6 +362,36 @@ class LLMActivities:
         # The message row keeps the attempt that called the provider; the workflow counts
         # every activity attempt.
         return response.model_copy(update={"attempt": info.attempt})
+
+    async def _recorded_response(self, workflow_id: str, activity_id: str) -> LLMResponse | None:
+        """The completion an earlier attempt of this activity recorded in PostgreSQL, if any.
+
+        Raises:
+            ApplicationError: ``StorageUnavailable`` when PostgreSQL does not answer (retried:
+                calling the provider again could pay twice).
+        """
+        try:
+            row = await db.recorded_call(self._pool, workflow_id, activity_id)
+        except DB_ERRORS as exc:
+            raise ApplicationError(
+                f"cannot check PostgreSQL for an earlier attempt's completion ({exc})",
+                activity.info().attempt,
+                type=errors.STORAGE_UNAVAILABLE,
+            ) from exc
+        if row is None:
+            return None
+        return LLMResponse(
+            provider=row["provider"],
+            model=row["model"],
+            output=row["completion"],
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cost_usd=float(row["cost_usd"]),
+            cost_known=bool(row["cost_known"]),
+            latency_ms=float(row["latency_ms"]),
+            attempt=row["attempt"],
+            truncated_chars=row["truncated_chars"],
+        )
 
     def _redact(self, req: LLMRequest, prompt: Prompt) -> tuple[Prompt, dict[str, str]]:
         """Apply the agent's PII policy to both messages (``chorus/pii.py``).

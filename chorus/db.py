@@ -545,6 +545,21 @@ async def record_call(
         )
 
 
+async def recorded_call(
+    pool: asyncpg.Pool, workflow_id: str, activity_id: str
+) -> asyncpg.Record | None:
+    """The recorded completion of one LLM activity (message joined with its ledger row)."""
+    return await pool.fetchrow(
+        "SELECT m.provider, m.model, m.completion, m.input_tokens, m.output_tokens, m.cost_usd,"
+        " coalesce(l.cost_known, true) AS cost_known, m.latency_ms, m.attempt,"
+        " m.truncated_chars FROM messages m LEFT JOIN cost_ledger l"
+        " ON l.workflow_id = m.workflow_id AND l.activity_id = m.activity_id"
+        " WHERE m.workflow_id = $1 AND m.activity_id = $2",
+        workflow_id,
+        activity_id,
+    )
+
+
 async def transcript(pool: asyncpg.Pool, workflow_id: str) -> list[dict[str, Any]]:
     """A run's archived transcript, or its live messages if it has not finished.
 

@@ -8,6 +8,8 @@ recorded with its arrival time, so tests can assert on retry spacing and on requ
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections import defaultdict, deque
@@ -23,6 +25,8 @@ class Reply:
     text: str | None = None
     delay_s: float = 0.0
     error_message: str = "scripted error"
+    reset: bool = False
+    """Close the connection with a TCP reset (after ``delay_s``) instead of answering."""
 
 
 @dataclass
@@ -85,6 +89,13 @@ class StubLLM:
                     )
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.reset:
+                    # SO_LINGER 0: close() sends RST, the client sees "connection reset".
+                    linger = struct.pack("ii", 1, 0)
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 if reply.status != 200:
                     self._send(
                         reply.status,
