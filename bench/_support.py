@@ -12,6 +12,7 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from chorus.names import search_attribute_types
 from starter.dev import free_port, temporal_binary
 
 CHORUS_DEV_FLAGS = (
@@ -36,13 +37,24 @@ def embedded_postgres(directory: Path) -> Iterator[str]:
         server.cleanup()
 
 
+SEARCH_ATTRIBUTE_FLAGS = [
+    a for name, kind in search_attribute_types() for a in ("--search-attribute", f"{name}={kind}")
+]
+"""Chorus's search attributes, registered like ``chorus dev up`` does (runs need them)."""
+
+
 @asynccontextmanager
 async def temporal_dev_server(db_file: Path, flags: Sequence[str]) -> AsyncIterator[Client]:
-    """Run a headless, file-backed dev server with ``flags``; yield a connected client."""
+    """Run a headless, file-backed dev server with ``flags`` and Chorus's search attributes.
+
+    Yields:
+        A client connected with the pydantic data converter.
+    """
     port = free_port()
     server = await asyncio.create_subprocess_exec(
         temporal_binary(), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-        "--port", str(port), "--db-filename", str(db_file), "--log-level", "error", *flags,
+        "--port", str(port), "--db-filename", str(db_file), "--log-level", "error",
+        *SEARCH_ATTRIBUTE_FLAGS, *flags,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
