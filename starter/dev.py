@@ -51,9 +51,14 @@ from urllib.parse import urlparse
 
 import asyncpg
 import httpx
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 
 from chorus import db
-from chorus.names import search_attribute_types
+from chorus.names import SEARCH_ATTRIBUTES, search_attribute_types
 from chorus.settings import Settings
 from chorus.temporal import connect
 from starter.sdk import ChorusClient
@@ -243,7 +248,7 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _spawn(settings: Settings, name: str, argv: list[str]) -> int:
+def _spawn(settings: Settings, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     with open(log_file(settings, name), "ab") as out:
@@ -263,7 +268,36 @@ def _spawn(settings: Settings, name: str, argv: list[str]) -> int:
     (_run_dir(settings) / f"{name}.json").write_text(
         json.dumps({"pid": proc.pid, "argv": argv, "started": time.time()})
     )
-    return proc.pid
+    return proc
+
+
+async def ensure_search_attributes(settings: Settings) -> list[str]:
+    """Register Chorus's search attributes on the namespace if any is missing.
+
+    ``start-dev --search-attribute`` registers them when it creates its database; a database
+    created by an older Chorus (or without the flags) needs them added, which this does
+    through the operator API.
+
+    Returns:
+        The names added (empty when all were there).
+    """
+    client = await connect(settings)
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=settings.temporal_namespace)
+    )
+    known = set(listed.custom_attributes) | set(listed.system_attributes)
+    missing = {
+        key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in known
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=settings.temporal_namespace, search_attributes=missing
+            )
+        )
+    return sorted(missing)
 
 
 async def _temporal_healthy(settings: Settings) -> tuple[bool, str]:
@@ -446,6 +480,10 @@ async def up(
         healthy, detail = await _health(settings, name)
         if healthy:
             on_event(f"{name}: already running ({detail})")
+            if name == "temporal":
+                added = await ensure_search_attributes(settings)
+                if added:
+                    on_event(f"temporal: registered search attributes {', '.join(added)}")
             continue
         if name == "postgres":
             if settings.database_url:
@@ -454,18 +492,26 @@ async def up(
             pg_pid = await asyncio.to_thread(_start_postgres, settings)
             on_event(f"postgres: started (pid {pg_pid}) in {time.monotonic() - started:.1f} s")
             continue
+        proc: subprocess.Popen[bytes] | None = None
         if _tracked_pid(settings, name) is None:
-            pid = _spawn(settings, name, _ARGV[name](settings))
-            on_event(f"{name}: started (pid {pid}), waiting until healthy…")
+            proc = _spawn(settings, name, _ARGV[name](settings))
+            on_event(f"{name}: started (pid {proc.pid}), waiting until healthy…")
         started = time.monotonic()
         while True:
             healthy, detail = await _health(settings, name)
             if healthy:
                 on_event(f"{name}: healthy after {time.monotonic() - started:.1f} s ({detail})")
                 break
-            if _tracked_pid(settings, name) is None:
+        if name == "temporal":  # also when it was already running (an older dev database)
+            added = await ensure_search_attributes(settings)
+            if added:
+                on_event(f"temporal: registered search attributes {', '.join(added)}")
+            # A child we just started: ask the OS (its exit status) rather than the PID record.
+            exited = proc.poll() is not None if proc else _tracked_pid(settings, name) is None
+            if exited:
+                code = f" with status {proc.returncode}" if proc else ""
                 raise DevStackError(
-                    f"{name} exited during start-up; end of {log_file(settings, name)}:\n"
+                    f"{name} exited during start-up{code}; end of {log_file(settings, name)}:\n"
                     + _tail(log_file(settings, name))
                 )
             if time.monotonic() - started > _START_TIMEOUT_S[name]:

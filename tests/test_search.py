@@ -235,10 +235,19 @@ async def test_unregistered_attributes_fail_clearly(make_settings):
     bare = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter
     )
-    chorus = ChorusClient(bare.client, make_settings([agent("writer", LOCAL)]))
+    settings = make_settings(
+        [agent("writer", LOCAL)], temporal_address=bare.client.service_client.config.target_host
+    )
+    chorus = ChorusClient(bare.client, settings)
     try:
         with pytest.raises(SearchAttributesMissingError, match="search-attribute create"):
             await chorus.start_draft("Nowhere", "alice", content="text")
+        # `chorus dev up` repairs such a server (e.g. a dev database from an older Chorus)
+        from starter.dev import ensure_search_attributes
+
+        assert len(await ensure_search_attributes(settings)) == 5
+        assert await ensure_search_attributes(settings) == []
+        assert await chorus.start_draft("Somewhere", "alice", content="text")
     finally:
         await chorus.close()
         await bare.shutdown()
