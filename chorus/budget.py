@@ -22,6 +22,7 @@ refused; their calls are not reserved.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -37,9 +38,11 @@ Conn = asyncpg.Connection | PoolConnectionProxy
 WORST_CASE_OVERHEAD_TOKENS = 32
 """Tokens added to the prompt's byte count for chat-template markup (OpenAI documents ~3 per
 message plus 3 per reply; Anthropic a similar few)."""
+STALE_SWEEP_INTERVAL_S = 60.0
+"""How often (at most) a process looks for stale reservations, in seconds."""
 STALE_RESERVATION_MINUTES = 60
 """A reservation left ``reserved`` this long (its worker died between call and settle, and the
-activity was never retried) is released by the next reservation that sees it."""
+activity was never retried) is released by the next sweep (``STALE_SWEEP_INTERVAL_S``)."""
 
 
 class BudgetExceededError(Exception):
@@ -173,9 +176,7 @@ async def reserve(
     day = (now or datetime.now(UTC)).date()
     periods = periods_for(agent, root_workflow_id, day)
     amount = Decimal(str(round(amount_usd, 8)))
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            await _release_stale(conn)
+    await _sweep_stale(pool)
     async with pool.acquire() as conn, conn.transaction():
         existing = await conn.fetchrow(
             "SELECT state, reserved_usd FROM budget_reservations"
@@ -307,6 +308,19 @@ async def _lock_periods(conn: Conn, periods: list[str]) -> None:
         "SELECT 1 FROM budget_spend WHERE period = ANY($1::text[]) ORDER BY period FOR UPDATE",
         periods,
     )
+
+
+_last_sweep = 0.0
+
+
+async def _sweep_stale(pool: asyncpg.Pool) -> None:
+    """Release stale reservations, at most once a minute per process (off the hot path)."""
+    global _last_sweep
+    if time.monotonic() - _last_sweep < STALE_SWEEP_INTERVAL_S:
+        return
+    _last_sweep = time.monotonic()
+    async with pool.acquire() as conn, conn.transaction():
+        await _release_stale(conn)
 
 
 async def _release_stale(conn: Conn) -> None:
