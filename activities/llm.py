@@ -39,6 +39,7 @@ from activities.prompts import Prompt, build_prompt
 from activities.runs import workflow_ids
 from chorus import budget, db, errors, metrics
 from chorus.callbacks import signed_headers
+from chorus.db import DB_ERRORS
 from chorus.limits import FleetSemaphore, SlotTimeoutError
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
@@ -47,7 +48,6 @@ from chorus.pricing import context_window, cost_usd
 from chorus.settings import Settings
 
 T = TypeVar("T")
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass
@@ -247,12 +247,8 @@ class LLMActivities:
             return self._documents[key]
         try:
             text = await db.get_text(self._pool, req.document_ref)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ApplicationError(
-                f"cannot load document {key} from PostgreSQL: {exc}",
-                activity.info().attempt,
-                type=errors.STORAGE_UNAVAILABLE,
-            ) from exc
+        except DB_ERRORS as exc:
+            raise _storage_error(f"cannot load document {key} from PostgreSQL: {exc}") from exc
         self._documents[key] = text
         while len(self._documents) > 4:
             self._documents.popitem(last=False)
@@ -348,13 +344,11 @@ class LLMActivities:
                 activity_id=info.activity_id,
                 cost_usd=response.cost_usd,
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             activity.heartbeat(response.model_dump(mode="json"))
-            raise ApplicationError(
+            raise _storage_error(
                 f"agent {req.agent}: completion received but not recorded in PostgreSQL ({exc}); "
-                "the retry reuses it",
-                info.attempt,
-                type=errors.STORAGE_UNAVAILABLE,
+                "the retry reuses it"
             ) from exc
         metrics.BUDGET_SPENT.inc(response.cost_usd)
         for period in crossed:
@@ -373,10 +367,8 @@ class LLMActivities:
         try:
             row = await db.recorded_call(self._pool, workflow_id, activity_id)
         except DB_ERRORS as exc:
-            raise ApplicationError(
-                f"cannot check PostgreSQL for an earlier attempt's completion ({exc})",
-                activity.info().attempt,
-                type=errors.STORAGE_UNAVAILABLE,
+            raise _storage_error(
+                f"cannot check PostgreSQL for an earlier attempt's completion ({exc})"
             ) from exc
         if row is None:
             return None
@@ -435,10 +427,8 @@ class LLMActivities:
                 f"agent {req.agent}: {exc}", activity.info().attempt, type=errors.RATE_LIMITED
             ) from exc
         except DB_ERRORS as exc:
-            raise ApplicationError(
-                f"agent {req.agent}: cannot take a concurrency slot in PostgreSQL ({exc})",
-                activity.info().attempt,
-                type=errors.STORAGE_UNAVAILABLE,
+            raise _storage_error(
+                f"agent {req.agent}: cannot take a concurrency slot in PostgreSQL ({exc})"
             ) from exc
 
     async def _reserve(
@@ -484,11 +474,9 @@ class LLMActivities:
                 type=errors.BUDGET_EXCEEDED,
                 non_retryable=True,
             ) from exc
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise ApplicationError(
-                f"agent {req.agent}: cannot reserve budget in PostgreSQL ({exc})",
-                activity.info().attempt,
-                type=errors.STORAGE_UNAVAILABLE,
+        except DB_ERRORS as exc:
+            raise _storage_error(
+                f"agent {req.agent}: cannot reserve budget in PostgreSQL ({exc})"
             ) from exc
         return reservation.held
 
@@ -686,6 +674,11 @@ class LLMActivities:
             response.usage.output_tokens,
             response.stop_reason,
         )
+
+
+def _storage_error(message: str) -> ApplicationError:
+    """A retryable ``StorageUnavailable`` error of the current attempt."""
+    return ApplicationError(message, activity.info().attempt, type=errors.STORAGE_UNAVAILABLE)
 
 
 def _previous_response(details: Sequence[Any]) -> LLMResponse | None:

@@ -152,5 +152,5 @@ class RunActivities:
                 await metrics.observe_run_finished(
                     self._pool, workflow_id, run, input.status, wall_s
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except db.DB_ERRORS as exc:
                 activity.logger.warning("run %s: fallbacks not counted: %s", workflow_id, exc)

@@ -34,6 +34,10 @@ _MIGRATION_LOCK = 7_201_337_001
 """pg_advisory_xact_lock key held while migrating, so concurrent workers migrate once."""
 
 
+DB_ERRORS: tuple[type[Exception], ...] = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What asyncpg raises when PostgreSQL is unreachable or refuses a statement."""
+
+
 class DatabaseError(RuntimeError):
     """PostgreSQL is not configured or cannot be reached; the message says which and how."""
 
@@ -94,7 +98,7 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
             command_timeout=60,
             init=_init_connection,
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL at {redact_url(url)}: {exc}") from exc
     assert pool is not None
     try:

@@ -36,6 +36,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
 from chorus import budget
+from chorus.db import DB_ERRORS
 from chorus.settings import Settings
 
 LLM_LATENCY_BUCKETS: tuple[float, ...] = (
@@ -228,7 +229,7 @@ async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, timeout_s: floa
         async with asyncio.timeout(timeout_s):
             lines = await budget.standing(pool, settings)
             drafts = await pool.fetchval("SELECT count(*) FROM drafts WHERE status <> 'archived'")
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except DB_ERRORS:  # TimeoutError is an OSError
         GAUGE_REFRESH_ERRORS.inc()
         return False
     for gauge in BUDGET_GAUGES.values():

@@ -398,7 +398,7 @@ async def _postgres_healthy(settings: Settings) -> tuple[bool, str]:
             version = await conn.fetchval("SHOW server_version")
         finally:
             await conn.close()
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except db.DB_ERRORS as exc:  # TimeoutError is an OSError
         return False, f"{db.redact_url(url)}: {exc}"
     where = "external (DATABASE_URL)" if settings.database_url else "embedded"
     return True, f"PostgreSQL {version}, {where}"
