@@ -1,9 +1,10 @@
 """Replay checked-in histories: a change that breaks determinism fails here.
 
 The files in tests/histories were recorded from real runs on the dev server
-(``CHORUS_RECORD_HISTORIES=1 pytest tests/test_workflows.py``). Never re-record them to make
-this test pass: a failure means old runs in flight would break on the new code; gate the change
-with ``workflow.patched`` instead.
+(``CHORUS_RECORD_HISTORIES=1 CHORUS_RECORD_SUFFIX=_vN pytest tests/test_workflows.py
+tests/test_drafts.py``; the suffix names the code version, the recorder never overwrites).
+Never re-record them to make this test pass: a failure means old runs in flight would break on
+the new code; gate the change with ``workflow.patched`` instead.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def test_histories_are_checked_in():
         "draft_lifecycle",
         "draft_after_continue_as_new",
         "draft_by_reference",
+        # v2: search attributes and per-provider task queues (patches); drafts' search attribute
+        "sequential_3_agents_v2",
+        "provider_fallback_v2",
+        "draft_lifecycle_v2",
     } <= names
 
 

@@ -32,7 +32,12 @@ async def replay(client: Client, workflow_id: str, record_as: str | None = None)
         history
     )
     if record_as and os.environ.get("CHORUS_RECORD_HISTORIES") == "1":
-        (HISTORIES / f"{record_as}.json").write_text(
+        # Never overwrite a checked-in history: a new code path gets new files, named with
+        # CHORUS_RECORD_SUFFIX (e.g. "_v2"), next to the old ones that keep guarding old runs.
+        target = HISTORIES / f"{record_as}{os.environ.get('CHORUS_RECORD_SUFFIX', '')}.json"
+        if target.exists():
+            raise FileExistsError(f"{target} exists; set CHORUS_RECORD_SUFFIX to record anew")
+        target.write_text(
             json.dumps({"workflow_id": workflow_id, "history": json.loads(history.to_json())})
         )
 
