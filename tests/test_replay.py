@@ -35,6 +35,11 @@ def test_histories_are_checked_in():
         "sequential_3_agents_v2",
         "provider_fallback_v2",
         "draft_lifecycle_v2",
+        # v3: run bookkeeping as local activities (chorus-local-bookkeeping)
+        "sequential_3_agents_v3",
+        "parallel_failed_branch_v3",
+        "provider_fallback_v3",
+        "sequential_with_parallel_child_v3",
     } <= names
 
 

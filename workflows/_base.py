@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -90,6 +90,21 @@ PROVIDER_TASK_QUEUES_PATCH = "llm-task-queue-per-provider"
 SEARCH_ATTRIBUTES_PATCH = "chorus-search-attributes"
 """Patch id: runs upsert ChorusPattern/ChorusAgents/ChorusStatus at start and ChorusStatus/
 ChorusCostUsd at the end (older histories have no such commands and replay without them)."""
+LOCAL_BOOKKEEPING_PATCH = "chorus-local-bookkeeping"
+"""Patch id: ``chorus.start_run``/``chorus.finish_run`` run as local activities, the start-time
+search-attribute upsert is skipped when the run was started with the same values, and the
+two patches above are implied (one patch marker per run instead of two).
+
+A local activity runs in the worker that runs the workflow task and is recorded as a marker
+in that task's completion: recording the run costs no activity task dispatch and no extra
+workflow task, so a 3-agent run takes 4 workflow tasks and 3 activity tasks instead of 6 and 5
+(``bench/RESULTS.md``). Both activities are short PostgreSQL writes, the case local
+activities are meant for (Temporal docs, "Local Activity"). Each patch also upserts the
+``TemporalChangeVersion`` search attribute (one visibility write), hence one patch id for all.
+"""
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=5)
+"""A local bookkeeping activity retries in the workflow task until its next backoff exceeds
+this; longer backoffs wait on a durable timer (SDK default: 1 minute)."""
 LLM_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 """The LLM activity heartbeats every ~10 s, so a crashed worker's call is retried in <= 30 s."""
 
@@ -107,6 +122,12 @@ and still get the result. The workflow stays open meanwhile (its run row is alre
 CALLBACK_ATTEMPT_TIMEOUT = timedelta(seconds=60)
 """Start-to-close of one delivery attempt; ``CHORUS_CALLBACK_TIMEOUT_S`` (<= 50 s) bounds the
 HTTP call inside it."""
+
+
+def _started_with(values: list[SearchAttributeUpdate[Any]]) -> bool:
+    """Whether the run was started with exactly these search attribute values."""
+    started = workflow.info().typed_search_attributes
+    return all(started.get(update.key) == update.value for update in values)
 
 
 def describe_activity_failure(err: ActivityError) -> tuple[str, str, int]:
@@ -180,6 +201,7 @@ async def call_agent(
     root_workflow_id: str,
     name: str | None = None,
     on_provider: Callable[[str], None] | None = None,
+    provider_queues: bool | None = None,
 ) -> StepResult:
     """Run one agent, falling back along its provider chain (workflow code).
 
@@ -197,6 +219,8 @@ async def call_agent(
         root_workflow_id: Top-level workflow, under which the calls are recorded.
         name: Step name in the result (default: the agent's name).
         on_provider: Called with ``provider:model`` before each provider is tried.
+        provider_queues: Whether calls go to their provider's task queue; ``None`` decides
+            by the ``llm-task-queue-per-provider`` patch.
     """
     spec = resolved.spec
     skipped = {(s.provider, s.model): s.reason for s in resolved.skipped}
@@ -227,10 +251,13 @@ async def call_agent(
             pii=spec.pii,
         )
         fallback_note = f", fallback {position}/{len(usable)}" if position > 1 else ""
-        # Each provider's calls run on its own task queue, rate-limited by the server for the
-        # whole fleet (chorus/limits.py). Runs started before this change keep the main queue.
+        # Each provider's calls run on its own task queue, whose workers cap concurrency per
+        # provider (fleet-wide limits: chorus/limits.py). Runs started before this change keep
+        # the main queue.
         task_queue = None
-        if workflow.patched(PROVIDER_TASK_QUEUES_PATCH):
+        if provider_queues is None:
+            provider_queues = workflow.patched(PROVIDER_TASK_QUEUES_PATCH)
+        if provider_queues:
             task_queue = llm_task_queue(workflow.info().task_queue, link.provider)
         attempt_s = spec.timeout_s + 10 + SLOT_WAIT_S
         try:
@@ -373,16 +400,22 @@ class RunWorkflowBase:
                 the SDK enforces (a plain Temporal client may have started the run).
         """
         info = workflow.info()
-        self._search_attributes = workflow.patched(SEARCH_ATTRIBUTES_PATCH)
-        if self._search_attributes:
-            # The SDK also sets these at start; upserting covers plain clients and child runs.
-            workflow.upsert_search_attributes(
-                [
-                    PATTERN_ATTR.value_set(self.pattern),
-                    AGENTS_ATTR.value_set(names),
-                    STATUS_ATTR.value_set("running"),
-                ]
-            )
+        # Patch order matters for replay: the new id first; older runs fall through to the
+        # ids they recorded.
+        self._local_bookkeeping = workflow.patched(LOCAL_BOOKKEEPING_PATCH)
+        self._search_attributes = self._local_bookkeeping or workflow.patched(
+            SEARCH_ATTRIBUTES_PATCH
+        )
+        start_values: list[SearchAttributeUpdate[Any]] = [
+            PATTERN_ATTR.value_set(self.pattern),
+            AGENTS_ATTR.value_set(names),
+            STATUS_ATTR.value_set("running"),
+        ]
+        if self._search_attributes and not (
+            self._local_bookkeeping and _started_with(start_values)
+        ):
+            # The SDK sets these at start; upserting covers plain clients.
+            workflow.upsert_search_attributes(start_values)
         self._task = input.task
         self._document = input.document
         self._document_name = input.document_name
@@ -400,7 +433,7 @@ class RunWorkflowBase:
             raise ApplicationError(problem, type=errors.INVALID_INPUT, non_retryable=True)
         size = input.document_ref.size_bytes if input.document_ref else len(input.document.encode())
         try:
-            result: ResolveAgentsResult = await workflow.execute_activity(
+            result: ResolveAgentsResult = await self._bookkeeping(
                 START_RUN_ACTIVITY,
                 StartRunInput(
                     pattern=self.pattern,
@@ -416,7 +449,6 @@ class RunWorkflowBase:
                 ),
                 result_type=ResolveAgentsResult,
                 start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=STORAGE_RETRY_POLICY,
                 summary=f"Record run; pin agents {', '.join(names)}",
             )
         except ActivityError as err:
@@ -436,6 +468,39 @@ class RunWorkflowBase:
                 f"cannot start: {message}", type=error_type, non_retryable=True
             ) from err
         self._agents = result.agents
+
+    async def _bookkeeping(
+        self,
+        activity: str,
+        arg: Any,
+        *,
+        start_to_close_timeout: timedelta,
+        summary: str,
+        result_type: type | None = None,
+    ) -> Any:
+        """Run a run-bookkeeping activity: local on patched runs, a normal activity before.
+
+        Both forms retry until PostgreSQL answers (``STORAGE_RETRY_POLICY``); a local
+        activity's retries back off on a workflow timer once past a few seconds.
+        """
+        if self._local_bookkeeping:
+            return await workflow.execute_local_activity(
+                activity,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=start_to_close_timeout,
+                retry_policy=STORAGE_RETRY_POLICY,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+                summary=summary,
+            )
+        return await workflow.execute_activity(
+            activity,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=start_to_close_timeout,
+            retry_policy=STORAGE_RETRY_POLICY,
+            summary=summary,
+        )
 
     def _set_end_attributes(
         self, status: Literal["succeeded", "failed", "cancelled"], cost_usd: float
@@ -461,7 +526,7 @@ class RunWorkflowBase:
         totals = result.totals if result else totals_of([], self._started_at, finished)
         output = result.output if result and status == "succeeded" else None
         self._set_end_attributes(status, totals.cost_usd)
-        await workflow.execute_activity(
+        await self._bookkeeping(
             FINISH_RUN_ACTIVITY,
             FinishRunInput(
                 status=status,
@@ -472,7 +537,6 @@ class RunWorkflowBase:
                 archive=info.parent is None,
             ),
             start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=STORAGE_RETRY_POLICY,
             summary=f"Record run {status}",
         )
         await self._deliver_callback(status, totals, output, error, finished)
@@ -585,6 +649,7 @@ class RunWorkflowBase:
 
         return await call_agent(
             resolved,
+            provider_queues=True if self._local_bookkeeping else None,
             task=self._task,
             document=self._document,
             document_name=self._document_name,
