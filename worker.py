@@ -81,8 +81,8 @@ class ChorusWorker:
 
     One worker polls ``settings.task_queue`` (workflows and every activity); one more per
     provider polls ``<task queue>-llm-<provider>`` for that provider's LLM calls, with the
-    provider's requests-per-minute as the task queue's server-enforced rate and its
-    concurrency as the local cap (``chorus/limits.py``).
+    provider's concurrency as the local cap; its requests per minute are enforced in the
+    activity, through PostgreSQL (``chorus/limits.py``).
 
     Use as ``async with worker:`` (or ``await worker.run()``).
     """
@@ -152,7 +152,13 @@ def build_worker(
                 task_queue=llm_task_queue(settings.task_queue, provider),
                 activities=llm,
                 max_concurrent_activities=limit.concurrency or options.max_concurrent_activities,
-                max_task_queue_activities_per_second=limit.rpm / 60 if limit.rpm else None,
+                # No max_task_queue_activities_per_second: the server's task queue rate paced
+                # every dispatch (~230 ms each, even far below the limit), so the rate is a
+                # GCRA in PostgreSQL instead (chorus/limits.py). The rate earlier workers set
+                # does not linger: each poll replaces the worker-set rate and a poll without
+                # one restores the system default (temporalio/temporal#8058; on the 1.32 dev
+                # server DescribeTaskQueue reports source SYSTEM once such a worker polls).
+                # Servers before that change kept the last rate set (temporalio/temporal#8137).
                 interceptors=[log_context],
             )
         )

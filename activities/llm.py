@@ -40,7 +40,13 @@ from activities.runs import workflow_ids
 from chorus import budget, db, errors, metrics
 from chorus.callbacks import signed_headers
 from chorus.db import DB_ERRORS
-from chorus.limits import FleetSemaphore, SlotTimeoutError
+from chorus.limits import (
+    SLOT_WAIT_S,
+    FleetRateLimiter,
+    FleetSemaphore,
+    RateBacklogError,
+    SlotTimeoutError,
+)
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
 from chorus.pii import Redactor, restore
@@ -233,6 +239,7 @@ class LLMActivities:
         self._pool = pool
         self._documents: OrderedDict[str, str] = OrderedDict()
         self._redactor = Redactor()
+        self._rate = FleetRateLimiter(pool, settings.provider_limits)
         self._slots = FleetSemaphore(
             pool, {name: limit.concurrency for name, limit in settings.provider_limits.items()}
         )
@@ -294,9 +301,13 @@ class LLMActivities:
         if response is None and info.attempt > 1:
             response = await self._recorded_response(workflow_id, info.activity_id)
         if response is None:
+            # The rate first: waiting for it holds neither a worst-case budget reservation
+            # (which could refuse other calls meanwhile) nor a concurrency slot. The rate and
+            # slot waits share SLOT_WAIT_S, which the start-to-close timeout includes.
+            waited_s = await self._acquire_rate(req)
             held = await self._reserve(req, prompt, workflow_id, info.activity_id)
             try:
-                slot = await self._acquire_slot(req)
+                slot = await self._acquire_slot(req, wait_s=max(0.0, SLOT_WAIT_S - waited_s))
                 try:
                     response = await self._complete(req, prompt, info.attempt)
                 finally:
@@ -411,16 +422,53 @@ class LLMActivities:
         )
         return redacted, user.placeholders
 
-    async def _acquire_slot(self, req: LLMRequest) -> int | None:
+    async def _acquire_rate(self, req: LLMRequest) -> float:
+        """Wait for the provider's fleet-wide requests per minute (heartbeating meanwhile).
+
+        Returns:
+            Seconds waited.
+
+        Raises:
+            ApplicationError: ``RateLimited`` (retryable) when the calls already queued would
+                delay this one more than ``SLOT_WAIT_S``, with the time until they have
+                started (capped by ``CHORUS_MAX_RETRY_AFTER_S``) as the next retry delay;
+                ``StorageUnavailable`` when PostgreSQL does not answer.
+        """
+        try:
+            return await self._rate.acquire(
+                req.provider, on_wait=activity.heartbeat if activity.in_activity() else None
+            )
+        except RateBacklogError as exc:
+            raise ApplicationError(
+                f"agent {req.agent}: {exc}",
+                activity.info().attempt,
+                type=errors.RATE_LIMITED,
+                next_retry_delay=timedelta(
+                    seconds=min(exc.retry_after_s, self._settings.max_retry_after_s)
+                ),
+            ) from exc
+        except DB_ERRORS as exc:
+            raise _storage_error(
+                f"agent {req.agent}: cannot reserve a start under the provider's rate limit in "
+                f"PostgreSQL ({exc})"
+            ) from exc
+
+    async def _acquire_slot(self, req: LLMRequest, *, wait_s: float = SLOT_WAIT_S) -> int | None:
         """Take one of the provider's fleet-wide concurrency slots (heartbeating meanwhile).
+
+        Args:
+            req: The call's request (provider and agent).
+            wait_s: Longest wait for a slot, in seconds.
 
         Raises:
             ApplicationError: ``RateLimited`` (retryable) when every slot stayed busy for
-                ``SLOT_WAIT_S``; ``StorageUnavailable`` when PostgreSQL does not answer.
+                ``wait_s``; ``StorageUnavailable`` when PostgreSQL does not answer.
         """
         try:
             return await self._slots.acquire(
-                req.provider, on_wait=activity.heartbeat if activity.in_activity() else None
+                req.provider,
+                wait_s=wait_s,
+                on_wait=activity.heartbeat if activity.in_activity() else None,
             )
         except SlotTimeoutError as exc:
             raise ApplicationError(

@@ -26,7 +26,7 @@ PROGRESS_QUERY: Final = "progress"
 
 
 def llm_task_queue(task_queue: str, provider: str) -> str:
-    """Task queue of one provider's LLM calls (rate-limited by the server for the whole fleet)."""
+    """Task queue of one provider's LLM calls (its workers cap their concurrency at the limit)."""
     return f"{task_queue}-llm-{provider}"
 
 

@@ -209,3 +209,26 @@ def test_validation_strips_controls_and_names_fields(monkeypatch):
         validation.check_content(check, {"task": "fine", "document": "About Project X today"})
     with pytest.raises(validation.InputValidationError, match="CHORUS_CONTENT_CHECK"):
         validation.load_content_check("no_such_module:check")
+
+
+def test_provider_rate_burst_defaults_to_one_seconds_worth():
+    """Unset, a provider's burst is ceil(rpm / 60) calls (at least 1); it is validated."""
+    import pydantic
+
+    from chorus.limits import DEFAULT_PROVIDER_LIMITS, ProviderLimit
+    from chorus.settings import Settings
+
+    openai, anthropic, local = (
+        DEFAULT_PROVIDER_LIMITS[p] for p in ("openai", "anthropic", "local")
+    )
+    assert (openai.concurrency, openai.rpm, openai.effective_burst) == (16, 500, 9)
+    assert (anthropic.concurrency, anthropic.rpm, anthropic.effective_burst) == (8, 50, 1)
+    assert (local.concurrency, local.rpm) == (1, 0)
+    assert ProviderLimit(rpm=600, burst=3).effective_burst == 3
+    assert ProviderLimit(rpm=60.5).effective_burst == 2
+    for bad in (0, 10_001):
+        with pytest.raises(pydantic.ValidationError, match="burst"):
+            ProviderLimit(rpm=60, burst=bad)
+    settings = Settings(provider_limits={"openai": {"rpm": 120, "burst": 4}})
+    assert settings.provider_limits["openai"].effective_burst == 4
+    assert settings.provider_limits["anthropic"] == anthropic  # the others keep their defaults
