@@ -31,6 +31,7 @@ from chorus import db, health
 from chorus.log_context import LogContextInterceptor
 from chorus.logs import configure_logging
 from chorus.names import CALL_LLM_ACTIVITY, llm_task_queue
+from chorus.sandbox import install_code_cache
 from chorus.settings import Settings, get_settings
 from chorus.temporal import connect, sdk_metrics_runtime
 from workflows import WORKFLOWS
@@ -127,6 +128,7 @@ def build_worker(
             (tests pass ``max_cached_workflows=0`` to replay every workflow task from history).
     """
     options = options or WorkerOptions()
+    install_code_cache()  # the sandbox re-imports workflows/ per run: compile it once
     log_context = LogContextInterceptor()  # log fields of each activity (chorus/log_context.py)
     main = Worker(
         client,
