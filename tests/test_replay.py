@@ -50,3 +50,19 @@ async def test_replay_checked_in_history(path: Path):
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+async def test_sandbox_compiles_workflow_modules_once():
+    """chorus/sandbox.py: a second run's sandbox re-imports workflows/ without compiling."""
+    from chorus.sandbox import CachingSourceLoader, install_code_cache
+
+    install_code_cache()
+    recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v3.json").read_text())
+    history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+    assert any(p.endswith("workflows/_base.py") for p in CachingSourceLoader.codes)
+    compiled = CachingSourceLoader.compiled
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
+    assert CachingSourceLoader.compiled == compiled
