@@ -136,6 +136,16 @@ def periods_for(agent: str, root_workflow_id: str, day: date) -> dict[str, str]:
     }
 
 
+def _default_limits(settings: Settings) -> dict[str, Decimal]:
+    """Limits from the settings, in USD, used where the budgets table has no row."""
+    found: dict[str, Decimal] = {}
+    if settings.daily_budget_usd is not None:
+        found["daily"] = Decimal(str(settings.daily_budget_usd))
+    if settings.run_budget_usd is not None:
+        found["run"] = Decimal(str(settings.run_budget_usd))
+    return found
+
+
 async def limits(conn: Conn | asyncpg.Pool, settings: Settings) -> dict[str, Limit]:
     """Configured budgets: rows of ``budgets``, else the settings' defaults."""
     found: dict[str, Limit] = {}
@@ -177,55 +187,36 @@ async def reserve(
     periods = periods_for(agent, root_workflow_id, day)
     amount = Decimal(str(round(amount_usd, 8)))
     await _sweep_stale(pool)
-    async with pool.acquire() as conn, conn.transaction():
-        existing = await conn.fetchrow(
-            "SELECT state, reserved_usd FROM budget_reservations"
-            " WHERE workflow_id = $1 AND activity_id = $2 FOR UPDATE",
-            workflow_id,
-            activity_id,
+    defaults = _default_limits(settings)
+    # One round trip: chorus_budget_reserve (migration 0006) locks the period rows in order,
+    # checks every limit and records the reservation in the statement's transaction.
+    row = await pool.fetchrow(
+        "SELECT * FROM chorus_budget_reserve($1, $2, $3::text[], $4::text[], $5::numeric[],"
+        " $6, $7, $8, $9)",
+        workflow_id,
+        activity_id,
+        list(periods),
+        list(periods.values()),
+        [defaults.get(scope) for scope in periods],
+        agent,
+        provider,
+        model,
+        amount,
+    )
+    if row is None:  # pragma: no cover - the function always returns one row
+        raise RuntimeError("chorus_budget_reserve returned no row")
+    if row["o_outcome"] == "settled":
+        return Reservation(0.0, held=False, already_settled=True)
+    if row["o_outcome"] == "refused":
+        raise BudgetExceededError(
+            row["o_scope"],
+            row["o_period"],
+            float(row["o_limit"]),
+            float(row["o_committed"]),
+            amount_usd,
+            f"{agent} via {provider}:{model}",
         )
-        if existing is not None and existing["state"] == "reserved":
-            return Reservation(float(existing["reserved_usd"]), held=True)
-        if existing is not None and existing["state"] == "settled":
-            return Reservation(0.0, held=False, already_settled=True)
-        configured = await limits(conn, settings)
-        keys = sorted(periods.values())  # one lock order for every caller: no deadlocks
-        await conn.execute(
-            "INSERT INTO budget_spend (period) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-            keys,
-        )
-        rows = await conn.fetch(
-            "SELECT period, reserved_usd, spent_usd FROM budget_spend"
-            " WHERE period = ANY($1::text[]) ORDER BY period FOR UPDATE",
-            keys,
-        )
-        committed = {r["period"]: r["reserved_usd"] + r["spent_usd"] for r in rows}
-        for scope, period in periods.items():
-            limit = configured.get(scope)
-            if limit is not None and committed[period] + amount > Decimal(str(limit.limit_usd)):
-                raise BudgetExceededError(
-                    scope,
-                    period,
-                    limit.limit_usd,
-                    float(committed[period]),
-                    amount_usd,
-                    f"{agent} via {provider}:{model}",
-                )
-        await conn.execute(
-            "UPDATE budget_spend SET reserved_usd = reserved_usd + $2"
-            " WHERE period = ANY($1::text[])",
-            keys,
-            amount,
-        )
-        await conn.execute(
-            "INSERT INTO budget_reservations (workflow_id, activity_id, periods, agent, provider,"
-            " model, reserved_usd, state) VALUES ($1, $2, $3, $4, $5, $6, $7, 'reserved')"
-            " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET periods = EXCLUDED.periods,"
-            " reserved_usd = EXCLUDED.reserved_usd, settled_usd = NULL, state = 'reserved',"
-            " updated_at = now()",
-            workflow_id, activity_id, keys, agent, provider, model, amount,
-        )  # fmt: skip
-    return Reservation(amount_usd, held=True)
+    return Reservation(float(row["o_amount"]), held=True)
 
 
 async def settle(
@@ -243,39 +234,15 @@ async def settle(
         alert fires once per period); empty when nothing was held.
     """
     cost = Decimal(str(round(cost_usd, 8)))
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "UPDATE budget_reservations SET state = 'settled', settled_usd = $3, updated_at = now()"
-            " WHERE workflow_id = $1 AND activity_id = $2 AND state = 'reserved'"
-            " RETURNING periods, reserved_usd",
-            workflow_id,
-            activity_id,
-            cost,
-        )
-        if row is None:
-            return []
-        await _lock_periods(conn, row["periods"])
-        await conn.execute(
-            "UPDATE budget_spend SET reserved_usd = reserved_usd - $2, spent_usd = spent_usd + $3"
-            " WHERE period = ANY($1::text[])",
-            row["periods"],
-            row["reserved_usd"],
-            cost,
-        )
-        daily = next((p for p in row["periods"] if p.startswith("day:")), None)
-        if daily is None:
-            return []
-        daily_limit = (await limits(conn, settings)).get("daily")
-        if daily_limit is None or daily_limit.alert_usd is None:
-            return []
-        alert = Decimal(str(daily_limit.alert_usd))
-        crossed = await conn.fetchval(
-            "UPDATE budget_spend SET alerted_at = now() WHERE period = $1 AND alerted_at IS NULL"
-            " AND spent_usd >= $2 RETURNING period",
-            daily,
-            alert,
-        )
-        return [crossed] if crossed else []
+    alert = settings.budget_alert_usd if settings.daily_budget_usd is not None else None
+    crossed = await pool.fetchval(
+        "SELECT chorus_budget_settle($1, $2, $3, $4::numeric)",
+        workflow_id,
+        activity_id,
+        cost,
+        Decimal(str(alert)) if alert is not None else None,
+    )
+    return [crossed] if crossed else []
 
 
 async def release(pool: asyncpg.Pool, *, workflow_id: str, activity_id: str) -> None:

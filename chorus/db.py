@@ -499,54 +499,45 @@ async def record_call(
     result the workflow recorded.
     """
     cost = Decimal(str(round(cost_usd, 8)))
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO messages (workflow_id, root_workflow_id, activity_id, agent,"
-            " agent_version, provider, model, system_prompt, user_prompt, completion,"
-            " input_tokens, output_tokens, cost_usd, latency_ms, attempt, truncated_chars)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
-            " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET provider = EXCLUDED.provider,"
-            " model = EXCLUDED.model, system_prompt = EXCLUDED.system_prompt,"
-            " user_prompt = EXCLUDED.user_prompt, completion = EXCLUDED.completion,"
-            " input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,"
-            " cost_usd = EXCLUDED.cost_usd, latency_ms = EXCLUDED.latency_ms,"
-            " attempt = EXCLUDED.attempt, truncated_chars = EXCLUDED.truncated_chars",
-            workflow_id,
-            root_workflow_id,
-            activity_id,
-            agent,
-            agent_version,
-            provider,
-            model,
-            system_prompt,
-            user_prompt,
-            completion,
-            input_tokens,
-            output_tokens,
-            cost,
-            latency_ms,
-            attempt,
-            truncated_chars,
-        )
-        await conn.execute(
-            "INSERT INTO cost_ledger (workflow_id, root_workflow_id, activity_id, agent, provider,"
-            " model, input_tokens, output_tokens, cost_usd, cost_known)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
-            " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET provider = EXCLUDED.provider,"
-            " model = EXCLUDED.model, input_tokens = EXCLUDED.input_tokens,"
-            " output_tokens = EXCLUDED.output_tokens, cost_usd = EXCLUDED.cost_usd,"
-            " cost_known = EXCLUDED.cost_known",
-            workflow_id,
-            root_workflow_id,
-            activity_id,
-            agent,
-            provider,
-            model,
-            input_tokens,
-            output_tokens,
-            cost,
-            cost_known,
-        )
+    # One statement (one round trip, one implicit transaction) writes both rows.
+    await pool.execute(
+        "WITH message AS ("
+        " INSERT INTO messages (workflow_id, root_workflow_id, activity_id, agent,"
+        " agent_version, provider, model, system_prompt, user_prompt, completion,"
+        " input_tokens, output_tokens, cost_usd, latency_ms, attempt, truncated_chars)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
+        " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET provider = EXCLUDED.provider,"
+        " model = EXCLUDED.model, system_prompt = EXCLUDED.system_prompt,"
+        " user_prompt = EXCLUDED.user_prompt, completion = EXCLUDED.completion,"
+        " input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,"
+        " cost_usd = EXCLUDED.cost_usd, latency_ms = EXCLUDED.latency_ms,"
+        " attempt = EXCLUDED.attempt, truncated_chars = EXCLUDED.truncated_chars"
+        " RETURNING 1)"
+        " INSERT INTO cost_ledger (workflow_id, root_workflow_id, activity_id, agent, provider,"
+        " model, input_tokens, output_tokens, cost_usd, cost_known)"
+        " VALUES ($1,$2,$3,$4,$6,$7,$11,$12,$13,$17)"
+        " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET provider = EXCLUDED.provider,"
+        " model = EXCLUDED.model, input_tokens = EXCLUDED.input_tokens,"
+        " output_tokens = EXCLUDED.output_tokens, cost_usd = EXCLUDED.cost_usd,"
+        " cost_known = EXCLUDED.cost_known",
+        workflow_id,
+        root_workflow_id,
+        activity_id,
+        agent,
+        agent_version,
+        provider,
+        model,
+        system_prompt,
+        user_prompt,
+        completion,
+        input_tokens,
+        output_tokens,
+        cost,
+        latency_ms,
+        attempt,
+        truncated_chars,
+        cost_known,
+    )
 
 
 async def recorded_call(

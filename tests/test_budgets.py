@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -167,3 +168,90 @@ async def test_budget_cli_sets_and_shows(client, make_settings):
     assert code == 2 and "--alert needs --daily" in err
     code, out, err = await run(*cli, "set", "--daily", "1", "--alert", "3", env=env)
     assert code == 2 and "alert_usd: must be between 0 and the limit" in err
+
+
+async def _store(database_url: str):
+    from chorus import db
+    from chorus.settings import Settings
+
+    settings = Settings(database_url=database_url, daily_budget_usd=None, run_budget_usd=None)
+    return await db.open_store(settings), settings
+
+
+def _call(activity_id: str, amount: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "workflow_id": "wf-1",
+        "activity_id": activity_id,
+        "root_workflow_id": "wf-1",
+        "agent": "writer",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "amount_usd": amount,
+        **extra,
+    }
+
+
+async def test_reserve_settle_release_rules(database_url):
+    """The server-side reserve/settle (migration 0006) keep version 4's rules, one by one."""
+    pool, settings = await _store(database_url)
+    try:
+        # No budget configured: held anyway (spend is tracked per period).
+        held = await budget.reserve(pool, settings, **_call("1", 0.01))
+        assert (held.amount_usd, held.held) == (0.01, True)
+        # Idempotent per (workflow, activity): a retry reuses the held amount.
+        again = await budget.reserve(pool, settings, **_call("1", 0.05))
+        assert (again.amount_usd, again.held) == (0.01, True)
+        assert await budget.settle(pool, settings, workflow_id="wf-1", activity_id="1",
+                                   cost_usd=0.004) == []  # fmt: skip
+        # Settled: a later attempt must not hold (nor pay) again; settling twice is a no-op.
+        done = await budget.reserve(pool, settings, **_call("1", 0.01))
+        assert done.already_settled and not done.held
+        assert await budget.settle(pool, settings, workflow_id="wf-1", activity_id="1",
+                                   cost_usd=0.004) == []  # fmt: skip
+        spend = {r["period"]: r for r in await pool.fetch("SELECT * FROM budget_spend")}
+        assert {p.split(":")[0] for p in spend} == {"day", "run", "agent"}
+        assert all(float(r["spent_usd"]) == 0.004 and r["reserved_usd"] == 0 for r in
+                   spend.values())  # fmt: skip
+
+        # The table's row for a scope overrides the settings' default; refusal names it.
+        await pool.execute("INSERT INTO budgets (scope, limit_usd) VALUES ('agent:writer', 0.01)")
+        with pytest.raises(budget.BudgetExceededError) as refused:
+            await budget.reserve(pool, settings, **_call("2", 0.0070))
+        assert refused.value.budget == "agent:writer"
+        assert refused.value.limit_usd == 0.01 and refused.value.committed_usd == 0.004
+        assert await pool.fetchval("SELECT count(*) FROM budget_reservations") == 1
+        # The settings' run budget applies where the table has no run row.
+        strict = settings.model_copy(update={"run_budget_usd": 0.005})
+        with pytest.raises(budget.BudgetExceededError) as refused:
+            await budget.reserve(pool, strict, **_call("3", 0.002))
+        assert refused.value.budget == "run"
+
+        # Release gives the reservation back.
+        await budget.reserve(pool, settings, **_call("4", 0.001))
+        await budget.release(pool, workflow_id="wf-1", activity_id="4")
+        reserved = await pool.fetchval("SELECT sum(reserved_usd) FROM budget_spend")
+        assert reserved == 0
+    finally:
+        await pool.close()
+
+
+async def test_settle_reports_the_alert_crossing_once(database_url):
+    pool, settings = await _store(database_url)
+    settings = settings.model_copy(update={"daily_budget_usd": 1.0, "budget_alert_usd": 0.005})
+    try:
+        crossed = []
+        for n in range(3):
+            await budget.reserve(pool, settings, **_call(str(n), 0.01))
+            crossed.append(await budget.settle(pool, settings, workflow_id="wf-1",
+                                               activity_id=str(n), cost_usd=0.003))  # fmt: skip
+        assert [len(c) for c in crossed] == [0, 1, 0]
+        assert crossed[1][0].startswith("day:")
+        # A table row for 'daily' replaces the settings' alert threshold.
+        await pool.execute("INSERT INTO budgets (scope, limit_usd, alert_usd) VALUES "
+                           "('daily', 5, NULL)")  # fmt: skip
+        await pool.execute("UPDATE budget_spend SET alerted_at = NULL")
+        await budget.reserve(pool, settings, **_call("9", 0.01))
+        assert await budget.settle(pool, settings, workflow_id="wf-1", activity_id="9",
+                                   cost_usd=0.003) == []  # fmt: skip
+    finally:
+        await pool.close()
