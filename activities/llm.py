@@ -354,6 +354,10 @@ class LLMActivities:
                 workflow_id=workflow_id,
                 activity_id=info.activity_id,
                 cost_usd=response.cost_usd,
+                root_workflow_id=req.root_workflow_id or workflow_id,
+                agent=req.agent,
+                provider=response.provider,
+                model=response.model,
             )
         except DB_ERRORS as exc:
             activity.heartbeat(response.model_dump(mode="json"))

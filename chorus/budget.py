@@ -175,7 +175,10 @@ async def reserve(
     """Hold ``amount_usd`` against every budget the call counts toward, or refuse.
 
     Idempotent per ``(workflow_id, activity_id)``: a reservation still held (a retry after a
-    crash) is reused; a settled one means the call was already paid for.
+    crash) is reused; a settled one means the call was already paid for. When no budget limits
+    any of the call's periods, nothing is held, written or locked (``held=False``);
+    :func:`settle` then counts the cost after the call. A budget set meanwhile therefore
+    applies to calls that start after it.
 
     Raises:
         BudgetExceededError: Spent + reserved + ``amount_usd`` would pass a limit (the first
@@ -207,6 +210,8 @@ async def reserve(
         raise RuntimeError("chorus_budget_reserve returned no row")
     if row["o_outcome"] == "settled":
         return Reservation(0.0, held=False, already_settled=True)
+    if row["o_outcome"] == "unlimited":
+        return Reservation(0.0, held=False)
     if row["o_outcome"] == "refused":
         raise BudgetExceededError(
             row["o_scope"],
@@ -226,21 +231,48 @@ async def settle(
     workflow_id: str,
     activity_id: str,
     cost_usd: float,
+    root_workflow_id: str | None = None,
+    agent: str = "",
+    provider: str = "",
+    model: str = "",
+    now: datetime | None = None,
 ) -> list[str]:
-    """Replace a held reservation by the call's real cost.
+    """Replace a held reservation by the call's real cost, or count the cost without one.
+
+    A call that no budget limited (:func:`reserve` returned without holding) is counted
+    against its periods here, once per ``(workflow_id, activity_id)`` however often this is
+    retried; so ``chorus budget show`` and a budget set later see every call's spend.
+
+    Args:
+        pool: Chorus's PostgreSQL pool.
+        settings: Default daily alert threshold.
+        workflow_id: Workflow of the call.
+        activity_id: Activity of the call.
+        cost_usd: Real cost of the call, in USD.
+        root_workflow_id: Top-level run (run budget period); default ``workflow_id``.
+        agent: Agent name (agent budget period).
+        provider: Provider name, recorded with the spend.
+        model: Model name, recorded with the spend.
+        now: Clock for the UTC day (tests).
 
     Returns:
         Periods whose alert threshold this settlement crossed (first crossing only, so each
-        alert fires once per period); empty when nothing was held.
+        alert fires once per period).
     """
     cost = Decimal(str(round(cost_usd, 8)))
     alert = settings.budget_alert_usd if settings.daily_budget_usd is not None else None
+    day = (now or datetime.now(UTC)).date()
+    periods = periods_for(agent, root_workflow_id or workflow_id, day)
     crossed = await pool.fetchval(
-        "SELECT chorus_budget_settle($1, $2, $3, $4::numeric)",
+        "SELECT chorus_budget_settle($1, $2, $3, $4::numeric, $5::text[], $6, $7, $8)",
         workflow_id,
         activity_id,
         cost,
         Decimal(str(alert)) if alert is not None else None,
+        list(periods.values()),
+        agent,
+        provider,
+        model,
     )
     return [crossed] if crossed else []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -194,43 +195,63 @@ def _call(activity_id: str, amount: float, **extra: Any) -> dict[str, Any]:
 async def test_reserve_settle_release_rules(database_url):
     """The server-side reserve/settle (migration 0006) keep version 4's rules, one by one."""
     pool, settings = await _store(database_url)
+    paid: dict[str, Any] = {"root_workflow_id": "wf-1", "agent": "writer", "provider": "openai"}
     try:
-        # No budget configured: held anyway (spend is tracked per period).
-        held = await budget.reserve(pool, settings, **_call("1", 0.01))
-        assert (held.amount_usd, held.held) == (0.01, True)
-        # Idempotent per (workflow, activity): a retry reuses the held amount.
-        again = await budget.reserve(pool, settings, **_call("1", 0.05))
-        assert (again.amount_usd, again.held) == (0.01, True)
-        assert await budget.settle(pool, settings, workflow_id="wf-1", activity_id="1",
-                                   cost_usd=0.004) == []  # fmt: skip
-        # Settled: a later attempt must not hold (nor pay) again; settling twice is a no-op.
-        done = await budget.reserve(pool, settings, **_call("1", 0.01))
-        assert done.already_settled and not done.held
-        assert await budget.settle(pool, settings, workflow_id="wf-1", activity_id="1",
-                                   cost_usd=0.004) == []  # fmt: skip
+        # No budget applies: nothing is held, written or locked before the call...
+        free = await budget.reserve(pool, settings, **_call("1", 0.01))
+        assert (free.amount_usd, free.held, free.already_settled) == (0.0, False, False)
+        assert await pool.fetchval("SELECT count(*) FROM budget_spend") == 0
+        assert await pool.fetchval("SELECT count(*) FROM budget_reservations") == 0
+        # ...and the cost is counted after it, once however often the settle is retried.
+        for _ in range(2):
+            assert await budget.settle(pool, settings, workflow_id="wf-1", activity_id="1",
+                                       cost_usd=0.004, **paid) == []  # fmt: skip
         spend = {r["period"]: r for r in await pool.fetch("SELECT * FROM budget_spend")}
         assert {p.split(":")[0] for p in spend} == {"day", "run", "agent"}
         assert all(float(r["spent_usd"]) == 0.004 and r["reserved_usd"] == 0 for r in
                    spend.values())  # fmt: skip
+        assert (await budget.reserve(pool, settings, **_call("1", 0.01))).already_settled
+        # A free call (cost 0) writes nothing.
+        assert await budget.settle(pool, settings, workflow_id="wf-1", activity_id="free",
+                                   cost_usd=0.0, **paid) == []  # fmt: skip
+        assert await pool.fetchval("SELECT count(*) FROM budget_reservations") == 1
+
+        # With a budget: held, idempotent per (workflow, activity), settled to the real cost.
+        limited = settings.model_copy(update={"daily_budget_usd": 1.0})
+        held = await budget.reserve(pool, limited, **_call("2", 0.01))
+        assert (held.amount_usd, held.held) == (0.01, True)
+        again = await budget.reserve(pool, limited, **_call("2", 0.05))
+        assert (again.amount_usd, again.held) == (0.01, True)
+        await budget.settle(pool, limited, workflow_id="wf-1", activity_id="2", cost_usd=0.002)
+        done = await budget.reserve(pool, limited, **_call("2", 0.01))
+        assert done.already_settled and not done.held
+        day = next(p for p in spend if p.startswith("day:"))
+        assert await pool.fetchval("SELECT spent_usd FROM budget_spend WHERE period = $1",
+                                   day) == Decimal("0.006")  # fmt: skip
 
         # The table's row for a scope overrides the settings' default; refusal names it.
         await pool.execute("INSERT INTO budgets (scope, limit_usd) VALUES ('agent:writer', 0.01)")
         with pytest.raises(budget.BudgetExceededError) as refused:
-            await budget.reserve(pool, settings, **_call("2", 0.0070))
+            await budget.reserve(pool, settings, **_call("3", 0.0050))
         assert refused.value.budget == "agent:writer"
-        assert refused.value.limit_usd == 0.01 and refused.value.committed_usd == 0.004
-        assert await pool.fetchval("SELECT count(*) FROM budget_reservations") == 1
+        assert refused.value.limit_usd == 0.01 and refused.value.committed_usd == 0.006
         # The settings' run budget applies where the table has no run row.
-        strict = settings.model_copy(update={"run_budget_usd": 0.005})
+        strict = settings.model_copy(update={"run_budget_usd": 0.007})
         with pytest.raises(budget.BudgetExceededError) as refused:
-            await budget.reserve(pool, strict, **_call("3", 0.002))
+            await budget.reserve(pool, strict, **_call("4", 0.002))
         assert refused.value.budget == "run"
+        assert await pool.fetchval("SELECT count(*) FROM budget_reservations") == 2
 
-        # Release gives the reservation back.
-        await budget.reserve(pool, settings, **_call("4", 0.001))
-        await budget.release(pool, workflow_id="wf-1", activity_id="4")
-        reserved = await pool.fetchval("SELECT sum(reserved_usd) FROM budget_spend")
-        assert reserved == 0
+        # Release gives the reservation back; a later unreserved settle still counts once.
+        await budget.reserve(pool, settings, **_call("5", 0.001))
+        await budget.release(pool, workflow_id="wf-1", activity_id="5")
+        assert await pool.fetchval("SELECT sum(reserved_usd) FROM budget_spend") == 0
+        await pool.execute("DELETE FROM budgets")
+        for _ in range(2):
+            await budget.settle(pool, settings, workflow_id="wf-1", activity_id="5",
+                                cost_usd=0.001, **paid)  # fmt: skip
+        assert await pool.fetchval("SELECT spent_usd FROM budget_spend WHERE period = $1",
+                                   day) == Decimal("0.007")  # fmt: skip
     finally:
         await pool.close()
 
