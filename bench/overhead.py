@@ -43,11 +43,12 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 import yaml
 from temporalio import activity
-from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import worker as worker_module
 from activities import ProviderClients, RunActivities
 from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
+from bench.naive import NaiveActivities, NaiveWorkflow
 from chorus import db
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
@@ -135,6 +136,35 @@ async def chorus_worker(
         await pool.close()
 
 
+@contextlib.asynccontextmanager
+async def naive_worker(client: Any, noop: bool) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Run the naive baseline's worker (``bench/naive.py``); yield ``run(bodies, parallel)``."""
+    acts = NaiveActivities(noop=noop)
+    queue = f"naive-{uuid.uuid4().hex[:6]}"
+    worker = Worker(
+        client,
+        task_queue=queue,
+        workflows=[NaiveWorkflow],
+        activities=[acts.call],
+        max_concurrent_activities=OPTIONS.max_concurrent_activities,
+        max_concurrent_workflow_tasks=OPTIONS.max_concurrent_workflow_tasks,
+    )
+
+    async def run(bodies: list[dict[str, Any]], parallel: bool) -> Any:
+        return await client.execute_workflow(
+            NaiveWorkflow.run,
+            args=[bodies, parallel],
+            id=f"naive-{uuid.uuid4().hex}",
+            task_queue=queue,
+        )
+
+    try:
+        async with worker:
+            yield run
+    finally:
+        await acts.close()
+
+
 async def _timed(coro: Awaitable[Any]) -> float:
     start = time.perf_counter()
     await coro
@@ -152,19 +182,25 @@ async def measure_llm(
     clients = ProviderClients.from_settings(settings)
     direct = AsyncOpenAI(max_retries=0)
     out: dict[str, list[float]] = {
-        k: [] for k in ("seq_chorus", "seq_direct", "par_chorus", "par_direct")
-    }
+        k: []
+        for k in (
+            "seq_chorus", "seq_naive", "seq_direct", "par_chorus", "par_naive", "par_direct"
+        )
+    }  # fmt: skip
     try:
-        async with chorus_worker(
-            client, settings, lambda pool: default_activities(settings, clients, pool), True
-        ) as chorus:
+        async with (
+            chorus_worker(
+                client, settings, lambda pool: default_activities(settings, clients, pool), True
+            ) as chorus,
+            naive_worker(client, noop=False) as naive,
+        ):
             for _ in range(2):  # warm up both paths
                 await chorus.run_sequential("warm up", SEQ_AGENTS)
                 n = len(stub.requests)
                 await chorus.run_parallel("warm up", PAR_AGENTS, aggregator=None)
-                await asyncio.gather(
-                    *(direct.chat.completions.create(**r.body) for r in stub.requests[n:])
-                )
+                bodies = [r.body for r in stub.requests[n:]]
+                await asyncio.gather(*(direct.chat.completions.create(**b) for b in bodies))
+                await naive(bodies, True)
             for _ in range(repeats):
                 n = len(stub.requests)
                 out["seq_chorus"].append(
@@ -178,6 +214,7 @@ async def measure_llm(
                         await direct.chat.completions.create(**body)
 
                 out["seq_direct"].append(await _timed(sequential()))
+                out["seq_naive"].append(await _timed(naive(bodies, False)))
                 n = len(stub.requests)
                 out["par_chorus"].append(
                     await _timed(
@@ -191,6 +228,7 @@ async def measure_llm(
                         asyncio.gather(*(direct.chat.completions.create(**b) for b in bodies))
                     )
                 )
+                out["par_naive"].append(await _timed(naive(bodies, True)))
             out["history_seq"] = await history_breakdown(
                 client, (await chorus.start_sequential("breakdown", SEQ_AGENTS)).workflow_id
             )
@@ -310,6 +348,28 @@ async def _measure_noop(
     return {"p50": p50s, "p95": p95s, "runs_per_s": throughput, "concurrent": concurrent, **cpu}
 
 
+async def measure_naive_noop(
+    client: Any, tmp: Path, runs: int, repeats: int, concurrent: int
+) -> dict[str, Any]:
+    """(c) and (d) for the naive baseline: 3 instant activities in a plain workflow."""
+    bodies: list[dict[str, Any]] = [{} for _ in SEQ_AGENTS]
+    p50s, p95s = [], []
+    async with naive_worker(client, noop=True) as naive:
+        for _ in range(5):
+            await naive(bodies, False)
+        for _ in range(repeats):
+            lat = [await _timed(naive(bodies, False)) for _ in range(runs)]
+            p50s.append(statistics.median(lat))
+            p95s.append(pct(lat, 0.95))
+        before = cpu_seconds(tmp)
+        start = time.perf_counter()
+        await asyncio.gather(*(naive(bodies, False) for _ in range(concurrent)))
+        throughput = concurrent / (time.perf_counter() - start)
+        after = cpu_seconds(tmp)
+    cpu = {f"cpu_ms_per_run_{k}": (after[k] - before[k]) * 1000 / concurrent for k in after}
+    return {"p50": p50s, "p95": p95s, "runs_per_s": throughput, "concurrent": concurrent, **cpu}
+
+
 def cpu_seconds(tmp: Path) -> dict[str, float]:
     """CPU seconds used so far by this process (worker, starter, stub), by the Temporal dev
     server and by PostgreSQL (the processes whose command line names ``tmp``, and children)."""
@@ -422,11 +482,19 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
             continue
         seq_c, seq_d = med(r[key]["seq_chorus"]), med(r[key]["seq_direct"])
         par_c, par_d = med(r[key]["par_chorus"]), med(r[key]["par_direct"])
+        seq_n, par_n = med(r[key]["seq_naive"]), med(r[key]["par_naive"])
         per_step = (seq_c - seq_d) / len(SEQ_AGENTS)
+        naive_step = (seq_n - seq_d) / len(SEQ_AGENTS)
         rows += [
             (
-                f"(a) sequential 3 agents, {label}: Chorus / direct ms",
-                f"{seq_c:.0f} / {seq_d:.0f}",
+                f"(a) sequential 3 agents, {label}: Chorus / naive Temporal / direct ms",
+                f"{seq_c:.0f} / {seq_n:.0f} / {seq_d:.0f}",
+                "",
+                "",
+            ),
+            (
+                f"(a) overhead per step of the naive Temporal workflow, {label}, ms",
+                f"{naive_step:.1f} (x{seq_n / seq_d:.3f})",
                 "",
                 "",
             ),
@@ -442,7 +510,12 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
                 "≤ 1.05",
                 seq_c / seq_d <= TARGETS["ratio_sequential"],
             ),
-            (f"(b) parallel 10, {label}: Chorus / direct ms", f"{par_c:.0f} / {par_d:.0f}", "", ""),
+            (
+                f"(b) parallel 10, {label}: Chorus / naive Temporal / direct ms",
+                f"{par_c:.0f} / {par_n:.0f} / {par_d:.0f} (naive x{par_n / par_d:.3f})",
+                "",
+                "",
+            ),
             (
                 f"(b) ratio parallel-10, {label}",
                 f"x{par_c / par_d:.3f}",
@@ -455,6 +528,7 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         "noop_pyc": "production worker, workflow bytecode cached",
         "noop_unsandboxed": "sandbox off (bench only)",
         "noop_limits": "default openai limits (500 rpm)",
+        "naive_noop": "naive Temporal workflow (bench/naive.py)",
     }
     for key, label in labels.items():
         if key not in r:
@@ -536,7 +610,7 @@ async def main() -> None:
     parser.add_argument("--with-model", action="store_true", help="(e): the bundled local model")
     parser.add_argument(
         "--phases",
-        default="llm,llm_no_limits,noop,noop_pyc,noop_unsandboxed,noop_limits",
+        default="llm,llm_no_limits,naive_noop,noop,noop_pyc,noop_unsandboxed,noop_limits",
         help="comma-separated subset of what to measure (for profiling)",
     )
     parser.add_argument(
@@ -573,6 +647,11 @@ async def main() -> None:
                         client, tmp, database_url, stub, args.repeats, limits
                     )
                     progress(key, results[key])
+            if "naive_noop" in args.phases:
+                results["naive_noop"] = await measure_naive_noop(
+                    client, tmp, args.runs, args.repeats, args.concurrent
+                )
+                progress("naive_noop", results["naive_noop"])
             for key, sandbox, limits, bytecode in (
                 ("noop", True, False, False),
                 ("noop_pyc", True, False, True),
