@@ -17,7 +17,8 @@ Kinds detected (``PiiKind``):
   digits). Separators are one space, dot or dash, or parentheses. Bare digit runs without a
   label or ``+`` are *not* phones (they are far more often order numbers, epoch timestamps or
   IDs); neither is a ``00`` form with no separator (``00123456789`` is usually a zero-padded
-  ID).
+  ID), nor a ``0``/``00`` form in groups of 4 digits with one more group of 4 beside it
+  (``0418 4502 0005`` in the IBAN ``ES91 2100 0418 4502 0005 1332``).
 - ``ssn``: US Social Security numbers ``123-45-6789`` / ``123 45 6789`` (or 9 bare digits
   right after ``SSN``/``Social Security number``), excluding numbers the SSA never issues:
   area 000, 666 and 900-999, group 00, serial 0000 (SSA, "Social Security Number
@@ -28,6 +29,11 @@ Kinds detected (``PiiKind``):
   number of a known network with a length that network issues (ISO/IEC 7812; table from
   Wikipedia, "Payment card number", https://en.wikipedia.org/wiki/Payment_card_number: Visa,
   Mastercard, Amex, Discover, JCB, Diners Club, UnionPay, Maestro, Mir, RuPay).
+  A card is made of whole digit groups, so it is never cut out of a longer digit run; another
+  number may come right before or after it, one space apart (``SSN 123-45-6789
+  4111111111111111``, ``4242424242424242 5555555555554444``), except that a card in groups of
+  4 takes at most one more group of 4 beside it (``qty 1234 4242 4242 4242 4242``): more make
+  it part of a longer number grouped the same way, unless they are a card too.
 - ``ip``: IPv4 dotted quads (each octet 0-255, no leading zeros, as ``ipaddress`` accepts them)
   and IPv6 addresses (validated with ``ipaddress.IPv6Address``; at least two non-empty groups
   and a decimal digit, so ``::``, ``x[::2]``, ``dead::beef`` are not flagged). All addresses are
@@ -44,13 +50,16 @@ Kinds detected (``PiiKind``):
 
 Numbers glued to letters or to other digits (``ORD-2024-000123``, ``#100234567``,
 ``INV2024415555019``, ``1.2.3.4.5``) are never matches; dates, times, ISO timestamps, UUIDs
-and hashes do not have any of the shapes above.
+and hashes do not have any of the shapes above. A number separated from the one before it by
+a space is found whatever that one is (``order 2024 020 7946 0777``). When candidates
+overlap, the ones that cover the most text win (see :func:`find_pii`).
 
 Known limitations: names, postal addresses and other free-form PII are not detected; nor are
 obfuscated e-mails (``jane at example dot com``), vanity numbers (``1-800-FLOWERS``),
-unlabelled bare national numbers (``4155550100``) or unseparated SSNs without a label. A
-phone number directly followed by a short number after a space can absorb it
-(``+44 20 7946 0958 12`` while it stays within 15 digits), and ``+`` followed by digit
+unlabelled bare national numbers (``4155550100``) or unseparated SSNs without a label. An
+international phone number directly followed by a short number after a space can absorb it
+(``+44 20 7946 0958 12`` while it stays within 15 digits; not when that number starts another
+match: ``+44 20 7946 0958 234 56 7890`` is a phone and an SSN), and ``+`` followed by digit
 groups (``+100 200 300``) reads as a phone. A Luhn-valid 13-19 digit ID with a card network's
 prefix is reported as a card. ``::1`` and other one-group IPv6 forms are not reported.
 
@@ -70,8 +79,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
-from collections.abc import Collection, Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Final, Literal, get_args
 
 __all__ = [
@@ -102,7 +113,7 @@ _TAG: Final[dict[PiiKind, str]] = {
     "ip": "IP",
 }
 _KIND_OF_TAG: Final[dict[str, PiiKind]] = {tag: kind for kind, tag in _TAG.items()}
-# Ties between overlapping candidates of equal length go to the more specific kind.
+# Ties between overlapping candidates that cover as much text go to the more specific kind.
 _RANK: Final[dict[PiiKind, int]] = {"email": 0, "card": 1, "ssn": 2, "ip": 3, "phone": 4}
 
 
@@ -166,6 +177,24 @@ def _numeric_right_ok(text: str, end: int) -> bool:
     return not (n in "-./" and end + 1 < len(text) and text[end + 1].isdigit())
 
 
+def _overlapping(regex: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """Matches of ``regex`` in ``text``, overlapping ones included.
+
+    ``finditer`` resumes after the end of a match, so a match that turns out not to be a
+    number (it starts inside one: ``2024 020 7946 0777`` matches ``024 020 7946`` first) or
+    that borrows the last group of the number before (``555 0111 020 7946 0777`` matches
+    ``0111 020 7946``) would hide the real one that overlaps it. Here the search resumes after
+    the first digit run of each match instead: a start inside a digit run never passes
+    :func:`_numeric_left_ok`, so skipping the rest of the run loses nothing and keeps the scan
+    linear for patterns of bounded length. Overlaps are resolved later, in :func:`find_pii`.
+    """
+    pos = 0
+    while (m := regex.search(text, pos)) is not None:
+        yield m
+        run = _DIGIT_RUN_RE.match(text, m.start())
+        pos = run.end() if run is not None else m.start() + 1
+
+
 # --------------------------------------------------------------------------------------------
 # Email
 # --------------------------------------------------------------------------------------------
@@ -210,8 +239,10 @@ def _find_emails(text: str) -> Iterable[PiiMatch]:
 # Phone
 # --------------------------------------------------------------------------------------------
 
+# At most 15 digit groups after the country code: E.164 numbers have at most 15 digits, so a
+# longer match has no valid cut and the bound keeps the overlapping scan linear.
 _INTL_PHONE_RE: Final = re.compile(
-    r"(?:\+|00)[1-9]\d{0,3}(?:[ .\-]?\(\d{1,5}\))?(?:[ .\-]?\d{1,8})*+", re.ASCII
+    r"(?:\+|00)[1-9]\d{0,3}(?:[ .\-]?\(\d{1,5}\))?(?:[ .\-]?\d{1,8}){0,15}+", re.ASCII
 )
 # NANP: area code and exchange start with 2-9. Two regexes with a plain first character are
 # much faster to scan for than one starting with an optional "1-" trunk prefix.
@@ -238,32 +269,67 @@ def _digits(value: str) -> str:
     return "".join(ch for ch in value if ch.isdigit())
 
 
+_FOURS_RE: Final = re.compile(r"\d{4}(?:[ \-]\d{4})+", re.ASCII)
+
+
+def _amid_fours(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is in groups of 4 digits, with one more group of 4 beside it.
+
+    Such a "phone" (``0418 4502 0005`` in ``ES91 2100 0418 4502 0005 1332``) is a piece of a
+    longer number grouped in fours: an IBAN, a tracking or a card number. National formats
+    are not 4-4-4.
+    """
+    if _FOURS_RE.fullmatch(text, start, end) is None:
+        return False
+    size = len(text)
+    before = (
+        start >= 5
+        and text[start - 1] == " "
+        and all("0" <= ch <= "9" for ch in text[start - 5 : start - 1])
+        and (start == 5 or not text[start - 6].isdigit())
+    )
+    after = (
+        end + 5 <= size
+        and text[end] == " "
+        and all("0" <= ch <= "9" for ch in text[end + 1 : end + 5])
+        and (end + 5 == size or not text[end + 5].isdigit())
+    )
+    return before or after
+
+
 def _find_phones(text: str) -> Iterable[PiiMatch]:
     if "+" in text or "00" in text:
-        for m in _INTL_PHONE_RE.finditer(text):
+        for m in _overlapping(_INTL_PHONE_RE, text):
             start, value = m.start(), m.group()
             if not _numeric_left_ok(text, start):
                 continue
             prefix = 1 if value.startswith("+") else 2
             if prefix == 2 and not any(ch in " .-(" for ch in value):
                 continue  # 00123456789 is far more often a zero-padded ID than a phone
-            # Longest prefix (cut between digit groups) with 9-15 digits (E.164) that ends on a
-            # boundary: an unrelated number can follow a phone number.
-            cuts = [g.end() for g in _GROUP_RE.finditer(value, prefix)]
-            for cut in reversed(cuts):
-                candidate = value[:cut]
-                n = len(_digits(candidate)) - (prefix - 1)
+            # Every prefix (cut between digit groups) with 9-15 digits (E.164) that ends on a
+            # boundary: an unrelated number can follow a phone number. find_pii keeps the
+            # longest one unless a shorter one leaves room for a match that follows
+            # (+44 20 7946 0958 234 56 7890: the SSN, not a phone ending in 234).
+            cuts: list[tuple[int, int]] = []  # (end of the prefix, its digits counted as E.164)
+            n = 1 if prefix == 2 else 0
+            for g in _GROUP_RE.finditer(value, prefix):
+                n += len(_digits(g.group()))
+                cuts.append((g.end(), n))
+            for cut, n in reversed(cuts):
                 if n < 9:
                     break
+                candidate = value[:cut]
+                if prefix == 2 and not any(ch in " .-(" for ch in candidate):
+                    break  # as above, whatever follows it
                 if (
                     n <= 15
-                    and candidate.count("(") == candidate.count(")")
                     and _numeric_right_ok(text, start + cut)
+                    and candidate.count("(") == candidate.count(")")
+                    and not (prefix == 2 and _amid_fours(text, start, start + cut))
                 ):
                     yield PiiMatch("phone", start, start + cut, candidate)
-                    break
     for regex in (_NANP_PHONE_RE, _NANP_PAREN_PHONE_RE):
-        for m in regex.finditer(text):
+        for m in _overlapping(regex, text):
             start = m.start()
             # A "1" trunk prefix: 1-800-555-0199, 1 (415) 555-0100.
             if start >= 2 and text[start - 2] == "1" and text[start - 1] in " .-":
@@ -271,11 +337,11 @@ def _find_phones(text: str) -> Iterable[PiiMatch]:
                     start -= 2
             if _numeric_left_ok(text, start) and _numeric_right_ok(text, m.end()):
                 yield PiiMatch("phone", start, m.end(), text[start : m.end()])
-    for m in _TRUNK_PHONE_RE.finditer(text):
+    for m in _overlapping(_TRUNK_PHONE_RE, text):
         if not (_numeric_left_ok(text, m.start()) and _numeric_right_ok(text, m.end())):
             continue
         n = len(_digits(m.group()))
-        if 9 <= n <= 15:
+        if 9 <= n <= 15 and not _amid_fours(text, m.start(), m.end()):
             yield PiiMatch("phone", m.start(), m.end(), m.group())
 
 
@@ -309,7 +375,7 @@ def _ssn_valid(area: str, group: str, serial: str) -> bool:
 
 
 def _find_ssns(text: str) -> Iterable[PiiMatch]:
-    for m in _SSN_RE.finditer(text):
+    for m in _overlapping(_SSN_RE, text):
         if (
             _ssn_valid(m.group(1), m.group(3), m.group(4))
             and _numeric_left_ok(text, m.start())
@@ -386,11 +452,23 @@ _IIN_TABLE: Final[tuple[tuple[range, range | tuple[int, ...]], ...]] = (
 )
 
 
+def _iin_lengths() -> dict[str, frozenset[int]]:
+    """``_IIN_TABLE`` as IIN prefix (as written, 1-4 digits) -> lengths issued under it."""
+    lengths_of: dict[str, set[int]] = {}
+    for prefixes, lengths in _IIN_TABLE:
+        for prefix in prefixes:
+            lengths_of.setdefault(str(prefix), set()).update(lengths)
+    return {prefix: frozenset(lengths) for prefix, lengths in lengths_of.items()}
+
+
+_IIN_LENGTHS: Final = _iin_lengths()
+
+
 def _iin_ok(digits: str) -> bool:
     n = len(digits)
-    for prefixes, lengths in _IIN_TABLE:
-        width = len(str(prefixes.start))
-        if int(digits[:width]) in prefixes and n in lengths:
+    for width in (1, 2, 3, 4):
+        lengths = _IIN_LENGTHS.get(digits[:width])
+        if lengths is not None and n in lengths:
             return True
     return False
 
@@ -420,43 +498,89 @@ def _find_cards(text: str) -> Iterable[PiiMatch]:
         yield from _find_cards_in(text, long.start(), long.end())
 
 
+def _card_window(run: str, spans: list[tuple[int, int]], seps: list[str], lo: int, hi: int) -> bool:
+    """Whether digit groups ``lo:hi`` of ``run`` form a card number (shape, IIN, Luhn)."""
+    groups = [run[a:b] for a, b in spans[lo:hi]]
+    digits = "".join(groups)
+    return (
+        13 <= len(digits) <= 19 and _card_shape(groups, set(seps[lo : hi - 1])) and _card_ok(digits)
+    )
+
+
 def _find_cards_in(text: str, pos: int, endpos: int) -> Iterable[PiiMatch]:
     for m in _NUMBER_RUN_RE.finditer(text, pos, endpos):
         run = m.group()
         if len(run) < 13:
             continue
-        # groups[i] spans positions; seps[i] is the separator before groups[i + 1].
+        # A run is digit groups joined by single spaces or dashes; seps[i] joins groups i and
+        # i + 1. A card is a window of whole groups: never part of a digit group, so a longer
+        # digit run (an ID, a tracking number) is never cut into a card.
         spans = [(g.start(), g.end()) for g in _DIGIT_RUN_RE.finditer(run)]
-        total = sum(e - s for s, e in spans)
-        if total < 13:
+        sizes = [e - s for s, e in spans]
+        if sum(sizes) < 13:
             continue
-        candidates: list[tuple[int, int]] = [(0, len(spans))]
-        # A card next to an unrelated short number ("qty 2 4242 ...", "... 4242 12/28"): allow
-        # cutting off at most 4 digits on one side, at a space.
-        for cut in range(1, len(spans)):
-            left_digits = sum(e - s for s, e in spans[:cut])
-            right_digits = total - left_digits
-            if run[spans[cut][0] - 1] != " ":
-                continue
-            if left_digits <= 4:
-                candidates.append((cut, len(spans)))
-            if right_digits <= 4:
-                candidates.append((0, cut))
-        for lo, hi in candidates:
-            s, e = spans[lo][0], spans[hi - 1][1]
-            value = run[s:e]
-            groups = [run[a:b] for a, b in spans[lo:hi]]
-            seps = {run[spans[i][1]] for i in range(lo, hi - 1)}
-            digits = "".join(groups)
-            start, end = m.start() + s, m.start() + e
-            if (
-                _card_shape(groups, seps)
-                and _card_ok(digits)
-                and (lo > 0 or _numeric_left_ok(text, start))
-                and (hi < len(spans) or _numeric_right_ok(text, end))
-            ):
-                yield PiiMatch("card", start, end, value)
-                break
+        n = len(spans)
+        seps = [run[e] for _, e in spans[:-1]]
+        total = [0]  # total[i]: digits in groups[:i]
+        for size in sizes:
+            total.append(total[-1] + size)
+        # fours_to[i]: 4-digit groups joined by spaces that end with group i - 1;
+        # fours_from[i]: whether groups[i:] are 4-digit groups joined by spaces (the last one
+        # may be shorter).
+        fours_to = [0] * (n + 1)
+        for i in range(n):
+            if sizes[i] == 4:
+                fours_to[i + 1] = fours_to[i] + 1 if i and seps[i - 1] == " " else 1
+        fours_from = [True] * (n + 1)
+        fours_from[n - 1] = sizes[n - 1] <= 4
+        for i in range(n - 2, -1, -1):
+            fours_from[i] = sizes[i] == 4 and seps[i] == " " and fours_from[i + 1]
+        free = 0  # groups before this one belong to a card found already
+        lo = 0
+        while lo < n:
+            found = 0
+            # An unrelated number can come before or after a card ("SSN 123-45-6789
+            # 4111111111111111", "qty 2 4242 4242 4242 4242", "... 4242 12 28"): a window
+            # may start or end at a space. Longest window first; a card has at most 5 groups.
+            if lo == 0 or seps[lo - 1] == " ":
+                for hi in range(min(n, lo + 5), lo, -1):
+                    if total[hi] - total[lo] < 13:
+                        break
+                    if total[hi] - total[lo] > 19 or (hi < n and seps[hi - 1] != " "):
+                        continue
+                    if not _card_window(run, spans, seps, lo, hi):
+                        continue
+                    start, end = m.start() + spans[lo][0], m.start() + spans[hi - 1][1]
+                    if lo == 0 and not _numeric_left_ok(text, start):
+                        continue
+                    if hi == n and not _numeric_right_ok(text, end):
+                        continue
+                    # (A card has one kind of separator: seps[lo] is the card's.)
+                    if hi - lo > 1 and seps[lo] == " " and fours_to[hi - 1] >= hi - 1 - lo:
+                        # A card in groups of 4 could also be any 4 groups of a longer number
+                        # grouped the same way ("9400 1118 9922 3816 8214 25"): only one more
+                        # such group is allowed around it (as in "qty 2 4242 4242 4242 4242"),
+                        # unless the groups next to it are a card too.
+                        before = lo - free if fours_to[lo] >= lo - free else 0
+                        after = (
+                            n - hi
+                            if sizes[hi - 1] == 4
+                            and fours_from[hi]
+                            and not any(
+                                _card_window(run, spans, seps, hi, h)
+                                for h in range(min(n, hi + 5), hi, -1)
+                            )
+                            else 0
+                        )
+                        if before + after > 1:
+                            continue
+                    yield PiiMatch("card", start, end, run[spans[lo][0] : spans[hi - 1][1]])
+                    found = hi
+                    break
+            if found:
+                lo = free = found
+            else:
+                lo += 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,8 +685,9 @@ def _check_kinds(kinds: Iterable[PiiKind]) -> frozenset[PiiKind]:
 def find_pii(text: str, kinds: Iterable[PiiKind] = ALL_KINDS) -> list[PiiMatch]:
     """Find emails, phone numbers, SSNs, payment-card numbers and IP addresses in ``text``.
 
-    Candidates of every kind are collected, then overlaps are resolved (the longer match wins;
-    on equal length the more specific kind, email > card > ssn > ip > phone), and only then
+    Candidates of every kind are collected, then overlaps are resolved (the non-overlapping
+    candidates that cover the most characters win, so a match inside a longer one loses to it;
+    on equal coverage the more specific kind, email > card > ssn > ip > phone), and only then
     filtered by ``kinds``, so a card number is never reported as a phone even when only
     phones are asked for.
 
@@ -591,16 +716,51 @@ def find_pii(text: str, kinds: Iterable[PiiKind] = ALL_KINDS) -> list[PiiMatch]:
         candidates.extend(_find_ips(text))
     if not candidates:
         return []
-    candidates.sort(key=lambda c: (c.start - c.end, _RANK[c.kind], c.start))
-    taken: list[PiiMatch] = []
-    occupied = bytearray(len(text))
+    return [c for c in _resolve_overlaps(candidates) if c.kind in wanted]
+
+
+def _resolve_overlaps(candidates: list[PiiMatch]) -> list[PiiMatch]:
+    """The non-overlapping candidates that cover the most characters, sorted by ``start``.
+
+    A match inside a longer one loses to it, and a candidate that partly overlaps others loses
+    to them when they cover more together: ``+44 20 7946 0958 234 56 7890`` is a phone and an
+    SSN, not a phone ending in ``234`` that leaves ``56 7890`` in the clear. On equal coverage
+    the more specific kind wins (email > card > ssn > ip > phone). Weighted interval
+    scheduling: O(n log n).
+    """
+    ordered = sorted(candidates, key=lambda c: c.start)
+    if all(a.end <= b.start for a, b in pairwise(ordered)):
+        return ordered  # the usual case
+    best_of_span: dict[tuple[int, int], PiiMatch] = {}
     for c in candidates:
-        if any(occupied[c.start : c.end]):
-            continue
-        occupied[c.start : c.end] = b"\x01" * (c.end - c.start)
-        taken.append(c)
-    taken.sort(key=lambda c: c.start)
-    return [c for c in taken if c.kind in wanted]
+        known = best_of_span.get((c.start, c.end))
+        if known is None or _RANK[c.kind] < _RANK[known.kind]:
+            best_of_span[(c.start, c.end)] = c
+    if len(best_of_span) == 1:
+        return list(best_of_span.values())
+    spans = sorted(best_of_span.values(), key=lambda c: (c.end, c.start))
+    ends = [c.end for c in spans]
+    # Weight: length first; the kind bonus (at most 5 per match) only breaks ties.
+    scale = 5 * len(spans) + 1
+    best = [0] * (len(spans) + 1)  # best[i]: best total weight using spans[:i]
+    back = [-1] * (len(spans) + 1)  # spans[i - 1] taken: the prefix it extends; else -1
+    for i, c in enumerate(spans, 1):
+        before = bisect_right(ends, c.start, 0, i - 1)
+        weight = best[before] + (c.end - c.start) * scale + len(_RANK) - _RANK[c.kind]
+        if weight > best[i - 1]:
+            best[i], back[i] = weight, before
+        else:
+            best[i] = best[i - 1]
+    taken: list[PiiMatch] = []
+    i = len(spans)
+    while i > 0:
+        if back[i] < 0:
+            i -= 1
+        else:
+            taken.append(spans[i - 1])
+            i = back[i]
+    taken.reverse()
+    return taken
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import time
 from collections import Counter
 
 import pytest
@@ -83,6 +84,140 @@ def test_card_is_not_reported_as_phone_even_when_only_phones_are_asked_for():
     text = "card 4242 4242 4242 4242 and +44 20 7946 0958"
     assert [m.kind for m in find_pii(text)] == ["card", "phone"]
     assert find_pii(text, kinds=["phone"]) == [PiiMatch("phone", 29, 45, "+44 20 7946 0958")]
+
+
+# One of each shape that can sit next to another number in a log line or a form dump.
+ADJACENT_ITEMS: list[tuple[PiiKind, str]] = [
+    ("ssn", "123-45-6780"),
+    ("ssn", "234 56 7890"),
+    ("card", "5555555555554444"),
+    ("card", "4242 4242 4242 4242"),
+    ("card", "5555-5555-5555-4444"),
+    ("card", "378282246310005"),
+    ("card", "3782 822463 10005"),
+    ("phone", "+44 20 7946 0958"),
+    ("phone", "415-555-0132"),
+    ("phone", "(415) 555-0132"),
+    ("phone", "1-800-555-0199"),
+    ("phone", "020 7946 0777"),
+    ("phone", "0044 20 7946 0123"),
+    ("phone", "+14155550123"),
+    ("phone", "01 99 00 45 67"),
+    ("phone", "646 555 0111"),
+    ("phone", "07700 900123"),
+]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    list(itertools.product(ADJACENT_ITEMS, repeat=2)),
+    ids=lambda item: item[1],
+)
+def test_pii_right_after_other_pii_and_one_space(
+    first: tuple[PiiKind, str], second: tuple[PiiKind, str]
+):
+    """Neither item swallows the other's first group nor hides it (the card after an SSN)."""
+    assert found(f"x {first[1]} {second[1]} y") == [first, second]
+
+
+@pytest.mark.parametrize("item", ADJACENT_ITEMS, ids=lambda item: item[1])
+@pytest.mark.parametrize(
+    "number", ["7", "12", "2024", "12345", "123456789012", "2024-01-15", "10:30", "1.5"]
+)
+def test_pii_right_after_a_plain_number_and_one_space(item: tuple[PiiKind, str], number: str):
+    assert found(f"x {number} {item[1]} y") == [item]
+    if item[0] != "phone" or not item[1].startswith(("+", "00")):
+        # (An international number absorbs a short number after it: documented limitation.)
+        assert found(f"x {item[1]} {number} y") == [item]
+
+
+def test_card_after_an_ssn_a_number_a_phone_or_a_card():
+    assert found("SSN 123-45-6780 5555555555554444") == [
+        ("ssn", "123-45-6780"),
+        ("card", "5555555555554444"),
+    ]
+    assert found("order 12345 4111111111111111") == [("card", "4111111111111111")]
+    assert found("call 415-555-0132 4111111111111111") == [
+        ("phone", "415-555-0132"),
+        ("card", "4111111111111111"),
+    ]
+    assert found("+1 415 555 0100 4111 1111 1111 1111") == [
+        ("phone", "+1 415 555 0100"),
+        ("card", "4111 1111 1111 1111"),
+    ]
+    assert found("4242424242424242 5555555555554444") == [
+        ("card", "4242424242424242"),
+        ("card", "5555555555554444"),
+    ]
+    assert found("4242 4242 4242 4242 5555 5555 5555 4444") == [
+        ("card", "4242 4242 4242 4242"),
+        ("card", "5555 5555 5555 4444"),
+    ]
+    result = Redactor().redact("SSN 123-45-6780 5555555555554444", "redact")
+    assert result.text == "SSN [SSN] [CARD]"
+
+
+@pytest.mark.parametrize("card", ["4111111111111111", "5555555555554444", "378282246310005"])
+def test_cards_are_never_cut_out_of_longer_numbers(card: str):
+    """A card-valid stretch of a longer digit run, or of a longer grouped number, is no card."""
+    assert found(card) == [("card", card)]
+    for digit in "0123456789":
+        assert found(f"id {digit}{card}") == []
+        assert found(f"id {card}{digit}") == []
+    for glued in (f"ref 12-{card}", f"ref {card}-42", f"amount {card}.50", f"v1.{card}"):
+        assert found(glued) == [], glued
+    grouped = " ".join(card[i : i + 4] for i in range(0, 16, 4)) if len(card) == 16 else None
+    if grouped:
+        for text in (
+            f"ref 1234 5678 {grouped}",  # two more groups of 4 before it
+            f"ref {grouped} 1234 5678",  # or after it
+            f"ref {grouped} 1234 56",
+            f"ref 9400 {grouped} 25",  # one on each side (a tracking number)
+            f"ref 1234 {grouped}-42",
+        ):
+            assert found(text) == [], text
+        # One group (or a short number) beside it is allowed: "qty 2 4242 4242 4242 4242".
+        assert found(f"ref 1234 {grouped}") == [("card", grouped)]
+        assert found(f"ref {grouped} 12 28") == [("card", grouped)]
+
+
+def test_groups_of_four_are_not_phones():
+    """A 4-4-4 "national number" with another group of 4 beside it is part of a longer number."""
+    for text in (
+        "ES91 2100 0418 4502 0005 1332",
+        "9400 1118 0922 3816 8214 25",
+        "1234 0503 7376 1363",
+    ):
+        assert found(text) == [], text
+    assert found("tel 0503 7376 1363") == [("phone", "0503 7376 1363")]
+    assert found("tel 020 7946 0777 1234") == [("phone", "020 7946 0777")]
+
+
+def test_overlaps_resolve_to_the_most_covered_text():
+    """A phone may not keep the first group of the SSN or phone after it."""
+    assert found("+44 20 7946 0958 234 56 7890") == [
+        ("phone", "+44 20 7946 0958"),
+        ("ssn", "234 56 7890"),
+    ]
+    assert found("+14155550123 646 555 0111") == [
+        ("phone", "+14155550123"),
+        ("phone", "646 555 0111"),
+    ]
+    assert Redactor().redact("+44 20 7946 0958 234 56 7890", "redact").text == "[PHONE] [SSN]"
+    # Without a competitor the longest reading stays (documented limitation).
+    assert found("+44 20 7946 0958 12") == [("phone", "+44 20 7946 0958 12")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["4242 " * 8000, "001 " * 10000, "0044 20 " * 5000, "123 45 " * 6000, "020 " * 10000],
+    ids=["grouped", "00-prefixes", "intl", "ssn-like", "trunk-like"],
+)
+def test_long_number_soup_takes_linear_time(text: str):
+    """Overlapping candidates are scanned without going quadratic (these took seconds)."""
+    started = time.perf_counter()
+    find_pii(text)
+    assert time.perf_counter() - started < 2.0
 
 
 def test_email_beats_phone_inside_it():

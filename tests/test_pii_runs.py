@@ -9,8 +9,13 @@ from tests.conftest import agent, running_worker
 from tests.pii_corpus import NEAR_MISSES, POSITIVES
 from tests.stub_llm import StubLLM
 
-DOCUMENT = "\n".join(sample.text for sample in POSITIVES + NEAR_MISSES)
 VALUES = sorted({value for sample in POSITIVES for _kind, value in sample.expected})
+# Near misses that contain a value as a substring (a card inside a longer digit run, which must
+# stay unredacted) would trip the substring check below; tests/test_pii.py covers them.
+DOCUMENT = "\n".join(
+    sample.text
+    for sample in POSITIVES + [n for n in NEAR_MISSES if not any(v in n.text for v in VALUES)]
+)
 
 
 async def test_no_pii_reaches_the_provider_and_placeholders_come_back(client, make_settings):
