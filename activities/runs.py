@@ -77,7 +77,10 @@ class RunActivities:
             document_bytes=input.document_bytes,
             started_at=input.started_at,
         )
-        return ResolveAgentsResult(agents=agents)
+        return ResolveAgentsResult(
+            agents=agents,
+            provider_task_queues=self._settings.llm_task_queues == "per-provider",
+        )
 
     @activity.defn(name=RESOLVE_AGENTS_ACTIVITY)
     async def resolve_agents(self, input: ResolveAgentsInput) -> ResolveAgentsResult:

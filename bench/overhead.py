@@ -172,12 +172,20 @@ async def _timed(coro: Awaitable[Any]) -> float:
 
 
 async def measure_llm(
-    client: Any, tmp: Path, database_url: str, stub: StubLLM, repeats: int, limits: bool
+    client: Any,
+    tmp: Path,
+    database_url: str,
+    stub: StubLLM,
+    repeats: int,
+    limits: bool,
+    queues: str = "per-provider",
 ) -> dict[str, list[float]]:
     """(a) and (b): Chorus against direct calls with the same request bodies."""
     from openai import AsyncOpenAI
 
-    extra = {} if limits else {"provider_limits": NO_LIMITS}
+    extra: dict[str, Any] = {"llm_task_queues": queues}
+    if not limits:
+        extra["provider_limits"] = NO_LIMITS
     settings = _settings(tmp, database_url, f"openai:{MODEL}", **extra)
     clients = ProviderClients.from_settings(settings)
     direct = AsyncOpenAI(max_retries=0)
@@ -295,6 +303,7 @@ async def measure_noop(
     sandbox: bool,
     limits: bool,
     bytecode: bool,
+    queues: str = "per-provider",
 ) -> dict[str, Any]:
     """(c) and (d): no-op 3-step runs, one at a time, then ``concurrent`` at once.
 
@@ -306,7 +315,7 @@ async def measure_noop(
         sys.pycache_prefix, sys.dont_write_bytecode = str(tmp / "pycache"), False
     try:
         return await _measure_noop(
-            client, tmp, database_url, runs, repeats, concurrent, sandbox, limits
+            client, tmp, database_url, runs, repeats, concurrent, sandbox, limits, queues
         )
     finally:
         sys.pycache_prefix, sys.dont_write_bytecode = saved
@@ -321,8 +330,11 @@ async def _measure_noop(
     concurrent: int,
     sandbox: bool,
     limits: bool,
+    queues: str,
 ) -> dict[str, Any]:
-    extra = {} if limits else {"provider_limits": NO_LIMITS}
+    extra: dict[str, Any] = {"llm_task_queues": queues}
+    if not limits:
+        extra["provider_limits"] = NO_LIMITS
     settings = _settings(tmp, database_url, f"openai:{MODEL}", **extra)
 
     def activities(pool: Any) -> list[Callable[..., Any]]:
@@ -477,7 +489,11 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     """Render the results as a Markdown table, each target marked met / not met."""
     med = statistics.median
     rows: list[tuple[str, str, str, Any]] = []
-    for key, label in (("llm", "default provider limits"), ("llm_no_limits", "no provider limits")):
+    for key, label in (
+        ("llm", "default provider limits"),
+        ("llm_no_limits", "no provider limits"),
+        ("llm_shared", "default limits, shared task queue"),
+    ):
         if key not in r:
             continue
         seq_c, seq_d = med(r[key]["seq_chorus"]), med(r[key]["seq_direct"])
@@ -528,13 +544,14 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         "noop_pyc": "production worker, workflow bytecode cached",
         "noop_unsandboxed": "sandbox off (bench only)",
         "noop_limits": "default openai limits (500 rpm)",
+        "noop_shared": "production worker, CHORUS_LLM_TASK_QUEUES=shared",
         "naive_noop": "naive Temporal workflow (bench/naive.py)",
     }
     for key, label in labels.items():
         if key not in r:
             continue
         n = r[key]
-        target = key in ("noop", "noop_pyc")
+        target = key in ("noop", "noop_pyc", "noop_shared")
         rows.append(
             (
                 f"(c) no-op 3-step p50 / p95 ms, {label}",
@@ -576,7 +593,7 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         mark = "" if isinstance(met, str) else ("met" if met else "**not met**")
         lines.append(f"| {name} | {value} | {goal} | {mark} |")
     notes = []
-    for key in ("llm", "llm_no_limits"):
+    for key in ("llm", "llm_no_limits", "llm_shared"):
         if key in r:
             notes.append(
                 f"{key} per repeat (ms): "
@@ -610,7 +627,8 @@ async def main() -> None:
     parser.add_argument("--with-model", action="store_true", help="(e): the bundled local model")
     parser.add_argument(
         "--phases",
-        default="llm,llm_no_limits,naive_noop,noop,noop_pyc,noop_unsandboxed,noop_limits",
+        default="llm,llm_no_limits,llm_shared,naive_noop,noop,noop_shared,noop_pyc,"
+        "noop_unsandboxed,noop_limits",
         help="comma-separated subset of what to measure (for profiling)",
     )
     parser.add_argument(
@@ -641,10 +659,14 @@ async def main() -> None:
         async with temporal_dev_server(
             tmp / "temporal.db", [*DEV_FLAGS, *args.server_flag]
         ) as client:
-            for key, limits in (("llm", True), ("llm_no_limits", False)):
+            for key, limits, queues in (
+                ("llm", True, "per-provider"),
+                ("llm_no_limits", False, "per-provider"),
+                ("llm_shared", True, "shared"),
+            ):
                 if key in args.phases:
                     results[key] = await measure_llm(
-                        client, tmp, database_url, stub, args.repeats, limits
+                        client, tmp, database_url, stub, args.repeats, limits, queues
                     )
                     progress(key, results[key])
             if "naive_noop" in args.phases:
@@ -657,11 +679,12 @@ async def main() -> None:
                 ("noop_pyc", True, False, True),
                 ("noop_unsandboxed", False, False, False),
                 ("noop_limits", True, True, False),
+                ("noop_shared", True, False, False),
             ):
                 if key in args.phases:
                     concurrent = (
                         args.concurrent
-                        if key in ("noop", "noop_pyc")
+                        if key in ("noop", "noop_pyc", "noop_shared")
                         else min(args.concurrent, 200)
                     )
                     results[key] = await measure_noop(
@@ -674,6 +697,7 @@ async def main() -> None:
                         sandbox,
                         limits,
                         bytecode,
+                        "shared" if key == "noop_shared" else "per-provider",
                     )
                     progress(key, results[key])
             if args.with_model:

@@ -359,9 +359,14 @@ class ResolvedAgent(_Model):
 
 
 class ResolveAgentsResult(_Model):
-    """Result of ``chorus.start_run``: the pinned configuration of each requested agent."""
+    """Result of ``chorus.start_run``: the pinned configuration of each requested agent.
+
+    ``provider_task_queues`` carries the worker's ``CHORUS_LLM_TASK_QUEUES`` choice into the
+    history, so the run (and its replays) keep it whatever the setting says later.
+    """
 
     agents: dict[str, ResolvedAgent]
+    provider_task_queues: bool = True
 
 
 class LLMRequest(_Model):

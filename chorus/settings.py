@@ -12,6 +12,7 @@ import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +102,13 @@ class Settings(BaseSettings):
     )
     """Per-provider fleet-wide limits, JSON: ``{"openai": {"concurrency": 16, "rpm": 500}}``;
     providers given replace their defaults (``chorus/limits.py``), others keep them."""
+    llm_task_queues: Literal["per-provider", "shared"] = "per-provider"
+    """Where new runs schedule LLM calls: ``per-provider`` (``<task queue>-llm-<provider>``,
+    each provider's workers capped at its concurrency, so calls beyond the limit wait in
+    Temporal's queue instead of in worker slots) or ``shared`` (the run's own task queue: the
+    server hands each call to the worker with the workflow task that scheduled it, eager
+    dispatch, ~18 ms less per 3-step run in ``bench/RESULTS.md``, but waiting calls hold
+    worker slots). Runs keep the choice they started with."""
 
     callback_secret: SecretStr | None = None
     """Shared secret that signs run callbacks (HMAC-SHA256, ``chorus/callbacks.py``); needed

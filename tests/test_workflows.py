@@ -248,3 +248,20 @@ async def test_workflow_refuses_agent_missing_from_postgres(client, make_setting
     assert "unknown agent(s): ghost; known agents: analyst" in str(failure.value.cause)
     assert fake_llm.calls == []
     assert row is None  # nothing recorded for a run that could not start
+
+
+@pytest.mark.parametrize("mode", ["per-provider", "shared"])
+async def test_llm_task_queue_choice_is_recorded_per_run(client, make_settings, fake_llm, mode):
+    settings = make_settings([agent("analyst", LOCAL)], llm_task_queues=mode)
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
+        handle = await chorus.start_sequential("t", ["analyst"])
+        await handle.result()
+    history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
+    queues = [
+        e.activity_task_scheduled_event_attributes.task_queue.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    expected = f"{settings.task_queue}-llm-local" if mode == "per-provider" else settings.task_queue
+    assert queues == [expected]
+    await replay(client, handle.workflow_id)

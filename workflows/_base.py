@@ -92,8 +92,10 @@ SEARCH_ATTRIBUTES_PATCH = "chorus-search-attributes"
 ChorusCostUsd at the end (older histories have no such commands and replay without them)."""
 LOCAL_BOOKKEEPING_PATCH = "chorus-local-bookkeeping"
 """Patch id: ``chorus.start_run``/``chorus.finish_run`` run as local activities, the start-time
-search-attribute upsert is skipped when the run was started with the same values, and the
-two patches above are implied (one patch marker per run instead of two).
+search-attribute upsert is skipped when the run was started with the same values, the run's
+LLM task queues follow ``ResolveAgentsResult.provider_task_queues`` (``CHORUS_LLM_TASK_QUEUES``
+of the worker that started it), and the two patches above are implied (one patch marker per
+run instead of two).
 
 A local activity runs in the worker that runs the workflow task and is recorded as a marker
 in that task's completion: recording the run costs no activity task dispatch and no extra
@@ -468,6 +470,9 @@ class RunWorkflowBase:
                 f"cannot start: {message}", type=error_type, non_retryable=True
             ) from err
         self._agents = result.agents
+        # Patched runs take the task queue choice recorded by chorus.start_run (the worker's
+        # CHORUS_LLM_TASK_QUEUES); earlier runs decide by their own patch marker.
+        self._provider_queues = result.provider_task_queues if self._local_bookkeeping else None
 
     async def _bookkeeping(
         self,
@@ -649,7 +654,7 @@ class RunWorkflowBase:
 
         return await call_agent(
             resolved,
-            provider_queues=True if self._local_bookkeeping else None,
+            provider_queues=self._provider_queues,
             task=self._task,
             document=self._document,
             document_name=self._document_name,
