@@ -130,12 +130,7 @@ class RunActivities:
         attempt that closes the row, so a retry does not count the run twice.
         """
         workflow_id = workflow_ids(activity.info())[0]
-        run = await self._pool.fetchrow(
-            "SELECT pattern, parent_workflow_id, status, started_at FROM runs"
-            " WHERE workflow_id = $1",
-            workflow_id,
-        )
-        await db.record_run_finished(
+        run = await db.record_run_finished(
             self._pool,
             workflow_id=workflow_id,
             status=input.status,
@@ -151,9 +146,4 @@ class RunActivities:
                 if input.totals.wall_ms
                 else (input.finished_at - run["started_at"]).total_seconds()
             )
-            try:
-                await metrics.observe_run_finished(
-                    self._pool, workflow_id, run, input.status, wall_s
-                )
-            except db.DB_ERRORS as exc:
-                activity.logger.warning("run %s: fallbacks not counted: %s", workflow_id, exc)
+            metrics.observe_run_finished(run, input.status, wall_s, run["fallbacks"])

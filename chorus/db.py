@@ -418,6 +418,45 @@ async def record_run_started(
     )
 
 
+_FINISH_RUN_SQL = """
+WITH old AS (
+    SELECT workflow_id, pattern, parent_workflow_id, status, started_at
+    FROM runs WHERE workflow_id = $1 FOR UPDATE
+), closed AS (
+    UPDATE runs r SET status = $2, finished_at = $3, llm_calls = $4, attempts = $5,
+        input_tokens = $6, output_tokens = $7, cost_usd = $8, wall_ms = $9, output = $10,
+        error = $11
+    FROM old WHERE r.workflow_id = old.workflow_id
+    RETURNING r.workflow_id
+), archived AS (
+    INSERT INTO transcripts (workflow_id, transcript)
+    SELECT $1, coalesce(jsonb_agg(jsonb_build_object(
+            'workflow_id', m.workflow_id, 'agent', m.agent, 'agent_version', m.agent_version,
+            'provider', m.provider, 'model', m.model, 'system_prompt', m.system_prompt,
+            'user_prompt', m.user_prompt, 'completion', m.completion,
+            'input_tokens', m.input_tokens, 'output_tokens', m.output_tokens,
+            'cost_usd', m.cost_usd::float8, 'latency_ms', m.latency_ms, 'attempt', m.attempt,
+            'created_at', m.created_at) ORDER BY m.id), '[]'::jsonb)
+    FROM messages m WHERE m.root_workflow_id = $1 AND $12::boolean
+    HAVING $12::boolean
+    ON CONFLICT (workflow_id) DO UPDATE SET transcript = EXCLUDED.transcript, created_at = now()
+    RETURNING 1
+), fallbacks AS (
+    -- This run's own calls answered by other than the agent's first provider and model.
+    SELECT m.agent, m.provider FROM messages m
+    JOIN agent_configs c ON c.name = m.agent AND c.version = m.agent_version
+    WHERE m.workflow_id = $1
+      AND (m.provider IS DISTINCT FROM c.spec -> 'providers' -> 0 ->> 'provider'
+           OR NOT starts_with(m.model, coalesce(c.spec -> 'providers' -> 0 ->> 'model', '')))
+)
+SELECT old.pattern, old.parent_workflow_id, old.status, old.started_at,
+    (SELECT count(*) FROM closed) + (SELECT count(*) FROM archived) AS written,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('agent', f.agent, 'provider', f.provider)),
+        '[]'::jsonb) FROM fallbacks f) AS fallbacks
+FROM old
+"""
+
+
 async def record_run_finished(
     pool: asyncpg.Pool,
     *,
@@ -428,47 +467,30 @@ async def record_run_finished(
     output: str | None,
     error: str | None,
     archive: bool,
-) -> None:
-    """Close the run row and, if ``archive``, store its transcript; one transaction."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "UPDATE runs SET status = $2, finished_at = $3, llm_calls = $4, attempts = $5,"
-            " input_tokens = $6, output_tokens = $7, cost_usd = $8, wall_ms = $9, output = $10,"
-            " error = $11 WHERE workflow_id = $1",
-            workflow_id,
-            status,
-            finished_at,
-            totals.get("llm_calls", 0),
-            totals.get("attempts", 0),
-            totals.get("input_tokens", 0),
-            totals.get("output_tokens", 0),
-            Decimal(str(totals.get("cost_usd", 0))),
-            totals.get("wall_ms"),
-            output,
-            error,
-        )
-        if archive:
-            rows = await conn.fetch(
-                "SELECT workflow_id, agent, agent_version, provider, model, system_prompt,"
-                " user_prompt, completion, input_tokens, output_tokens, cost_usd, latency_ms,"
-                " attempt, created_at FROM messages WHERE root_workflow_id = $1 ORDER BY id",
-                workflow_id,
-            )
-            transcript = [
-                {
-                    **dict(r),
-                    "cost_usd": float(r["cost_usd"]),
-                    "created_at": r["created_at"].isoformat(),
-                }
-                for r in rows
-            ]
-            await conn.execute(
-                "INSERT INTO transcripts (workflow_id, transcript) VALUES ($1, $2)"
-                " ON CONFLICT (workflow_id) DO UPDATE SET transcript = EXCLUDED.transcript,"
-                " created_at = now()",
-                workflow_id,
-                transcript,
-            )
+) -> asyncpg.Record | None:
+    """Close the run row and, if ``archive``, store its transcript; one statement.
+
+    Returns:
+        The run row as it was before (``pattern``, ``parent_workflow_id``, ``status``,
+        ``started_at``) and ``fallbacks``, the run's own calls answered by other than their
+        agent's first provider/model (``[{"agent", "provider"}]``); ``None`` when the run has
+        no row (the transcript is stored all the same).
+    """
+    return await pool.fetchrow(
+        _FINISH_RUN_SQL,
+        workflow_id,
+        status,
+        finished_at,
+        totals.get("llm_calls", 0),
+        totals.get("attempts", 0),
+        totals.get("input_tokens", 0),
+        totals.get("output_tokens", 0),
+        Decimal(str(totals.get("cost_usd", 0))),
+        totals.get("wall_ms"),
+        output,
+        error,
+        archive,
+    )
 
 
 async def record_call(

@@ -139,15 +139,6 @@ GAUGE_REFRESH_ERRORS = Counter(
     "Scrapes whose PostgreSQL-backed gauges could not be refreshed (values are stale).",
 )
 
-FALLBACKS_SQL = """
-SELECT m.agent, m.provider, m.model,
-       c.spec -> 'providers' -> 0 ->> 'provider' AS head_provider,
-       c.spec -> 'providers' -> 0 ->> 'model' AS head_model
-FROM messages m
-JOIN agent_configs c ON c.name = m.agent AND c.version = m.agent_version
-WHERE m.workflow_id = $1
-"""
-
 
 def observe_llm_call(
     *,
@@ -182,30 +173,24 @@ def observe_llm_call(
     LLM_COST.labels(**labels).inc(cost_usd)
 
 
-async def observe_run_finished(
-    pool: asyncpg.Pool, workflow_id: str, run: Any, status: str, wall_s: float
+def observe_run_finished(
+    run: Any, status: str, wall_s: float, fallbacks: list[dict[str, str]]
 ) -> None:
     """Count a finished run and the provider fallbacks of its agent calls.
 
     Args:
-        pool: Pool, to read the run's messages and the agents' pinned configurations.
-        workflow_id: The finished workflow; its own calls are counted (children count theirs).
         run: The run row before it was closed (``pattern``, ``parent_workflow_id``).
         status: ``succeeded``, ``failed`` or ``cancelled``.
         wall_s: Wall time of the run in seconds.
-
-    Raises:
-        asyncpg.PostgresError: When the messages cannot be read.
-        OSError: When PostgreSQL cannot be reached.
-
+        fallbacks: The run's own calls (children count theirs) answered by other than their
+            agent's first provider and model, ``[{"agent": ..., "provider": ...}]``
+            (:func:`chorus.db.record_run_finished` finds them).
     """
     if run["parent_workflow_id"] is None:
         RUNS_FINISHED.labels(pattern=run["pattern"], status=status).inc()
         RUN_DURATION.labels(pattern=run["pattern"], status=status).observe(wall_s)
-    for row in await pool.fetch(FALLBACKS_SQL, workflow_id):
-        head = row["head_provider"], row["head_model"]
-        if row["provider"] != head[0] or not str(row["model"]).startswith(head[1] or ""):
-            LLM_FALLBACKS.labels(agent=row["agent"], provider=row["provider"]).inc()
+    for call in fallbacks:
+        LLM_FALLBACKS.labels(agent=call["agent"], provider=call["provider"]).inc()
 
 
 async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, timeout_s: float = 2.0) -> bool:

@@ -82,7 +82,12 @@ async def test_one_row_per_run_and_per_call_despite_retries_and_replay(client, m
         )
         assert await counts(pool, handle.workflow_id) == rows  # replay wrote nothing
         archived = await chorus.transcript(handle.workflow_id)
+        # The archive (built in SQL by chorus.finish_run) reads exactly like the live messages.
+        await pool.execute("DELETE FROM transcripts WHERE workflow_id = $1", handle.workflow_id)
+        live = await chorus.transcript(handle.workflow_id)
     await clients.close()
+
+    assert archived == live
 
     assert result.steps[1].steps[0].attempts == 3  # 500, 503, then success
     # 2 runs (parent + parallel child); 5 calls: analyst, writer, critic, aggregator, writer
