@@ -436,7 +436,12 @@ WITH old AS (
             'user_prompt', m.user_prompt, 'completion', m.completion,
             'input_tokens', m.input_tokens, 'output_tokens', m.output_tokens,
             'cost_usd', m.cost_usd::float8, 'latency_ms', m.latency_ms, 'attempt', m.attempt,
-            'created_at', m.created_at) ORDER BY m.id), '[]'::jsonb)
+            'created_at', to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+                || CASE WHEN extract(microseconds FROM m.created_at)::bigint % 1000000 <> 0
+                        THEN to_char(m.created_at AT TIME ZONE 'UTC', '.US') ELSE '' END
+                || '+00:00') ORDER BY m.id), '[]'::jsonb)
+    -- created_at as Python's isoformat() of the UTC time writes it (the live transcript's
+    -- form): microseconds only when non-zero, whatever the session's TimeZone.
     FROM messages m WHERE m.root_workflow_id = $1 AND $12::boolean
     HAVING $12::boolean
     ON CONFLICT (workflow_id) DO UPDATE SET transcript = EXCLUDED.transcript, created_at = now()

@@ -273,3 +273,48 @@ async def test_health_names_what_is_down(make_settings):
     assert report.status == "unhealthy"
     assert any(r.startswith("postgres is down") for r in report.reasons)
     assert any("no reachable provider for agent(s)" in r for r in report.reasons)
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "America/New_York"])
+async def test_archived_transcript_reads_like_the_live_one(database_url, timezone):
+    """created_at in the archive (built in SQL) is Python's isoformat() of the UTC time."""
+    from datetime import UTC, datetime
+
+    pool = await db.open_store(Settings(database_url=database_url))
+    try:
+        name = await pool.fetchval("SELECT current_database()")
+        await pool.execute(f"ALTER DATABASE \"{name}\" SET timezone = '{timezone}'")
+        await pool.expire_connections()
+        now = datetime.now(UTC)
+        await db.record_run_started(
+            pool, workflow_id="w", run_id="r", parent_workflow_id=None, root_workflow_id="w",
+            pattern="sequential", task="t", agents=["a"], agent_versions={}, document_name=None,
+            document_ref=None, document_bytes=0, started_at=now,
+        )  # fmt: skip
+        for n, stamp in enumerate(["10:00:00.120000", "10:00:00", "10:00:00.123456"]):
+            await db.record_call(
+                pool, workflow_id="w", root_workflow_id="w", activity_id=str(n), agent="a",
+                agent_version=None, provider="openai", model="m", system_prompt="s",
+                user_prompt="u", completion="c", input_tokens=1, output_tokens=1, cost_usd=0.1,
+                cost_known=True, latency_ms=1.5, attempt=1, truncated_chars=0,
+            )  # fmt: skip
+            await pool.execute(
+                "UPDATE messages SET created_at = $1::timestamptz WHERE activity_id = $2",
+                datetime.fromisoformat(f"2026-01-01T{stamp}+00:00"),
+                str(n),
+            )
+        await db.record_run_finished(
+            pool, workflow_id="w", status="succeeded", finished_at=now, totals={}, output=None,
+            error=None, archive=True,
+        )  # fmt: skip
+        archived = await db.transcript(pool, "w")
+        await pool.execute("DELETE FROM transcripts")
+        live = await db.transcript(pool, "w")
+    finally:
+        await pool.close()
+    assert [m["created_at"] for m in archived] == [
+        "2026-01-01T10:00:00.120000+00:00",
+        "2026-01-01T10:00:00+00:00",
+        "2026-01-01T10:00:00.123456+00:00",
+    ]
+    assert archived == live
