@@ -265,3 +265,29 @@ async def test_llm_task_queue_choice_is_recorded_per_run(client, make_settings, 
     expected = f"{settings.task_queue}-llm-local" if mode == "per-provider" else settings.task_queue
     assert queues == [expected]
     await replay(client, handle.workflow_id)
+
+
+async def test_cancel_while_the_run_is_recorded_keeps_the_record(
+    client, make_settings, fake_llm, monkeypatch
+):
+    """chorus.finish_run (a local activity) is not cancelled by a late cancellation request."""
+    settings = make_settings([agent("analyst", LOCAL)])
+    recording = asyncio.Event()
+    original = db.record_run_finished
+
+    async def slow(*args, **kwargs):
+        recording.set()
+        # Past the workflow task heartbeat (80% of its 10 s timeout), so the cancellation
+        # request reaches the workflow while the local activity runs.
+        await asyncio.sleep(9.5)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(db, "record_run_finished", slow)
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
+        handle = await chorus.start_sequential("t", ["analyst"])
+        await asyncio.wait_for(recording.wait(), 20)
+        await chorus.cancel(handle.workflow_id)
+        result = await handle.result()
+        row = await db.run_row(await chorus.pool(), handle.workflow_id)
+    assert result.output.startswith("analyst output")
+    assert row is not None and row["status"] == "succeeded"

@@ -482,14 +482,25 @@ class RunWorkflowBase:
         start_to_close_timeout: timedelta,
         summary: str,
         result_type: type | None = None,
+        shield: bool = False,
     ) -> Any:
         """Run a run-bookkeeping activity: local on patched runs, a normal activity before.
 
         Both forms retry until PostgreSQL answers (``STORAGE_RETRY_POLICY``); a local
         activity's retries back off on a workflow timer once past a few seconds.
+
+        Args:
+            activity: Activity name.
+            arg: Its input.
+            start_to_close_timeout: One attempt's limit.
+            summary: Shown in the Temporal UI.
+            result_type: Type of the result.
+            shield: Local form only: a cancellation request arriving meanwhile does not cancel
+                it (the run has ended and must be recorded; a normal activity, once started,
+                finishes its write on its own).
         """
         if self._local_bookkeeping:
-            return await workflow.execute_local_activity(
+            handle = workflow.start_local_activity(
                 activity,
                 arg,
                 result_type=result_type,
@@ -498,6 +509,17 @@ class RunWorkflowBase:
                 local_retry_threshold=LOCAL_RETRY_THRESHOLD,
                 summary=summary,
             )
+            if not shield:
+                return await handle
+            while not handle.done():
+                try:
+                    await workflow.wait([handle])
+                except asyncio.CancelledError:
+                    workflow.logger.info(
+                        "cancellation requested while the run is being recorded; the run has "
+                        "ended, so recording continues"
+                    )
+            return handle.result()
         return await workflow.execute_activity(
             activity,
             arg,
@@ -543,6 +565,7 @@ class RunWorkflowBase:
             ),
             start_to_close_timeout=timedelta(seconds=60),
             summary=f"Record run {status}",
+            shield=True,
         )
         await self._deliver_callback(status, totals, output, error, finished)
 
