@@ -324,10 +324,17 @@ async def _sweep_stale(pool: asyncpg.Pool) -> None:
 
 async def _release_stale(conn: Conn) -> None:
     stale = await conn.fetch(
-        "SELECT workflow_id, activity_id FROM budget_reservations WHERE state = 'reserved'"
+        "SELECT workflow_id, activity_id, periods FROM budget_reservations"
+        " WHERE state = 'reserved'"
         f" AND updated_at < now() - interval '{STALE_RESERVATION_MINUTES} minutes'"
         " FOR UPDATE SKIP LOCKED"
     )
+    if not stale:
+        return
+    # Lock every period involved at once, in period order: releasing reservation by
+    # reservation would take them out of order across reservations and could deadlock with
+    # a concurrent reserve or settle.
+    await _lock_periods(conn, sorted({p for row in stale for p in row["periods"]}))
     for row in stale:
         await _release(conn, row["workflow_id"], row["activity_id"])
 
