@@ -126,6 +126,20 @@ CALLBACK_ATTEMPT_TIMEOUT = timedelta(seconds=60)
 HTTP call inside it."""
 
 
+async def _finish_despite_cancellation(task: asyncio.Future[Any], what: str) -> None:
+    """Wait for ``task`` to end; a cancellation request meanwhile is logged, not passed on.
+
+    ``workflow.wait`` does not cancel what it waits on, so the activity runs to its end.
+    """
+    while not task.done():
+        try:
+            await workflow.wait([task])
+        except asyncio.CancelledError:
+            workflow.logger.info(
+                "cancellation requested while %s; the run has ended, so it continues", what
+            )
+
+
 def _started_with(values: list[SearchAttributeUpdate[Any]]) -> bool:
     """Whether the run was started with exactly these search attribute values."""
     started = workflow.info().typed_search_attributes
@@ -511,14 +525,7 @@ class RunWorkflowBase:
             )
             if not shield:
                 return await handle
-            while not handle.done():
-                try:
-                    await workflow.wait([handle])
-                except asyncio.CancelledError:
-                    workflow.logger.info(
-                        "cancellation requested while the run is being recorded; the run has "
-                        "ended, so recording continues"
-                    )
+            await _finish_despite_cancellation(handle, "the run is being recorded")
             return handle.result()
         return await workflow.execute_activity(
             activity,
@@ -623,14 +630,7 @@ class RunWorkflowBase:
             ),
             summary=f"Callback: run {status} → {url_host(url)}",
         )
-        while not delivery.done():
-            try:
-                await workflow.wait([delivery])
-            except asyncio.CancelledError:
-                workflow.logger.info(
-                    "cancellation requested while the run's callback is in flight; "
-                    "the run has ended, so the delivery continues"
-                )
+        await _finish_despite_cancellation(delivery, "the run's callback is in flight")
         try:
             delivery.result()
         except ActivityError as err:
