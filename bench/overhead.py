@@ -341,23 +341,10 @@ async def _measure_noop(
         runs_ = RunActivities(pool, settings)
         return [instant_llm, runs_.start_run, runs_.finish_run]
 
-    p50s, p95s = [], []
     async with chorus_worker(client, settings, activities, sandbox) as chorus:
-        for _ in range(5):
-            await chorus.run_sequential("warm up", SEQ_AGENTS)
-        for _ in range(repeats):
-            lat = [await _timed(chorus.run_sequential("noop", SEQ_AGENTS)) for _ in range(runs)]
-            p50s.append(statistics.median(lat))
-            p95s.append(pct(lat, 0.95))
-        before = cpu_seconds(tmp)
-        start = time.perf_counter()
-        await asyncio.gather(
-            *(chorus.run_sequential("noop", SEQ_AGENTS) for _ in range(concurrent))
+        return await latency_and_throughput(
+            lambda: chorus.run_sequential("noop", SEQ_AGENTS), tmp, runs, repeats, concurrent
         )
-        throughput = concurrent / (time.perf_counter() - start)
-        after = cpu_seconds(tmp)
-    cpu = {f"cpu_ms_per_run_{k}": (after[k] - before[k]) * 1000 / concurrent for k in after}
-    return {"p50": p50s, "p95": p95s, "runs_per_s": throughput, "concurrent": concurrent, **cpu}
 
 
 async def measure_naive_noop(
@@ -365,19 +352,29 @@ async def measure_naive_noop(
 ) -> dict[str, Any]:
     """(c) and (d) for the naive baseline: 3 instant activities in a plain workflow."""
     bodies: list[dict[str, Any]] = [{} for _ in SEQ_AGENTS]
-    p50s, p95s = [], []
     async with naive_worker(client, noop=True) as naive:
-        for _ in range(5):
-            await naive(bodies, False)
-        for _ in range(repeats):
-            lat = [await _timed(naive(bodies, False)) for _ in range(runs)]
-            p50s.append(statistics.median(lat))
-            p95s.append(pct(lat, 0.95))
-        before = cpu_seconds(tmp)
-        start = time.perf_counter()
-        await asyncio.gather(*(naive(bodies, False) for _ in range(concurrent)))
-        throughput = concurrent / (time.perf_counter() - start)
-        after = cpu_seconds(tmp)
+        return await latency_and_throughput(
+            lambda: naive(bodies, False), tmp, runs, repeats, concurrent
+        )
+
+
+async def latency_and_throughput(
+    one_run: Callable[[], Awaitable[Any]], tmp: Path, runs: int, repeats: int, concurrent: int
+) -> dict[str, Any]:
+    """(c) p50/p95 of ``runs`` runs one by one, per repeat, after 5 warm-up runs; (d) runs/s
+    and CPU ms per run of each process with ``concurrent`` runs started at once."""
+    p50s, p95s = [], []
+    for _ in range(5):
+        await one_run()
+    for _ in range(repeats):
+        lat = [await _timed(one_run()) for _ in range(runs)]
+        p50s.append(statistics.median(lat))
+        p95s.append(pct(lat, 0.95))
+    before = cpu_seconds(tmp)
+    start = time.perf_counter()
+    await asyncio.gather(*(one_run() for _ in range(concurrent)))
+    throughput = concurrent / (time.perf_counter() - start)
+    after = cpu_seconds(tmp)
     cpu = {f"cpu_ms_per_run_{k}": (after[k] - before[k]) * 1000 / concurrent for k in after}
     return {"p50": p50s, "p95": p95s, "runs_per_s": throughput, "concurrent": concurrent, **cpu}
 
