@@ -302,36 +302,9 @@ async def measure_noop(
     concurrent: int,
     sandbox: bool,
     limits: bool,
-    bytecode: bool,
     queues: str = "per-provider",
 ) -> dict[str, Any]:
-    """(c) and (d): no-op 3-step runs, one at a time, then ``concurrent`` at once.
-
-    With ``bytecode`` the workflow modules' bytecode is cached (under ``tmp``) even when
-    ``PYTHONDONTWRITEBYTECODE`` is set: the sandbox re-imports them for every new workflow.
-    """
-    saved = sys.pycache_prefix, sys.dont_write_bytecode
-    if bytecode:
-        sys.pycache_prefix, sys.dont_write_bytecode = str(tmp / "pycache"), False
-    try:
-        return await _measure_noop(
-            client, tmp, database_url, runs, repeats, concurrent, sandbox, limits, queues
-        )
-    finally:
-        sys.pycache_prefix, sys.dont_write_bytecode = saved
-
-
-async def _measure_noop(
-    client: Any,
-    tmp: Path,
-    database_url: str,
-    runs: int,
-    repeats: int,
-    concurrent: int,
-    sandbox: bool,
-    limits: bool,
-    queues: str,
-) -> dict[str, Any]:
+    """(c) and (d): no-op 3-step runs, one at a time, then ``concurrent`` at once."""
     extra: dict[str, Any] = {"llm_task_queues": queues}
     if not limits:
         extra["provider_limits"] = NO_LIMITS
@@ -538,7 +511,6 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         ]
     labels = {
         "noop": "production worker",
-        "noop_pyc": "production worker, workflow bytecode cached",
         "noop_unsandboxed": "sandbox off (bench only)",
         "noop_limits": "default openai limits (500 rpm)",
         "noop_shared": "production worker, CHORUS_LLM_TASK_QUEUES=shared",
@@ -548,7 +520,7 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         if key not in r:
             continue
         n = r[key]
-        target = key in ("noop", "noop_pyc", "noop_shared")
+        target = key in ("noop", "noop_shared")
         rows.append(
             (
                 f"(c) no-op 3-step p50 / p95 ms, {label}",
@@ -624,8 +596,8 @@ async def main() -> None:
     parser.add_argument("--with-model", action="store_true", help="(e): the bundled local model")
     parser.add_argument(
         "--phases",
-        default="llm,llm_no_limits,llm_shared,naive_noop,noop,noop_shared,noop_pyc,"
-        "noop_unsandboxed,noop_limits",
+        default="llm,llm_no_limits,llm_shared,naive_noop,noop,noop_shared,noop_unsandboxed,"
+        "noop_limits",
         help="comma-separated subset of what to measure (for profiling)",
     )
     parser.add_argument(
@@ -671,17 +643,16 @@ async def main() -> None:
                     client, tmp, args.runs, args.repeats, args.concurrent
                 )
                 progress("naive_noop", results["naive_noop"])
-            for key, sandbox, limits, bytecode in (
-                ("noop", True, False, False),
-                ("noop_pyc", True, False, True),
-                ("noop_unsandboxed", False, False, False),
-                ("noop_limits", True, True, False),
-                ("noop_shared", True, False, False),
+            for key, sandbox, limits in (
+                ("noop", True, False),
+                ("noop_unsandboxed", False, False),
+                ("noop_limits", True, True),
+                ("noop_shared", True, False),
             ):
                 if key in args.phases:
                     concurrent = (
                         args.concurrent
-                        if key in ("noop", "noop_pyc", "noop_shared")
+                        if key in ("noop", "noop_shared")
                         else min(args.concurrent, 200)
                     )
                     results[key] = await measure_noop(
@@ -693,7 +664,6 @@ async def main() -> None:
                         concurrent,
                         sandbox,
                         limits,
-                        bytecode,
                         "shared" if key == "noop_shared" else "per-provider",
                     )
                     progress(key, results[key])
