@@ -37,7 +37,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.prompts import Prompt, build_prompt
 from activities.runs import workflow_ids
-from chorus import budget, db, errors, metrics
+from chorus import budget, db, errors, local_model, metrics
 from chorus.callbacks import signed_headers
 from chorus.db import DB_ERRORS
 from chorus.limits import (
@@ -612,9 +612,20 @@ class LLMActivities:
                     self._call_openai_compatible(req, prompt)
                 )
         except (openai.OpenAIError, anthropic.AnthropicError) as exc:
-            raise map_provider_error(
+            error = map_provider_error(
                 exc, req.provider, req.model, self._settings.max_retry_after_s
-            ) from exc
+            )
+            if req.provider == "local" and isinstance(exc, openai.APIConnectionError):
+                # "cannot connect" hides the cause when the embedded server has died (issue
+                # 12: it crashed with SIGSEGV and the user saw four connect errors).
+                down = local_model.server_down_reason(self._settings)
+                if down:
+                    error = ApplicationError(
+                        f"local:{req.model}: {down}",
+                        attempt,
+                        type=errors.PROVIDER_UNAVAILABLE,
+                    )
+            raise error from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
         if req.output_schema is not None:
             output = _check_json(output, req)

@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from chorus.names import search_attribute_types
+from chorus.temporal import chorus_data_converter
 from starter.dev import free_port, temporal_binary
 
 CHORUS_DEV_FLAGS = (
@@ -61,7 +61,7 @@ async def temporal_dev_server(db_file: Path, flags: Sequence[str]) -> AsyncItera
         for _ in range(150):
             try:
                 client = await Client.connect(
-                    f"127.0.0.1:{port}", data_converter=pydantic_data_converter
+                    f"127.0.0.1:{port}", data_converter=chorus_data_converter
                 )
                 break
             except RuntimeError:

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from chorus.models import AgentSpec
+from chorus.models import FILE_STRICTNESS, AgentSpec
 
 
 class CatalogError(ValueError):
@@ -53,7 +53,7 @@ def parse_catalog(text: str, *, source: str = "<catalog>") -> dict[str, AgentSpe
     for index, raw in enumerate(data["agents"]):
         label = raw.get("name", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
         try:
-            spec = AgentSpec.model_validate(raw)
+            spec = AgentSpec.model_validate(raw, extra=FILE_STRICTNESS)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'agent'}: {err['msg']}"

@@ -17,9 +17,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from chorus.models import TextRef
+from chorus.models import EntryInput, TextRef, WireModel
 
 Role = Literal["owner", "editor", "reviewer", "viewer"]
 DraftStatus = Literal["drafting", "in_review", "approved", "published", "archived"]
@@ -49,11 +49,7 @@ text, and an answer is limited by the model's output tokens (about 16,000 for gp
 OpenAI model page, 2026), roughly 60,000 characters of English."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextEdit(_Model):
+class TextEdit(WireModel):
     """Replace ``content[start:end]`` with ``text`` (offsets in characters).
 
     ``start == end`` inserts; ``text == ""`` deletes.
@@ -134,7 +130,7 @@ def rebase_over(edit: TextEdit, base_version: int, since: list[tuple[int, TextEd
 # --- Payloads -------------------------------------------------------------------------------
 
 
-class Comment(_Model):
+class Comment(WireModel):
     """A comment anchored to ``content[start:end]`` of ``version``."""
 
     id: int
@@ -147,7 +143,7 @@ class Comment(_Model):
     created_at: datetime
 
 
-class Revision(_Model):
+class Revision(WireModel):
     """One accepted change: who, when, against which base, and the edit as applied.
 
     ``edit`` is expressed in the coordinates of the text it was applied to (version - 1), so
@@ -163,7 +159,7 @@ class Revision(_Model):
     summary: str = ""
 
 
-class DraftState(_Model):
+class DraftState(WireModel):
     """Everything a draft is; carried whole across continue-as-new."""
 
     title: str
@@ -191,7 +187,7 @@ class DraftState(_Model):
         return self
 
 
-class DraftInput(_Model):
+class DraftInput(EntryInput):
     """Input of the draft workflow: a new draft, or the state carried by continue-as-new.
 
     Attributes:
@@ -223,7 +219,7 @@ class DraftInput(_Model):
     max_updates_per_run: int = Field(500, ge=10)
 
 
-class EditRequest(_Model):
+class EditRequest(EntryInput):
     """Input of the ``edit`` update: a range edit or a whole-text replacement.
 
     Exactly one of ``edit`` and ``content`` is set.
@@ -242,7 +238,7 @@ class EditRequest(_Model):
         return self
 
 
-class EditResult(_Model):
+class EditResult(WireModel):
     """Result of ``edit`` and the lifecycle updates: the version now current.
 
     Attributes:
@@ -258,7 +254,7 @@ class EditResult(_Model):
     changes: list[Revision] = Field(default_factory=list)
 
 
-class RevisionRequest(_Model):
+class RevisionRequest(EntryInput):
     """Input of the ``request_revision`` update: an agent rewrites the whole draft.
 
     Attributes:
@@ -275,13 +271,13 @@ class RevisionRequest(_Model):
     agent: str = "writer"
 
 
-class UserRequest(_Model):
+class UserRequest(EntryInput):
     """Input of ``submit``, ``approve``, ``publish`` and ``archive``: who asks."""
 
     user: str
 
 
-class CommentRequest(_Model):
+class CommentRequest(EntryInput):
     """Input of the ``comment`` signal."""
 
     user: str
@@ -290,7 +286,7 @@ class CommentRequest(_Model):
     end: int = Field(0, ge=0)
 
 
-class CollaboratorRequest(_Model):
+class CollaboratorRequest(EntryInput):
     """Input of the ``add_collaborator`` signal (only owners may add)."""
 
     user: str
@@ -298,14 +294,14 @@ class CollaboratorRequest(_Model):
     role: Role
 
 
-class ResolveCommentRequest(_Model):
+class ResolveCommentRequest(EntryInput):
     """Input of the ``resolve_comment`` signal."""
 
     user: str
     comment_id: int
 
 
-class DraftView(_Model):
+class DraftView(WireModel):
     """Result of the ``draft`` query (and of the workflow, when archived)."""
 
     draft_id: str
@@ -321,7 +317,7 @@ class DraftView(_Model):
     last_editor: str | None
 
 
-class SaveDraftInput(_Model):
+class SaveDraftInput(WireModel):
     """Input of ``chorus.save_draft``: revisions not yet in PostgreSQL, and the current state."""
 
     title: str

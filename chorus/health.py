@@ -17,7 +17,9 @@ A small Starlette app served by uvicorn inside the worker process, on
   - ``providers``: every agent in PostgreSQL has at least one usable provider in its chain.
     ``openai``/``anthropic`` count when their API key is set (probing hosted APIs on every
     probe would spend rate limit; ``chorus health`` lists their models on demand); ``local``
-    counts when its server answers ``GET /models`` within 2 s, cached for 5 s.
+    counts when its server completes a short multi-token prompt within 2 s (a real chat
+    completion, :func:`chorus.local_model.probe_completion`), cached for 5 s; a server that has
+    died is reported with its PID and crash line.
 
 Unlike ``chorus health`` (``starter/health.py``), which opens fresh connections, these checks
 go through the worker's own client and pool: readiness says whether *this* process can work.
@@ -34,7 +36,6 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import asyncpg
-import httpx
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
@@ -44,13 +45,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import Client
 
-from chorus import db, metrics
+from chorus import db, local_model, metrics
 from chorus.settings import Settings
 
 CHECK_TIMEOUT_S = 2.0
 """Bound on each readiness check, in seconds: a probe answers well within a 5 s period."""
 LOCAL_CACHE_S = 5.0
 """How long a ``local`` provider probe result is reused, in seconds."""
+LOCAL_BUSY_GRACE_S = 120.0
+"""A probe that times out (not refused) within this many seconds of a successful one still
+counts: the server is alive and busy with another completion (it serves one at a time)."""
 
 
 class CheckResult(BaseModel):
@@ -91,6 +95,7 @@ class WorkerProbes:
         self.client = client
         self.timeout_s = timeout_s
         self._local: tuple[float, bool, str] | None = None
+        self._local_last_ok: float | None = None
 
     async def _timed(self, probe: Callable[[], Awaitable[str]]) -> CheckResult:
         started = time.perf_counter()
@@ -118,16 +123,37 @@ class WorkerProbes:
         return "SELECT 1 answered"
 
     async def _local_reachable(self) -> tuple[bool, str]:
+        """Probe the local server with a real chat completion, cached for ``LOCAL_CACHE_S``.
+
+        ``GET /models`` answers even from a server that crashes on every prompt (issue 12).
+        """
         now = time.monotonic()
         if self._local is not None and now - self._local[0] < LOCAL_CACHE_S:
             return self._local[1], self._local[2]
-        url = self.settings.local_base_url.rstrip("/") + "/models"
+        result: tuple[bool, str]
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as http:
-                (await http.get(url)).raise_for_status()
+            await local_model.probe_completion(
+                self.settings.local_base_url,
+                api_key=self.settings.local_api_key,
+                timeout_s=self.timeout_s * 0.75,  # inside the check's own bound
+            )
             result = (True, "")
-        except httpx.HTTPError as exc:
-            result = (False, f"local server {url}: {exc or type(exc).__name__}")
+            self._local_last_ok = now
+        except local_model.LocalModelError as exc:
+            down = local_model.server_down_reason(self.settings)
+            busy = (
+                down is None
+                and exc.timed_out
+                and self._local_last_ok is not None
+                and now - self._local_last_ok < LOCAL_BUSY_GRACE_S
+            )
+            # llama.cpp's server answers one request at a time: a probe queued behind a long
+            # completion times out although the server works; it still counts for a while.
+            result = (
+                (True, "")
+                if busy
+                else (False, down or f"local server {self.settings.local_base_url}: {exc}")
+            )
         self._local = (now, *result)
         return result
 

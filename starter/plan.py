@@ -20,10 +20,11 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from chorus.models import AgentStep, ParallelStep, SequentialStep, Step
+from chorus.models import FILE_STRICTNESS, AgentStep, ParallelStep, SequentialStep, Step
 from starter.sdk import ChorusInputError
 
 _STEP = TypeAdapter(Step)
+_PLAN_KEYS = ("pattern", "steps", "aggregator", "min_successes")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,12 @@ def load_plan(path: Path) -> Plan:
         raise ChorusInputError(f"--plan: {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or data.get("pattern") not in ("sequential", "parallel"):
         raise ChorusInputError(f"--plan: {path} needs 'pattern: sequential' or 'pattern: parallel'")
+    unknown = sorted(str(key) for key in data if key not in _PLAN_KEYS)
+    if unknown:
+        raise ChorusInputError(
+            f"--plan: {path}: unknown key(s) {', '.join(unknown)} "
+            f"(a plan has {', '.join(_PLAN_KEYS)})"
+        )
     items = data.get("steps")
     if not isinstance(items, list) or not items:
         raise ChorusInputError(f"--plan: {path} needs a non-empty 'steps' list")
@@ -114,7 +121,7 @@ def _normalise(item: Any) -> Any:
 
 def _step(item: Any, where: str) -> Step:
     try:
-        return _STEP.validate_python(_normalise(item))
+        return _STEP.validate_python(_normalise(item), extra=FILE_STRICTNESS)
     except ValidationError as exc:
         raise ChorusInputError(f"--plan: {where}: {_first(exc)}") from exc
 

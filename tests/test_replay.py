@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from chorus.temporal import chorus_data_converter
 from workflows import WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -47,7 +47,7 @@ def test_histories_are_checked_in():
 async def test_replay_checked_in_history(path: Path):
     recorded = json.loads(path.read_text())
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
 
@@ -59,7 +59,7 @@ async def test_sandbox_compiles_workflow_modules_once():
     install_code_cache()
     recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v3.json").read_text())
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter)
     await replayer.replay_workflow(history)
     assert any(p.endswith("workflows/_base.py") for p in CachingSourceLoader.codes)
     compiled = CachingSourceLoader.compiled

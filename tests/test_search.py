@@ -227,13 +227,13 @@ async def test_chorus_top_once_json(client, make_settings, fake_llm):
 
 async def test_unregistered_attributes_fail_clearly(make_settings):
     """On a server without the Chorus search attributes, starting says how to register them."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
+    from chorus.temporal import chorus_data_converter
     from starter.sdk import ChorusClient, SearchAttributesMissingError
 
     bare = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter
+        dev_server_existing_path=temporal_binary(), data_converter=chorus_data_converter
     )
     settings = make_settings(
         [agent("writer", LOCAL)], temporal_address=bare.client.service_client.config.target_host

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from chorus.settings import bundled_model_path
+from chorus.temporal import chorus_data_converter
 from starter.dev import free_port, temporal_binary
 from tests.conftest import SAMPLES
 from workflows import WORKFLOWS
@@ -187,9 +187,9 @@ def test_status_result_list_and_replay(stack, sequential_run):
     assert all(row["healthy"] for row in health)
 
     async def replay() -> None:
-        client = await Client.connect(stack.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(stack.address, data_converter=chorus_data_converter)
         history: WorkflowHistory = await client.get_workflow_handle(wid).fetch_history()
-        await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+        await Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter).replay_workflow(
             history
         )
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from activities import LLMActivities, ProviderClients
@@ -16,6 +15,7 @@ from chorus import db
 from chorus.catalog import CatalogError, load_catalog
 from chorus.models import AgentSpec, AgentStep, ParallelStep
 from chorus.settings import Settings
+from chorus.temporal import chorus_data_converter
 from starter.health import check_health
 from tests.conftest import agent, running_worker, sdk
 from tests.stub_llm import Reply, StubLLM
@@ -77,7 +77,7 @@ async def test_one_row_per_run_and_per_call_despite_retries_and_replay(client, m
         run = await db.run_row(pool, handle.workflow_id)
         child = await db.run_row(pool, f"{handle.workflow_id}-s2")
         history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
-        await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+        await Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter).replay_workflow(
             history
         )
         assert await counts(pool, handle.workflow_id) == rows  # replay wrote nothing

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from chorus import db
 from chorus.models import AgentStep, ParallelStep, RunResult, SequentialInput, SequentialStep
+from chorus.temporal import chorus_data_converter
 from starter.sdk import ChorusInputError, RunFailedError
 from tests.conftest import agent, running_worker, sdk
 from workflows import WORKFLOWS
@@ -28,7 +28,7 @@ HISTORIES = Path(__file__).parent / "histories"
 async def replay(client: Client, workflow_id: str, record_as: str | None = None) -> None:
     """Replay a finished run's history; with CHORUS_RECORD_HISTORIES=1 also check it in."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+    await Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter).replay_workflow(
         history
     )
     if record_as and os.environ.get("CHORUS_RECORD_HISTORIES") == "1":

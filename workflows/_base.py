@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from chorus.models import (
         AgentStep,
         DeliverCallbackInput,
+        EntryInput,
         FailedBranch,
         FinishRunInput,
         LLMRequest,
@@ -68,6 +69,8 @@ with workflow.unsafe.imports_passed_through():
         llm_task_queue,
     )
     from chorus.validation import control_problem
+
+InputT = TypeVar("InputT", bound="EntryInput")
 
 LLM_MAX_ATTEMPTS = 4
 LLM_RETRY_POLICY = RetryPolicy(
@@ -144,6 +147,30 @@ def _started_with(values: list[SearchAttributeUpdate[Any]]) -> bool:
     """Whether the run was started with exactly these search attribute values."""
     started = workflow.info().typed_search_attributes
     return all(started.get(update.key) == update.value for update in values)
+
+
+def require_input(value: InputT | None, model: type[InputT], workflow_type: str) -> InputT:
+    """The workflow's input, or a non-retryable ``InvalidInput`` when it was started without one.
+
+    A plain ``temporal workflow start`` without ``--input`` (or with ``--input null``) starts
+    the workflow with no argument; it fails at once, naming what it takes, instead of failing
+    its first workflow task forever. (A payload that is there but wrong is refused by the data
+    converter: :class:`chorus.temporal.ChorusPayloadConverter`.)
+
+    Raises:
+        ApplicationError: ``InvalidInput`` (non-retryable) when ``value`` is ``None``.
+    """
+    if value is None:
+        fields = ", ".join(
+            name for name, field in model.model_fields.items() if field.is_required()
+        )
+        raise ApplicationError(
+            f"{workflow_type} was started without an input: it takes one JSON object "
+            f"({model.__name__}; required fields: {fields})",
+            type=errors.INVALID_INPUT,
+            non_retryable=True,
+        )
+    return value
 
 
 def describe_activity_failure(err: ActivityError) -> tuple[str, str, int]:

@@ -29,7 +29,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows._base import call_agent, describe_activity_failure
+from workflows._base import call_agent, describe_activity_failure, require_input
 
 with workflow.unsafe.imports_passed_through():
     from chorus.drafts import (
@@ -91,7 +91,9 @@ class DraftWorkflow:
     """A collaborative draft (see the module docstring for its API)."""
 
     @workflow.init
-    def __init__(self, input: DraftInput) -> None:
+    def __init__(self, input: DraftInput | None = None) -> None:
+        if input is None:  # started without an input: run() fails it with InvalidInput
+            input = DraftInput(title="(no input)", owner="(none)")
         if input.state is not None:
             self.state = input.state
         else:
@@ -115,8 +117,13 @@ class DraftWorkflow:
     # --- main loop ---------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, input: DraftInput) -> DraftView:
-        """Save revisions as they land; continue as new when due; end when archived."""
+    async def run(self, input: DraftInput | None = None) -> DraftView:
+        """Save revisions as they land; continue as new when due; end when archived.
+
+        Raises:
+            ApplicationError: ``InvalidInput`` (non-retryable) when started without an input.
+        """
+        input = require_input(input, DraftInput, DRAFT_WORKFLOW)
         self._upsert_status()
         if input.state is None and input.brief and not input.content:
             await self._first_draft(input.brief, input.writer)

@@ -6,7 +6,7 @@ import asyncio
 
 from temporalio import workflow
 
-from workflows._base import RunWorkflowBase
+from workflows._base import RunWorkflowBase, require_input
 
 with workflow.unsafe.imports_passed_through():
     from chorus import errors
@@ -33,21 +33,25 @@ class ParallelWorkflow(RunWorkflowBase):
     pattern = "parallel"
 
     @workflow.init
-    def __init__(self, input: ParallelInput) -> None:
-        names: list[tuple[str, StepKind]] = [(step_label(b), b.kind) for b in input.branches]
-        if input.aggregator:
-            names.append((input.aggregator, "aggregator"))
+    def __init__(self, input: ParallelInput | None = None) -> None:
+        names: list[tuple[str, StepKind]] = []
+        if input is not None:
+            names = [(step_label(b), b.kind) for b in input.branches]
+            if input.aggregator:
+                names.append((input.aggregator, "aggregator"))
         self._init_progress(names)
 
     @workflow.run
-    async def run(self, input: ParallelInput) -> RunResult:
+    async def run(self, input: ParallelInput | None = None) -> RunResult:
         """Run the branches concurrently, then the aggregator.
 
         Raises:
             ApplicationError: ``TooFewBranchesSucceeded`` when fewer than ``min_successes``
                 branches succeeded, or ``StepFailed`` when the aggregator failed (both
-                non-retryable; details[0] is the partial result).
+                non-retryable; details[0] is the partial result). ``InvalidInput``
+                (non-retryable) when started without an input.
         """
+        input = require_input(input, ParallelInput, PARALLEL_WORKFLOW)
         extra = [input.aggregator] if input.aggregator else []
         await self._start_run(input, list(dict.fromkeys(plan_agents(input.branches) + extra)))
         return await self._run_body(self._fan_out_fan_in(input))

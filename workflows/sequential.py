@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from workflows._base import RunWorkflowBase
+from workflows._base import RunWorkflowBase, require_input
 
 with workflow.unsafe.imports_passed_through():
     from chorus import errors
@@ -32,17 +32,19 @@ class SequentialWorkflow(RunWorkflowBase):
     pattern = "sequential"
 
     @workflow.init
-    def __init__(self, input: SequentialInput) -> None:
-        self._init_progress([(step_label(s), s.kind) for s in input.steps])
+    def __init__(self, input: SequentialInput | None = None) -> None:
+        self._init_progress([(step_label(s), s.kind) for s in input.steps] if input else [])
 
     @workflow.run
-    async def run(self, input: SequentialInput) -> RunResult:
+    async def run(self, input: SequentialInput | None = None) -> RunResult:
         """Run the pipeline and return every step's result and the run totals.
 
         Raises:
             ApplicationError: ``StepFailed`` (non-retryable) naming the failed step and why;
-                details[0] is the partial :class:`~chorus.models.RunResult`.
+                details[0] is the partial :class:`~chorus.models.RunResult`. ``InvalidInput``
+                (non-retryable) when started without an input.
         """
+        input = require_input(input, SequentialInput, SEQUENTIAL_WORKFLOW)
         await self._start_run(input, plan_agents(input.steps))
         return await self._run_body(self._pipeline(input))
 
