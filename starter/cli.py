@@ -24,6 +24,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -420,6 +421,8 @@ def status(workflow_id: str, as_json: JsonOpt = False) -> None:
                         "started_at": st.started_at,
                         "closed_at": st.closed_at,
                         "summary": st.summary,
+                        "error": st.error,
+                        "error_type": st.error_type,
                         "ui_url": st.ui_url,
                         "progress": st.progress.model_dump(mode="json") if st.progress else None,
                     },
@@ -430,6 +433,8 @@ def status(workflow_id: str, as_json: JsonOpt = False) -> None:
         out.print(f"[bold]{st.workflow_id}[/] ({st.workflow_type}): [bold]{st.status}[/]")
         if st.summary:
             out.print(st.summary, highlight=False)
+        if st.error:
+            out.print(f"[red]failed:[/] {escape(st.error)}", highlight=False)
         out.print(f"started {st.started_at}  closed {st.closed_at or '-'}", highlight=False)
         if st.progress:
             elapsed = ((st.closed_at or datetime.now(UTC)) - st.progress.started_at).total_seconds()

@@ -127,6 +127,23 @@ class RunStatus:
     summary: str | None
     progress: RunProgress | None
     ui_url: str
+    error: str | None = None
+    """Why a FAILED or TERMINATED run ended: ``"<type>: <message>"`` from its history."""
+    error_type: str | None = None
+    """The failure's type (e.g. ``InvalidInput``, ``StepFailed``), when it has one."""
+
+
+async def _closing_failure(handle: WorkflowHandle[Any, Any]) -> tuple[str | None, str | None]:
+    """``("<type>: <message>", type)`` of a closed run's failure (decoded with the codec)."""
+    try:
+        await handle.result(follow_runs=False)
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        kind = getattr(cause, "type", None) or type(cause).__name__
+        return f"{kind}: {cause.message if hasattr(cause, 'message') else cause}", kind
+    except Exception as exc:  # best effort: the history may be gone
+        return f"(could not read the failure: {type(exc).__name__})", None
+    return None, None
 
 
 @dataclass(frozen=True)
@@ -547,6 +564,9 @@ class ChorusClient:
         except Exception:  # best effort: no worker to answer, or history gone
             progress = None
         summary = await desc.static_summary()
+        error, error_type = None, None
+        if desc.status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED):
+            error, error_type = await _closing_failure(handle)
         return RunStatus(
             workflow_id=workflow_id,
             run_id=desc.run_id,
@@ -557,6 +577,8 @@ class ChorusClient:
             summary=summary,
             progress=progress,
             ui_url=self.ui_url(workflow_id),
+            error=error,
+            error_type=error_type,
         )
 
     async def result(self, workflow_id: str) -> RunResult:

@@ -1,0 +1,135 @@
+"""Bad input through the plain ``temporal`` CLI, which skips Chorus's SDK and its checks.
+
+Before issue 12 a workflow started with an input that did not decode stayed RUNNING for good
+while its first workflow task failed and retried ("Failed decoding arguments"). Each case here
+starts a workflow, sends an update or a signal with the real ``temporal`` binary and checks
+that the input is refused for good within seconds, naming the field, and that nothing is stuck:
+no workflow task ever failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from chorus.drafts import EditRequest, TextEdit
+from chorus.names import DRAFT_WORKFLOW, PARALLEL_WORKFLOW, SEQUENTIAL_WORKFLOW
+from starter.dev import temporal_binary
+from tests.conftest import agent, running_worker
+
+
+def no_llm(_pool):
+    from tests.conftest import FakeLLM
+
+    return FakeLLM().call_llm
+
+
+async def temporal_cli(client: Client, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``temporal`` CLI without blocking the event loop (the worker runs on it)."""
+    argv = [temporal_binary(), *args, "--address", client.service_client.config.target_host]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
+
+
+async def failed_workflow_tasks(client: Client, workflow_id: str) -> int:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return sum(
+        1 for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    )
+
+
+async def wait_closed(client: Client, workflow_id: str, within_s: float = 15) -> str:
+    handle = client.get_workflow_handle(workflow_id)
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        desc = await handle.describe()
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            return desc.status.name if desc.status else "UNKNOWN"
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{workflow_id} still RUNNING after {within_s} s")
+
+
+BAD_STARTS = [
+    pytest.param(SEQUENTIAL_WORKFLOW, '{"nonsense": 1}', ["task", "steps"], id="unknown-field"),
+    pytest.param(SEQUENTIAL_WORKFLOW, '"just a string"', ["SequentialInput"], id="a-string"),
+    pytest.param(SEQUENTIAL_WORKFLOW, '{"task": "x", "steps": []}', ["steps"], id="no-steps"),
+    pytest.param(SEQUENTIAL_WORKFLOW, None, ["without an input", "task"], id="no-input"),
+    pytest.param(SEQUENTIAL_WORKFLOW, "null", ["without an input"], id="null"),
+    pytest.param(
+        PARALLEL_WORKFLOW,
+        '{"task": "x", "branches": [{"kind": "agent", "agent": "Bad Name"}]}',
+        ["branches.0", "agent"],
+        id="parallel-bad-agent-name",
+    ),
+    pytest.param(DRAFT_WORKFLOW, '{"title": "", "owner": "alice"}', ["title"], id="draft"),
+    pytest.param(DRAFT_WORKFLOW, "[1, 2]", ["DraftInput"], id="draft-a-list"),
+]
+
+
+@pytest.mark.parametrize(("workflow_type", "payload", "named"), BAD_STARTS)
+async def test_undecodable_start_fails_at_once_with_invalid_input(
+    client, make_settings, workflow_type, payload, named
+):
+    settings = make_settings([agent("a1", ["local:fake"])])
+    workflow_id = f"plain-{uuid.uuid4().hex[:8]}"
+    async with running_worker(client, settings, no_llm) as chorus:
+        started = time.monotonic()
+        args = ["workflow", "start", "--type", workflow_type]
+        args += ["--task-queue", settings.task_queue, "--workflow-id", workflow_id]
+        if payload is not None:
+            args += ["--input", payload]
+        proc = await temporal_cli(client, *args)
+        assert proc.returncode == 0, proc.stderr
+        assert await wait_closed(client, workflow_id) == "FAILED"
+        elapsed = time.monotonic() - started
+        status = await chorus.status(workflow_id)
+    assert elapsed < 15
+    assert status.status == "FAILED"
+    assert status.error_type == "InvalidInput"
+    assert status.error is not None
+    for word in named:
+        assert word in status.error, status.error
+    assert await failed_workflow_tasks(client, workflow_id) == 0
+
+
+async def test_draft_refuses_undecodable_updates_and_drops_bad_signals(client, make_settings):
+    settings = make_settings([agent("writer", ["local:fake"])])
+    async with running_worker(client, settings, no_llm) as chorus:
+        draft_id = await chorus.start_draft("Notes", "alice", content="Hello world.")
+        for bad in ['"garbage"', '{"user": "alice", "base_version": "one"}', "[]"]:
+            proc = await temporal_cli(
+                client,
+                *("workflow", "update", "execute", "--workflow-id", draft_id),
+                *("--name", "edit", "--input", bad),
+            )
+            assert proc.returncode != 0
+            assert "InvalidInput" in proc.stderr or "invalid EditRequest" in proc.stderr, (
+                proc.stderr
+            )
+        for bad in ['"garbage"', '{"user": 5}']:
+            proc = await temporal_cli(
+                client,
+                *("workflow", "signal", "--workflow-id", draft_id),
+                *("--name", "comment", "--input", bad),
+            )
+            assert proc.returncode == 0, proc.stderr  # a signal cannot be refused: dropped
+        # The draft still works: an edit through the SDK lands, the queries answer.
+        edit = EditRequest(user="alice", base_version=1, edit=TextEdit(start=0, end=5, text="Hi"))
+        assert (await chorus.draft_update(draft_id, "edit", edit)).version == 2
+        view = await chorus.draft(draft_id)
+        assert view.content == "Hi world."
+        query = await temporal_cli(
+            client, "workflow", "query", "--workflow-id", draft_id, "--name", "comments"
+        )
+        assert query.returncode == 0, query.stderr
+    assert await failed_workflow_tasks(client, draft_id) == 0
