@@ -8,6 +8,7 @@ failed with "cannot connect".
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -84,8 +85,8 @@ async def test_dev_up_server_command_line_completes_a_multi_token_prompt(tmp_pat
     argv = dev.llm_argv(settings)
     assert argv[1:4] == ["-m", "chorus.local_model", "serve"]
     log = tmp_path / "llm.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    with open(log, "wb") as out:  # noqa: ASYNC230 - a local file, before any waiting
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220
     try:
         summary = None
         for _ in range(240):
@@ -94,8 +95,6 @@ async def test_dev_up_server_command_line_completes_a_multi_token_prompt(tmp_pat
                 break
             except local_model.LocalModelError:
                 assert proc.poll() is None, f"server died: {log.read_text()[-2000:]}"
-                import asyncio
-
                 await asyncio.sleep(0.25)
         assert summary is not None, log.read_text()[-2000:]
         prompt_tokens = int(summary.split("chat completion ")[1].split(" tokens in")[0])
@@ -177,7 +176,7 @@ def test_dev_up_exits_2_with_the_reason(tmp_path: Path):
 
 
 async def test_llm_activity_says_the_local_server_is_not_running(client, make_settings):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: ASYNC220 - exits at once
     dead.wait()
     settings = make_settings(
         [agent("analyst", ["local:smollm2"])],

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
@@ -90,7 +91,7 @@ async def test_history_with_newer_payloads_replays(name: str):
         (LLMResponse, {"provider": "local", "model": "m", "output": "o"}),
     ],
 )
-def test_wire_models_ignore_unknown_fields(model: type, body: dict[str, Any]):
+def test_wire_models_ignore_unknown_fields(model: type[BaseModel], body: dict[str, Any]):
     newer = widen(body, is_model=True)
     payload = Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(newer).encode())
     [value] = chorus_data_converter.payload_converter.from_payloads([payload], [model])
