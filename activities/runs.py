@@ -57,12 +57,13 @@ class RunActivities:
 
         Raises:
             ApplicationError: Non-retryable ``UnknownAgent`` (names the unknown and the known
-                agents) or ``NoUsableProvider``; retryable when PostgreSQL fails.
+                agents), ``NoUsableProvider`` or ``WorkflowIdReused`` (an earlier run of this
+                workflow id is recorded); retryable when PostgreSQL fails.
 
         """
         workflow_id, run_id = workflow_ids(activity.info())
         agents = input.pinned if input.pinned is not None else await self._resolve(input.names)
-        await db.record_run_started(
+        stored_run_id = await db.record_run_started(
             self._pool,
             workflow_id=workflow_id,
             run_id=run_id,
@@ -77,6 +78,17 @@ class RunActivities:
             document_bytes=input.document_bytes,
             started_at=input.started_at,
         )
+        if stored_run_id != run_id:
+            # The record (run row, messages, ledger, budget reservations) is keyed on the
+            # workflow id: a second run under it would be taken for a retry of the first and
+            # overwrite its record and escape budgets (issue 20). Refuse before any paid call.
+            raise ApplicationError(
+                f"workflow id {workflow_id!r} was already used by run {stored_run_id}; Chorus "
+                "keeps one record per workflow id, so a finished run's id cannot be reused: "
+                "start the run with a new workflow id",
+                type=errors.WORKFLOW_ID_REUSED,
+                non_retryable=True,
+            )
         return ResolveAgentsResult(
             agents=agents,
             provider_task_queues=self._settings.llm_task_queues == "per-provider",

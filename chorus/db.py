@@ -396,13 +396,21 @@ async def record_run_started(
     document_ref: TextRef | None,
     document_bytes: int,
     started_at: datetime,
-) -> None:
-    """Insert the run row (idempotent: a retry or a second call changes nothing)."""
-    await pool.execute(
-        "INSERT INTO runs (workflow_id, run_id, parent_workflow_id, root_workflow_id, pattern,"
-        " task, agents, agent_versions, document_name, document_blob_id, document_bytes, status,"
-        " started_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12)"
-        " ON CONFLICT (workflow_id) DO NOTHING",
+) -> str:
+    """Insert the run row (idempotent: a retry or a second call changes nothing).
+
+    Returns:
+        The run id the row holds: ``run_id`` unless an earlier run of the same workflow id
+        recorded it first (the caller refuses such a reuse, see ``chorus.start_run``).
+    """
+    stored = await pool.fetchval(
+        "WITH ins AS (INSERT INTO runs (workflow_id, run_id, parent_workflow_id, root_workflow_id,"
+        " pattern, task, agents, agent_versions, document_name, document_blob_id,"
+        " document_bytes, status, started_at)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12)"
+        " ON CONFLICT (workflow_id) DO NOTHING RETURNING run_id)"
+        " SELECT run_id FROM ins UNION ALL"
+        " SELECT run_id FROM runs WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
         workflow_id,
         run_id,
         parent_workflow_id,
@@ -416,6 +424,7 @@ async def record_run_started(
         document_bytes,
         started_at,
     )
+    return str(stored)
 
 
 _FINISH_RUN_SQL = """

@@ -29,9 +29,10 @@ fi
 if ! "$VENV/bin/python" -m chorus.local_model check >/dev/null 2>&1; then
   echo "llama-cpp-python: the installed build does not suit this CPU; rebuilding it portably" >&2
   "$VENV/bin/python" -m chorus.local_model check >&2 || true
+  version=$("$VENV/bin/python" -c "from importlib.metadata import version; print(version('llama-cpp-python'))")
   "$VENV/bin/python" -m pip cache remove 'llama_cpp_python*' >/dev/null 2>&1 || true
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
-    --no-deps 'llama-cpp-python[server]' 2>&1 | quiet
+    --no-deps "llama-cpp-python==$version" 2>&1 | quiet
   "$VENV/bin/python" -m chorus.local_model check >&2 \
     || { echo "setup failed: llama-cpp-python build not portable (see above)" >&2; exit 1; }
 fi

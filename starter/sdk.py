@@ -39,8 +39,8 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ApplicationError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chorus import budget, db, validation
@@ -131,6 +131,15 @@ class RunStatus:
     """Why a FAILED or TERMINATED run ended: ``"<type>: <message>"`` from its history."""
     error_type: str | None = None
     """The failure's type (e.g. ``InvalidInput``, ``StepFailed``), when it has one."""
+
+
+def _id_taken(workflow_id: str, what: str) -> str:
+    """The message for a workflow id that an earlier run or draft already used."""
+    return (
+        f"--workflow-id: {workflow_id!r} is already used by a {what} (running or finished); "
+        f"Chorus keeps one record per workflow id, so ids are not reused: choose another, "
+        f"or leave it out for a generated one"
+    )
 
 
 async def _closing_failure(handle: WorkflowHandle[Any, Any]) -> tuple[str | None, str | None]:
@@ -503,7 +512,11 @@ class ChorusClient:
                 static_summary=summary[:400],
                 static_details=details,
                 search_attributes=search_attributes,
+                # A run's record is keyed on its workflow id: never start a second run under it.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
+        except WorkflowAlreadyStartedError as exc:
+            raise ChorusInputError(_id_taken(workflow_id, "run")) from exc
         except RPCError as exc:
             raise_if_unregistered(exc)
             raise
@@ -782,7 +795,10 @@ class ChorusClient:
                 search_attributes=TypedSearchAttributes(
                     [SearchAttributePair(DRAFT_STATUS_ATTR, "drafting")]
                 ),
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
+        except WorkflowAlreadyStartedError as exc:
+            raise ChorusInputError(_id_taken(draft_id, "draft")) from exc
         except RPCError as exc:
             raise_if_unregistered(exc)
             raise
