@@ -21,7 +21,7 @@ import email.utils
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -54,6 +54,17 @@ from chorus.pricing import context_window, cost_usd
 from chorus.settings import Settings
 
 T = TypeVar("T")
+
+RECORD_RETRY_INITIAL_S = 0.5
+"""First wait before recording a received completion again while PostgreSQL is down (s)."""
+RECORD_RETRY_MAX_S = 10.0
+"""Longest wait between recording tries (s); below the 30 s heartbeat timeout."""
+STORAGE_WAIT_S = 30.0
+"""Longest an attempt waits for PostgreSQL before the provider call (rate, budget), in s;
+part of ``SLOT_WAIT_S``, so the attempt's start-to-close timeout still holds."""
+RECORD_DEADLINE_MARGIN_S = 5.0
+"""Recording tries stop this long before the attempt's start-to-close deadline (s), so the
+attempt fails cleanly with the completion in its heartbeat details."""
 
 
 @dataclass
@@ -299,13 +310,22 @@ class LLMActivities:
         # was killed): reuse it instead of paying the provider twice.
         response = _previous_response(info.heartbeat_details)
         if response is None and info.attempt > 1:
-            response = await self._recorded_response(workflow_id, info.activity_id)
+            response = await _retry_storage(
+                lambda: self._recorded_response(workflow_id, info.activity_id), STORAGE_WAIT_S
+            )
         if response is None:
             # The rate first: waiting for it holds neither a worst-case budget reservation
             # (which could refuse other calls meanwhile) nor a concurrency slot. The rate and
             # slot waits share SLOT_WAIT_S, which the start-to-close timeout includes.
-            waited_s = await self._acquire_rate(req)
-            held = await self._reserve(req, prompt, workflow_id, info.activity_id)
+            # PostgreSQL down before the call: wait for it within STORAGE_WAIT_S (nothing is
+            # paid yet), taken from the same SLOT_WAIT_S allowance.
+            started_wait = time.monotonic()
+            waited_s = await _retry_storage(lambda: self._acquire_rate(req), STORAGE_WAIT_S)
+            held = await _retry_storage(
+                lambda: self._reserve(req, prompt, workflow_id, info.activity_id),
+                STORAGE_WAIT_S - (time.monotonic() - started_wait - waited_s),
+            )
+            waited_s = time.monotonic() - started_wait
             try:
                 slot = await self._acquire_slot(req, wait_s=max(0.0, SLOT_WAIT_S - waited_s))
                 try:
@@ -327,50 +347,107 @@ class LLMActivities:
             activity.logger.info(
                 "agent %s: reusing the completion of attempt %d", req.agent, response.attempt
             )
-        try:
-            await db.record_call(
-                self._pool,
-                workflow_id=workflow_id,
-                root_workflow_id=req.root_workflow_id or workflow_id,
-                activity_id=info.activity_id,
-                agent=req.agent,
-                agent_version=req.agent_version,
-                provider=response.provider,
-                model=response.model,
-                system_prompt=prompt.system,
-                user_prompt=prompt.user,
-                completion=response.output,
-                input_tokens=response.input_tokens,
-                output_tokens=response.output_tokens,
-                cost_usd=response.cost_usd,
-                cost_known=response.cost_known,
-                latency_ms=response.latency_ms,
-                attempt=response.attempt,
-                truncated_chars=response.truncated_chars,
-            )
-            crossed = await budget.settle(
-                self._pool,
-                self._settings,
-                workflow_id=workflow_id,
-                activity_id=info.activity_id,
-                cost_usd=response.cost_usd,
-                root_workflow_id=req.root_workflow_id or workflow_id,
-                agent=req.agent,
-                provider=response.provider,
-                model=response.model,
-            )
-        except DB_ERRORS as exc:
-            activity.heartbeat(response.model_dump(mode="json"))
-            raise _storage_error(
-                f"agent {req.agent}: completion received but not recorded in PostgreSQL ({exc}); "
-                "the retry reuses it"
-            ) from exc
+        crossed = await self._record(req, prompt, response, workflow_id, info)
         metrics.BUDGET_SPENT.inc(response.cost_usd)
         for period in crossed:
             await self._budget_alert(period)
         # The message row keeps the attempt that called the provider; the workflow counts
         # every activity attempt.
         return response.model_copy(update={"attempt": info.attempt})
+
+    async def _record(
+        self,
+        req: LLMRequest,
+        prompt: Prompt,
+        response: LLMResponse,
+        workflow_id: str,
+        info: activity.Info,
+    ) -> list[str]:
+        """Record the call (message + ledger) and settle its budget reservation.
+
+        A paid completion must not be lost to a database outage, and must not be bought
+        twice. So while PostgreSQL does not answer, this retries on its own schedule (0.5 s
+        doubling to ``RECORD_RETRY_MAX_S``), heartbeating the completion, until the attempt's
+        start-to-close deadline is near; then the attempt fails ``StorageUnavailable`` with
+        the completion in its heartbeat details, and the next attempt (Temporal's retry)
+        records it without calling the provider. With default agent settings the LLM retry
+        policy's 4 attempts of ~190 s ride out an outage of about 12 minutes.
+
+        Returns:
+            The budget periods whose alert threshold this call crossed.
+
+        Raises:
+            ApplicationError: ``StorageUnavailable`` (retryable) when the deadline comes first.
+        """
+        deadline = (
+            info.started_time.timestamp() + info.start_to_close_timeout.total_seconds()
+            if info.start_to_close_timeout
+            else None
+        )
+        delay = RECORD_RETRY_INITIAL_S
+        failures = 0
+        while True:
+            try:
+                return await self._record_once(req, prompt, response, workflow_id, info)
+            except DB_ERRORS as exc:
+                failures += 1
+                activity.heartbeat(response.model_dump(mode="json"))
+                left = deadline - time.time() if deadline is not None else 0.0
+                if left < delay + RECORD_DEADLINE_MARGIN_S:
+                    raise _storage_error(
+                        f"agent {req.agent}: completion received but not recorded in "
+                        f"PostgreSQL after {failures} tries ({exc}); the retry reuses it"
+                    ) from exc
+                if failures == 1:
+                    activity.logger.warning(
+                        "agent %s: cannot record the completion (%s); retrying until "
+                        "PostgreSQL answers (%.0f s left in this attempt)",
+                        req.agent,
+                        exc,
+                        left,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECORD_RETRY_MAX_S)
+
+    async def _record_once(
+        self,
+        req: LLMRequest,
+        prompt: Prompt,
+        response: LLMResponse,
+        workflow_id: str,
+        info: activity.Info,
+    ) -> list[str]:
+        await db.record_call(
+            self._pool,
+            workflow_id=workflow_id,
+            root_workflow_id=req.root_workflow_id or workflow_id,
+            activity_id=info.activity_id,
+            agent=req.agent,
+            agent_version=req.agent_version,
+            provider=response.provider,
+            model=response.model,
+            system_prompt=prompt.system,
+            user_prompt=prompt.user,
+            completion=response.output,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            cost_usd=response.cost_usd,
+            cost_known=response.cost_known,
+            latency_ms=response.latency_ms,
+            attempt=response.attempt,
+            truncated_chars=response.truncated_chars,
+        )
+        return await budget.settle(
+            self._pool,
+            self._settings,
+            workflow_id=workflow_id,
+            activity_id=info.activity_id,
+            cost_usd=response.cost_usd,
+            root_workflow_id=req.root_workflow_id or workflow_id,
+            agent=req.agent,
+            provider=response.provider,
+            model=response.model,
+        )
 
     async def _recorded_response(self, workflow_id: str, activity_id: str) -> LLMResponse | None:
         """The completion an earlier attempt of this activity recorded in PostgreSQL, if any.
@@ -737,6 +814,33 @@ class LLMActivities:
             response.usage.output_tokens,
             response.stop_reason,
         )
+
+
+async def _retry_storage(step: Callable[[], Awaitable[T]], budget_s: float) -> T:
+    """Run ``step`` again while it fails ``StorageUnavailable``, for at most ``budget_s``.
+
+    Waits 0.5 s doubling to ``RECORD_RETRY_MAX_S`` between tries, heartbeating, so a short
+    PostgreSQL outage (a restart, a failover) costs time rather than one of the provider's
+    4 attempts.
+
+    Raises:
+        ApplicationError: The last ``StorageUnavailable`` when the budget runs out, or any
+            other error of ``step`` at once.
+    """
+    started = time.monotonic()
+    delay = RECORD_RETRY_INITIAL_S
+    while True:
+        try:
+            return await step()
+        except ApplicationError as exc:
+            if exc.type != errors.STORAGE_UNAVAILABLE:
+                raise
+            if time.monotonic() - started + delay > budget_s:
+                raise
+            if activity.in_activity():
+                activity.heartbeat()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECORD_RETRY_MAX_S)
 
 
 def _storage_error(message: str) -> ApplicationError:

