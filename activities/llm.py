@@ -347,7 +347,15 @@ class LLMActivities:
             activity.logger.info(
                 "agent %s: reusing the completion of attempt %d", req.agent, response.attempt
             )
-        crossed = await self._record(req, prompt, response, workflow_id, info)
+        # A completion that arrived is paid for: a cancellation (the run was cancelled) must
+        # not interrupt its recording, or the run's totals would miss a paid call.
+        recording = asyncio.ensure_future(self._record(req, prompt, response, workflow_id, info))
+        try:
+            crossed = await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await recording
+            raise
         metrics.BUDGET_SPENT.inc(response.cost_usd)
         for period in crossed:
             await self._budget_alert(period)

@@ -142,12 +142,21 @@ class RunActivities:
         attempt that closes the row, so a retry does not count the run twice.
         """
         workflow_id = workflow_ids(activity.info())[0]
+        totals = input.totals.model_dump()
+        if input.status != "succeeded":
+            # A cancelled or failed run knows only the steps that ended; what was paid is in
+            # PostgreSQL (calls that answered after the cancellation, a branch cut short).
+            paid = await db.paid_totals(self._pool, workflow_id)
+            if paid is not None:
+                for key, value in paid.items():
+                    totals[key] = max(totals[key], value)
+                totals["attempts"] = max(totals["attempts"], totals["llm_calls"])
         run = await db.record_run_finished(
             self._pool,
             workflow_id=workflow_id,
             status=input.status,
             finished_at=input.finished_at,
-            totals=input.totals.model_dump(),
+            totals=totals,
             output=input.output,
             error=input.error,
             archive=input.archive,

@@ -471,6 +471,28 @@ FROM old
 """
 
 
+async def paid_totals(pool: asyncpg.Pool, workflow_id: str) -> dict[str, Any] | None:
+    """Totals of what a run's calls, its child workflows' included, recorded in ``messages``.
+
+    ``messages`` has one row per paid or free call that returned a completion.
+
+    Returns:
+        ``llm_calls``, ``input_tokens``, ``output_tokens``, ``cost_usd`` (USD) and
+        ``llm_latency_ms``, or ``None`` when the run has no row.
+    """
+    row = await pool.fetchrow(
+        "SELECT count(m.id) AS llm_calls, coalesce(sum(m.input_tokens), 0) AS input_tokens,"
+        " coalesce(sum(m.output_tokens), 0) AS output_tokens,"
+        " coalesce(sum(m.cost_usd), 0)::float8 AS cost_usd,"
+        " coalesce(sum(m.latency_ms), 0)::float8 AS llm_latency_ms"
+        " FROM runs r LEFT JOIN messages m ON m.root_workflow_id = r.root_workflow_id"
+        "  AND (m.workflow_id = r.workflow_id OR starts_with(m.workflow_id, r.workflow_id || '-s'))"
+        " WHERE r.workflow_id = $1 GROUP BY r.workflow_id",
+        workflow_id,
+    )
+    return dict(row) if row is not None else None
+
+
 async def record_run_finished(
     pool: asyncpg.Pool,
     *,

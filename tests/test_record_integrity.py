@@ -170,3 +170,47 @@ async def test_postgres_outage_mid_call_loses_no_paid_answer(
     assert len(stub.requests) == 5  # no answer bought twice
     assert (messages, ledger, held) == (5, 5, 0)
     assert sorted((r["status"], r["llm_calls"]) for r in runs) == [("succeeded", 1)] * 5
+
+
+async def test_cancelled_run_records_what_was_paid(client, make_settings, stub):
+    """Cancel while the second agent's call is at the provider: the run waits for that call
+    to stop, and its row counts every call that was recorded (before: 0 calls, $0, while
+    messages and the ledger held the paid calls; progress showed a step "running")."""
+    stub.default_delay_s = 2.0
+    settings = make_settings(
+        [agent("a1", ["openai:gpt-4o-mini"]), agent("a2", ["openai:gpt-4o-mini"])]
+    )
+    clients = ProviderClients.from_settings(settings)
+    try:
+        async with running_worker(
+            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
+        ) as chorus:
+            handle = await chorus.start_sequential("cancel me", ["a1", "a2"])
+            for _ in range(200):
+                if len(stub.requests) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(stub.requests) == 2  # a2's call is in flight
+            await chorus.cancel(handle.workflow_id)
+            with pytest.raises(Exception):  # noqa: B017 - RunFailedError: CANCELLED
+                await handle.result()
+            pool = await chorus.pool()
+            row = await pool.fetchrow(
+                "SELECT status, llm_calls, cost_usd::float8 AS cost FROM runs"
+                " WHERE workflow_id = $1",
+                handle.workflow_id,
+            )
+            paid = await pool.fetchrow(
+                "SELECT count(*) AS n, coalesce(sum(cost_usd), 0)::float8 AS cost"
+                " FROM cost_ledger WHERE workflow_id = $1",
+                handle.workflow_id,
+            )
+            progress = await handle.progress()
+    finally:
+        await clients.close()
+    assert row is not None and paid is not None
+    assert row["status"] == "cancelled"
+    assert paid["n"] >= 1
+    assert (row["llm_calls"], round(row["cost"], 8)) == (paid["n"], round(paid["cost"], 8))
+    assert [s.status for s in progress.steps] == ["succeeded", "failed"]
+    assert progress.steps[1].error == "cancelled"

@@ -40,6 +40,11 @@ def test_histories_are_checked_in():
         "parallel_failed_branch_v3",
         "provider_fallback_v3",
         "sequential_with_parallel_child_v3",
+        # v4: a cancelled run waits for its in-flight LLM calls (chorus-llm-wait-cancellation)
+        "sequential_3_agents_v4",
+        "parallel_failed_branch_v4",
+        "provider_fallback_v4",
+        "sequential_with_parallel_child_v4",
     } <= names
 
 

@@ -22,6 +22,7 @@ from temporalio.exceptions import (
     RetryState,
     TimeoutError,
 )
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from chorus import errors
@@ -88,6 +89,10 @@ STORAGE_RETRY_POLICY = RetryPolicy(
     non_retryable_error_types=[errors.UNKNOWN_AGENT, errors.NO_USABLE_PROVIDER],
 )
 """Run bookkeeping retries until PostgreSQL answers (no attempt limit), except bad input."""
+LLM_WAIT_CANCELLATION_PATCH = "chorus-llm-wait-cancellation"
+"""Patch id: a cancelled run waits until its in-flight LLM calls have stopped (the HTTP request
+aborted, or a completion that arrived recorded) before it records its totals, so the run row
+counts every paid call (issue 20). Earlier runs abandoned the call (``TRY_CANCEL``)."""
 PROVIDER_TASK_QUEUES_PATCH = "llm-task-queue-per-provider"
 """Patch id: LLM calls moved from the run's task queue to one task queue per provider."""
 SEARCH_ATTRIBUTES_PATCH = "chorus-search-attributes"
@@ -303,6 +308,7 @@ async def call_agent(
         if provider_queues:
             task_queue = llm_task_queue(workflow.info().task_queue, link.provider)
         attempt_s = spec.timeout_s + 10 + SLOT_WAIT_S
+        wait_cancellation = workflow.patched(LLM_WAIT_CANCELLATION_PATCH)
         try:
             response = await workflow.execute_activity(
                 CALL_LLM_ACTIVITY,
@@ -313,6 +319,11 @@ async def call_agent(
                 schedule_to_close_timeout=timedelta(seconds=attempt_s * LLM_MAX_ATTEMPTS + 300),
                 heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
                 retry_policy=LLM_RETRY_POLICY,
+                cancellation_type=(
+                    ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+                    if wait_cancellation
+                    else ActivityCancellationType.TRY_CANCEL
+                ),
                 summary=f"{spec.name} via {link}{fallback_note}",
             )
         except ActivityError as err:
@@ -347,6 +358,10 @@ async def call_agent(
                 "; falling back" if position < len(usable) else "",
             )
             continue
+        if wait_cancellation and workflow.cancellation_reason() is not None:
+            # The call finished (and was recorded) after the run was cancelled: the run still
+            # ends cancelled, counting the call (chorus.finish_run reads what was paid).
+            raise asyncio.CancelledError("the run was cancelled")
         tried.append(
             ProviderAttempt(
                 provider=link.provider,
@@ -682,6 +697,10 @@ class RunWorkflowBase:
             if not is_cancellation(err):
                 raise
             self._done = True
+            for step in self._progress:  # nothing runs any more ("failed": old clients read it)
+                if step.status in ("pending", "running"):
+                    step.status, step.error = "failed", "cancelled"
+                    step.finished_at = step.finished_at or workflow.now()
             self._publish_details()
             await self._finish_run("cancelled", None, "cancelled")
             raise
