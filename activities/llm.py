@@ -47,6 +47,7 @@ from chorus.limits import (
     RateBacklogError,
     SlotTimeoutError,
 )
+from chorus.logs import SecretScrubber, secret_values
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
 from chorus.pii import Redactor, restore
@@ -134,6 +135,11 @@ def parse_retry_after(headers: Mapping[str, str], cap_s: float) -> timedelta | N
 def map_provider_error(exc: Exception, provider: str, model: str, cap_s: float) -> ApplicationError:
     """Translate an OpenAI/Anthropic SDK exception into a typed ``ApplicationError``.
 
+    The message is scrubbed of secrets (API keys, bearer tokens, the configured secret values:
+    :class:`chorus.logs.SecretScrubber`) before it leaves the activity: a provider may quote
+    the request's key in its error text, and the message is stored in the history, in
+    ``runs.error`` and printed by the CLI.
+
     Args:
         exc: The SDK exception.
         provider: Provider name, for the message.
@@ -144,6 +150,19 @@ def map_provider_error(exc: Exception, provider: str, model: str, cap_s: float) 
         An error to raise; see the module docstring for the mapping.
 
     """
+    error = _map_provider_error(exc, provider, model, cap_s)
+    return ApplicationError(
+        SecretScrubber(secret_values()).scrub(error.message),
+        *error.details,
+        type=error.type,
+        non_retryable=error.non_retryable,
+        next_retry_delay=error.next_retry_delay,
+    )
+
+
+def _map_provider_error(
+    exc: Exception, provider: str, model: str, cap_s: float
+) -> ApplicationError:
     attempt = activity.info().attempt if activity.in_activity() else 1
     where = f"{provider}:{model}"
     if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
@@ -710,7 +729,7 @@ class LLMActivities:
                         attempt,
                         type=errors.PROVIDER_UNAVAILABLE,
                     )
-            raise error from exc
+            raise error from None  # the SDK error quotes the provider text unscrubbed
         latency_ms = (time.perf_counter() - started) * 1000.0
         if req.output_schema is not None:
             output = _check_json(output, req)

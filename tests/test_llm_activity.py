@@ -140,3 +140,34 @@ async def test_output_schema_retries_until_json(client, make_settings, stub):
     sent = stub.for_model("local-json")[0].body
     assert sent["response_format"] == {"type": "json_object", "schema": schema}
     assert sent["max_tokens"] == 64
+
+
+async def test_api_key_echoed_in_a_provider_error_is_never_stored(client, make_settings, stub):
+    """A provider quoting the request's key in its error text (issue 20): the key reaches
+    neither the run's error, nor the history, nor runs.error."""
+    key = "sk-ant-api03-" + "Q" * 40
+    stub.script("m-echo", Reply(400, error_message=f"bad request for key Bearer {key}"))
+    stub.script("m-echo2", Reply(400, error_message=f"invalid x-api-key {key}"))
+    settings = make_settings(
+        [agent("analyst", ["openai:m-echo"]), agent("writer", ["openai:m-echo2"])],
+        local_base_url=stub.base_url,
+    )
+    for name in ("analyst", "writer"):
+        clients = ProviderClients.from_settings(settings)
+        try:
+            async with running_worker(
+                client, settings, lambda pool, c=clients: LLMActivities(c, settings, pool).call_llm
+            ) as chorus:
+                handle = await chorus.start_sequential("Do it", [name])
+                with pytest.raises(RunFailedError) as failure:
+                    await handle.result()
+                history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
+                row = await (await chorus.pool()).fetchrow(
+                    "SELECT error FROM runs WHERE workflow_id = $1", handle.workflow_id
+                )
+        finally:
+            await clients.close()
+        assert "HTTP 400" in str(failure.value) and "[SECRET]" in str(failure.value)
+        assert key not in str(failure.value)
+        assert key not in history.to_json()
+        assert row is not None and key not in (row["error"] or "")
