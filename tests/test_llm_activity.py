@@ -152,12 +152,12 @@ async def test_api_key_echoed_in_a_provider_error_is_never_stored(client, make_s
         [agent("analyst", ["openai:m-echo"]), agent("writer", ["openai:m-echo2"])],
         local_base_url=stub.base_url,
     )
-    for name in ("analyst", "writer"):
-        clients = ProviderClients.from_settings(settings)
-        try:
-            async with running_worker(
-                client, settings, lambda pool, c=clients: LLMActivities(c, settings, pool).call_llm
-            ) as chorus:
+    clients = ProviderClients.from_settings(settings)
+    try:
+        async with running_worker(
+            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
+        ) as chorus:
+            for name in ("analyst", "writer"):
                 handle = await chorus.start_sequential("Do it", [name])
                 with pytest.raises(RunFailedError) as failure:
                     await handle.result()
@@ -165,9 +165,9 @@ async def test_api_key_echoed_in_a_provider_error_is_never_stored(client, make_s
                 row = await (await chorus.pool()).fetchrow(
                     "SELECT error FROM runs WHERE workflow_id = $1", handle.workflow_id
                 )
-        finally:
-            await clients.close()
-        assert "HTTP 400" in str(failure.value) and "[SECRET]" in str(failure.value)
-        assert key not in str(failure.value)
-        assert key not in history.to_json()
-        assert row is not None and key not in (row["error"] or "")
+                assert "HTTP 400" in str(failure.value) and "[SECRET]" in str(failure.value)
+                assert key not in str(failure.value)
+                assert key not in history.to_json()
+                assert row is not None and key not in (row["error"] or "")
+    finally:
+        await clients.close()
