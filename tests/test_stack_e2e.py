@@ -286,3 +286,35 @@ def test_worker_serves_health_and_metrics(stack, sequential_run, parallel_run):
     assert "chorus_llm_request_duration_seconds_bucket" in metrics
     sdk = httpx.get(f"http://127.0.0.1:{stack.sdk_metrics_port}/metrics", timeout=5).text
     assert "temporal_" in sdk
+
+
+def test_data_dir_is_private(stack, sequential_run):
+    """Histories, logs and PID records are readable by their owner only (issue 20)."""
+    import stat
+
+    data_dir = Path(stack.env["CHORUS_DATA_DIR"])
+    assert stat.S_IMODE(data_dir.stat().st_mode) & 0o066 == 0  # no listing by others
+    checked = [data_dir / "temporal.db", *(data_dir / "logs").iterdir()]
+    checked += list((data_dir / "run").iterdir())
+    assert len(checked) >= 5
+    for path in checked:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_killed_worker_is_judged_by_its_process_and_restarted(stack, sequential_run):
+    """After kill -9 Temporal lists the dead worker's pollers for minutes; `dev status` and
+    `dev up` look at the process (issue 20: "already running" for ~5 minutes before)."""
+    import signal
+    import time
+
+    rows = {r["name"]: r for r in stack.chorus_json("dev", "status")}
+    pid = rows["worker"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    proc = stack.chorus("dev", "status", "--json", check=False)
+    assert proc.returncode == 1
+    worker = {r["name"]: r for r in json.loads(proc.stdout)}["worker"]
+    assert not worker["running"] and not worker["healthy"]
+    assert "not running" in worker["detail"]
+    up = {r["name"]: r for r in stack.chorus_json("dev", "up")}
+    assert up["worker"]["healthy"] and up["worker"]["pid"] not in (None, pid)
