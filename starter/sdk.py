@@ -882,13 +882,24 @@ class ChorusClient:
         """Send ``comment``, ``add_collaborator`` or ``resolve_comment`` (fire and forget).
 
         Raises:
-            ChorusInputError: The comment text was refused by the prohibited-content check.
+            ChorusInputError: The comment text was refused by the prohibited-content check, or
+                the request would demote the draft's last owner (the workflow would ignore
+                it: a signal cannot be refused, so the SDK says so first).
         """
+        handle = self.client.get_workflow_handle(draft_id)
         if isinstance(request, CommentRequest):
             cleaned = self._clean_draft_request(request)
             assert isinstance(cleaned, CommentRequest)
             request = cleaned
-        await self.client.get_workflow_handle(draft_id).signal(signal, request)
+        if isinstance(request, CollaboratorRequest) and request.role != "owner":
+            view: DraftView = await handle.query("draft", result_type=DraftView)
+            owners = {u for u, r in view.collaborators.items() if r == "owner"}
+            if owners == {request.collaborator}:
+                raise ChorusInputError(
+                    f"collaborator: {request.collaborator!r} is the draft's last owner and "
+                    "cannot be demoted; make someone else owner first"
+                )
+        await handle.signal(signal, request)
 
     async def draft(self, draft_id: str, *, wait_seconds: float = 10.0) -> DraftView:
         """The draft's current text and metadata (the ``draft`` query).

@@ -18,9 +18,10 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from chorus.drafts import EditRequest, TextEdit
+from chorus.drafts import CollaboratorRequest, DraftInput, EditRequest, TextEdit
 from chorus.names import DRAFT_WORKFLOW, PARALLEL_WORKFLOW, SEQUENTIAL_WORKFLOW
 from starter.dev import temporal_binary
+from starter.sdk import ChorusInputError
 from tests.conftest import agent, running_worker
 
 
@@ -132,4 +133,42 @@ async def test_draft_refuses_undecodable_updates_and_drops_bad_signals(client, m
             client, "workflow", "query", "--workflow-id", draft_id, "--name", "comments"
         )
         assert query.returncode == 0, query.stderr
+    assert await failed_workflow_tasks(client, draft_id) == 0
+
+
+async def test_last_owner_cannot_demote_themselves(client, make_settings):
+    """Issue 20: an owner who demoted themselves left no owner, and the continue-as-new after
+    max_updates_per_run failed its workflow task forever, stranding the accepted edits."""
+    settings = make_settings([agent("writer", ["local:fake"])])
+    async with running_worker(client, settings, no_llm) as chorus:
+        draft_id = f"draft-owner-{uuid.uuid4().hex[:6]}"
+        await client.start_workflow(
+            DRAFT_WORKFLOW,
+            DraftInput(title="T", owner="alice", content="x", max_updates_per_run=10),
+            id=draft_id,
+            task_queue=settings.task_queue,
+        )
+        with pytest.raises(ChorusInputError, match="last owner"):
+            await chorus.draft_signal(
+                draft_id,
+                "add_collaborator",
+                CollaboratorRequest(user="alice", collaborator="alice", role="editor"),
+            )
+        # The plain CLI skips that check: the workflow ignores the demotion.
+        proc = await temporal_cli(
+            client,
+            *("workflow", "signal", "--workflow-id", draft_id, "--name", "add_collaborator"),
+            *("--input", '{"user": "alice", "collaborator": "alice", "role": "editor"}'),
+        )
+        assert proc.returncode == 0, proc.stderr
+        for version in range(1, 13):  # past max_updates_per_run: a continue-as-new
+            edit = EditRequest(
+                user="alice", base_version=version, edit=TextEdit(start=0, end=0, text="a")
+            )
+            assert (await chorus.draft_update(draft_id, "edit", edit)).version == version + 1
+        view = await chorus.draft(draft_id)
+        runs = [e async for e in client.list_workflows(f"WorkflowId = '{draft_id}'")]
+    assert view.version == 13 and view.content == "a" * 12 + "x"
+    assert view.collaborators["alice"] == "owner"
+    assert len(runs) >= 2  # it continued as new
     assert await failed_workflow_tasks(client, draft_id) == 0

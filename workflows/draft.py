@@ -27,7 +27,7 @@ from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from workflows._base import call_agent, describe_activity_failure, require_input
 
@@ -124,6 +124,24 @@ class DraftWorkflow:
             ApplicationError: ``InvalidInput`` (non-retryable) when started without an input.
         """
         input = require_input(input, DraftInput, DRAFT_WORKFLOW)
+        try:
+            return await self._main_loop(input)
+        except FailureError:
+            raise
+        except Exception as err:
+            # A bug here would otherwise fail the workflow task forever, stranding the edits
+            # accepted since the last save (issue 20). Save them, then fail the draft loudly.
+            workflow.logger.exception("draft workflow failed; saving accepted edits first")
+            while self._dirty or self._unsaved:
+                await self._save()
+            raise ApplicationError(
+                f"draft workflow failed ({type(err).__name__}: {err}); every accepted edit up "
+                f"to version {self.state.version} is saved in PostgreSQL",
+                type="DraftFailed",
+                non_retryable=True,
+            ) from err
+
+    async def _main_loop(self, input: DraftInput) -> DraftView:
         self._upsert_status()
         if input.state is None and input.brief and not input.content:
             await self._first_draft(input.brief, input.writer)
@@ -506,8 +524,16 @@ class DraftWorkflow:
     @workflow.signal(name="add_collaborator")
     def add_collaborator(self, request: CollaboratorRequest) -> None:
         """Add or change a collaborator's role (owners only; otherwise ignored)."""
-        if self.state.collaborators.get(request.user) != "owner":
+        collaborators = self.state.collaborators
+        if collaborators.get(request.user) != "owner":
             workflow.logger.warning("add_collaborator by non-owner %s ignored", request.user)
+            return
+        owners = {u for u, r in collaborators.items() if r == "owner"}
+        if request.role != "owner" and owners == {request.collaborator}:
+            workflow.logger.warning(
+                "add_collaborator ignored: %s is the last owner and cannot be demoted",
+                request.collaborator,
+            )
             return
         self.state.collaborators = {
             **self.state.collaborators,
@@ -569,7 +595,9 @@ class DraftWorkflow:
         )
 
     def _owner(self) -> str:
-        return next(u for u, r in self.state.collaborators.items() if r == "owner")
+        """An owner (drafts from before the last-owner rule may have none: any collaborator)."""
+        owners = [u for u, r in self.state.collaborators.items() if r == "owner"]
+        return (owners or list(self.state.collaborators) or ["(no owner)"])[0]
 
     def _require_role(self, user: str, roles: frozenset[str], action: str) -> None:
         role = self.state.collaborators.get(user)
