@@ -247,11 +247,15 @@ class EditResult(WireModel):
         changes: For ``edit``: every revision after the caller's base version up to and
             including this one. Applying their edits in order to the text of the base version
             gives the text of ``version``, so an editor stays current without a query.
+        changes_complete: ``False`` when ``changes`` cannot carry every revision since the
+            base (they hold more than ``MAX_EDIT_CHARS`` of text, or older ones are no longer
+            kept): ``changes`` is then empty and the client must reload the draft.
     """
 
     version: int
     rebased_from: int | None = None
     changes: list[Revision] = Field(default_factory=list)
+    changes_complete: bool = True
 
 
 class RevisionRequest(EntryInput):

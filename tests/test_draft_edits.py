@@ -67,3 +67,37 @@ def test_random_non_overlapping_edits_commute_after_rebase():
             # history stores each edit in the coordinates of the text it was applied to
             applied.append((version, moved))
         assert text == expected
+
+
+async def test_edit_result_never_silently_misses_a_revision(client, make_settings):
+    """Issue 20: a second edit on base 1 after a 100,001-character insertion (v2) returned
+    changes=[v3]: v2 had left the kept window, and a client applying `changes` ended with the
+    wrong text and no error."""
+    from chorus.drafts import EditRequest, TextEdit, apply_edit
+    from tests.conftest import running_worker
+    from tests.test_drafts import no_llm
+
+    def insert(base: int, at: int, text: str) -> EditRequest:
+        return EditRequest(
+            user="alice", base_version=base, edit=TextEdit(start=at, end=at, text=text)
+        )
+
+    settings = make_settings([{"name": "writer", "instructions": "w", "providers": ["local:x"]}])
+    async with running_worker(client, settings, no_llm) as chorus:
+        draft_id = await chorus.start_draft("Big", "alice", content="ABCDEFGHIJ\n")
+        assert (
+            await chorus.draft_update(draft_id, "edit", insert(1, 5, "x" * 100_001))
+        ).version == 2
+        result = await chorus.draft_update(draft_id, "edit", insert(1, 0, "Z"))
+        assert (result.version, result.rebased_from, result.changes_complete) == (3, 1, True)
+        assert [r.version for r in result.changes] == [2, 3]
+        text = "ABCDEFGHIJ\n"
+        for revision in result.changes:
+            text = apply_edit(text, revision.edit)
+        assert text == (await chorus.draft(draft_id)).content
+        # Too much text since the base to carry: no partial list, a flag to reload instead.
+        assert (
+            await chorus.draft_update(draft_id, "edit", insert(3, 0, "y" * 200_000))
+        ).version == 4
+        late = await chorus.draft_update(draft_id, "edit", insert(3, 0, "w" * 60_000))
+        assert (late.version, late.changes_complete, late.changes) == (5, False, [])

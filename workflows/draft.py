@@ -279,20 +279,29 @@ class DraftWorkflow:
         if s.content_chars > INLINE_CONTENT_CHARS:
             s.content = None  # held by reference from now on; the save activity has the edits
         s.version += 1
-        self._record(
-            Revision(
-                version=s.version,
-                author=author,
-                author_kind=author_kind,
-                base_version=request.base_version,
-                edit=edit,
-                created_at=workflow.now(),
-                summary=summary,
-            ),
-            request.user,
+        # The revisions since the caller's base, taken before the kept window is trimmed (a
+        # large new edit can push earlier ones out of it, issue 20).
+        earlier = [r for r in s.revisions if r.version > request.base_version]
+        revision = Revision(
+            version=s.version,
+            author=author,
+            author_kind=author_kind,
+            base_version=request.base_version,
+            edit=edit,
+            created_at=workflow.now(),
+            summary=summary,
         )
-        changes = [r for r in s.revisions if r.version > request.base_version]
-        return EditResult(version=s.version, rebased_from=rebased_from, changes=changes)
+        self._record(revision, request.user)
+        changes = [*earlier, revision]
+        complete = len(changes) == s.version - request.base_version and (
+            sum(len(r.edit.text) for r in changes) <= MAX_EDIT_CHARS
+        )
+        return EditResult(
+            version=s.version,
+            rebased_from=rebased_from,
+            changes=changes if complete else [],
+            changes_complete=complete,
+        )
 
     def _record(self, revision: Revision, editor: str) -> None:
         """Keep a new revision (bounded window), queue it for saving, count the update."""
