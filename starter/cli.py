@@ -88,7 +88,7 @@ def _fail(message: str, code: int = 2, as_json: bool = False, **extra: Any) -> N
     if as_json:
         out.print_json(json.dumps({"error": message, **extra}, default=str))
     else:
-        err.print(f"[bold red]error:[/] {message}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -266,7 +266,7 @@ def _run_reporting_failures(coro: Coroutine[Any, Any, None], as_json: bool) -> N
         else:
             if exc.partial and exc.partial.steps:
                 out.print(_steps_table(exc.partial.steps))
-            err.print(f"[bold red]{exc}[/]", highlight=False)
+            err.print(f"[bold red]{escape(str(exc))}[/]", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -385,7 +385,7 @@ def _print_result(result: RunResult, ui_url: str, as_json: bool) -> None:
     t = result.totals
     out.print(_steps_table(result.steps))
     for branch in result.failed_branches:
-        out.print(f"[red]failed branch[/] {branch.name}: {branch.error}", highlight=False)
+        out.print(f"[red]failed branch[/] {branch.name}: {escape(branch.error or '')}", highlight=False)
     out.print(
         Panel(
             result.output or "(empty output)", title=f"{result.pattern} result", title_align="left"

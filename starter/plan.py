@@ -20,11 +20,23 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from chorus.models import FILE_STRICTNESS, AgentStep, ParallelStep, SequentialStep, Step
+from chorus.models import (
+    FILE_STRICTNESS,
+    MAX_PLAN_DEPTH,
+    AgentStep,
+    ParallelStep,
+    SequentialStep,
+    Step,
+)
 from starter.sdk import ChorusInputError
 
 _STEP = TypeAdapter(Step)
 _PLAN_KEYS = ("pattern", "steps", "aggregator", "min_successes")
+_MAX_NESTING_SEEN = 64
+"""Nesting beyond which a plan file is refused outright (the limit that runs is
+``MAX_PLAN_DEPTH``); it also stops a YAML alias that contains itself."""
+NO_AGGREGATOR = frozenset({"none", "null", ""})
+"""``aggregator:`` values meaning no aggregator, as ``--aggregator none`` on the CLI."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,10 @@ def load_plan(path: Path) -> Plan:
         raise ChorusInputError(f"--plan: cannot read {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise ChorusInputError(f"--plan: {path} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ChorusInputError(
+            f"--plan: {path} nests too deep to read; a plan has at most {MAX_PLAN_DEPTH} levels"
+        ) from None
     if not isinstance(data, dict) or data.get("pattern") not in ("sequential", "parallel"):
         raise ChorusInputError(f"--plan: {path} needs 'pattern: sequential' or 'pattern: parallel'")
     unknown = sorted(str(key) for key in data if key not in _PLAN_KEYS)
@@ -96,23 +112,45 @@ def load_plan(path: Path) -> Plan:
     items = data.get("steps")
     if not isinstance(items, list) or not items:
         raise ChorusInputError(f"--plan: {path} needs a non-empty 'steps' list")
-    steps = [_step(item, f"{path}: steps[{i}]") for i, item in enumerate(items)]
+    try:
+        steps = [_step(item, f"{path}: steps[{i}]") for i, item in enumerate(items)]
+    except RecursionError:
+        # A plan nested hundreds deep, or a YAML alias that contains itself (&a [*a]).
+        raise ChorusInputError(
+            f"--plan: {path} nests too deep or refers to itself through a YAML alias; a plan "
+            f"has at most {MAX_PLAN_DEPTH} levels"
+        ) from None
+    aggregator = data.get("aggregator", "aggregator")
+    if aggregator is not None and str(aggregator).lower() in NO_AGGREGATOR:
+        aggregator = None  # as `--aggregator none`: join the outputs under headings
+    try:
+        min_successes = int(data.get("min_successes", 1))
+    except (TypeError, ValueError):
+        raise ChorusInputError(
+            f"--plan: {path}: min_successes must be a whole number, not "
+            f"{data.get('min_successes')!r}"
+        ) from None
     return Plan(
         pattern=data["pattern"],
         steps=steps,
-        aggregator=data.get("aggregator", "aggregator"),
-        min_successes=int(data.get("min_successes", 1)),
+        aggregator=aggregator,
+        min_successes=min_successes,
     )
 
 
-def _normalise(item: Any) -> Any:
+def _normalise(item: Any, depth: int = 0) -> Any:
+    if depth > _MAX_NESTING_SEEN:
+        raise RecursionError  # reported by load_plan, long before Python's own limit
     if isinstance(item, str):
         return {"kind": "agent", "agent": item}
     if isinstance(item, dict):
         out = dict(item)
+        aggregator = out.get("aggregator")
+        if isinstance(aggregator, str) and aggregator.lower() in NO_AGGREGATOR:
+            out["aggregator"] = None
         for key in ("steps", "branches"):
             if isinstance(out.get(key), list):
-                out[key] = [_normalise(x) for x in out[key]]
+                out[key] = [_normalise(x, depth + 1) for x in out[key]]
         if "kind" not in out and "agent" in out:
             out["kind"] = "agent"
         return out

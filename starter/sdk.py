@@ -26,9 +26,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncpg
+from pydantic import BaseModel, ValidationError
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -86,7 +87,7 @@ from chorus.names import (
     search_attribute_types,
 )
 from chorus.settings import Settings, get_settings
-from chorus.temporal import connect
+from chorus.temporal import connect, describe_decode_error
 
 Pattern = Literal["sequential", "parallel"]
 
@@ -131,6 +132,21 @@ class RunStatus:
     """Why a FAILED or TERMINATED run ended: ``"<type>: <message>"`` from its history."""
     error_type: str | None = None
     """The failure's type (e.g. ``InvalidInput``, ``StepFailed``), when it has one."""
+
+
+InputModelT = TypeVar("InputModelT", bound=BaseModel)
+
+
+def _validated(model: type[InputModelT], **fields: Any) -> InputModelT:
+    """Build a run input, turning pydantic's error into a ChorusInputError naming the field.
+
+    Raises:
+        ChorusInputError: A field breaks a limit (e.g. more than 50 branches).
+    """
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise ChorusInputError(describe_decode_error(model, exc)) from None
 
 
 def _id_taken(workflow_id: str, what: str) -> str:
@@ -403,7 +419,8 @@ class ChorusClient:
             task, document, document_name, workflow_id
         )
         await self.validate(task, document, steps, [])
-        run_input = SequentialInput(
+        run_input = _validated(
+            SequentialInput,
             task=task,
             document_name=document_name,
             steps=steps,
@@ -454,7 +471,8 @@ class ChorusClient:
             task, document, document_name, workflow_id
         )
         await self.validate(task, document, steps, [aggregator] if aggregator else [])
-        run_input = ParallelInput(
+        run_input = _validated(
+            ParallelInput,
             task=task,
             **await self._document_fields(document),
             document_name=document_name,
@@ -816,8 +834,17 @@ class ChorusClient:
         Raises:
             DraftRefusedError: The validator or handler refused (``error_type`` says why:
                 EditConflict, PermissionDenied, IllegalTransition, ReadOnly, InvalidEdit).
+            ChorusInputError: ``request_revision`` names an agent the catalog does not have.
         """
         cleaned = self._clean_draft_request(request)
+        if isinstance(cleaned, RevisionRequest):
+            # The workflow cannot read the catalog in a validator: check here, so an unknown
+            # agent is refused before the update enters the draft's history.
+            known = await self.agents()
+            if cleaned.agent not in known:
+                raise ChorusInputError(
+                    f"agent: unknown agent {cleaned.agent!r}; known: {', '.join(sorted(known))}"
+                )
         handle = self.client.get_workflow_handle(draft_id)
         delay = 0.05
         for _ in range(40):

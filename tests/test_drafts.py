@@ -7,6 +7,8 @@ import random
 
 import asyncpg
 import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 
 from chorus.drafts import (
     CollaboratorRequest,
@@ -18,7 +20,7 @@ from chorus.drafts import (
     UserRequest,
     apply_edit,
 )
-from starter.sdk import DraftRefusedError
+from starter.sdk import ChorusInputError, DraftRefusedError
 from tests.conftest import agent, running_worker
 from tests.test_workflows import replay
 
@@ -271,13 +273,22 @@ async def test_first_draft_from_brief_and_agent_revision(client, make_settings, 
                 "request_revision",
                 RevisionRequest(user="alice", base_version=1, instruction="shorter"),
             )
-        with pytest.raises(DraftRefusedError, match=r"unknown agent\(s\): ghost") as ghost:
-            await chorus.draft_update(
-                draft_id,
-                "request_revision",
-                RevisionRequest(user="alice", base_version=2, instruction="x", agent="ghost"),
+        ghost_request = RevisionRequest(
+            user="alice", base_version=2, instruction="x", agent="ghost"
+        )
+            user="alice", base_version=2, instruction="x", agent="ghost"
+        )
+        # The SDK checks the catalog first (issue 20: the update entered the history, then
+        # failed); a plain client still gets the workflow's own UnknownAgent.
+        with pytest.raises(ChorusInputError, match=r"unknown agent 'ghost'"):
+            await chorus.draft_update(draft_id, "request_revision", ghost_request)
+        with pytest.raises(WorkflowUpdateFailedError) as ghost:
+            await client.get_workflow_handle(draft_id).execute_update(
+                "request_revision", ghost_request
             )
-        assert ghost.value.error_type == "UnknownAgent"
+        assert isinstance(ghost.value.cause, ApplicationError)
+        assert ghost.value.cause.type == "UnknownAgent"
+        assert "unknown agent(s): ghost" in ghost.value.cause.message
         history = await client.get_workflow_handle(draft_id).query("history")
         pool = await chorus.pool()
         await wait_saved(pool, draft_id, 2)

@@ -330,11 +330,14 @@ class DraftWorkflow:
                 "the first draft is still being written; try again shortly", type="NotReady"
             )
         if s.status in ("published", "archived"):
-            raise ApplicationError(f"the draft is {s.status} and read-only", type="ReadOnly")
+            raise ApplicationError(
+                f"the draft is {s.status} and read-only", type="ReadOnly", non_retryable=True
+            )
         if request.base_version > s.version:
             raise ApplicationError(
                 f"base_version {request.base_version} does not exist; current is {s.version}",
                 type="InvalidEdit",
+                non_retryable=True,
             )
         if request.content is not None:
             edit = TextEdit(start=0, end=s.content_chars, text=request.content)
@@ -343,17 +346,19 @@ class DraftWorkflow:
                     f"whole-text edit made on version {request.base_version}, but the draft is "
                     f"at version {s.version}; reload and edit version {s.version}",
                     type="EditConflict",
+                    non_retryable=True,
                 )
         else:
             assert request.edit is not None
             edit = request.edit
         if problem := control_problem("edit text", edit.text):
-            raise ApplicationError(problem, type="InvalidEdit")
+            raise ApplicationError(problem, type="InvalidEdit", non_retryable=True)
         if len(edit.text) > MAX_EDIT_CHARS:
             raise ApplicationError(
                 f"the edit's text is {len(edit.text)} characters; the limit is {MAX_EDIT_CHARS} "
                 "per edit (send a long text as several range edits)",
                 type="InvalidEdit",
+                non_retryable=True,
             )
         rebased_from = None
         if request.base_version != s.version:
@@ -363,23 +368,26 @@ class DraftWorkflow:
                     f"base_version {request.base_version} is too old to merge (only recent "
                     f"revisions are kept); reload and edit version {s.version}",
                     type="EditConflict",
+                    non_retryable=True,
                 )
             try:
                 edit = rebase_over(edit, request.base_version, since)
             except EditConflictError as exc:
-                raise ApplicationError(str(exc), type="EditConflict") from exc
+                raise ApplicationError(str(exc), type="EditConflict", non_retryable=True) from exc
             rebased_from = request.base_version
         if edit.end > s.content_chars:
             raise ApplicationError(
                 f"range {edit.start}-{edit.end} is outside the text ({s.content_chars} "
                 f"characters at version {s.version})",
                 type="InvalidEdit",
+                non_retryable=True,
             )
         if s.content_chars + edit.delta > MAX_CONTENT_CHARS:
             raise ApplicationError(
                 f"the edit would make the draft {s.content_chars + edit.delta} characters; the "
                 f"limit is {MAX_CONTENT_CHARS}",
                 type="InvalidEdit",
+                non_retryable=True,
             )
         return edit, rebased_from
 
@@ -428,6 +436,7 @@ class DraftWorkflow:
                 f"the draft is {chars} characters; agents revise drafts up to "
                 f"{REVISION_MAX_CHARS} (they answer with the whole text); edit it in sections",
                 type="InvalidEdit",
+                non_retryable=True,
             )
 
     def _transition(self, name: str, request: UserRequest) -> EditResult:
@@ -451,11 +460,13 @@ class DraftWorkflow:
                 f"cannot {name} a draft that is {self.state.status} (allowed from: "
                 f"{', '.join(allowed_from)})",
                 type="IllegalTransition",
+                non_retryable=True,
             )
         if name == "approve" and request.user == self.state.last_editor:
             raise ApplicationError(
                 f"{request.user} made the last edit and cannot approve it; another reviewer must",
                 type="PermissionDenied",
+                non_retryable=True,
             )
 
     @workflow.update(name="submit")
@@ -612,10 +623,13 @@ class DraftWorkflow:
         role = self.state.collaborators.get(user)
         if role is None:
             raise ApplicationError(
-                f"{user!r} is not a collaborator on this draft", type="PermissionDenied"
+                f"{user!r} is not a collaborator on this draft",
+                type="PermissionDenied",
+                non_retryable=True,
             )
         if role not in roles:
             raise ApplicationError(
                 f"{user!r} has role {role}; {action} needs one of: {', '.join(sorted(roles))}",
                 type="PermissionDenied",
+                non_retryable=True,
             )
