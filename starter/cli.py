@@ -385,7 +385,8 @@ def _print_result(result: RunResult, ui_url: str, as_json: bool) -> None:
     t = result.totals
     out.print(_steps_table(result.steps))
     for branch in result.failed_branches:
-        out.print(f"[red]failed branch[/] {branch.name}: {escape(branch.error or '')}", highlight=False)
+        error = escape(branch.error or "")
+        out.print(f"[red]failed branch[/] {branch.name}: {error}", highlight=False)
     out.print(
         Panel(
             result.output or "(empty output)", title=f"{result.pattern} result", title_align="left"

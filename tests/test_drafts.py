@@ -276,8 +276,6 @@ async def test_first_draft_from_brief_and_agent_revision(client, make_settings, 
         ghost_request = RevisionRequest(
             user="alice", base_version=2, instruction="x", agent="ghost"
         )
-            user="alice", base_version=2, instruction="x", agent="ghost"
-        )
         # The SDK checks the catalog first (issue 20: the update entered the history, then
         # failed); a plain client still gets the workflow's own UnknownAgent.
         with pytest.raises(ChorusInputError, match=r"unknown agent 'ghost'"):
