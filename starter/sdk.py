@@ -86,6 +86,7 @@ from chorus.names import (
     WORKFLOW_TYPES,
     search_attribute_types,
 )
+from chorus.pii import Redactor
 from chorus.settings import Settings, get_settings
 from chorus.temporal import connect, describe_decode_error
 
@@ -184,9 +185,18 @@ class RunSummary:
 
 
 def slugify(text: str, max_len: int = 30) -> str:
-    """Lower-case ``text`` into ``a-z0-9-`` words, at most ``max_len`` characters."""
+    """Lower-case ``text`` into ``a-z0-9-`` words, at most ``max_len`` characters.
+
+    PII is redacted first (:mod:`chorus.pii`: e-mail addresses, phone numbers, card numbers,
+    SSNs, IP addresses become their kind, e.g. ``email``): workflow ids are never encrypted and
+    appear in logs, the UI and search, so they must not quote personal data.
+    """
+    text = _ID_REDACTOR.redact(text[:500], "redact").text
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:max_len].rstrip("-") or "run"
+
+
+_ID_REDACTOR = Redactor()
 
 
 def make_workflow_id(pattern: Pattern, task: str) -> str:

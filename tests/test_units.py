@@ -232,3 +232,13 @@ def test_provider_rate_burst_defaults_to_one_seconds_worth():
     settings = Settings(provider_limits={"openai": {"rpm": 120, "burst": 4}})
     assert settings.provider_limits["openai"].effective_burst == 4
     assert settings.provider_limits["anthropic"] == anthropic  # the others keep their defaults
+
+
+def test_generated_workflow_ids_do_not_quote_pii():
+    """Issue 20: ids are never encrypted and land in logs: `seq-summarize-for-bob-corp-...`."""
+    from starter.sdk import make_workflow_id, slugify
+
+    workflow_id = make_workflow_id("sequential", "Summarize for bob@corp.example.com")
+    assert workflow_id.startswith("seq-summarize-for-email-")
+    assert "bob" not in workflow_id and "corp" not in workflow_id
+    assert "4111" not in slugify("card 4111 1111 1111 1111 declined")
