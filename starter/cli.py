@@ -95,7 +95,7 @@ def _fail(message: str, code: int = 2, as_json: bool = False, **extra: Any) -> N
 def _run(coro: Coroutine[Any, Any, T], as_json: bool = False) -> T:
     try:
         return asyncio.run(coro)
-    except (ChorusInputError, CatalogError, db.AgentConfigError) as exc:
+    except (ChorusInputError, CatalogError, db.AgentConfigError, PermissionError) as exc:
         _fail(str(exc), 2, as_json)
     except LookupError as exc:
         _fail(str(exc.args[0] if exc.args else exc), 2, as_json)
@@ -935,6 +935,15 @@ def health(as_json: JsonOpt = False) -> None:
 # --- drafts ------------------------------------------------------------------------------
 
 UserOpt = Annotated[str, typer.Option("--user", "-u", help="Who acts (a collaborator id).")]
+ReaderOpt = Annotated[
+    str,
+    typer.Option(
+        "--user",
+        "-u",
+        envvar="CHORUS_USER",
+        help="Who reads (a collaborator id; default $CHORUS_USER).",
+    ),
+]
 ROLES = ("owner", "editor", "reviewer", "viewer")
 
 
@@ -995,11 +1004,11 @@ def draft_new(
 
 
 @draft_app.command("show")
-def draft_show(draft_id: str, as_json: JsonOpt = False) -> None:
-    """Show a draft's current text, version, status and collaborators."""
+def draft_show(draft_id: str, user: ReaderOpt, as_json: JsonOpt = False) -> None:
+    """Show a draft's current text, version, status and collaborators (collaborators only)."""
 
     async def go(chorus: ChorusClient) -> None:
-        view = await chorus.draft(draft_id)
+        view = await chorus.draft(draft_id, user=user)
         if as_json:
             out.print_json(view.model_dump_json())
             return
@@ -1155,12 +1164,14 @@ class ExportFormatOpt(StrEnum):
 @draft_app.command("export")
 def draft_export(
     draft_id: str,
+    user: ReaderOpt,
     fmt: Annotated[ExportFormatOpt, typer.Option("--format", help="md, html or json.")],
     output: Annotated[Path | None, typer.Option(help="Write to this file, not stdout.")] = None,
 ) -> None:
     """Render the draft as saved in PostgreSQL as Markdown, HTML (escaped) or JSON."""
 
     async def go(chorus: ChorusClient) -> None:
+        await chorus.check_reader(draft_id, user)
         pool = await chorus.pool()
         text = render(
             await db.draft_row(pool, draft_id), await db.draft_revisions(pool, draft_id), fmt.value
@@ -1176,12 +1187,14 @@ def draft_export(
 @draft_app.command("history")
 def draft_history(
     draft_id: str,
+    user: ReaderOpt,
     diff: Annotated[bool, typer.Option(help="Print each revision's diff.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List the draft's revisions saved in PostgreSQL (author, time, base, summary)."""
 
     async def go(chorus: ChorusClient) -> None:
+        await chorus.check_reader(draft_id, user)
         revisions = await db.draft_revisions(await chorus.pool(), draft_id)
         if as_json:
             out.print_json(
@@ -1212,12 +1225,14 @@ def _print_revision(r: dict[str, Any], diff: bool) -> None:
 @draft_app.command("watch")
 def draft_watch(
     draft_id: str,
+    user: ReaderOpt,
     timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     diff: Annotated[bool, typer.Option(help="Print each revision's diff.")] = False,
 ) -> None:
     """Print revisions as they are saved, until the draft is archived (or --timeout)."""
 
     async def go(chorus: ChorusClient) -> None:
+        await chorus.check_reader(draft_id, user)
         pool = await chorus.pool()
         seen = 0
         deadline = time.monotonic() + timeout if timeout else None

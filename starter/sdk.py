@@ -21,6 +21,7 @@ Inputs are validated here, before anything is started: errors name the field and
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -938,7 +939,27 @@ class ChorusClient:
                 )
         await handle.signal(signal, request)
 
-    async def draft(self, draft_id: str, *, wait_seconds: float = 10.0) -> DraftView:
+    async def check_reader(self, draft_id: str, user: str) -> None:
+        """Refuse a reader who is not a collaborator of the draft.
+
+        Reads the collaborators the draft saved in PostgreSQL (the workflow saves each change
+        of roles). Anyone with Temporal access can still query the workflow directly: Temporal
+        access is full access (README, "What is stored in plain text").
+
+        Raises:
+            PermissionError: ``user`` is not a collaborator (the message names both).
+            LookupError: No draft with that id has been saved.
+        """
+        row = await db.draft_row(await self.pool(), draft_id)
+        collaborators = row["collaborators"]
+        if isinstance(collaborators, str):
+            collaborators = json.loads(collaborators)
+        if user not in collaborators:
+            raise PermissionError(f"{user!r} is not a collaborator on draft {draft_id!r}")
+
+    async def draft(
+        self, draft_id: str, *, wait_seconds: float = 10.0, user: str | None = None
+    ) -> DraftView:
         """The draft's current text and metadata (the ``draft`` query).
 
         A draft held by reference (longer than INLINE_CONTENT_CHARS) has no text in the query
@@ -948,12 +969,17 @@ class ChorusClient:
         Args:
             draft_id: The draft's workflow id.
             wait_seconds: Seconds to wait for the queried version to be saved.
+            user: The reader; when given, a non-collaborator is refused
+                (:meth:`check_reader`).
 
         Raises:
+            PermissionError: ``user`` is not a collaborator.
             TimeoutError: A large draft's queried version was not saved within ``wait_seconds``.
             RPCError: The query failed (after backing off while the server said the workflow
                 was busy, RESOURCE_EXHAUSTED).
         """
+        if user is not None:
+            await self.check_reader(draft_id, user)
         handle = self.client.get_workflow_handle(draft_id)
         delay = 0.05
         for attempt in range(20):

@@ -133,11 +133,28 @@ async def test_draft_through_chorus_and_temporal_clis(client, make_settings):
             if row == "published":
                 break
             await asyncio.sleep(0.05)
-        page = await chorus("export", draft_id, "--format", "html")
-        markdown = await chorus("export", draft_id, "--format", "md")
-        exported = json.loads(await chorus("export", draft_id, "--format", "json"))
-        history = json.loads(await chorus("history", draft_id, "--json"))
-        watched = await chorus("watch", draft_id, "--timeout", "1")
+        page = await chorus("export", draft_id, "--user", "carol", "--format", "html")
+        markdown = await chorus("export", draft_id, "--user", "carol", "--format", "md")
+        exported = json.loads(
+            await chorus("export", draft_id, "--user", "carol", "--format", "json")
+        )
+        history = json.loads(await chorus("history", draft_id, "--user", "bob", "--json"))
+        watched = await chorus("watch", draft_id, "--user", "alice", "--timeout", "1")
+        # Reads need a collaborator (issue 20: anyone read any draft).
+        for command in (["show"], ["export", "--format", "md"], ["history"]):
+            code, _, err = await run(
+                sys.executable,
+                "-m",
+                "starter.cli",
+                "draft",
+                command[0],
+                draft_id,
+                "--user",
+                "mallory",
+                *command[1:],
+                env=env,
+            )
+            assert code == 2 and "'mallory' is not a collaborator" in err, (command, err)
 
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in page and "<script>" not in page
     assert "<title>Notes &lt;v2&gt;</title>" in page
