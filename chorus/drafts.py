@@ -43,6 +43,19 @@ MAX_EDIT_CHARS = 250_000
 payload must stay under Temporal's 2 MB blob limit (250,000 characters is at most 1.5 MB as
 JSON, with escapes). Replace a longer draft in range edits."""
 
+MAX_COMMENT_CHARS = 2_000
+"""Longest comment (characters)."""
+MAX_COMMENTS = 300
+"""Most comments a draft holds (resolved ones included)."""
+MAX_COMMENTS_PER_USER = 100
+"""Most comments one collaborator may have on a draft."""
+MAX_COMMENT_BYTES = 256 * 1024
+"""Most comment text a draft holds, in UTF-8 bytes: every save and every continue-as-new carries
+the comments, so they must stay far below Temporal's 2 MB payload limit (issue 20: a flood of
+140 comments of 5,000 emoji jammed a draft with PAYLOADS_TOO_LARGE)."""
+COMMENTS_PER_MINUTE = 20
+"""Most comments one collaborator may add per minute (workflow time)."""
+
 REVISION_MAX_CHARS = 60_000
 """Longest draft an agent revises (``request_revision``): the agent answers with the complete
 text, and an answer is limited by the model's output tokens (about 16,000 for gpt-4o-mini,
@@ -285,7 +298,7 @@ class CommentRequest(EntryInput):
     """Input of the ``comment`` signal."""
 
     user: str
-    text: str = Field(min_length=1, max_length=5000)
+    text: str = Field(min_length=1, max_length=MAX_COMMENT_CHARS)
     start: int = Field(0, ge=0)
     end: int = Field(0, ge=0)
 

@@ -10,6 +10,7 @@ no workflow task ever failed.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 import uuid
@@ -171,4 +172,37 @@ async def test_last_owner_cannot_demote_themselves(client, make_settings):
     assert view.version == 13 and view.content == "a" * 12 + "x"
     assert view.collaborators["alice"] == "owner"
     assert len(runs) >= 2  # it continued as new
+    assert await failed_workflow_tasks(client, draft_id) == 0
+
+
+async def test_comment_flood_cannot_jam_a_draft(client, make_settings):
+    """Issue 20: 140 comments of 5,000 emoji from a viewer made every save too large
+    (PAYLOADS_TOO_LARGE); the draft's workflow task failed for good and edits were refused."""
+    from chorus.drafts import COMMENTS_PER_MINUTE, MAX_COMMENT_BYTES, CommentRequest
+
+    settings = make_settings([agent("writer", ["local:fake"])])
+    viewers = {f"viewer{i}": "viewer" for i in range(8)}
+    async with running_worker(client, settings, no_llm) as chorus:
+        draft_id = await chorus.start_draft(
+            "Flood", "alice", content="Hello world.", collaborators=viewers
+        )
+        handle = client.get_workflow_handle(draft_id)
+        for user in viewers:
+            for _ in range(25):
+                await handle.signal("comment", CommentRequest(user=user, text="😀" * 2_000))
+        oversized = {"user": "viewer0", "text": "😀" * 5_000, "start": 0, "end": 0}
+        proc = await temporal_cli(
+            client,
+            *("workflow", "signal", "--workflow-id", draft_id, "--name", "comment"),
+            *("--input", json.dumps(oversized)),
+        )
+        assert proc.returncode == 0, proc.stderr
+        edit = EditRequest(user="alice", base_version=1, edit=TextEdit(start=0, end=5, text="Hi"))
+        assert (await chorus.draft_update(draft_id, "edit", edit)).version == 2
+        comments = await handle.query("comments", result_type=list[dict])
+    held = sum(len(c["text"].encode()) for c in comments)
+    assert held <= MAX_COMMENT_BYTES
+    per_user = {u: sum(c["author"] == u for c in comments) for u in viewers}
+    assert max(per_user.values()) <= COMMENTS_PER_MINUTE
+    assert 0 < len(comments) < 8 * 25
     assert await failed_workflow_tasks(client, draft_id) == 0

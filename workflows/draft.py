@@ -33,8 +33,13 @@ from workflows._base import call_agent, describe_activity_failure, require_input
 
 with workflow.unsafe.imports_passed_through():
     from chorus.drafts import (
+        COMMENTS_PER_MINUTE,
         EDIT_ROLES,
         INLINE_CONTENT_CHARS,
+        MAX_COMMENT_BYTES,
+        MAX_COMMENT_CHARS,
+        MAX_COMMENTS,
+        MAX_COMMENTS_PER_USER,
         MAX_CONTENT_CHARS,
         MAX_EDIT_CHARS,
         REVISION_MAX_CHARS,
@@ -73,6 +78,9 @@ REVISIONS_KEPT_CHARS = 100_000
 DRAFT_SEARCH_ATTRIBUTES_PATCH = "chorus-draft-search-attributes"
 """Patch id: drafts upsert ChorusDraftStatus when each run starts and on every status change
 (older histories have no such commands and replay without them)."""
+COMMENT_LIMITS_PATCH = "chorus-comment-limits"
+"""Patch id: comments over a limit (size, count per draft and per user, rate, total bytes;
+``chorus.drafts``) are dropped; drafts that accepted them before keep replaying as they ran."""
 SAVE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30)
 )
@@ -526,6 +534,10 @@ class DraftWorkflow:
                 "comment range %d-%d outside the text ignored", request.start, request.end
             )
             return
+        if workflow.patched(COMMENT_LIMITS_PATCH) and (reason := self._comment_limit(request)):
+            # A signal cannot be refused: the comment is dropped and the reason logged.
+            workflow.logger.warning("comment from %s dropped: %s", request.user, reason)
+            return
         s.comments = [
             *s.comments,
             Comment(
@@ -540,6 +552,25 @@ class DraftWorkflow:
         ]
         s.next_comment_id += 1
         self._dirty = True
+
+    def _comment_limit(self, request: CommentRequest) -> str | None:
+        """Which comment limit ``request`` would break, if any (chorus.drafts limits)."""
+        s = self.state
+        if len(request.text) > MAX_COMMENT_CHARS:
+            return f"{len(request.text)} characters, the limit is {MAX_COMMENT_CHARS}"
+        if len(s.comments) >= MAX_COMMENTS:
+            return f"the draft has {len(s.comments)} comments, the limit is {MAX_COMMENTS}"
+        mine = [c for c in s.comments if c.author == request.user]
+        if len(mine) >= MAX_COMMENTS_PER_USER:
+            return f"{len(mine)} comments by this user, the limit is {MAX_COMMENTS_PER_USER}"
+        now = workflow.now()
+        recent = [c for c in mine if (now - c.created_at).total_seconds() < 60]
+        if len(recent) >= COMMENTS_PER_MINUTE:
+            return f"more than {COMMENTS_PER_MINUTE} comments in a minute"
+        held = sum(len(c.text.encode()) for c in s.comments)
+        if held + len(request.text.encode()) > MAX_COMMENT_BYTES:
+            return f"the draft's comments would pass {MAX_COMMENT_BYTES} bytes of text"
+        return None
 
     @workflow.signal(name="add_collaborator")
     def add_collaborator(self, request: CollaboratorRequest) -> None:
