@@ -14,6 +14,7 @@ import json
 import subprocess
 import time
 import uuid
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -178,10 +179,10 @@ async def test_last_owner_cannot_demote_themselves(client, make_settings):
 async def test_comment_flood_cannot_jam_a_draft(client, make_settings):
     """Issue 20: 140 comments of 5,000 emoji from a viewer made every save too large
     (PAYLOADS_TOO_LARGE); the draft's workflow task failed for good and edits were refused."""
-    from chorus.drafts import COMMENTS_PER_MINUTE, MAX_COMMENT_BYTES, CommentRequest
+    from chorus.drafts import COMMENTS_PER_MINUTE, MAX_COMMENT_BYTES, CommentRequest, Role
 
     settings = make_settings([agent("writer", ["local:fake"])])
-    viewers = {f"viewer{i}": "viewer" for i in range(8)}
+    viewers: dict[str, Role] = {f"viewer{i}": "viewer" for i in range(8)}
     async with running_worker(client, settings, no_llm) as chorus:
         draft_id = await chorus.start_draft(
             "Flood", "alice", content="Hello world.", collaborators=viewers
@@ -199,7 +200,7 @@ async def test_comment_flood_cannot_jam_a_draft(client, make_settings):
         assert proc.returncode == 0, proc.stderr
         edit = EditRequest(user="alice", base_version=1, edit=TextEdit(start=0, end=5, text="Hi"))
         assert (await chorus.draft_update(draft_id, "edit", edit)).version == 2
-        comments = await handle.query("comments", result_type=list[dict])
+        comments = await handle.query("comments", result_type=list[dict[str, Any]])
     held = sum(len(c["text"].encode()) for c in comments)
     assert held <= MAX_COMMENT_BYTES
     per_user = {u: sum(c["author"] == u for c in comments) for u in viewers}
