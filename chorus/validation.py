@@ -24,6 +24,13 @@ from collections.abc import Callable
 
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """C0 controls except tab/newline/carriage return, DEL and C1 controls."""
+FORMAT_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff]")
+"""Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069: they make
+text display in another order than it reads, the "Trojan Source" trick), the byte order mark
+U+FEFF and the noncharacters U+FFFE/U+FFFF. Stripped by the SDK, refused in draft edits,
+removed from what the CLI prints."""
+LINE_SEPARATORS = re.compile("[\u2028\u2029]")
+"""U+2028/U+2029: allowed, but turned into a newline by the SDK (terminals print them raw)."""
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
 """Workflow ids (runs, drafts) and user ids: 1-200 characters, no spaces or controls."""
 
@@ -36,8 +43,27 @@ class InputValidationError(ValueError):
 
 
 def strip_controls(text: str) -> str:
-    """Remove control characters except tab, newline and carriage return."""
-    return CONTROL_CHARS.sub("", text)
+    """Remove control and bidi/format characters, keeping tab, newline and carriage return.
+
+    See :data:`FORMAT_CONTROLS`; U+2028/U+2029 become newlines.
+    """
+    return LINE_SEPARATORS.sub("\n", FORMAT_CONTROLS.sub("", CONTROL_CHARS.sub("", text)))
+
+
+def for_display(text: str) -> str:
+    """``text`` without bidi overrides and other format controls, for printing."""
+    return FORMAT_CONTROLS.sub("", text)
+
+
+def text_problem(field: str, text: str) -> str | None:
+    """Like :func:`control_problem`, also naming the first bidi/format control character."""
+    problem = control_problem(field, text)
+    if problem is None and (match := FORMAT_CONTROLS.search(text)):
+        problem = (
+            f"{field}: contains U+{ord(match.group()):04X} at position {match.start()} (bidi "
+            "overrides and isolates, U+FEFF and U+FFFE/U+FFFF are not allowed)"
+        )
+    return problem
 
 
 def control_problem(field: str, text: str) -> str | None:

@@ -29,7 +29,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from chorus import db
+from chorus import db, validation
 from chorus.catalog import CatalogError, load_catalog
 from chorus.drafts import (
     CollaboratorRequest,
@@ -1014,7 +1014,7 @@ def draft_show(draft_id: str, user: ReaderOpt, as_json: JsonOpt = False) -> None
             return
         out.print(
             Panel(
-                view.content or "(empty)",
+                validation.for_display(view.content or "(empty)"),
                 title=f"{view.title} — v{view.version}, {view.status}",
                 title_align="left",
             )

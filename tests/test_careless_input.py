@@ -86,3 +86,27 @@ async def test_sdk_refusals_are_input_errors(client, make_settings):
                 await client.get_workflow_handle(draft_id).execute_update("edit", request)
             cause = failure.value.cause
             assert isinstance(cause, ApplicationError) and cause.non_retryable
+
+
+def test_bidi_overrides_and_format_characters():
+    """Issue 20: U+202E, U+2028, U+FEFF, U+FFFF were accepted in draft text and printed raw."""
+    from chorus.validation import for_display, strip_controls, text_problem
+
+    tricky = "pay \u202eevil\u202c \ufeffnow\uffff\u2028next"
+    assert strip_controls(tricky) == "pay evil now\nnext"
+    assert for_display("a\u202eb\u2066c") == "abc"
+    problem = text_problem("edit text", tricky)
+    assert problem is not None and "U+202E at position 4" in problem
+
+
+async def test_draft_edit_refuses_bidi_override(client, make_settings):
+    settings = make_settings([agent("writer", ["local:fake"])])
+    async with running_worker(client, settings, no_llm) as chorus:
+        draft_id = await chorus.start_draft("T", "alice", content="hello")
+        request = EditRequest(user="alice", base_version=1, content="safe \u202eevil")
+        with pytest.raises(WorkflowUpdateFailedError) as failure:
+            await client.get_workflow_handle(draft_id).execute_update("edit", request)
+        assert "U+202E" in str(failure.value.cause)
+        # Through the SDK the character is stripped and the edit lands.
+        assert (await chorus.draft_update(draft_id, "edit", request)).version == 2
+        assert (await chorus.draft(draft_id, user="alice")).content == "safe evil"

@@ -69,7 +69,7 @@ with workflow.unsafe.imports_passed_through():
         RESOLVE_AGENTS_ACTIVITY,
         SAVE_DRAFT_ACTIVITY,
     )
-    from chorus.validation import control_problem
+    from chorus.validation import control_problem, text_problem
 
 REVISIONS_KEPT = 200
 """Revisions kept in workflow state (at most); an edit based on an older version is refused."""
@@ -359,7 +359,7 @@ class DraftWorkflow:
         else:
             assert request.edit is not None
             edit = request.edit
-        if problem := control_problem("edit text", edit.text):
+        if problem := text_problem("edit text", edit.text):
             raise ApplicationError(problem, type="InvalidEdit", non_retryable=True)
         if len(edit.text) > MAX_EDIT_CHARS:
             raise ApplicationError(
