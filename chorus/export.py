@@ -1,7 +1,9 @@
 """Render a stored draft (from PostgreSQL) as Markdown, HTML or JSON.
 
-HTML output escapes every piece of user text with :func:`html.escape` (quotes included), so a
-draft containing markup is shown, never executed.
+HTML renders the draft's Markdown with ``markdown-it-py`` (CommonMark plus GitHub-style tables)
+with raw HTML off, so a draft containing markup shows it as text, never runs it; links whose
+scheme markdown-it considers unsafe (``javascript:``, ``vbscript:``, ``file:``, ``data:`` other
+than images) are not made links. Title and footer are escaped with :func:`html.escape`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,22 @@ import json
 from importlib import resources
 from typing import Any, Literal
 
+from markdown_it import MarkdownIt
+
 ExportFormat = Literal["md", "html", "json"]
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+"""CommonMark + tables, raw HTML disabled (it is escaped into text)."""
+
+_CSS = """
+body { font: 16px/1.55 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto;
+       padding: 0 1rem; color: #1f2328; }
+pre, code { font-family: ui-monospace, monospace; background: #f6f8fa; }
+pre { padding: .8rem; overflow-x: auto; }
+table { border-collapse: collapse; }
+th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; }
+footer { margin-top: 2rem; color: #59636e; }
+""".strip()
 
 
 def template_names() -> list[str]:
@@ -65,14 +82,12 @@ def render(draft: dict[str, Any], revisions: list[dict[str, Any]], fmt: ExportFo
     )
     if fmt == "md":
         return f"# {draft['title']}\n\n{draft['content'].rstrip()}\n\n---\n_{footer}_\n"
-    paragraphs = [p for p in draft["content"].split("\n\n") if p.strip()]
-    body = "\n".join(
-        "<p>" + "<br>\n".join(html.escape(line) for line in p.splitlines()) + "</p>"
-        for p in paragraphs
-    )
+    body = _MARKDOWN.render(draft["content"])
     title = html.escape(draft["title"])
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{title}</title>\n</head>\n<body>\n<article>\n<h1>{title}</h1>\n{body}\n"
-        f"</article>\n<footer><small>{html.escape(footer)}</small></footer>\n</body>\n</html>\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n<article>\n"
+        f"<h1>{title}</h1>\n{body}</article>\n"
+        f"<footer><small>{html.escape(footer)}</small></footer>\n</body>\n</html>\n"
     )

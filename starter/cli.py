@@ -1168,7 +1168,7 @@ def draft_export(
     fmt: Annotated[ExportFormatOpt, typer.Option("--format", help="md, html or json.")],
     output: Annotated[Path | None, typer.Option(help="Write to this file, not stdout.")] = None,
 ) -> None:
-    """Render the draft as saved in PostgreSQL as Markdown, HTML (escaped) or JSON."""
+    """Render the saved draft as Markdown, HTML (Markdown rendered, raw HTML off) or JSON."""
 
     async def go(chorus: ChorusClient) -> None:
         await chorus.check_reader(draft_id, user)
