@@ -9,6 +9,8 @@ and the workflow's provider fallback what to do:
   delay (capped by ``CHORUS_MAX_RETRY_AFTER_S``).
 - 401/403 -> ``ProviderAuthError``, 404 -> ``ModelNotFound``: non-retryable, next provider.
 - Other 4xx -> ``InvalidRequest``: non-retryable and no fallback.
+- A response header ``x-should-retry: true|false`` overrides whether the error is retried (the
+  type stays), as the OpenAI and Anthropic SDKs' own retry loops do.
 
 The mapping follows temporalio's own ``contrib/openai_agents`` model activity.
 """
@@ -151,11 +153,18 @@ def map_provider_error(exc: Exception, provider: str, model: str, cap_s: float) 
 
     """
     error = _map_provider_error(exc, provider, model, cap_s)
+    non_retryable = error.non_retryable
+    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
+        # The provider's own verdict wins over the status code, as in the OpenAI and Anthropic
+        # SDKs' retry loops (``x-should-retry: true|false``).
+        should_retry = exc.response.headers.get("x-should-retry", "").strip().lower()
+        if should_retry in ("true", "false"):
+            non_retryable = should_retry == "false"
     return ApplicationError(
         SecretScrubber(secret_values()).scrub(error.message),
         *error.details,
         type=error.type,
-        non_retryable=error.non_retryable,
+        non_retryable=non_retryable,
         next_retry_delay=error.next_retry_delay,
     )
 

@@ -265,3 +265,22 @@ def test_html_export_renders_markdown_and_neutralises_scripts():
     assert '<code class="language-python">print(' in page and "<style>" in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'href="javascript:' not in page and "<img" not in page
+
+
+def test_x_should_retry_header_overrides_the_status():
+    import httpx
+    import openai
+
+    from activities.llm import map_provider_error
+
+    def status_error(code: int, should_retry: str | None) -> openai.APIStatusError:
+        headers = {"x-should-retry": should_retry} if should_retry else {}
+        request = httpx.Request("POST", "http://stub/v1/chat/completions")
+        response = httpx.Response(code, headers=headers, request=request, json={})
+        return openai.APIStatusError("scripted", response=response, body=None)
+
+    assert map_provider_error(status_error(500, None), "openai", "m", 60).non_retryable is False
+    assert map_provider_error(status_error(500, "false"), "openai", "m", 60).non_retryable
+    assert map_provider_error(status_error(400, None), "openai", "m", 60).non_retryable
+    retried = map_provider_error(status_error(400, "true"), "openai", "m", 60)
+    assert retried.non_retryable is False and retried.type == "InvalidRequest"
