@@ -268,15 +268,15 @@ def test_html_export_renders_markdown_and_neutralises_scripts():
 
 
 def test_x_should_retry_header_overrides_the_status():
-    import httpx
+    import httpx2
     import openai
 
     from activities.llm import map_provider_error
 
     def status_error(code: int, should_retry: str | None) -> openai.APIStatusError:
         headers = {"x-should-retry": should_retry} if should_retry else {}
-        request = httpx.Request("POST", "http://stub/v1/chat/completions")
-        response = httpx.Response(code, headers=headers, request=request, json={})
+        request = httpx2.Request("POST", "http://stub/v1/chat/completions")
+        response = httpx2.Response(code, headers=headers, request=request, json={})
         return openai.APIStatusError("scripted", response=response, body=None)
 
     assert map_provider_error(status_error(500, None), "openai", "m", 60).non_retryable is False
