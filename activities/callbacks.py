@@ -81,9 +81,14 @@ class CallbackActivities:
         host = url_host(input.url)
         body = input.payload.model_dump_json().encode()
         delivery = delivery_id(input.payload.workflow_id, input.payload.run_id)
-        headers = signed_headers(
-            secret.get_secret_value().encode(), body, delivery, int(time.time())
-        )
+        try:
+            headers = signed_headers(secret.get_secret_value(), body, delivery, int(time.time()))
+        except ValueError as exc:
+            raise ApplicationError(
+                f"callback not delivered: {exc}",
+                type=errors.CALLBACK_NOT_CONFIGURED,
+                non_retryable=True,
+            ) from None
         headers[ATTEMPT_HEADER] = str(info.attempt)
         headers["User-Agent"] = USER_AGENT
         try:

@@ -649,7 +649,7 @@ class LLMActivities:
         """The daily spend crossed its alert threshold: warn, count, and post the webhook.
 
         The webhook body is JSON (``event``, ``period``, ``spent_usd``, ``alert_usd``,
-        ``limit_usd``), signed like run callbacks (``X-Chorus-Signature``, delivery id
+        ``limit_usd``), signed like run callbacks (Standard Webhooks ``webhook-*`` headers, id
         ``budget-alert:<period>``) when ``CHORUS_CALLBACK_SECRET`` is set. One attempt: the
         alert is advisory, and it is logged and counted either way.
         """
@@ -674,9 +674,17 @@ class LLMActivities:
             return
         payload = json.dumps(body).encode()
         headers = {"content-type": "application/json"}
-        if self._settings.callback_secret is not None:
-            secret = self._settings.callback_secret.get_secret_value().encode()
-            headers = signed_headers(secret, payload, f"budget-alert:{period}", int(time.time()))
+        try:
+            if self._settings.callback_secret is not None:
+                headers = signed_headers(
+                    self._settings.callback_secret.get_secret_value(),
+                    payload,
+                    f"budget-alert:{period}",
+                    int(time.time()),
+                )
+        except ValueError as exc:  # a malformed secret: the alert is advisory, say why
+            activity.logger.warning("budget alert webhook not signed or sent: %s", exc)
+            return
         try:
             async with httpx.AsyncClient(timeout=5.0) as http:
                 (await http.post(url, content=payload, headers=headers)).raise_for_status()

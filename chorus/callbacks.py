@@ -3,8 +3,27 @@
 A run started with a callback URL (``chorus run ... --callback-url URL`` or
 ``ChorusClient.start_sequential(..., callback_url=URL)``) POSTs one JSON
 :class:`CallbackPayload` to that URL when it ends: succeeded, failed or cancelled. The worker
-signs every request with ``CHORUS_CALLBACK_SECRET``; the scheme follows Stripe's webhook
-signatures:
+signs every request with ``CHORUS_CALLBACK_SECRET`` following **Standard Webhooks**
+(standardwebhooks.com; the ``standardwebhooks`` package signs and verifies):
+
+``webhook-id``
+    ``<workflow id>:<run id>``: the same on every attempt of one run's callback; deduplicate on it.
+``webhook-timestamp``
+    Unix time in seconds at which this attempt was signed.
+``webhook-signature``
+    ``v1,<base64 HMAC-SHA256>`` over ``f"{id}.{timestamp}.{body}"``, one entry per secret
+    (space-separated) while secrets rotate. The id is signed, so an altered delivery id fails.
+
+``CHORUS_CALLBACK_SECRET`` holds one secret or several, comma-separated, newest first; each
+is a Standard Webhooks secret (``whsec_`` + base64 of 24-64 random bytes; ``chorus callbacks
+secret`` makes one) or, as before, a plain string whose UTF-8 bytes are the key.
+
+Receivers verify with the library: ``Webhook(secret).verify(body, headers)`` (Python,
+JavaScript and other languages: see the README, "Callbacks").
+
+**Deprecated, sent for one more release**: the original headers, whose signature does not
+cover the delivery id (a receiver deduplicating on ``X-Chorus-Delivery`` accepted an altered
+id):
 
 ``X-Chorus-Timestamp``
     Unix time in seconds at which this attempt was signed.
@@ -24,7 +43,7 @@ A receiver verifies a request before trusting it:
 3. Refuse timestamps more than 5 minutes from its own clock (replayed requests).
 4. Deduplicate on ``X-Chorus-Delivery``; answer 2xx once the result is stored.
 
-In Python this is :func:`verify`; :func:`sign` is what the worker does.
+In Python this is :func:`verify` (deprecated); :func:`sign` is what the worker does.
 
 Delivery retries (see ``activities/callbacks.py``): HTTP 408, 429, 5xx, timeouts and connection
 errors are retried with exponential backoff (1 s doubling to 60 s) for up to 24 hours, honouring
@@ -33,16 +52,24 @@ errors are retried with exponential backoff (1 s doubling to 60 s) for up to 24 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import secrets as secrets_module
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
+from standardwebhooks import Webhook
 
+WEBHOOK_ID_HEADER: Final = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER: Final = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER: Final = "webhook-signature"
+WHSEC_PREFIX: Final = "whsec_"
 TIMESTAMP_HEADER: Final = "X-Chorus-Timestamp"
 SIGNATURE_HEADER: Final = "X-Chorus-Signature"
 DELIVERY_HEADER: Final = "X-Chorus-Delivery"
@@ -158,23 +185,67 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def signed_headers(secret: bytes, body: bytes, delivery: str, timestamp: int) -> dict[str, str]:
-    """Headers of one delivery attempt: content type, timestamp, signature and delivery id.
+def callback_secrets(setting: str) -> list[str]:
+    """The secrets of ``CHORUS_CALLBACK_SECRET``: comma-separated, newest first.
+
+    Raises:
+        ValueError: No secret, or a ``whsec_`` secret that is not valid base64.
+    """
+    secrets = [s.strip() for s in setting.split(",") if s.strip()]
+    if not secrets:
+        raise ValueError("CHORUS_CALLBACK_SECRET: no secret given")
+    for secret in secrets:
+        if secret.startswith(WHSEC_PREFIX):
+            try:
+                base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)
+            except binascii.Error:
+                raise ValueError(
+                    "CHORUS_CALLBACK_SECRET: a whsec_ secret must be base64 after the prefix"
+                ) from None
+    return secrets
+
+
+def webhook(secret: str) -> Webhook:
+    """The Standard Webhooks signer/verifier of one secret (``whsec_…`` or a plain string)."""
+    return Webhook(secret) if secret.startswith(WHSEC_PREFIX) else Webhook(secret.encode())
+
+
+def new_secret() -> str:
+    """A fresh Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return WHSEC_PREFIX + base64.b64encode(secrets_module.token_bytes(32)).decode()
+
+
+def signed_headers(secret: str, body: bytes, delivery: str, timestamp: int) -> dict[str, str]:
+    """Headers of one delivery attempt: Standard Webhooks, plus the deprecated X-Chorus ones.
 
     Args:
-        secret: The shared secret.
-        body: The exact request body bytes.
-        delivery: The delivery id (see :func:`delivery_id`).
+        secret: ``CHORUS_CALLBACK_SECRET``: one secret or several, comma-separated (rotation:
+            every one signs, so a receiver holding either verifies).
+        body: The exact request body bytes (UTF-8 JSON).
+        delivery: The delivery id (see :func:`delivery_id`), sent as ``webhook-id``.
         timestamp: Unix time in seconds.
 
     Returns:
         A header dict for the HTTP client.
 
+    Raises:
+        ValueError: ``secret`` holds no usable secret (see :func:`callback_secrets`).
     """
+    keys = callback_secrets(secret)
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    text = body.decode()
     return {
         "Content-Type": "application/json",
+        WEBHOOK_ID_HEADER: delivery,
+        WEBHOOK_TIMESTAMP_HEADER: str(timestamp),
+        WEBHOOK_SIGNATURE_HEADER: " ".join(
+            webhook(key).sign(msg_id=delivery, timestamp=when, data=text) for key in keys
+        ),
+        # Deprecated (one more release): the signature does not cover the delivery id.
         TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: f"{SIGNATURE_VERSION}={sign(secret, timestamp, body)}",
+        SIGNATURE_HEADER: ",".join(
+            f"{SIGNATURE_VERSION}={sign(key.encode(), timestamp, body)}" for key in keys
+        ),
         DELIVERY_HEADER: delivery,
     }
 
@@ -186,7 +257,10 @@ def verify(
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     now: float | None = None,
 ) -> int:
-    """Verify a callback request, as a receiver does.
+    """Verify a callback request by its deprecated ``X-Chorus-*`` headers.
+
+    Deprecated: verify the Standard Webhooks headers with ``standardwebhooks.Webhook(secret)
+    .verify(body, headers)`` (or :func:`webhook`), whose signature also covers the delivery id.
 
     Args:
         secret: The shared secret (the worker's ``CHORUS_CALLBACK_SECRET`` as UTF-8 bytes).

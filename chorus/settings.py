@@ -111,10 +111,11 @@ class Settings(BaseSettings):
     worker slots). Runs keep the choice they started with."""
 
     callback_secret: SecretStr | None = None
-    """Shared secret that signs run callbacks (HMAC-SHA256, ``chorus/callbacks.py``); needed
-    by workers only. A run with a callback URL on a worker without it gets no callback: the
-    delivery fails non-retryably (``CallbackNotConfigured``), the run's result is unaffected.
-    Never printed."""
+    """Secret(s) that sign run callbacks and budget alerts (Standard Webhooks, HMAC-SHA256,
+    ``chorus/callbacks.py``): a ``whsec_…`` secret or a plain string, several comma-separated
+    (newest first) while rotating; needed by workers only. A run with a callback URL on a
+    worker without it gets no callback: the delivery fails non-retryably
+    (``CallbackNotConfigured``), the run's result is unaffected. Never printed."""
     callback_timeout_s: float = Field(10.0, gt=0, le=50)
     """HTTP timeout of one callback delivery attempt, in seconds (the attempt's start-to-close
     timeout is 60 s)."""

@@ -901,6 +901,18 @@ def codec_keygen(
     typer.echo(f"{key_id}:{generate_key()}")
 
 
+callbacks_app = typer.Typer(help="Signed run callbacks (Standard Webhooks).", no_args_is_help=True)
+app.add_typer(callbacks_app, name="callbacks")
+
+
+@callbacks_app.command("secret")
+def callbacks_secret() -> None:
+    """Print a new Standard Webhooks secret (``whsec_…``) for CHORUS_CALLBACK_SECRET."""
+    from chorus.callbacks import new_secret
+
+    typer.echo(new_secret())
+
+
 @app.command()
 def health(as_json: JsonOpt = False) -> None:
     """Check Temporal, PostgreSQL and every configured LLM provider, with latencies.

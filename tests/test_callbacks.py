@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import uvicorn
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,8 +24,8 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
+from chorus import callbacks as callbacks_module
 from chorus.callbacks import (
-    DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     CallbackPayload,
@@ -41,14 +43,62 @@ from tests.conftest import agent, running_worker
 from workflows import WORKFLOWS
 
 SECRET = "test-callback-secret"
+"""A plain-string secret, as before Standard Webhooks; still signs both header sets."""
 LOCAL = ["local:fake"]
 
 # --- the signature scheme ------------------------------------------------------------------
 
 
+WHSEC = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks example form
+
+
+@pytest.mark.parametrize("secret", [WHSEC, SECRET])
+def test_standard_webhooks_signature_verifies_with_the_library(secret):
+    body = b'{"status":"succeeded"}'
+    now = int(time.time())
+    headers = signed_headers(secret, body, "seq-x:run-1", now)
+    assert headers["webhook-id"] == "seq-x:run-1"
+    assert headers["webhook-timestamp"] == str(now)
+    receiver = Webhook(secret) if secret.startswith("whsec_") else Webhook(secret.encode())
+    assert receiver.verify(body, headers) == {"status": "succeeded"}
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["id", "body", "timestamp", "stale", "future", "secret"],
+)
+def test_standard_webhooks_refuses_altered_or_replayed_deliveries(tamper):
+    """Issue 13: the old signature covered timestamp.body only, so a receiver deduplicating on
+    X-Chorus-Delivery accepted an altered delivery id."""
+    body = b'{"status":"succeeded"}'
+    now = int(time.time())
+    when = {"stale": now - 301, "future": now + 301}.get(tamper, now)
+    headers = signed_headers(WHSEC, body, "seq-x:run-1", when)
+    if tamper == "id":
+        headers["webhook-id"] = "seq-x:run-2"
+    elif tamper == "body":
+        body = b'{"status":"failed"}'
+    elif tamper == "timestamp":
+        headers["webhook-timestamp"] = str(now + 5)
+    secret = "whsec_" + "A" * 32 if tamper == "secret" else WHSEC
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body, headers)
+
+
+def test_secret_rotation_signs_with_every_secret():
+    body = b"{}"
+    new, old = callbacks_module.new_secret(), WHSEC
+    headers = signed_headers(f"{new}, {old}", body, "d", int(time.time()))
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (new, old):  # a receiver that holds either secret verifies
+        Webhook(secret).verify(body, headers)
+    with pytest.raises(ValueError, match="base64"):
+        signed_headers("whsec_not base64!", body, "d", 0)
+
+
 def test_signature_verifies_and_matches_the_documented_recipe():
     body = b'{"status":"succeeded"}'
-    headers = signed_headers(SECRET.encode(), body, "seq-x:run-1", 1_700_000_000)
+    headers = signed_headers(SECRET, body, "seq-x:run-1", 1_700_000_000)
     assert headers[SIGNATURE_HEADER] == "v1=" + sign(SECRET.encode(), 1_700_000_000, body)
     # the recipe a receiver follows, written out by hand
     import hashlib
@@ -71,14 +121,14 @@ def test_signature_verifies_and_matches_the_documented_recipe():
     ids=["tampered-body", "wrong-secret", "stale", "from-the-future"],
 )
 def test_signature_refused(secret, body, now, message):
-    headers = signed_headers(SECRET.encode(), b'{"status":"succeeded"}', "d", 1_700_000_000)
+    headers = signed_headers(SECRET, b'{"status":"succeeded"}', "d", 1_700_000_000)
     with pytest.raises(SignatureError, match=message):
         verify(secret.encode(), headers, body, now=now)
 
 
 def test_signature_header_problems_are_named():
     body = b"{}"
-    good = signed_headers(SECRET.encode(), body, "d", 1_700_000_000)
+    good = signed_headers(SECRET, body, "d", 1_700_000_000)
     with pytest.raises(SignatureError, match="missing X-Chorus-Signature"):
         verify(SECRET.encode(), {TIMESTAMP_HEADER: "1700000000"}, body, now=1_700_000_000)
     with pytest.raises(SignatureError, match="missing X-Chorus-Timestamp"):
@@ -149,10 +199,10 @@ class Receiver:
 
     async def endpoint(self, request: Request) -> Response:
         body = await request.body()
-        try:
-            verify(SECRET.encode(), request.headers, body)
+        try:  # as the README tells receivers: the Standard Webhooks library
+            Webhook(SECRET.encode()).verify(body, dict(request.headers))
             verified = True
-        except SignatureError:
+        except WebhookVerificationError:
             verified = False
         self.deliveries.append(Delivery(dict(request.headers), body, time.monotonic(), verified))
         if not verified:
@@ -171,7 +221,7 @@ class Receiver:
         if step == "hold":
             self.holding.set()
             await self.release.wait()
-        delivery = request.headers[DELIVERY_HEADER]
+        delivery = request.headers["webhook-id"]
         if delivery in self.stored:
             self.duplicates += 1
             return Response(status_code=200)
