@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-import httpx
+import httpx2
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -92,16 +92,16 @@ class CallbackActivities:
         headers[ATTEMPT_HEADER] = str(info.attempt)
         headers["User-Agent"] = USER_AGENT
         try:
-            async with httpx.AsyncClient(
+            async with httpx2.AsyncClient(
                 timeout=self._settings.callback_timeout_s, follow_redirects=False
             ) as http:
                 response = await http.post(input.url, content=body, headers=headers)
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             raise ApplicationError(
                 f"callback to {host}: no answer within {self._settings.callback_timeout_s} s",
                 type=errors.CALLBACK_UNAVAILABLE,
             ) from None
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise ApplicationError(
                 f"callback to {host}: {type(exc).__name__}: {exc}",
                 type=errors.CALLBACK_UNAVAILABLE,

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import anthropic
 import asyncpg
-import httpx
+import httpx2
 import openai
 from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
@@ -217,8 +217,8 @@ def _map_provider_error(
             f"{where}: request timed out", attempt, type=errors.PROVIDER_UNAVAILABLE
         )
     if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
-        # httpx's ReadError on a reset connection has an empty message: name its type. By
-        # name, since the anthropic SDK raises its own copy of httpx's classes (httpx2).
+        # httpx2's ReadError on a reset connection has an empty message: name its type (by
+        # name: each SDK may raise its own copy of the transport's classes).
         cause = exc.__cause__ or exc
         kind = type(cause).__name__
         detail = f"{kind}: {cause}" if str(cause) else kind
@@ -686,9 +686,9 @@ class LLMActivities:
             activity.logger.warning("budget alert webhook not signed or sent: %s", exc)
             return
         try:
-            async with httpx.AsyncClient(timeout=5.0) as http:
+            async with httpx2.AsyncClient(timeout=5.0) as http:
                 (await http.post(url, content=payload, headers=headers)).raise_for_status()
-        except httpx.HTTPError as exc:  # the alert is advisory; the call already succeeded
+        except httpx2.HTTPError as exc:  # the alert is advisory; the call already succeeded
             activity.logger.warning("budget alert webhook %s failed: %s", url, exc)
 
     async def _complete(self, req: LLMRequest, prompt: Prompt, attempt: int) -> LLMResponse:

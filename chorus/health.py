@@ -195,7 +195,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client) -> Starle
         client: The worker's Temporal client.
 
     Returns:
-        The ASGI app (serve it with :func:`serve_http`, or test it with ``httpx.ASGITransport``).
+        The ASGI app (serve it with :func:`serve_http`, or test it with ``httpx2.ASGITransport``).
 
     """
     probes = WorkerProbes(settings, pool, client)

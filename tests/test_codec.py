@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import uvicorn
 from google.protobuf import json_format
@@ -157,9 +157,9 @@ def from_json(body: dict[str, Any]) -> list[Payload]:
 
 
 @asynccontextmanager
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_app(settings))
-    async with httpx.AsyncClient(transport=transport, base_url="http://codec") as http_client:
+async def http(settings: Settings) -> AsyncIterator[httpx2.AsyncClient]:
+    transport = httpx2.ASGITransport(app=build_app(settings))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://codec") as http_client:
         yield http_client
 
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
@@ -93,11 +93,11 @@ async def test_metrics_after_a_run_pass_promtool(client, make_settings, stub, tm
             result = await handle.result()
             pool = await chorus.pool()
             app = create_app(settings, pool, sdk_client)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://worker") as http:
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://worker") as http:
                 scraped = await http.get("/metrics")
                 healthz = await http.get("/healthz")
-        async with httpx.AsyncClient() as http:
+        async with httpx2.AsyncClient() as http:
             sdk_scraped = await http.get(f"http://127.0.0.1:{sdk_port}/metrics")
     finally:
         await clients.close()
@@ -177,9 +177,9 @@ async def readyz_url(client, make_settings, own_postgres, stub) -> AsyncIterator
         await pool.close()
 
 
-async def poll_until(url: str, status: int, limit_s: float) -> tuple[float, httpx.Response]:
+async def poll_until(url: str, status: int, limit_s: float) -> tuple[float, httpx2.Response]:
     started = time.monotonic()
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    async with httpx2.AsyncClient(timeout=5.0) as http:
         while True:
             response = await http.get(url)
             elapsed = time.monotonic() - started
@@ -217,8 +217,8 @@ async def test_readyz_names_agents_without_a_usable_provider(client, make_settin
     pool = await db.open_store(settings, max_size=2)
     try:
         app = create_app(settings, pool, client)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://worker") as http:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://worker") as http:
             response = await http.get("/readyz")
     finally:
         await pool.close()

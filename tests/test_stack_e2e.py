@@ -274,17 +274,17 @@ def test_cli_record_commands(stack, sequential_run, parallel_run, tmp_path: Path
 
 def test_worker_serves_health_and_metrics(stack, sequential_run, parallel_run):
     """The real `chorus dev up` worker: /healthz, /readyz and both /metrics endpoints."""
-    import httpx
+    import httpx2
 
     base = f"http://127.0.0.1:{stack.metrics_port}"
-    assert httpx.get(f"{base}/healthz", timeout=5).json()["status"] == "ok"
-    ready = httpx.get(f"{base}/readyz", timeout=10)
+    assert httpx2.get(f"{base}/healthz", timeout=5).json()["status"] == "ok"
+    ready = httpx2.get(f"{base}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert set(ready.json()["checks"]) >= {"temporal", "postgres", "providers"}
-    metrics = httpx.get(f"{base}/metrics", timeout=5).text
+    metrics = httpx2.get(f"{base}/metrics", timeout=5).text
     assert 'chorus_runs_finished_total{pattern="sequential",status="succeeded"}' in metrics
     assert "chorus_llm_request_duration_seconds_bucket" in metrics
-    sdk = httpx.get(f"http://127.0.0.1:{stack.sdk_metrics_port}/metrics", timeout=5).text
+    sdk = httpx2.get(f"http://127.0.0.1:{stack.sdk_metrics_port}/metrics", timeout=5).text
     assert "temporal_" in sdk
 
 
