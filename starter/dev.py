@@ -195,24 +195,14 @@ def _read_record(settings: Settings, name: str) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def _pid_runs(pid: int, argv0: str) -> bool:
-    """Whether ``pid`` is alive (not a zombie) and runs a command whose argv[0] is ``argv0``."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1]
-    except OSError:
-        return False
-    return state != "Z" and bool(cmdline) and cmdline[0].decode(errors="replace") == argv0
-
-
 def _tracked_pid(settings: Settings, name: str) -> int | None:
     record = _read_record(settings, name)
     if not record:
         return None
     pid, argv = record.get("pid"), record.get("argv")
-    if isinstance(pid, int) and isinstance(argv, list) and argv and _pid_runs(pid, str(argv[0])):
-        return pid
-    return None
+    if not (isinstance(pid, int) and isinstance(argv, list) and argv):
+        return None
+    return pid if local_model.process_alive(pid, str(argv[0])) else None
 
 
 def free_port() -> int:
@@ -586,9 +576,9 @@ def down(settings: Settings, on_event: Callable[[str], None] = lambda _msg: None
         argv0 = str((record.get("argv") or [""])[0])  # type: ignore[index]
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while _pid_runs(pid, argv0) and time.monotonic() < deadline:
+        while local_model.process_alive(pid, argv0) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_runs(pid, argv0):
+        if local_model.process_alive(pid, argv0):
             os.kill(pid, signal.SIGKILL)
             on_event(f"{name}: killed (pid {pid}) after 15 s")
         else:
