@@ -33,6 +33,8 @@ import asyncpg
 import httpx2
 import openai
 from anthropic import AsyncAnthropic
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from openai import AsyncOpenAI
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -331,6 +333,9 @@ class LLMActivities:
                 req.model,
                 window,
             )
+        feedback, output_failures = _output_feedback(info.heartbeat_details)
+        if feedback:
+            prompt = _with_feedback(prompt, feedback)
         prompt, placeholders = self._redact(req, prompt)
         workflow_id, _ = workflow_ids(info)
         # A previous attempt may have received the completion and then failed to record it
@@ -358,6 +363,20 @@ class LLMActivities:
                 slot = await self._acquire_slot(req, wait_s=max(0.0, SLOT_WAIT_S - waited_s))
                 try:
                     response = await self._complete(req, prompt, info.attempt)
+                except ApplicationError as exc:
+                    if exc.type != errors.INVALID_OUTPUT:
+                        raise
+                    # Leave the validator's message for the next attempt's prompt; after
+                    # output_retries retries the next provider gets its turn.
+                    failures = output_failures + 1
+                    activity.heartbeat({OUTPUT_FEEDBACK_KEY: exc.message, "failures": failures})
+                    last = failures > req.output_retries
+                    raise ApplicationError(
+                        exc.message + ("; giving up on this provider" if last else ""),
+                        *exc.details,
+                        type=errors.INVALID_OUTPUT,
+                        non_retryable=last,
+                    ) from None
                 finally:
                     await self._slots.release(req.provider, slot)
                 if placeholders:  # put the originals back; the mapping never left the worker
@@ -806,10 +825,13 @@ class LLMActivities:
         else:
             kwargs["max_completion_tokens"] = req.max_tokens
             if req.output_schema is not None:
-                kwargs["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": f"{req.agent}_output", "schema": req.output_schema},
+                json_schema: dict[str, Any] = {
+                    "name": f"{req.agent}_output",
+                    "schema": req.output_schema,
                 }
+                if strict_compatible(req.output_schema):
+                    json_schema["strict"] = True  # the API guarantees a conforming answer
+                kwargs["response_format"] = {"type": "json_schema", "json_schema": json_schema}
         response = await client.chat.completions.create(
             model=req.model,
             messages=[
@@ -904,7 +926,11 @@ def _previous_response(details: Sequence[Any]) -> LLMResponse | None:
 
 
 def _check_json(output: str, req: LLMRequest) -> str:
-    """Return ``output`` normalised as JSON, or raise a retryable ``InvalidOutput`` error."""
+    """Return ``output`` normalised as JSON, or raise a retryable ``InvalidOutput`` error.
+
+    The answer must parse as a JSON object that ``req.output_schema`` validates (draft
+    2020-12, ``jsonschema``); the error names the first offending path and the rule.
+    """
     text = output.strip()
     if text.startswith("```"):
         text = text.strip("`").removeprefix("json").strip()
@@ -923,4 +949,64 @@ def _check_json(output: str, req: LLMRequest) -> str:
             activity.info().attempt if activity.in_activity() else 1,
             type=errors.INVALID_OUTPUT,
         )
+    assert req.output_schema is not None
+    problem = best_match(Draft202012Validator(req.output_schema).iter_errors(value))
+    if problem is not None:
+        where = "/".join(str(p) for p in problem.absolute_path) or "(top)"
+        raise ApplicationError(
+            f"agent {req.agent}: the answer does not match its output_schema at {where}: "
+            f"{problem.message[:300]}",
+            activity.info().attempt if activity.in_activity() else 1,
+            type=errors.INVALID_OUTPUT,
+        )
     return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def strict_compatible(schema: Any) -> bool:
+    """Whether OpenAI's strict structured outputs accept ``schema``.
+
+    Strict mode needs every object schema to list all its properties in ``required`` and to
+    set ``additionalProperties: false`` (OpenAI API docs, "Structured Outputs", supported
+    schemas); other schemas are sent without ``strict`` and validated after the answer.
+    """
+    if isinstance(schema, list):
+        return all(strict_compatible(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object":
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is not False:
+            return False
+        if not isinstance(properties, dict) or set(schema.get("required", [])) != set(properties):
+            return False
+        if not all(strict_compatible(p) for p in properties.values()):
+            return False
+    nested = [schema[k] for k in ("items", "anyOf", "allOf", "prefixItems") if k in schema]
+    for key in ("$defs", "definitions"):
+        if isinstance(schema.get(key), dict):
+            nested.extend(schema[key].values())
+    return all(strict_compatible(item) for item in nested)
+
+
+OUTPUT_FEEDBACK_KEY = "invalid_output"
+"""Heartbeat-details key under which an attempt leaves its schema error for the next one."""
+
+
+def _output_feedback(details: Sequence[Any]) -> tuple[str, int]:
+    """The schema error an earlier attempt left, and how many answers failed so far."""
+    for item in reversed(details):
+        if isinstance(item, dict) and OUTPUT_FEEDBACK_KEY in item:
+            return str(item[OUTPUT_FEEDBACK_KEY]), int(item.get("failures", 1))
+    return "", 0
+
+
+def _with_feedback(prompt: Prompt, message: str) -> Prompt:
+    """The prompt with the previous answer's schema error appended to the user message."""
+    return Prompt(
+        system=prompt.system,
+        user=(
+            f"{prompt.user}\n\nYour previous answer was rejected: {message}. Answer again with "
+            "only a JSON object that matches the output schema."
+        ),
+        truncated_chars=prompt.truncated_chars,
+    )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError
 
 from chorus.models import FILE_STRICTNESS, AgentSpec
@@ -60,6 +62,15 @@ def parse_catalog(text: str, *, source: str = "<catalog>") -> dict[str, AgentSpe
                 for err in exc.errors()
             )
             raise CatalogError(f"agent catalog {source}: agent {label!r}: {problems}") from exc
+        if spec.output_schema is not None:
+            try:
+                Draft202012Validator.check_schema(spec.output_schema)
+            except SchemaError as exc:
+                where = "/".join(str(p) for p in exc.path) or "(top)"
+                raise CatalogError(
+                    f"agent catalog {source}: agent {spec.name!r}: output_schema is not a valid "
+                    f"JSON Schema (draft 2020-12) at {where}: {exc.message}"
+                ) from None
         if spec.name in agents:
             raise CatalogError(f"agent catalog {source}: agent {spec.name!r} is defined twice")
         agents[spec.name] = spec

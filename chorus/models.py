@@ -102,8 +102,11 @@ class AgentSpec(WireModel):
             ``"provider:model"`` is accepted for each entry.
         temperature: Sampling temperature, 0-2.
         max_tokens: Completion limit in tokens, 1-32,768.
-        output_schema: Optional JSON Schema (an object schema); when set the agent must answer
-            with JSON and the output is checked to parse.
+        output_schema: Optional JSON Schema (an object schema, draft 2020-12); when set the
+            agent must answer with JSON that the schema validates (``jsonschema``); providers
+            are asked for structured output where they support it.
+        output_retries: Times a non-conforming answer is retried with the validator's
+            message fed back to the model before the next provider is tried (0-3, default 2).
         timeout_s: Per-attempt timeout in seconds (start-to-close of one LLM call), 1-1,800.
         pii: What happens to e-mail addresses, phone numbers, US SSNs, payment-card numbers and
             IP addresses before any text reaches the provider (``chorus/pii.py``): ``redact``
@@ -121,6 +124,7 @@ class AgentSpec(WireModel):
     temperature: float = Field(0.3, ge=0.0, le=2.0)
     max_tokens: int = Field(512, ge=1, le=32_768)
     output_schema: dict[str, Any] | None = None
+    output_retries: int = Field(2, ge=0, le=3)
     timeout_s: float = Field(120.0, ge=1.0, le=1800.0)
     pii: PiiPolicy = "redact"
     version: int = Field(1, ge=1)
@@ -415,6 +419,9 @@ class LLMRequest(WireModel):
     temperature: float = 0.3
     max_tokens: int = 512
     output_schema: dict[str, Any] | None = None
+    output_retries: int = 2
+    """Times a completion that does not match ``output_schema`` is retried, with the
+    validator's message fed back to the model, before the next provider is tried."""
     timeout_s: float = 120.0
     """HTTP timeout of the call in seconds (the activity's start-to-close is slightly longer)."""
     pii: PiiPolicy = "redact"
@@ -493,6 +500,18 @@ class StepResult(WireModel):
     error: str | None = None
     child_workflow_id: str | None = None
     steps: list[StepResult] = Field(default_factory=list)
+
+    @property
+    def output_json(self) -> dict[str, Any] | None:
+        """The output parsed, when it is a JSON object; else ``None``.
+
+        Agents with an ``output_schema`` always answer with one: it is validated against it.
+        """
+        try:
+            value = json.loads(self.output)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
 
 class RunTotals(WireModel):

@@ -171,3 +171,75 @@ async def test_api_key_echoed_in_a_provider_error_is_never_stored(client, make_s
                 assert row is not None and key not in (row["error"] or "")
     finally:
         await clients.close()
+
+
+VERDICT = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": ["ready", "revise"]}},
+    "required": ["verdict"],
+    "additionalProperties": False,
+}
+
+
+async def test_output_schema_is_enforced_with_the_error_fed_back(client, make_settings, stub):
+    """Issue 13: the schema was never enforced, only JSON parsing. A non-conforming answer is
+    retried with the validator's message in the prompt; OpenAI gets strict structured output."""
+    stub.script(
+        "gpt-verdict", Reply(text='{"verdict": "maybe"}'), Reply(text='{"verdict": "ready"}')
+    )
+    settings = make_settings(
+        [agent("critic", ["openai:gpt-verdict"], output_schema=VERDICT)],
+        local_base_url=stub.base_url,
+    )
+    result = await run_one(client, settings, None, ["critic"])
+    assert result.steps[0].output_json == {"verdict": "ready"}
+    assert result.steps[0].attempts == 2
+    first, second = stub.for_model("gpt-verdict")
+    assert first.body["response_format"]["json_schema"]["strict"] is True
+    retry_prompt = second.body["messages"][-1]["content"]
+    assert "Your previous answer was rejected" in retry_prompt
+    assert "'maybe' is not one of ['ready', 'revise']" in retry_prompt
+
+
+async def test_output_retries_then_the_next_provider(client, make_settings, stub):
+    stub.script("bad-json", *[Reply(text='{"verdict": 1}')] * 4)
+    settings = make_settings(
+        [
+            agent(
+                "critic",
+                ["openai:bad-json", "local:good-json"],
+                output_schema=VERDICT,
+                output_retries=1,
+            )
+        ],
+        local_base_url=stub.base_url,
+    )
+    stub.script("good-json", Reply(text='{"verdict": "revise"}'))
+    result = await run_one(client, settings, None, ["critic"])
+    step = result.steps[0]
+    assert json.loads(step.output) == {"verdict": "revise"} and step.provider == "local"
+    assert len(stub.for_model("bad-json")) == 2  # the first answer and one retry
+    tried = step.providers_tried[0]
+    assert (tried.status, tried.error_type, tried.attempts) == ("failed", "InvalidOutput", 2)
+    assert "giving up on this provider" in (tried.error or "")
+
+
+def test_invalid_output_schema_is_refused_when_the_catalog_is_stored():
+    from chorus.catalog import CatalogError, parse_catalog
+
+    text = (
+        "agents:\n  - name: critic\n    instructions: x\n    providers: [local:smollm2]\n"
+        "    output_schema: {type: object, properties: {verdict: {type: strnig}}}\n"
+    )
+    with pytest.raises(CatalogError, match=r"agent 'critic': output_schema is not a valid"):
+        parse_catalog(text)
+
+
+def test_strict_compatibility():
+    from activities.llm import strict_compatible
+
+    assert strict_compatible(VERDICT)
+    assert not strict_compatible({**VERDICT, "additionalProperties": True})
+    assert not strict_compatible({**VERDICT, "required": []})
+    nested = {**VERDICT, "properties": {"items": {"type": "array", "items": {"type": "object"}}}}
+    assert not strict_compatible({**nested, "required": ["items"]})

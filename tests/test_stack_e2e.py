@@ -161,6 +161,14 @@ def test_parallel_run_on_the_local_model(parallel_run: dict[str, Any]):
     assert all(s["status"] == "succeeded" for s in result["steps"])
     verdict = json.loads(result["steps"][1]["output"])  # triage answers with schema-bound JSON
     assert verdict["severity"] in {"low", "medium", "high"}
+    from jsonschema import Draft202012Validator
+
+    from chorus.catalog import load_catalog
+    from chorus.settings import BUNDLED_AGENTS_FILE
+
+    schema = load_catalog(BUNDLED_AGENTS_FILE)["triage"].output_schema
+    assert schema is not None
+    Draft202012Validator(schema).validate(verdict)  # the real local model, schema-valid
     assert result["output"].strip() and result["failed_branches"] == []
 
 

@@ -295,6 +295,7 @@ async def call_agent(
             temperature=spec.temperature,
             max_tokens=spec.max_tokens,
             output_schema=spec.output_schema,
+            output_retries=spec.output_retries,
             timeout_s=spec.timeout_s,
             pii=spec.pii,
         )
