@@ -55,10 +55,12 @@ from chorus.logs import SecretScrubber, secret_values
 from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY
 from chorus.pii import Redactor, restore
-from chorus.pricing import context_window, cost_usd
+from chorus.pricing import PRICE_DATA_VERSION, context_window, cost_usd
 from chorus.settings import Settings
 
 T = TypeVar("T")
+Usage = tuple[int, int, int, int]
+"""Token usage of one call: input (cached included), output, cached input, cache writes."""
 
 RECORD_RETRY_INITIAL_S = 0.5
 """First wait before recording a received completion again while PostgreSQL is down (s)."""
@@ -491,6 +493,9 @@ class LLMActivities:
             latency_ms=response.latency_ms,
             attempt=response.attempt,
             truncated_chars=response.truncated_chars,
+            cached_input_tokens=response.cached_input_tokens,
+            cache_write_tokens=response.cache_write_tokens,
+            price_data=PRICE_DATA_VERSION if response.provider != "local" else None,
         )
         return await budget.settle(
             self._pool,
@@ -530,6 +535,8 @@ class LLMActivities:
             latency_ms=float(row["latency_ms"]),
             attempt=row["attempt"],
             truncated_chars=row["truncated_chars"],
+            cached_input_tokens=row["cached_input_tokens"],
+            cache_write_tokens=row["cache_write_tokens"],
         )
 
     def _redact(self, req: LLMRequest, prompt: Prompt) -> tuple[Prompt, dict[str, str]]:
@@ -629,7 +636,17 @@ class LLMActivities:
             req.provider, req.model, prompt_bytes, req.max_tokens
         )
         if not priced:
-            return False
+            if self._settings.allow_unpriced_models:
+                return False  # allowed explicitly: the call is recorded at $0, cost_known false
+            raise ApplicationError(
+                f"agent {req.agent}: {req.provider}:{req.model} has no price ({PRICE_DATA_VERSION}"
+                ", CHORUS_PRICES_FILE), so no budget could limit it; price it in "
+                f"CHORUS_PRICES_FILE ({req.provider}: {{{req.model}: {{input: USD per 1M "
+                "tokens, output: USD per 1M tokens}}) or set CHORUS_ALLOW_UNPRICED_MODELS=true",
+                activity.info().attempt,
+                type=errors.UNPRICED_MODEL,
+                non_retryable=True,
+            )
         try:
             reservation = await budget.reserve(
                 self._pool,
@@ -744,11 +761,11 @@ class LLMActivities:
         started = time.perf_counter()
         try:
             if req.provider == "anthropic":
-                output, model, tin, tout, finish = await _with_heartbeats(
+                output, model, usage, finish = await _with_heartbeats(
                     self._call_anthropic(req, prompt)
                 )
             else:
-                output, model, tin, tout, finish = await _with_heartbeats(
+                output, model, usage, finish = await _with_heartbeats(
                     self._call_openai_compatible(req, prompt)
                 )
         except (openai.OpenAIError, anthropic.AnthropicError) as exc:
@@ -769,9 +786,11 @@ class LLMActivities:
         latency_ms = (time.perf_counter() - started) * 1000.0
         if req.output_schema is not None:
             output = _check_json(output, req)
-        cost, known = cost_usd(req.provider, model, tin, tout)
-        if not known:
-            cost, known = cost_usd(req.provider, req.model, tin, tout)
+        tin, tout, cached, cache_write = usage
+        cache = {"cached_input_tokens": cached, "cache_write_tokens": cache_write}
+        cost, known = cost_usd(req.provider, model, tin, tout, **cache)
+        if not known:  # the reported name (a dated snapshot) may be unknown; the asked one not
+            cost, known = cost_usd(req.provider, req.model, tin, tout, **cache)
         activity.logger.info(
             "agent %s answered via %s:%s in %.0f ms (%d in / %d out tokens, $%.6f, attempt %d)",
             req.agent,
@@ -789,6 +808,8 @@ class LLMActivities:
             output=output,
             input_tokens=tin,
             output_tokens=tout,
+            cached_input_tokens=cached,
+            cache_write_tokens=cache_write,
             cost_usd=cost,
             cost_known=known,
             latency_ms=round(latency_ms, 3),
@@ -812,7 +833,7 @@ class LLMActivities:
 
     async def _call_openai_compatible(
         self, req: LLMRequest, prompt: Prompt
-    ) -> tuple[str, str, int, int, str | None]:
+    ) -> tuple[str, str, Usage, str | None]:
         client: AsyncOpenAI = self._client_for(req.provider).with_options(timeout=req.timeout_s)
         kwargs: dict[str, Any] = {}
         extra_body: dict[str, Any] = {}
@@ -845,17 +866,22 @@ class LLMActivities:
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice else ""
         usage = response.usage
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
         return (
             text.strip(),
             response.model or req.model,
-            usage.prompt_tokens if usage else 0,
-            usage.completion_tokens if usage else 0,
+            (
+                usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0,  # reasoning tokens included
+                int(getattr(details, "cached_tokens", 0) or 0),
+                0,
+            ),
             choice.finish_reason if choice else None,
         )
 
     async def _call_anthropic(
         self, req: LLMRequest, prompt: Prompt
-    ) -> tuple[str, str, int, int, str | None]:
+    ) -> tuple[str, str, Usage, str | None]:
         client: AsyncAnthropic = self._client_for("anthropic").with_options(timeout=req.timeout_s)
         kwargs: dict[str, Any] = {}
         if req.output_schema is not None:
@@ -873,11 +899,19 @@ class LLMActivities:
             **kwargs,
         )
         text = "".join(block.text for block in response.content if block.type == "text")
+        usage = response.usage
+        # Anthropic's input_tokens leaves out the cache: the total input is all three.
+        cache_read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
+        cache_write = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
         return (
             text.strip(),
             response.model or req.model,
-            response.usage.input_tokens,
-            response.usage.output_tokens,
+            (
+                usage.input_tokens + cache_read + cache_write,
+                usage.output_tokens,
+                cache_read,
+                cache_write,
+            ),
             response.stop_reason,
         )
 

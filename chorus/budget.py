@@ -31,7 +31,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
-from chorus.pricing import lookup_price
+from chorus.pricing import cost_usd
 from chorus.settings import Settings
 
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -114,17 +114,14 @@ def worst_case_usd(
 
     Args:
         provider: ``openai``, ``anthropic`` or ``local``.
-        model: Model name (price-table prefix match).
+        model: Model name (priced by :mod:`chorus.pricing`).
         prompt_bytes: UTF-8 size of system + user prompt.
         max_tokens: The request's output-token cap.
 
     Returns:
         ``(USD, priced)``; unpriced models give ``(0.0, False)``.
     """
-    price = lookup_price(provider, model)
-    if price is None:
-        return 0.0, False
-    return price.cost(prompt_bytes + WORST_CASE_OVERHEAD_TOKENS, max_tokens), True
+    return cost_usd(provider, model, prompt_bytes + WORST_CASE_OVERHEAD_TOKENS, max_tokens)
 
 
 def periods_for(agent: str, root_workflow_id: str, day: date) -> dict[str, str]:

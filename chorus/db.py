@@ -549,8 +549,14 @@ async def record_call(
     latency_ms: float,
     attempt: int,
     truncated_chars: int,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    price_data: str | None = None,
 ) -> None:
     """Write one agent call's message row and cost-ledger row, in one transaction.
+
+    The ledger row also keeps the cached input tokens and cache writes of the call and the
+    price data that priced it (``chorus.pricing.PRICE_DATA_VERSION``).
 
     Keyed on (workflow id, activity id): a retried activity replaces its row instead of adding
     one, so each call leaves exactly one message and one ledger row, matching the attempt whose
@@ -572,12 +578,14 @@ async def record_call(
         " attempt = EXCLUDED.attempt, truncated_chars = EXCLUDED.truncated_chars"
         " RETURNING 1)"
         " INSERT INTO cost_ledger (workflow_id, root_workflow_id, activity_id, agent, provider,"
-        " model, input_tokens, output_tokens, cost_usd, cost_known)"
-        " VALUES ($1,$2,$3,$4,$6,$7,$11,$12,$13,$17)"
+        " model, input_tokens, output_tokens, cost_usd, cost_known, cached_input_tokens,"
+        " cache_write_tokens, price_data)"
+        " VALUES ($1,$2,$3,$4,$6,$7,$11,$12,$13,$17,$18,$19,$20)"
         " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET provider = EXCLUDED.provider,"
         " model = EXCLUDED.model, input_tokens = EXCLUDED.input_tokens,"
         " output_tokens = EXCLUDED.output_tokens, cost_usd = EXCLUDED.cost_usd,"
-        " cost_known = EXCLUDED.cost_known",
+        " cost_known = EXCLUDED.cost_known, cached_input_tokens = EXCLUDED.cached_input_tokens,"
+        " cache_write_tokens = EXCLUDED.cache_write_tokens, price_data = EXCLUDED.price_data",
         workflow_id,
         root_workflow_id,
         activity_id,
@@ -595,6 +603,9 @@ async def record_call(
         attempt,
         truncated_chars,
         cost_known,
+        cached_input_tokens,
+        cache_write_tokens,
+        price_data,
     )
 
 
@@ -605,7 +616,9 @@ async def recorded_call(
     return await pool.fetchrow(
         "SELECT m.provider, m.model, m.completion, m.input_tokens, m.output_tokens, m.cost_usd,"
         " coalesce(l.cost_known, true) AS cost_known, m.latency_ms, m.attempt,"
-        " m.truncated_chars FROM messages m LEFT JOIN cost_ledger l"
+        " m.truncated_chars, coalesce(l.cached_input_tokens, 0) AS cached_input_tokens,"
+        " coalesce(l.cache_write_tokens, 0) AS cache_write_tokens"
+        " FROM messages m LEFT JOIN cost_ledger l"
         " ON l.workflow_id = m.workflow_id AND l.activity_id = m.activity_id"
         " WHERE m.workflow_id = $1 AND m.activity_id = $2",
         workflow_id,

@@ -26,6 +26,9 @@ STORAGE_UNAVAILABLE: Final = "StorageUnavailable"
 BUDGET_EXCEEDED: Final = "BudgetExceeded"
 """The call's worst-case cost would pass a budget (daily, run or agent): not retried; the next
 provider in the chain is tried (it may be cheaper, or free like a local model)."""
+UNPRICED_MODEL: Final = "UnpricedModel"
+"""A paid model without a price (genai-prices, ``CHORUS_PRICES_FILE``): refused before the
+call, since no budget could limit it; not retried, the next provider is tried."""
 INVALID_INPUT: Final = "InvalidInput"
 """A workflow's input breaks a validation rule (``chorus/validation.py``): the run fails."""
 UNKNOWN_AGENT: Final = "UnknownAgent"
@@ -49,6 +52,6 @@ LLM_NON_RETRYABLE: Final = (
     INVALID_REQUEST,
     BUDGET_EXCEEDED,
 )
-"""Error types the LLM retry policy never retries."""
+"""Error types the LLM retry policy never retries (raised non-retryable too: UnpricedModel)."""
 NO_FALLBACK: Final = frozenset({INVALID_REQUEST})
 """Error types that end an agent's provider chain instead of falling back."""

@@ -435,9 +435,11 @@ class LLMResponse(WireModel):
         provider: Provider that answered.
         model: Model name the provider reported (falls back to the requested name).
         output: Completion text.
-        input_tokens: Prompt tokens, from the provider's usage report.
-        output_tokens: Completion tokens, from the provider's usage report.
-        cost_usd: ``input_tokens``/``output_tokens`` priced with :mod:`chorus.pricing`.
+        input_tokens: Prompt tokens, from the provider's usage report (cached ones included).
+        output_tokens: Completion tokens, from the provider's usage report (reasoning included).
+        cached_input_tokens: Input tokens read from the provider's prompt cache.
+        cache_write_tokens: Input tokens written to the prompt cache (Anthropic).
+        cost_usd: The usage priced with :mod:`chorus.pricing` (cached input at its rate).
         cost_known: ``False`` when the model is missing from the price table (cost then 0).
         latency_ms: Wall time of the successful HTTP call in milliseconds.
         attempt: Activity attempt that succeeded (1 = first try).
@@ -451,6 +453,8 @@ class LLMResponse(WireModel):
     output: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float = 0.0
     cost_known: bool = True
     latency_ms: float = 0.0

@@ -1,16 +1,23 @@
-"""Price table for LLM calls: USD per 1,000,000 input and output tokens.
+"""Prices and context windows of LLM calls, from ``genai-prices`` (Pydantic's price database).
 
-Sources (list prices for standard, non-batch, non-cached usage):
+``genai-prices`` (the price data pydantic-ai uses) prices a call from its token usage,
+including the provider's rules for cached input: OpenAI's ``prompt_tokens_details.
+cached_tokens`` at the discounted rate, Anthropic's cache reads and cache writes at theirs.
+Reasoning tokens are part of the output tokens the providers report. The data ships inside
+the installed package and is never updated over the network at run time (its
+``UpdatePrices`` is not used): :data:`PRICE_DATA_VERSION` names the data a cost came from and
+is recorded with each ledger row.
 
-- OpenAI: https://platform.openai.com/docs/pricing and https://openai.com/api/pricing/ ,
-  as published on 2026-05 (gpt-4o, gpt-4o-mini, gpt-4.1 family unchanged since their launch).
-- Anthropic: https://docs.anthropic.com/en/docs/about-claude/pricing , as published on
-  2025-11-25 (Claude Haiku 4.5, Sonnet 4.5, Opus 4.5).
-- ``local``: self-hosted models cost 0.
+What this module adds:
 
-Prices change: a deployment can override or extend the table with ``CHORUS_PRICES_FILE``
-(YAML: ``provider: {model: {input: USD, output: USD}}``). A model missing from the table is
-priced 0 and flagged ``cost_known=False`` so totals never silently look complete.
+- ``local`` models cost 0 (self-hosted).
+- ``CHORUS_PRICES_FILE`` (YAML ``provider: {model: {input: USD, output: USD, cached_input:
+  USD}}``, USD per 1,000,000 tokens; ``cached_input`` defaults to ``input``) prices models the
+  library lacks or overrides it; a model matches its dated snapshots by prefix.
+- :func:`is_priced`: a paid model with no price cannot be limited by any budget, so the LLM
+  activity refuses to call it unless ``CHORUS_ALLOW_UNPRICED_MODELS`` is set.
+- Context windows come from the library's model data; ``local`` from settings; otherwise the
+  conservative :data:`DEFAULT_CONTEXT_WINDOW`.
 """
 
 from __future__ import annotations
@@ -20,110 +27,140 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import genai_prices
 import yaml
+from genai_prices import Usage, calc_price
+
+PRICE_DATA_VERSION = f"genai-prices {genai_prices.__version__}"
+"""The price data in use (recorded with every ledger row)."""
+
+DEFAULT_CONTEXT_WINDOW = 32_000
+"""Assumed for remote models without a known context window (conservative), in tokens."""
+
+_FILE_KEYS = frozenset({"input", "output", "cached_input"})
 
 
 @dataclass(frozen=True)
 class Price:
-    """USD per 1M input tokens and per 1M output tokens."""
+    """USD per 1M input, output and cached-input tokens (a ``CHORUS_PRICES_FILE`` entry)."""
 
     input_per_mtok: float
     output_per_mtok: float
+    cached_input_per_mtok: float | None = None
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """Cost in USD of ``input_tokens`` prompt and ``output_tokens`` completion tokens."""
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
-
-
-PRICES: dict[str, dict[str, Price]] = {
-    "openai": {
-        "gpt-4o-mini": Price(0.15, 0.60),
-        "gpt-4o": Price(2.50, 10.00),
-        "gpt-4.1": Price(2.00, 8.00),
-        "gpt-4.1-mini": Price(0.40, 1.60),
-        "gpt-4.1-nano": Price(0.10, 0.40),
-        "o3-mini": Price(1.10, 4.40),
-    },
-    "anthropic": {
-        "claude-haiku-4-5": Price(1.00, 5.00),
-        "claude-sonnet-4-5": Price(3.00, 15.00),
-        "claude-sonnet-4": Price(3.00, 15.00),
-        "claude-opus-4-5": Price(5.00, 25.00),
-        "claude-3-5-haiku": Price(0.80, 4.00),
-    },
-}
+    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> float:
+        """Cost in USD; ``cached_input_tokens`` are part of ``input_tokens``."""
+        cached = min(cached_input_tokens, input_tokens)
+        cached_rate = (
+            self.input_per_mtok
+            if self.cached_input_per_mtok is None
+            else self.cached_input_per_mtok
+        )
+        return (
+            (input_tokens - cached) * self.input_per_mtok
+            + cached * cached_rate
+            + output_tokens * self.output_per_mtok
+        ) / 1e6
 
 
 @lru_cache(maxsize=4)
 def _load_overrides(path: str) -> dict[str, dict[str, Price]]:
+    """Parse a prices file (strict: unknown keys are errors naming the entry).
+
+    Raises:
+        OSError, yaml.YAMLError: Unreadable or not YAML.
+        ValueError: A malformed entry (names provider, model and the problem).
+    """
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     table: dict[str, dict[str, Price]] = {}
     for provider, models in data.items():
-        for model, p in (models or {}).items():
+        for model, entry in (models or {}).items():
+            where = f"CHORUS_PRICES_FILE {path}: {provider}.{model}"
+            if not isinstance(entry, dict) or not {"input", "output"} <= set(entry):
+                raise ValueError(f"{where}: needs input and output (USD per 1M tokens)")
+            if unknown := set(entry) - _FILE_KEYS:
+                raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+            cached = entry.get("cached_input")
             table.setdefault(str(provider), {})[str(model)] = Price(
-                float(p["input"]), float(p["output"])
+                float(entry["input"]),
+                float(entry["output"]),
+                None if cached is None else float(cached),
             )
     return table
 
 
-def lookup_price(provider: str, model: str) -> Price | None:
-    """Find the price of ``provider``/``model``.
-
-    Dated snapshots match their family: ``gpt-4o-mini-2024-07-18`` is priced as ``gpt-4o-mini``
-    and ``claude-haiku-4-5-20251001`` as ``claude-haiku-4-5`` (longest matching prefix wins).
-
-    Args:
-        provider: ``openai``, ``anthropic`` or ``local``.
-        model: Model name as requested or as reported by the provider.
-
-    Returns:
-        The price, ``Price(0, 0)`` for ``local``, or ``None`` when the model is unknown.
-
-    Raises:
-        OSError, yaml.YAMLError, KeyError: When ``CHORUS_PRICES_FILE`` is unreadable or malformed.
-
-    """
-    if provider == "local":
-        return Price(0.0, 0.0)
-    table = dict(PRICES.get(provider, {}))
-    override_file = os.environ.get("CHORUS_PRICES_FILE")
-    if override_file:
-        table.update(_load_overrides(override_file).get(provider, {}))
+def _file_price(provider: str, model: str) -> Price | None:
+    path = os.environ.get("CHORUS_PRICES_FILE")
+    if not path:
+        return None
+    table = _load_overrides(path).get(provider, {})
     if model in table:
         return table[model]
     matches = [name for name in table if model.startswith(name + "-")]
     return table[max(matches, key=len)] if matches else None
 
 
+@lru_cache(maxsize=512)
+def _library_model(provider: str, model: str) -> genai_prices.types.ModelInfo | None:
+    try:
+        return calc_price(Usage(input_tokens=0, output_tokens=0), model, provider_id=provider).model
+    except LookupError:
+        return None
+
+
+def is_priced(provider: str, model: str) -> bool:
+    """Whether a call to ``provider``/``model`` can be priced (``local`` always is)."""
+    return (
+        provider == "local"
+        or _file_price(provider, model) is not None
+        or _library_model(provider, model) is not None
+    )
+
+
 def cost_usd(
-    provider: str, model: str, input_tokens: int, output_tokens: int
+    provider: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> tuple[float, bool]:
     """Price one call.
+
+    Args:
+        provider: ``openai``, ``anthropic`` or ``local``.
+        model: Model name as requested or as reported by the provider.
+        input_tokens: All input tokens, cached ones included.
+        output_tokens: Output tokens (reasoning tokens included, as the providers report).
+        cached_input_tokens: Input tokens read from the provider's prompt cache.
+        cache_write_tokens: Input tokens written to the cache (Anthropic bills them apart).
 
     Returns:
         ``(cost in USD, known)``; ``known`` is ``False`` (and the cost 0) for unpriced models.
 
+    Raises:
+        ValueError, OSError: ``CHORUS_PRICES_FILE`` is malformed or unreadable.
     """
-    price = lookup_price(provider, model)
-    if price is None:
+    if provider == "local":
+        return 0.0, True
+    price = _file_price(provider, model)
+    if price is not None:
+        return price.cost(input_tokens, output_tokens, cached_input_tokens), True
+    try:
+        calculation = calc_price(
+            Usage(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_tokens=cached_input_tokens or None,
+                cache_write_tokens=cache_write_tokens or None,
+            ),
+            model,
+            provider_id=provider,
+        )
+    except LookupError:
         return 0.0, False
-    return price.cost(input_tokens, output_tokens), True
-
-
-CONTEXT_WINDOWS: dict[str, dict[str, int]] = {
-    # Context windows in tokens, from the same providers' model pages.
-    "openai": {
-        "gpt-4o-mini": 128_000,
-        "gpt-4o": 128_000,
-        "gpt-4.1": 1_047_576,
-        "gpt-4.1-mini": 1_047_576,
-        "gpt-4.1-nano": 1_047_576,
-        "o3-mini": 200_000,
-    },
-    "anthropic": {"claude": 200_000},
-}
-DEFAULT_CONTEXT_WINDOW = 32_000
-"""Assumed for remote models missing from :data:`CONTEXT_WINDOWS` (conservative)."""
+    return float(calculation.total_price), True
 
 
 def context_window(provider: str, model: str, local_tokens: int) -> int:
@@ -133,10 +170,9 @@ def context_window(provider: str, model: str, local_tokens: int) -> int:
         provider: ``openai``, ``anthropic`` or ``local``.
         model: Model name.
         local_tokens: The local server's window (``CHORUS_LOCAL_CONTEXT_TOKENS``).
-
     """
     if provider == "local":
         return local_tokens
-    table = CONTEXT_WINDOWS.get(provider, {})
-    matches = [name for name in table if model == name or model.startswith(name + "-")]
-    return table[max(matches, key=len)] if matches else DEFAULT_CONTEXT_WINDOW
+    info = _library_model(provider, model)
+    window = getattr(info, "context_window", None) if info is not None else None
+    return int(window) if window else DEFAULT_CONTEXT_WINDOW

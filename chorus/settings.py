@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     (newest first) while rotating; needed by workers only. A run with a callback URL on a
     worker without it gets no callback: the delivery fails non-retryably
     (``CallbackNotConfigured``), the run's result is unaffected. Never printed."""
+    allow_unpriced_models: bool = False
+    """Call paid models that have no price (genai-prices, ``CHORUS_PRICES_FILE``) anyway, at
+    $0 with ``cost_known`` false; by default such a call is refused (``UnpricedModel``),
+    because no budget could limit it."""
     callback_timeout_s: float = Field(10.0, gt=0, le=50)
     """HTTP timeout of one callback delivery attempt, in seconds (the attempt's start-to-close
     timeout is 60 s)."""

@@ -27,6 +27,8 @@ class Reply:
     error_message: str = "scripted error"
     reset: bool = False
     """Close the connection with a TCP reset (after ``delay_s``) instead of answering."""
+    usage: dict[str, Any] | None = None
+    """Usage to report instead of the default (merged into the format's usage object)."""
 
 
 @dataclass
@@ -119,7 +121,7 @@ class StubLLM:
                         "content": [{"type": "text", "text": text}],
                         "stop_reason": "end_turn",
                         "stop_sequence": None,
-                        "usage": {"input_tokens": 11, "output_tokens": 7},
+                        "usage": {"input_tokens": 11, "output_tokens": 7, **(reply.usage or {})},
                     }
                 else:
                     payload = {
@@ -138,6 +140,7 @@ class StubLLM:
                             "prompt_tokens": prompt_tokens,
                             "completion_tokens": 5,
                             "total_tokens": prompt_tokens + 5,
+                            **(reply.usage or {}),
                         },
                     }
                 self._send(200, reply.headers, payload)

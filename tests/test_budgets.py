@@ -13,7 +13,7 @@ from activities import LLMActivities, ProviderClients
 from chorus import budget
 from starter.sdk import RunFailedError
 from tests.conftest import agent, running_worker
-from tests.stub_llm import StubLLM
+from tests.stub_llm import Reply, StubLLM
 
 DAILY_BUDGET = 0.0006
 
@@ -276,3 +276,64 @@ async def test_settle_reports_the_alert_crossing_once(database_url):
                                    cost_usd=0.003) == []  # fmt: skip
     finally:
         await pool.close()
+
+
+async def test_models_the_old_table_lacked_are_priced_and_budgeted(client, make_settings, stub):
+    """Issue 13: gpt-5-mini cost $0 with cost_known false and was never stopped by a budget.
+    Now genai-prices prices it, so a tiny daily budget refuses its second call; cached input
+    tokens are billed at the discounted rate exactly as the library computes; a model nobody
+    priced is refused before the call, naming the model and how to price it."""
+    from genai_prices import Usage, calc_price
+
+    from chorus.pricing import cost_usd
+
+    settings = make_settings(
+        [agent("analyst", ["openai:gpt-5-mini"]), agent("guesser", ["openai:mystery-model"])],
+        daily_budget_usd=1.0,  # the first call is certainly within it
+        allow_unpriced_models=False,
+    )
+    stub.script("gpt-5-mini", Reply(usage={"prompt_tokens_details": {"cached_tokens": 8}}))
+    clients = ProviderClients.from_settings(settings)
+    try:
+        async with running_worker(
+            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
+        ) as chorus:
+            first = await (await chorus.start_sequential("one", ["analyst"])).result()
+            pool = await chorus.pool()
+            held = await pool.fetchval(  # the worst case the first call reserved
+                "SELECT reserved_usd::float8 FROM budget_reservations WHERE workflow_id = $1",
+                first.workflow_id,
+            )
+            assert held and first.totals.cost_usd > 0
+            # Room for one more worst case, but not on top of what the first call spent.
+            await chorus.set_budget("daily", held + first.totals.cost_usd / 2)
+            with pytest.raises(RunFailedError, match=r"budget"):
+                await (await chorus.start_sequential("two", ["analyst"])).result()
+            with pytest.raises(RunFailedError) as unpriced:
+                await (await chorus.start_sequential("three", ["guesser"])).result()
+            row = await pool.fetchrow(
+                "SELECT input_tokens, output_tokens, cached_input_tokens, cost_usd::float8 AS"
+                " cost, cost_known, price_data FROM cost_ledger WHERE workflow_id = $1",
+                first.workflow_id,
+            )
+    finally:
+        await clients.close()
+    assert row is not None and row["cost_known"] and row["cached_input_tokens"] == 8
+    expected = calc_price(
+        Usage(
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cache_read_tokens=8,
+        ),
+        "gpt-5-mini",
+        provider_id="openai",
+    ).total_price
+    assert row["cost"] == pytest.approx(float(expected), abs=1e-8)
+    uncached, _ = cost_usd("openai", "gpt-5-mini", row["input_tokens"], row["output_tokens"])
+    assert row["cost"] < uncached
+    assert row["price_data"].startswith("genai-prices ")
+    message = str(unpriced.value)
+    assert "openai:mystery-model has no price" in message
+    assert "CHORUS_PRICES_FILE" in message and "CHORUS_ALLOW_UNPRICED_MODELS" in message
+    assert stub.for_model("mystery-model") == []  # refused before the call
+    assert len(stub.for_model("gpt-5-mini")) == 1
