@@ -243,3 +243,18 @@ def test_strict_compatibility():
     assert not strict_compatible({**VERDICT, "required": []})
     nested = {**VERDICT, "properties": {"items": {"type": "array", "items": {"type": "object"}}}}
     assert not strict_compatible({**nested, "required": ["items"]})
+
+
+async def test_output_schema_on_anthropic(client, make_settings, stub):
+    """The Anthropic shape: the schema goes as output_config's JSON schema, and the answer is
+    validated and retried with the error fed back, as for the other providers."""
+    stub.script("claude-verdict", Reply(text='{"verdict": 3}'), Reply(text='{"verdict": "revise"}'))
+    settings = make_settings(
+        [agent("critic", ["anthropic:claude-verdict"], output_schema=VERDICT)],
+        local_base_url=stub.base_url,
+    )
+    result = await run_one(client, settings, None, ["critic"])
+    assert result.steps[0].output_json == {"verdict": "revise"}
+    first, second = stub.for_model("claude-verdict")
+    assert first.body["output_config"] == {"format": {"type": "json_schema", "schema": VERDICT}}
+    assert "Your previous answer was rejected" in second.body["messages"][-1]["content"]
