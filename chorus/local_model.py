@@ -38,6 +38,7 @@ import os
 import platform
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -329,9 +330,6 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             name = f"signal {-returncode}"
         return f"killed by {name} (signal {-returncode})"
-    if returncode > 128 and returncode - 128 in {s.value for s in signal.Signals}:
-        # A shell reports death by signal N as 128+N.
-        return f"exited with status {returncode} ({signal.Signals(returncode - 128).name})"
     return f"exited with status {returncode}"
 
 
@@ -371,16 +369,6 @@ def process_alive(pid: int, argv0: str) -> bool:
     return state != "Z" and bool(cmdline) and cmdline[0].decode(errors="replace") == argv0
 
 
-def log_tail(path: Path, lines: int = 8) -> str:
-    """The last ``lines`` non-empty lines of a log file (``(no log)`` when unreadable)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    kept = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(kept[-lines:]) or "(empty log)"
-
-
 def _crash_line(path: Path) -> str | None:
     """The fatal-error line faulthandler wrote to the log, if the server crashed."""
     try:
@@ -403,7 +391,9 @@ def server_down_reason(settings: Settings) -> str | None:
     record = dev_server_record(settings)
     url = settings.local_base_url
     if record is None:
-        if _port_open(url):
+        parsed = urlparse(url)
+        default_port = 443 if parsed.scheme == "https" else 80
+        if port_open(parsed.hostname or "127.0.0.1", parsed.port or default_port):
             return None
         return f"the local model server at {url} is not running (nothing listens there)"
     if process_alive(record.pid, record.argv0):
@@ -416,13 +406,11 @@ def server_down_reason(settings: Settings) -> str | None:
     )
 
 
-def _port_open(url: str) -> bool:
-    import socket
-
-    parsed = urlparse(url)
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` (0.5 s timeout)."""
     with socket.socket() as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex((parsed.hostname or "127.0.0.1", parsed.port or 80)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 # --- Command line ------------------------------------------------------------------------------

@@ -212,12 +212,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 def _spawn(settings: Settings, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -272,7 +266,7 @@ async def ensure_search_attributes(settings: Settings) -> list[str]:
 
 async def _temporal_healthy(settings: Settings) -> tuple[bool, str]:
     host, port = _host_port(settings.temporal_address)
-    if not _port_open(host, port):
+    if not local_model.port_open(host, port):
         return False, f"nothing listening on {settings.temporal_address}"
     try:
         client = await asyncio.wait_for(connect(settings), timeout=5)
