@@ -134,8 +134,8 @@ class DraftWorkflow:
         input = require_input(input, DraftInput, DRAFT_WORKFLOW)
         try:
             return await self._main_loop(input)
-        except FailureError:
-            raise
+        except (FailureError, workflow.NondeterminismError):
+            raise  # Temporal's own outcomes; a nondeterminism error must fail the task, not the run
         except Exception as err:
             # A bug here would otherwise fail the workflow task forever, stranding the edits
             # accepted since the last save (issue 20). Save them, then fail the draft loudly.
