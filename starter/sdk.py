@@ -943,17 +943,26 @@ class ChorusClient:
         """Refuse a reader who is not a collaborator of the draft.
 
         Reads the collaborators the draft saved in PostgreSQL (the workflow saves each change
-        of roles). Anyone with Temporal access can still query the workflow directly: Temporal
-        access is full access (README, "What is stored in plain text").
+        of roles), or asks the workflow when it has not saved yet. Anyone with Temporal access
+        can still query the workflow directly: Temporal access is full access (README, "What
+        is stored in plain text").
 
         Raises:
             PermissionError: ``user`` is not a collaborator (the message names both).
-            LookupError: No draft with that id has been saved.
+            LookupError: No draft with that id exists.
         """
-        row = await db.draft_row(await self.pool(), draft_id)
-        collaborators = row["collaborators"]
-        if isinstance(collaborators, str):
-            collaborators = json.loads(collaborators)
+        collaborators: dict[str, Any]
+        try:
+            row = await db.draft_row(await self.pool(), draft_id)
+            saved = row["collaborators"]
+            collaborators = json.loads(saved) if isinstance(saved, str) else dict(saved)
+        except LookupError:
+            try:
+                handle = self.client.get_workflow_handle(draft_id)
+                view: DraftView = await handle.query("draft", result_type=DraftView)
+            except RPCError as exc:
+                raise LookupError(f"no draft {draft_id!r}: {exc.message}") from exc
+            collaborators = view.collaborators
         if user not in collaborators:
             raise PermissionError(f"{user!r} is not a collaborator on draft {draft_id!r}")
 
