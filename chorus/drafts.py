@@ -298,7 +298,9 @@ class CommentRequest(EntryInput):
     """Input of the ``comment`` signal."""
 
     user: str
-    text: str = Field(min_length=1, max_length=MAX_COMMENT_CHARS)
+    text: str = Field(min_length=1, max_length=5000)
+    """At most 5,000 characters decode (histories hold such comments); the workflow keeps
+    comments of at most ``MAX_COMMENT_CHARS`` (the SDK refuses longer ones)."""
     start: int = Field(0, ge=0)
     end: int = Field(0, ge=0)
 

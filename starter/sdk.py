@@ -49,6 +49,7 @@ from chorus import budget, db, validation
 from chorus.callbacks import validate_callback_url
 from chorus.drafts import (
     INLINE_CONTENT_CHARS,
+    MAX_COMMENT_CHARS,
     MAX_CONTENT_CHARS,
     CollaboratorRequest,
     CommentRequest,
@@ -929,6 +930,10 @@ class ChorusClient:
             cleaned = self._clean_draft_request(request)
             assert isinstance(cleaned, CommentRequest)
             request = cleaned
+            if len(request.text) > MAX_COMMENT_CHARS:  # the workflow would drop it
+                raise ChorusInputError(
+                    f"text: {len(request.text)} characters, the limit is {MAX_COMMENT_CHARS}"
+                )
         if isinstance(request, CollaboratorRequest) and request.role != "owner":
             view: DraftView = await handle.query("draft", result_type=DraftView)
             owners = {u for u, r in view.collaborators.items() if r == "owner"}
