@@ -775,7 +775,7 @@ class LLMActivities:
             if req.provider == "local" and isinstance(exc, openai.APIConnectionError):
                 # "cannot connect" hides the cause when the embedded server has died (issue
                 # 12: it crashed with SIGSEGV and the user saw four connect errors).
-                down = local_model.server_down_reason(self._settings)
+                down = await asyncio.to_thread(local_model.server_down_reason, self._settings)
                 if down:
                     error = ApplicationError(
                         f"local:{req.model}: {down}",

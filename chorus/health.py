@@ -140,7 +140,7 @@ class WorkerProbes:
             result = (True, "")
             self._local_last_ok = now
         except local_model.LocalModelError as exc:
-            down = local_model.server_down_reason(self.settings)
+            down = await asyncio.to_thread(local_model.server_down_reason, self.settings)
             busy = (
                 down is None
                 and exc.timed_out
