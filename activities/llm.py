@@ -74,6 +74,15 @@ RECORD_DEADLINE_MARGIN_S = 5.0
 attempt fails cleanly with the completion in its heartbeat details."""
 
 
+@dataclass(frozen=True)
+class _StoredTexts:
+    """What one call leaves in ``messages``: prompts and completion after ``record_pii``."""
+
+    system: str
+    user: str
+    completion: str
+
+
 @dataclass
 class ProviderClients:
     """SDK clients, built once per worker; ``None`` where the provider is not configured."""
@@ -474,6 +483,7 @@ class LLMActivities:
         workflow_id: str,
         info: activity.Info,
     ) -> list[str]:
+        stored = self._for_record(req, prompt, response.output)
         await db.record_call(
             self._pool,
             workflow_id=workflow_id,
@@ -483,9 +493,9 @@ class LLMActivities:
             agent_version=req.agent_version,
             provider=response.provider,
             model=response.model,
-            system_prompt=prompt.system,
-            user_prompt=prompt.user,
-            completion=response.output,
+            system_prompt=stored.system,
+            user_prompt=stored.user,
+            completion=stored.completion,
             input_tokens=response.input_tokens,
             output_tokens=response.output_tokens,
             cost_usd=response.cost_usd,
@@ -508,6 +518,16 @@ class LLMActivities:
             provider=response.provider,
             model=response.model,
         )
+
+    def _for_record(self, req: LLMRequest, prompt: Prompt, completion: str) -> _StoredTexts:
+        """The prompts and completion as the agent's ``record_pii`` policy lets them be stored."""
+        if req.record_pii == "off":
+            return _StoredTexts(prompt.system, prompt.user, completion)
+        texts = [
+            self._redactor.redact(t, req.record_pii).text
+            for t in (prompt.system, prompt.user, completion)
+        ]
+        return _StoredTexts(*texts)
 
     async def _recorded_response(self, workflow_id: str, activity_id: str) -> LLMResponse | None:
         """The completion an earlier attempt of this activity recorded in PostgreSQL, if any.

@@ -16,6 +16,7 @@ from chorus.models import (
     StartRunInput,
 )
 from chorus.names import FINISH_RUN_ACTIVITY, RESOLVE_AGENTS_ACTIVITY, START_RUN_ACTIVITY
+from chorus.pii import Redactor
 from chorus.settings import Settings
 
 
@@ -38,6 +39,14 @@ class RunActivities:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
         self._settings = settings
+        self._redactor = Redactor()
+
+    def _for_record(self, text: str | None) -> str | None:
+        """``text`` as ``CHORUS_RECORD_PII`` lets it be stored in the ``runs`` row."""
+        policy = self._settings.record_pii
+        if text is None or policy == "off":
+            return text
+        return self._redactor.redact(text, policy).text
 
     @activity.defn(name=START_RUN_ACTIVITY)
     async def start_run(self, input: StartRunInput) -> ResolveAgentsResult:
@@ -70,7 +79,7 @@ class RunActivities:
             parent_workflow_id=input.parent_workflow_id,
             root_workflow_id=input.root_workflow_id,
             pattern=input.pattern,
-            task=input.task,
+            task=self._for_record(input.task) or "",
             agents=input.names,
             agent_versions={name: a.spec.version for name, a in agents.items()},
             document_name=input.document_name,
@@ -157,8 +166,8 @@ class RunActivities:
             status=input.status,
             finished_at=input.finished_at,
             totals=totals,
-            output=input.output,
-            error=input.error,
+            output=self._for_record(input.output),
+            error=self._for_record(input.error),
             archive=input.archive,
         )
         if run is not None and run["status"] == "running":

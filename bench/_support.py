@@ -13,12 +13,12 @@ from temporalio.client import Client
 
 from chorus.names import search_attribute_types
 from chorus.temporal import chorus_data_converter
-from starter.dev import free_port, temporal_binary
+from starter.dev import dynamic_config_flags, free_port, temporal_binary
 
 CHORUS_DEV_FLAGS = (
     "--sqlite-pragma", "journal_mode=wal",
     "--sqlite-pragma", "synchronous=normal",
-    "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
+    *dynamic_config_flags(),
 )  # fmt: skip
 """The flags ``chorus dev up`` passes to the dev server (see ``starter/dev.py``)."""
 

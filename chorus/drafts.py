@@ -43,6 +43,17 @@ MAX_EDIT_CHARS = 250_000
 payload must stay under Temporal's 2 MB blob limit (250,000 characters is at most 1.5 MB as
 JSON, with escapes). Replace a longer draft in range edits."""
 
+MAX_UPDATE_BYTES = 1_600_000
+"""Largest draft update request, encoded (bytes). Temporal hands an update to the workflow
+before it may refuse it, and the refusal echoes the whole request: above Temporal's 2 MB blob
+limit that echo fails the workflow task with PAYLOADS_TOO_LARGE, over and over while the
+client retries (issue 20: a 2.1 MB update sent with the plain ``temporal`` CLI blocked a draft
+for ~20 s). So the servers Chorus runs set ``history.maxInFlightUpdatePayloads`` to this
+(``chorus dev up``, ``deploy/temporal/dynamicconfig.yaml``, the tests' server): a larger
+update is refused by the server at once (RESOURCE_EXHAUSTED) and never reaches the draft. The
+SDK refuses one before sending it. Above the largest edit (``MAX_EDIT_CHARS``, at most
+1.5 MB as JSON)."""
+
 MAX_COMMENT_CHARS = 2_000
 """Longest comment (characters)."""
 MAX_COMMENTS = 300

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chorus.callbacks import MAX_CALLBACK_URL_CHARS, CallbackPayload
-from chorus.pii import PiiPolicy
+from chorus.pii import PiiPolicy, RecordPiiPolicy
 
 ProviderName = Literal["openai", "anthropic", "local"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "anthropic", "local")
@@ -113,6 +113,12 @@ class AgentSpec(WireModel):
             (``[EMAIL]``; the default), ``mask`` (``j***@example.com``), ``placeholder``
             (``<<EMAIL_1>>``, restored in the agent's output; the mapping never leaves the
             worker) or ``off``.
+        record_pii: What happens to the same kinds of PII in this agent's stored record
+            (PostgreSQL ``messages`` prompts and completion, hence the run's transcript):
+            ``off`` (the default: prompts as sent, the completion as returned, placeholders
+            restored), ``redact`` or ``mask``. The run's result in Temporal is not changed
+            (use the codec for history). A retry that reuses a recorded completion returns
+            the recorded (redacted) text.
         version: Configuration version; bumped by whoever edits the catalog.
 
     """
@@ -127,6 +133,7 @@ class AgentSpec(WireModel):
     output_retries: int = Field(2, ge=0, le=3)
     timeout_s: float = Field(120.0, ge=1.0, le=1800.0)
     pii: PiiPolicy = "redact"
+    record_pii: RecordPiiPolicy = "off"
     version: int = Field(1, ge=1)
 
     @field_validator("providers", mode="before")
@@ -426,6 +433,8 @@ class LLMRequest(WireModel):
     """HTTP timeout of the call in seconds (the activity's start-to-close is slightly longer)."""
     pii: PiiPolicy = "redact"
     """The agent's PII policy, applied to the prompt before it leaves the worker."""
+    record_pii: RecordPiiPolicy = "off"
+    """The agent's PII policy for the stored record (prompts and completion in PostgreSQL)."""
 
 
 class LLMResponse(WireModel):

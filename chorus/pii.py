@@ -100,6 +100,9 @@ __all__ = [
 
 PiiKind = Literal["email", "phone", "ssn", "card", "ip"]
 PiiPolicy = Literal["off", "redact", "mask", "placeholder"]
+# What happens to PII in the stored record (PostgreSQL): no placeholders, since the mapping
+# never leaves the worker and a stored token could never be restored.
+RecordPiiPolicy = Literal["off", "redact", "mask"]
 
 ALL_KINDS: Final[tuple[PiiKind, ...]] = get_args(PiiKind)
 """Every kind, in the order used by reports: email, phone, ssn, card, ip."""

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chorus.limits import DEFAULT_PROVIDER_LIMITS, ProviderLimit
 from chorus.names import DEFAULT_TASK_QUEUE
+from chorus.pii import RecordPiiPolicy
 
 BUNDLED_AGENTS_FILE = Path(__file__).with_name("agents.yaml")
 
@@ -131,6 +132,11 @@ class Settings(BaseSettings):
     """Prohibited-content check run on task, document and draft text at the SDK/CLI boundary,
     as ``module:function`` taking ``(field, text)`` and returning a reason or ``None``;
     default ``chorus.validation.blocked_terms_check`` (regexes in ``CHORUS_BLOCKED_TERMS``)."""
+
+    record_pii: RecordPiiPolicy = "off"
+    """PII policy of each run's row in PostgreSQL (``runs.task``, ``output``, ``error``):
+    ``off`` (stored as given), ``redact`` or ``mask`` (``chorus/pii.py``). Agent calls' prompts
+    and completions follow each agent's own ``record_pii``."""
 
     log_level: str = "INFO"
 

@@ -59,6 +59,7 @@ from temporalio.api.operatorservice.v1 import (
 )
 
 from chorus import db, local_model
+from chorus.drafts import MAX_UPDATE_BYTES
 from chorus.names import SEARCH_ATTRIBUTES, search_attribute_types
 from chorus.settings import Settings
 from chorus.temporal import connect
@@ -111,6 +112,25 @@ def _local_host_port(settings: Settings) -> tuple[str, int]:
     return url.hostname or "127.0.0.1", url.port or 80
 
 
+def dynamic_config_flags(transfer_max_poll_rps: int = 1000) -> list[str]:
+    """Return the ``--dynamic-config-value`` flags of every dev server Chorus starts.
+
+    ``chorus dev up``, the tests and the benchmarks use them; ``deploy/temporal/dynamicconfig.yaml``
+    sets the same keys for the compose cluster.
+
+    - ``history.transferProcessorMaxPollRPS``: the default (20/s) adds ~40-50 ms to each
+      workflow step of a lightly loaded server.
+    - ``history.maxInFlightUpdatePayloads``: :data:`chorus.drafts.MAX_UPDATE_BYTES`, so an
+      oversized update is refused by the server instead of jamming a draft.
+    """
+    return [
+        "--dynamic-config-value",
+        f"history.transferProcessorMaxPollRPS={transfer_max_poll_rps}",
+        "--dynamic-config-value",
+        f"history.maxInFlightUpdatePayloads={MAX_UPDATE_BYTES}",
+    ]
+
+
 def temporal_argv(settings: Settings) -> list[str]:
     """Command line of the embedded Temporal dev server.
 
@@ -145,8 +165,7 @@ def temporal_argv(settings: Settings) -> list[str]:
         "journal_mode=wal",
         "--sqlite-pragma",
         "synchronous=normal",
-        "--dynamic-config-value",
-        f"history.transferProcessorMaxPollRPS={settings.temporal_transfer_max_poll_rps}",
+        *dynamic_config_flags(settings.temporal_transfer_max_poll_rps),
         "--ui-disable-news-fetch",
         "--log-level",
         "warn",

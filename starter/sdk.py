@@ -51,6 +51,8 @@ from chorus.drafts import (
     INLINE_CONTENT_CHARS,
     MAX_COMMENT_CHARS,
     MAX_CONTENT_CHARS,
+    MAX_EDIT_CHARS,
+    MAX_UPDATE_BYTES,
     CollaboratorRequest,
     CommentRequest,
     DraftInput,
@@ -846,7 +848,8 @@ class ChorusClient:
         Raises:
             DraftRefusedError: The validator or handler refused (``error_type`` says why:
                 EditConflict, PermissionDenied, IllegalTransition, ReadOnly, InvalidEdit).
-            ChorusInputError: ``request_revision`` names an agent the catalog does not have.
+            ChorusInputError: ``request_revision`` names an agent the catalog does not have,
+                or the request is over ``MAX_UPDATE_BYTES`` encoded.
         """
         cleaned = self._clean_draft_request(request)
         if isinstance(cleaned, RevisionRequest):
@@ -857,6 +860,13 @@ class ChorusClient:
                 raise ChorusInputError(
                     f"agent: unknown agent {cleaned.agent!r}; known: {', '.join(sorted(known))}"
                 )
+        size = sum(p.ByteSize() for p in await self.client.data_converter.encode([cleaned]))
+        if size > MAX_UPDATE_BYTES:
+            raise ChorusInputError(
+                f"{update}: the request is {size:,} bytes encoded; the limit is "
+                f"{MAX_UPDATE_BYTES:,} bytes (replace a large text in range edits of at most "
+                f"{MAX_EDIT_CHARS:,} characters)"
+            )
         handle = self.client.get_workflow_handle(draft_id)
         delay = 0.05
         for _ in range(40):

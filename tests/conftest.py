@@ -25,7 +25,7 @@ from chorus.models import LLMRequest, LLMResponse
 from chorus.names import CALL_LLM_ACTIVITY, SEARCH_ATTRIBUTES
 from chorus.settings import Settings
 from chorus.temporal import chorus_data_converter
-from starter.dev import temporal_binary
+from starter.dev import dynamic_config_flags, temporal_binary
 from starter.sdk import ChorusClient
 from worker import build_worker
 
@@ -40,10 +40,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         data_converter=chorus_data_converter,
         search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=1000",
-        ],
+        dev_server_extra_args=dynamic_config_flags(),
     )
     yield environment
     await environment.shutdown()

@@ -207,3 +207,40 @@ async def test_comment_flood_cannot_jam_a_draft(client, make_settings):
     assert max(per_user.values()) <= COMMENTS_PER_MINUTE
     assert 0 < len(comments) < 8 * 25
     assert await failed_workflow_tasks(client, draft_id) == 0
+
+
+async def test_oversized_update_is_refused_by_the_server_not_the_draft(
+    client, make_settings, tmp_path
+):
+    """Issue 20 item 6: a 2.1 MB update sent with the plain CLI reached the draft, whose
+    refusal echoed it past the 2 MB blob limit: 3 workflow tasks failed (PAYLOADS_TOO_LARGE)
+    and the draft was blocked ~20 s. The server now refuses it (maxInFlightUpdatePayloads):
+    it never reaches the draft, which keeps taking edits at once."""
+    from chorus.drafts import MAX_UPDATE_BYTES
+
+    settings = make_settings([agent("writer", ["local:fake"])])
+    async with running_worker(client, settings, no_llm) as chorus:
+        draft_id = await chorus.start_draft("Big", "alice", content="Hello world.")
+        big = tmp_path / "update.json"
+        big.write_text(json.dumps({"user": "alice", "base_version": 1, "content": "x" * 2_100_000}))
+        started = time.monotonic()
+        proc = await temporal_cli(
+            client,
+            *("workflow", "update", "execute", "--workflow-id", draft_id),
+            *("--name", "edit", "--input-file", str(big), "--command-timeout", "8s"),
+        )
+        refused_s = time.monotonic() - started
+        # RESOURCE_EXHAUSTED: the Go SDK under the CLI retries it until --command-timeout, so
+        # the CLI user sees a timeout (the server logs "update registry size limit reached").
+        assert proc.returncode != 0
+        # The draft is not blocked: an edit lands at once.
+        started = time.monotonic()
+        edit = EditRequest(user="alice", base_version=1, edit=TextEdit(start=0, end=5, text="Hi"))
+        assert (await chorus.draft_update(draft_id, "edit", edit)).version == 2
+        edit_s = time.monotonic() - started
+        # The SDK refuses such a request before sending it, naming the limit.
+        whole = EditRequest(user="alice", base_version=2, content="y" * 1_700_000)
+        with pytest.raises(ChorusInputError, match=f"{MAX_UPDATE_BYTES:,} bytes"):
+            await chorus.draft_update(draft_id, "edit", whole)
+    assert await failed_workflow_tasks(client, draft_id) == 0
+    assert refused_s < 10 and edit_s < 5, (refused_s, edit_s)

@@ -298,6 +298,7 @@ async def call_agent(
             output_retries=spec.output_retries,
             timeout_s=spec.timeout_s,
             pii=spec.pii,
+            record_pii=spec.record_pii,
         )
         fallback_note = f", fallback {position}/{len(usable)}" if position > 1 else ""
         # Each provider's calls run on its own task queue, whose workers cap concurrency per
