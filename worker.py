@@ -27,13 +27,14 @@ from activities import (
     ProviderClients,
     RunActivities,
 )
-from chorus import db, health
-from chorus.log_context import LogContextInterceptor
-from chorus.logs import configure_logging
-from chorus.names import CALL_LLM_ACTIVITY, llm_task_queue
-from chorus.sandbox import install_code_cache
-from chorus.settings import Settings, get_settings
-from chorus.temporal import connect, sdk_metrics_runtime
+from chorus.config.settings import Settings, get_settings
+from chorus.contracts.names import CALL_LLM_ACTIVITY, llm_task_queue
+from chorus.observability import probes as health
+from chorus.observability.log_context import LogContextInterceptor
+from chorus.observability.logs import configure_logging
+from chorus.runtime.code_cache import install_code_cache
+from chorus.runtime.converter import connect, sdk_metrics_runtime
+from chorus.storage import db
 from workflows import WORKFLOWS
 
 log = structlog.get_logger("chorus.worker")
@@ -83,7 +84,7 @@ class ChorusWorker:
     One worker polls ``settings.task_queue`` (workflows and every activity); one more per
     provider polls ``<task queue>-llm-<provider>`` for that provider's LLM calls, with the
     provider's concurrency as the local cap; its requests per minute are enforced in the
-    activity, through PostgreSQL (``chorus/limits.py``).
+    activity, through PostgreSQL (``chorus/governance/provider_limits.py``).
 
     Use as ``async with worker:`` (or ``await worker.run()``).
     """
@@ -129,7 +130,7 @@ def build_worker(
     """
     options = options or WorkerOptions()
     install_code_cache()  # the sandbox re-imports workflows/ per run: compile it once
-    log_context = LogContextInterceptor()  # log fields of each activity (chorus/log_context.py)
+    log_context = LogContextInterceptor()  # log fields of each activity
     main = Worker(
         client,
         task_queue=settings.task_queue,
@@ -156,9 +157,9 @@ def build_worker(
                 max_concurrent_activities=limit.concurrency or options.max_concurrent_activities,
                 # No max_task_queue_activities_per_second: the server's task queue rate paced
                 # every dispatch (~230 ms each, even far below the limit), so the rate is a
-                # GCRA in PostgreSQL instead (chorus/limits.py). The rate earlier workers set
-                # does not linger: each poll replaces the worker-set rate and a poll without
-                # one restores the system default (temporalio/temporal#8058; on the 1.32 dev
+                # GCRA in PostgreSQL instead (chorus/governance/provider_limits.py). The rate
+                # earlier workers set does not linger: each poll replaces the worker-set rate
+                # and a poll without one restores the system default (temporalio/temporal#8058; on the 1.32 dev
                 # server DescribeTaskQueue reports source SYSTEM once such a worker polls).
                 # Servers before that change kept the last rate set (temporalio/temporal#8137).
                 interceptors=[log_context],
@@ -178,7 +179,7 @@ async def run_worker(
     """Run a worker until SIGINT/SIGTERM, then shut down gracefully.
 
     Besides the Temporal workers it serves ``/metrics``, ``/healthz`` and ``/readyz`` on
-    ``CHORUS_METRICS_PORT`` (``chorus/health.py``) and the SDK's metrics on
+    ``CHORUS_METRICS_PORT`` (``chorus/observability/probes.py``) and the SDK's metrics on
     ``CHORUS_SDK_METRICS_PORT``.
 
     Raises:

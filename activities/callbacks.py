@@ -23,17 +23,17 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.llm import parse_retry_after
-from chorus import errors
-from chorus.callbacks import (
+from chorus.config.settings import Settings
+from chorus.contracts import errors
+from chorus.contracts.models import DeliverCallbackInput
+from chorus.contracts.names import DELIVER_CALLBACK_ACTIVITY
+from chorus.integrations.webhooks import (
     ATTEMPT_HEADER,
     delivery_id,
     signed_headers,
     url_host,
     validate_callback_url,
 )
-from chorus.models import DeliverCallbackInput
-from chorus.names import DELIVER_CALLBACK_ACTIVITY
-from chorus.settings import Settings
 
 USER_AGENT = "chorus-callbacks/1"
 

@@ -12,8 +12,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.runs import workflow_ids
-from chorus.drafts import INLINE_CONTENT_CHARS, SaveDraftInput, TextEdit, apply_edit
-from chorus.names import SAVE_DRAFT_ACTIVITY
+from chorus.contracts.drafting import INLINE_CONTENT_CHARS, SaveDraftInput, TextEdit, apply_edit
+from chorus.contracts.names import SAVE_DRAFT_ACTIVITY
 
 _HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
 

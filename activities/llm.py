@@ -1,7 +1,8 @@
 """The ``chorus.call_llm`` activity: one completion from one provider.
 
 Temporal owns retries: the SDK clients are built with ``max_retries=0`` and every failure is
-mapped to an ``ApplicationError`` whose type (see :mod:`chorus.errors`) tells the retry policy
+mapped to an ``ApplicationError`` whose type (see :mod:`chorus.contracts.errors`) tells the retry
+policy
 and the workflow's provider fallback what to do:
 
 - HTTP 429 -> ``RateLimited``; 408, 409, 5xx, timeouts and connection errors ->
@@ -41,22 +42,26 @@ from temporalio.exceptions import ApplicationError
 
 from activities.prompts import Prompt, build_prompt
 from activities.runs import workflow_ids
-from chorus import budget, db, errors, local_model, metrics
-from chorus.callbacks import signed_headers
-from chorus.db import DB_ERRORS
-from chorus.limits import (
+from chorus.config.settings import Settings
+from chorus.contracts import errors
+from chorus.contracts.models import LLMRequest, LLMResponse
+from chorus.contracts.names import CALL_LLM_ACTIVITY
+from chorus.governance import budget
+from chorus.governance.pii import Redactor, restore
+from chorus.governance.pricing import PRICE_DATA_VERSION, context_window, cost_usd
+from chorus.governance.provider_limits import (
     SLOT_WAIT_S,
     FleetRateLimiter,
     FleetSemaphore,
     RateBacklogError,
     SlotTimeoutError,
 )
-from chorus.logs import SecretScrubber, secret_values
-from chorus.models import LLMRequest, LLMResponse
-from chorus.names import CALL_LLM_ACTIVITY
-from chorus.pii import Redactor, restore
-from chorus.pricing import PRICE_DATA_VERSION, context_window, cost_usd
-from chorus.settings import Settings
+from chorus.integrations import local_model
+from chorus.integrations.webhooks import signed_headers
+from chorus.observability import metrics
+from chorus.observability.logs import SecretScrubber, secret_values
+from chorus.storage import db
+from chorus.storage.db import DB_ERRORS
 
 T = TypeVar("T")
 Usage = tuple[int, int, int, int]
@@ -151,7 +156,8 @@ def map_provider_error(exc: Exception, provider: str, model: str, cap_s: float) 
     """Translate an OpenAI/Anthropic SDK exception into a typed ``ApplicationError``.
 
     The message is scrubbed of secrets (API keys, bearer tokens, the configured secret values:
-    :class:`chorus.logs.SecretScrubber`) before it leaves the activity: a provider may quote
+    :class:`chorus.observability.logs.SecretScrubber`) before it leaves the activity: a provider
+    may quote
     the request's key in its error text, and the message is stored in the history, in
     ``runs.error`` and printed by the CLI.
 
@@ -322,10 +328,11 @@ class LLMActivities:
 
         Returns:
             The completion with token usage from the provider's response, its cost in USD
-            (:mod:`chorus.pricing`), latency in ms and the attempt number.
+            (:mod:`chorus.governance.pricing`), latency in ms and the attempt number.
 
         Raises:
-            ApplicationError: Typed per :mod:`chorus.errors`; ``details[0]`` is the attempt.
+            ApplicationError: Typed per :mod:`chorus.contracts.errors`; ``details[0]`` is the
+            attempt.
 
         """
         info = activity.info()
@@ -560,7 +567,7 @@ class LLMActivities:
         )
 
     def _redact(self, req: LLMRequest, prompt: Prompt) -> tuple[Prompt, dict[str, str]]:
-        """Apply the agent's PII policy to both messages (``chorus/pii.py``).
+        """Apply the agent's PII policy to both messages (``chorus/governance/pii.py``).
 
         Returns:
             The prompt as it will be sent, and the placeholder mapping (``placeholder`` policy).
@@ -645,7 +652,7 @@ class LLMActivities:
     async def _reserve(
         self, req: LLMRequest, prompt: Prompt, workflow_id: str, activity_id: str
     ) -> bool:
-        """Reserve the call's worst-case cost (see :mod:`chorus.budget`); True if held.
+        """Reserve the call's worst-case cost (see :mod:`chorus.governance.budget`); True if held.
 
         Raises:
             ApplicationError: ``BudgetExceeded`` (non-retryable; the workflow tries the next
@@ -748,7 +755,7 @@ class LLMActivities:
             activity.logger.warning("budget alert webhook %s failed: %s", url, exc)
 
     async def _complete(self, req: LLMRequest, prompt: Prompt, attempt: int) -> LLMResponse:
-        """Call the provider once and record the call in :mod:`chorus.metrics`.
+        """Call the provider once and record the call in :mod:`chorus.observability.metrics`.
 
         The outcome label is ``ok`` or the ``ApplicationError`` type the failure was mapped to
         (an invalid JSON answer counts as ``InvalidOutput`` though the HTTP call succeeded).

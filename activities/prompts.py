@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from chorus.models import LLMRequest, PriorOutput
+from chorus.contracts.models import LLMRequest, PriorOutput
 
 CHARS_PER_TOKEN = 3.0
 PROMPT_MARGIN_TOKENS = 96

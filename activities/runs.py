@@ -6,8 +6,9 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from chorus import db, errors, metrics
-from chorus.models import (
+from chorus.config.settings import Settings
+from chorus.contracts import errors
+from chorus.contracts.models import (
     FinishRunInput,
     ResolveAgentsInput,
     ResolveAgentsResult,
@@ -15,9 +16,10 @@ from chorus.models import (
     SkippedProvider,
     StartRunInput,
 )
-from chorus.names import FINISH_RUN_ACTIVITY, RESOLVE_AGENTS_ACTIVITY, START_RUN_ACTIVITY
-from chorus.pii import Redactor
-from chorus.settings import Settings
+from chorus.contracts.names import FINISH_RUN_ACTIVITY, RESOLVE_AGENTS_ACTIVITY, START_RUN_ACTIVITY
+from chorus.governance.pii import Redactor
+from chorus.observability import metrics
+from chorus.storage import db
 
 
 def workflow_ids(info: activity.Info) -> tuple[str, str]:
@@ -61,7 +63,8 @@ class RunActivities:
             input: The run's pattern, task, agent names, document and lineage.
 
         Returns:
-            One :class:`~chorus.models.ResolvedAgent` per name; providers without credentials
+            One :class:`~chorus.contracts.models.ResolvedAgent` per name; providers without
+            credentials
             on this worker are listed as skipped with the reason.
 
         Raises:
@@ -147,7 +150,8 @@ class RunActivities:
         """Close the run row with its status and totals; archive the transcript if top-level.
 
         Idempotent: repeating it rewrites the same values. The run's metrics (run count and
-        duration by pattern, provider fallbacks; :mod:`chorus.metrics`) are recorded by the
+        duration by pattern, provider fallbacks; :mod:`chorus.observability.metrics`) are recorded
+        by the
         attempt that closes the row, so a retry does not count the run twice.
         """
         workflow_id = workflow_ids(activity.info())[0]

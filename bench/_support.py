@@ -11,8 +11,8 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from chorus.names import search_attribute_types
-from chorus.temporal import chorus_data_converter
+from chorus.contracts.names import search_attribute_types
+from chorus.runtime.converter import chorus_data_converter
 from starter.dev import dynamic_config_flags, free_port, temporal_binary
 
 CHORUS_DEV_FLAGS = (

@@ -23,10 +23,10 @@ from temporalio import activity
 
 from activities import RunActivities
 from bench._support import embedded_postgres, temporal_dev_server
-from chorus import db
-from chorus.models import LLMRequest, LLMResponse
-from chorus.names import CALL_LLM_ACTIVITY
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.contracts.models import LLMRequest, LLMResponse
+from chorus.contracts.names import CALL_LLM_ACTIVITY
+from chorus.storage import db
 from starter.sdk import ChorusClient
 from worker import build_worker
 

@@ -25,10 +25,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench._support import embedded_postgres
-from chorus import budget, db
-from chorus.limits import FleetSemaphore
-from chorus.pii import Redactor
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.governance import budget
+from chorus.governance.pii import Redactor
+from chorus.governance.provider_limits import FleetSemaphore
+from chorus.storage import db
 from tests.pii_corpus import POSITIVES
 
 

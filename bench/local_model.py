@@ -1,7 +1,8 @@
 """Local model benchmark: what turning llama.cpp's extra buffer types off costs.
 
 Starts the embedded model server twice on loopback, interleaved round by round: once as
-``chorus dev up`` does (``python -m chorus.local_model serve``: extra buffer types off) and
+``chorus dev up`` does (``python -m chorus.integrations.local_model serve``: extra buffer types
+off) and
 once as plain ``python -m llama_cpp.server`` (llama.cpp's default: weights may be repacked),
 both from the same installed build. Each round sends the same chat completion (a ~60-token
 prompt, ``--tokens`` out, temperature 0) to each server. Prints per server the median latency,
@@ -21,8 +22,8 @@ import time
 
 import openai
 
-from chorus.local_model import probe_completion, server_argv
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.integrations.local_model import probe_completion, server_argv
 from starter.dev import free_port
 
 PROMPT = (

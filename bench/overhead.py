@@ -49,10 +49,10 @@ import worker as worker_module
 from activities import ProviderClients, RunActivities
 from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
 from bench.naive import NaiveActivities, NaiveWorkflow
-from chorus import db
-from chorus.models import LLMRequest, LLMResponse
-from chorus.names import CALL_LLM_ACTIVITY
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.contracts.models import LLMRequest, LLMResponse
+from chorus.contracts.names import CALL_LLM_ACTIVITY
+from chorus.storage import db
 from starter.dev import free_port, llm_argv, temporal_binary
 from starter.sdk import ChorusClient
 from tests.stub_llm import StubLLM

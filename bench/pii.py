@@ -1,6 +1,6 @@
 """PII benchmark: detection quality over the labelled corpus and redaction throughput.
 
-1. Precision, recall and F1 per kind (and overall) of ``chorus.pii.find_pii`` over
+1. Precision, recall and F1 per kind (and overall) of ``chorus.governance.pii.find_pii`` over
    ``tests/pii_corpus.py`` (positives and near misses), with TP/FP/FN counts.
 2. Throughput in MB/s (UTF-8 bytes of input per second) on a ~1 MB realistic log text built
    from the corpus (timestamped log lines, one corpus sample in every other line): one
@@ -18,7 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from chorus.pii import ALL_KINDS, Redactor, find_pii, scrub_for_logs
+from chorus.governance.pii import ALL_KINDS, Redactor, find_pii, scrub_for_logs
 from tests.pii_corpus import NEAR_MISSES, POSITIVES, SAMPLES, score
 
 FILLER = [

@@ -32,8 +32,8 @@ import yaml
 
 from activities import LLMActivities, ProviderClients, RunActivities
 from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
-from chorus import db
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.storage import db
 from starter.sdk import ChorusClient
 from tests.stub_llm import StubLLM
 from worker import WorkerOptions, build_worker

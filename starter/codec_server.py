@@ -3,7 +3,7 @@
 It implements the Temporal codec server protocol (docs.temporal.io, "Codec Server"):
 ``POST /encode`` and ``POST /decode`` take and return ``{"payloads": [{"metadata": {name:
 base64}, "data": base64}]}`` (the protobuf JSON form of ``temporal.api.common.v1.Payloads``),
-running them through :class:`chorus.codec.EncryptionCodec` with the keys in
+running them through :class:`chorus.runtime.codec.EncryptionCodec` with the keys in
 ``CHORUS_CODEC_KEYS``. Ported from temporalio/samples-python ``encryption/codec_server.py``
 (aiohttp) to Starlette.
 
@@ -30,8 +30,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.api.common.v1 import Payload, Payloads
 
-from chorus.codec import KEYS_ENV, CodecError, EncryptionCodec
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.runtime.codec import KEYS_ENV, CodecError, EncryptionCodec
 
 log = structlog.get_logger("chorus.codec_server")
 
@@ -58,7 +58,7 @@ def build_app(settings: Settings) -> Starlette:
         A Starlette app serving ``POST /encode``, ``POST /decode`` and ``GET /healthz``.
 
     Raises:
-        chorus.codec.CodecError: ``CHORUS_CODEC_KEYS`` is unset or malformed.
+        chorus.runtime.codec.CodecError: ``CHORUS_CODEC_KEYS`` is unset or malformed.
 
     """
     spec = settings.codec_keys.get_secret_value().strip() if settings.codec_keys else ""
@@ -133,7 +133,8 @@ def build_app(settings: Settings) -> Starlette:
 def serve(settings: Settings, host: str = "127.0.0.1", port: int | None = None) -> None:
     """Run the codec server in the foreground with uvicorn until Ctrl-C/SIGTERM.
 
-    Logging is left to the caller (``chorus.logs.configure_logging``): uvicorn's own log
+    Logging is left to the caller (``chorus.observability.logs.configure_logging``): uvicorn's own
+    log
     configuration is disabled so its lines go through the JSON bridge. Access lines carry the
     path and status only, never bodies or headers.
 
@@ -143,7 +144,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int | None = None) 
         port: TCP port; default ``settings.codec_server_port`` (``CHORUS_CODEC_SERVER_PORT``).
 
     Raises:
-        chorus.codec.CodecError: ``CHORUS_CODEC_KEYS`` is unset or malformed.
+        chorus.runtime.codec.CodecError: ``CHORUS_CODEC_KEYS`` is unset or malformed.
 
     """
     app = build_app(settings)

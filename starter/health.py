@@ -22,11 +22,11 @@ import anthropic
 import openai
 from pydantic import BaseModel
 
-from chorus import db
-from chorus.catalog import CatalogError, load_catalog
-from chorus.models import AgentSpec
-from chorus.settings import Settings
-from chorus.temporal import connect
+from chorus.config.catalog import CatalogError, load_catalog
+from chorus.config.settings import Settings
+from chorus.contracts.models import AgentSpec
+from chorus.runtime.converter import connect
+from chorus.storage import db
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 CHECK_TIMEOUT_S = 5.0

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from chorus.models import (
+from chorus.contracts.models import (
     FILE_STRICTNESS,
     MAX_PLAN_DEPTH,
     AgentStep,

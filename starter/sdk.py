@@ -45,9 +45,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chorus import budget, db, validation
-from chorus.callbacks import validate_callback_url
-from chorus.drafts import (
+from chorus.config.settings import Settings, get_settings
+from chorus.contracts import validation
+from chorus.contracts.drafting import (
     INLINE_CONTENT_CHARS,
     MAX_COMMENT_CHARS,
     MAX_CONTENT_CHARS,
@@ -64,7 +64,7 @@ from chorus.drafts import (
     Role,
     UserRequest,
 )
-from chorus.models import (
+from chorus.contracts.models import (
     MAX_PLAN_DEPTH,
     AgentSpec,
     AgentStep,
@@ -77,7 +77,7 @@ from chorus.models import (
     plan_depth,
     step_label,
 )
-from chorus.names import (
+from chorus.contracts.names import (
     AGENTS_ATTR,
     DRAFT_STATUS_ATTR,
     DRAFT_WORKFLOW,
@@ -90,9 +90,11 @@ from chorus.names import (
     WORKFLOW_TYPES,
     search_attribute_types,
 )
-from chorus.pii import Redactor
-from chorus.settings import Settings, get_settings
-from chorus.temporal import connect, describe_decode_error
+from chorus.governance import budget
+from chorus.governance.pii import Redactor
+from chorus.integrations.webhooks import validate_callback_url
+from chorus.runtime.converter import connect, describe_decode_error
+from chorus.storage import db
 
 Pattern = Literal["sequential", "parallel"]
 
@@ -191,7 +193,8 @@ class RunSummary:
 def slugify(text: str, max_len: int = 30) -> str:
     """Lower-case ``text`` into ``a-z0-9-`` words, at most ``max_len`` characters.
 
-    PII is redacted first (:mod:`chorus.pii`: e-mail addresses, phone numbers, card numbers,
+    PII is redacted first (:mod:`chorus.governance.pii`: e-mail addresses, phone numbers, card
+    numbers,
     SSNs, IP addresses become their kind, e.g. ``email``): workflow ids are never encrypted and
     appear in logs, the UI and search, so they must not quote personal data.
     """
@@ -415,12 +418,13 @@ class ChorusClient:
         Args:
             task: What to do, plain words (<= ``CHORUS_MAX_TASK_CHARS`` characters).
             agents: Steps in order: agent names, or nested
-                :class:`~chorus.models.SequentialStep`/:class:`~chorus.models.ParallelStep`.
+                :class:`~chorus.contracts.models.SequentialStep`/:class:`~chorus.contracts.models.ParallelStep`.
             document: Input document text (<= ``CHORUS_MAX_DOCUMENT_BYTES`` UTF-8 bytes).
             document_name: Shown to the agents and in the UI.
             workflow_id: Override the generated ``seq-<slug>-<id>``.
             callback_url: ``http(s)`` URL (<= 2048 characters) POSTed the signed result when
-                the run ends, whatever the outcome (see :mod:`chorus.callbacks`); the worker
+                the run ends, whatever the outcome (see :mod:`chorus.integrations.webhooks`); the
+                worker
                 needs ``CHORUS_CALLBACK_SECRET``.
 
         Raises:

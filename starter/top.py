@@ -16,8 +16,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from chorus.budget import BudgetLine
-from chorus.names import AGENTS_ATTR, PATTERN_ATTR, WORKFLOW_TYPES
+from chorus.contracts.names import AGENTS_ATTR, PATTERN_ATTR, WORKFLOW_TYPES
+from chorus.governance.budget import BudgetLine
 from starter.sdk import ChorusClient
 
 FAILURE_WINDOW = timedelta(hours=1)

@@ -20,11 +20,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities import CallbackActivities, DraftActivities, RunActivities
-from chorus import db
-from chorus.models import LLMRequest, LLMResponse
-from chorus.names import CALL_LLM_ACTIVITY, SEARCH_ATTRIBUTES
-from chorus.settings import Settings
-from chorus.temporal import chorus_data_converter
+from chorus.config.settings import Settings
+from chorus.contracts.models import LLMRequest, LLMResponse
+from chorus.contracts.names import CALL_LLM_ACTIVITY, SEARCH_ATTRIBUTES
+from chorus.runtime.converter import chorus_data_converter
+from chorus.storage import db
 from starter.dev import dynamic_config_flags, temporal_binary
 from starter.sdk import ChorusClient
 from worker import build_worker

@@ -1,4 +1,4 @@
-"""Labelled corpus for ``chorus.pii``: real-shaped PII and near misses, plus the scoring.
+"""Labelled corpus for ``chorus.governance.pii``: real-shaped PII and near misses, plus the scoring.
 
 Only reserved or fictional data:
 
@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from chorus.pii import ALL_KINDS, PiiKind
+from chorus.governance.pii import ALL_KINDS, PiiKind
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from activities import LLMActivities, ProviderClients
-from chorus import budget
+from chorus.governance import budget
 from starter.sdk import RunFailedError
 from tests.conftest import agent, running_worker
 from tests.stub_llm import Reply, StubLLM
@@ -172,8 +172,8 @@ async def test_budget_cli_sets_and_shows(client, make_settings):
 
 
 async def _store(database_url: str):
-    from chorus import db
-    from chorus.settings import Settings
+    from chorus.config.settings import Settings
+    from chorus.storage import db
 
     settings = Settings(database_url=database_url, daily_budget_usd=None, run_budget_usd=None)
     return await db.open_store(settings), settings
@@ -285,7 +285,7 @@ async def test_models_the_old_table_lacked_are_priced_and_budgeted(client, make_
     priced is refused before the call, naming the model and how to price it."""
     from genai_prices import Usage, calc_price
 
-    from chorus.pricing import cost_usd
+    from chorus.governance.pricing import cost_usd
 
     settings = make_settings(
         [agent("analyst", ["openai:gpt-5-mini"]), agent("guesser", ["openai:mystery-model"])],

@@ -24,8 +24,10 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
-from chorus import callbacks as callbacks_module
-from chorus.callbacks import (
+from chorus.config.settings import Settings
+from chorus.contracts.names import DELIVER_CALLBACK_ACTIVITY
+from chorus.integrations import webhooks as callbacks_module
+from chorus.integrations.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     CallbackPayload,
@@ -35,9 +37,7 @@ from chorus.callbacks import (
     validate_callback_url,
     verify,
 )
-from chorus.names import DELIVER_CALLBACK_ACTIVITY
-from chorus.settings import Settings
-from chorus.temporal import chorus_data_converter
+from chorus.runtime.converter import chorus_data_converter
 from starter.sdk import ChorusClient, ChorusInputError, RunFailedError
 from tests.conftest import agent, running_worker
 from workflows import WORKFLOWS

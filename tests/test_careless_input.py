@@ -12,7 +12,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from chorus.drafts import EditRequest, RevisionRequest
+from chorus.contracts.drafting import EditRequest, RevisionRequest
 from starter.plan import load_plan
 from starter.sdk import ChorusInputError
 from tests.conftest import agent, running_worker
@@ -90,7 +90,7 @@ async def test_sdk_refusals_are_input_errors(client, make_settings):
 
 def test_bidi_overrides_and_format_characters():
     """Issue 20: U+202E, U+2028, U+FEFF, U+FFFF were accepted in draft text and printed raw."""
-    from chorus.validation import for_display, strip_controls, text_problem
+    from chorus.contracts.validation import for_display, strip_controls, text_problem
 
     tricky = "pay \u202eevil\u202c \ufeffnow\uffff\u2028next"
     assert strip_controls(tricky) == "pay evil now\nnext"

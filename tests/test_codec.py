@@ -20,10 +20,10 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 
-from chorus.codec import CodecError, EncryptionCodec, generate_key, parse_keys
-from chorus.models import AgentStep, SequentialInput
-from chorus.settings import Settings
-from chorus.temporal import chorus_data_converter, data_converter
+from chorus.config.settings import Settings
+from chorus.contracts.models import AgentStep, SequentialInput
+from chorus.runtime.codec import CodecError, EncryptionCodec, generate_key, parse_keys
+from chorus.runtime.converter import chorus_data_converter, data_converter
 from starter.codec_server import build_app
 from starter.dev import free_port, temporal_binary
 from tests.conftest import agent, running_worker

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from chorus.names import search_attribute_types
-from chorus.settings_doc import all_variables, is_read_by_chorus
+from chorus.config.settings_doc import all_variables, is_read_by_chorus
+from chorus.contracts.names import search_attribute_types
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -243,4 +243,6 @@ def test_readme_settings_table_lists_every_variable():
     section = readme.split("\n## Settings", 1)[1].split("\n## ", 1)[0]
     rows = "\n".join(line for line in section.splitlines() if line.startswith("|"))
     missing = [v.name for v in all_variables() if f"`{v.name}`" not in rows]
-    assert not missing, f"README settings table lacks {missing} (python -m chorus.settings_doc)"
+    assert not missing, (
+        f"README settings table lacks {missing} (python -m chorus.config.settings_doc)"
+    )

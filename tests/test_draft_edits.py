@@ -7,7 +7,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from chorus.drafts import EditConflictError, TextEdit, apply_edit, rebase, rebase_over
+from chorus.contracts.drafting import EditConflictError, TextEdit, apply_edit, rebase, rebase_over
 
 
 def test_apply_replace_insert_delete():
@@ -73,7 +73,7 @@ async def test_edit_result_never_silently_misses_a_revision(client, make_setting
     """Issue 20: a second edit on base 1 after a 100,001-character insertion (v2) returned
     changes=[v3]: v2 had left the kept window, and a client applying `changes` ended with the
     wrong text and no error."""
-    from chorus.drafts import EditRequest, TextEdit, apply_edit
+    from chorus.contracts.drafting import EditRequest, TextEdit, apply_edit
     from tests.conftest import running_worker
     from tests.test_drafts import no_llm
 

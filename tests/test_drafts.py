@@ -10,7 +10,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from chorus.drafts import (
+from chorus.contracts.drafting import (
     CollaboratorRequest,
     CommentRequest,
     EditRequest,
@@ -328,8 +328,8 @@ async def test_edit_result_brings_a_stale_copy_up_to_date(client, make_settings)
 
 async def test_large_draft_is_held_by_reference(client, make_settings):
     """A draft over INLINE_CONTENT_CHARS: text only in PostgreSQL, edits/rebase/CAN still work."""
-    from chorus import db
-    from chorus.drafts import INLINE_CONTENT_CHARS, MAX_EDIT_CHARS, DraftInput
+    from chorus.contracts.drafting import INLINE_CONTENT_CHARS, MAX_EDIT_CHARS, DraftInput
+    from chorus.storage import db
 
     marker = "MIDDLE-OF-THE-LARGE-DRAFT"
     lines = [f"line {i:06d} {'x' * 40}\n" for i in range(4000)]
@@ -401,7 +401,7 @@ async def test_large_draft_is_held_by_reference(client, make_settings):
 
 
 async def test_draft_moves_to_reference_when_it_grows(client, make_settings):
-    from chorus.drafts import INLINE_CONTENT_CHARS
+    from chorus.contracts.drafting import INLINE_CONTENT_CHARS
 
     text = "a" * INLINE_CONTENT_CHARS
     settings = make_settings([agent("writer", ["local:fake"])])

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chorus import db
+from chorus.storage import db
 from starter import dev
 from starter.dev import free_port
 from tests.conftest import agent, running_worker

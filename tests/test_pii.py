@@ -1,4 +1,5 @@
-"""PII detection and redaction (chorus.pii) against the labelled corpus in tests/pii_corpus.py."""
+"""PII detection and redaction (chorus.governance.pii) against the labelled corpus in
+tests/pii_corpus.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from chorus.pii import (
+from chorus.governance.pii import (
     ALL_KINDS,
     PiiKind,
     PiiMatch,
@@ -394,7 +395,7 @@ def test_unicode_digits_are_not_numbers():
 
 
 def test_token_scan_agrees_with_restore():
-    from chorus.pii import _TOKEN_RE, _tokens_in
+    from chorus.governance.pii import _TOKEN_RE, _tokens_in
 
     texts = [
         "<<EMAIL_1>> EMAIL_2 email_3 <IP_4> X_EMAIL_5 EMAIL_6x EMAIL_1234567 EMAIL\\_7",

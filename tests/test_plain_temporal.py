@@ -20,8 +20,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from chorus.drafts import CollaboratorRequest, DraftInput, EditRequest, TextEdit
-from chorus.names import DRAFT_WORKFLOW, PARALLEL_WORKFLOW, SEQUENTIAL_WORKFLOW
+from chorus.contracts.drafting import CollaboratorRequest, DraftInput, EditRequest, TextEdit
+from chorus.contracts.names import DRAFT_WORKFLOW, PARALLEL_WORKFLOW, SEQUENTIAL_WORKFLOW
 from starter.dev import temporal_binary
 from starter.sdk import ChorusInputError
 from tests.conftest import agent, running_worker
@@ -179,7 +179,12 @@ async def test_last_owner_cannot_demote_themselves(client, make_settings):
 async def test_comment_flood_cannot_jam_a_draft(client, make_settings):
     """Issue 20: 140 comments of 5,000 emoji from a viewer made every save too large
     (PAYLOADS_TOO_LARGE); the draft's workflow task failed for good and edits were refused."""
-    from chorus.drafts import COMMENTS_PER_MINUTE, MAX_COMMENT_BYTES, CommentRequest, Role
+    from chorus.contracts.drafting import (
+        COMMENTS_PER_MINUTE,
+        MAX_COMMENT_BYTES,
+        CommentRequest,
+        Role,
+    )
 
     settings = make_settings([agent("writer", ["local:fake"])])
     viewers: dict[str, Role] = {f"viewer{i}": "viewer" for i in range(8)}
@@ -216,7 +221,7 @@ async def test_oversized_update_is_refused_by_the_server_not_the_draft(
     refusal echoed it past the 2 MB blob limit: 3 workflow tasks failed (PAYLOADS_TOO_LARGE)
     and the draft was blocked ~20 s. The server now refuses it (maxInFlightUpdatePayloads):
     it never reaches the draft, which keeps taking edits at once."""
-    from chorus.drafts import MAX_UPDATE_BYTES
+    from chorus.contracts.drafting import MAX_UPDATE_BYTES
 
     settings = make_settings([agent("writer", ["local:fake"])])
     async with running_worker(client, settings, no_llm) as chorus:

@@ -17,11 +17,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import LLMActivities, ProviderClients
-from chorus import db, errors
-from chorus.limits import FleetRateLimiter, ProviderLimit, RateBacklogError
-from chorus.models import LLMRequest
-from chorus.settings import Settings
-from chorus.temporal import connect
+from chorus.config.settings import Settings
+from chorus.contracts import errors
+from chorus.contracts.models import LLMRequest
+from chorus.governance.provider_limits import FleetRateLimiter, ProviderLimit, RateBacklogError
+from chorus.runtime.converter import connect
+from chorus.storage import db
 from tests.conftest import agent, running_worker
 from tests.stub_llm import StubLLM
 from worker import build_worker

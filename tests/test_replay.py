@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from chorus.temporal import chorus_data_converter
+from chorus.runtime.converter import chorus_data_converter
 from workflows import WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -58,8 +58,9 @@ async def test_replay_checked_in_history(path: Path):
 
 
 async def test_sandbox_compiles_workflow_modules_once():
-    """chorus/sandbox.py: a second run's sandbox re-imports workflows/ without compiling."""
-    from chorus.sandbox import CachingSourceLoader, install_code_cache
+    """chorus/runtime/code_cache.py: a second run's sandbox re-imports workflows/ without
+    compiling."""
+    from chorus.runtime.code_cache import CachingSourceLoader, install_code_cache
 
     install_code_cache()
     recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v3.json").read_text())

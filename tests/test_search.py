@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from chorus.drafts import UserRequest
-from chorus.models import AgentStep, RunResult, SequentialInput, SequentialStep
-from chorus.names import (
+from chorus.contracts.drafting import UserRequest
+from chorus.contracts.models import AgentStep, RunResult, SequentialInput, SequentialStep
+from chorus.contracts.names import (
     AGENTS_ATTR,
     COST_ATTR,
     DRAFT_STATUS_ATTR,
@@ -157,7 +157,7 @@ async def test_draft_status_attribute_follows_transitions(client, make_settings)
 
 
 def test_dev_server_registers_every_attribute(tmp_path):
-    from chorus.settings import Settings
+    from chorus.config.settings import Settings
 
     argv = temporal_argv(Settings(data_dir=tmp_path))
     registered = {argv[i + 1] for i, a in enumerate(argv) if a == "--search-attribute"}
@@ -229,7 +229,7 @@ async def test_unregistered_attributes_fail_clearly(make_settings):
     """On a server without the Chorus search attributes, starting says how to register them."""
     from temporalio.testing import WorkflowEnvironment
 
-    from chorus.temporal import chorus_data_converter
+    from chorus.runtime.converter import chorus_data_converter
     from starter.sdk import ChorusClient, SearchAttributesMissingError
 
     bare = await WorkflowEnvironment.start_local(

@@ -20,8 +20,8 @@ import yaml
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
-from chorus.settings import bundled_model_path
-from chorus.temporal import chorus_data_converter
+from chorus.config.settings import bundled_model_path
+from chorus.runtime.converter import chorus_data_converter
 from starter.dev import free_port, temporal_binary
 from tests.conftest import SAMPLES
 from workflows import WORKFLOWS
@@ -163,8 +163,8 @@ def test_parallel_run_on_the_local_model(parallel_run: dict[str, Any]):
     assert verdict["severity"] in {"low", "medium", "high"}
     from jsonschema import Draft202012Validator
 
-    from chorus.catalog import load_catalog
-    from chorus.settings import BUNDLED_AGENTS_FILE
+    from chorus.config.catalog import load_catalog
+    from chorus.config.settings import BUNDLED_AGENTS_FILE
 
     schema = load_catalog(BUNDLED_AGENTS_FILE)["triage"].output_schema
     assert schema is not None

@@ -11,11 +11,11 @@ import pytest
 from temporalio.worker import Replayer
 
 from activities import LLMActivities, ProviderClients
-from chorus import db
-from chorus.catalog import CatalogError, load_catalog
-from chorus.models import AgentSpec, AgentStep, ParallelStep
-from chorus.settings import Settings
-from chorus.temporal import chorus_data_converter
+from chorus.config.catalog import CatalogError, load_catalog
+from chorus.config.settings import Settings
+from chorus.contracts.models import AgentSpec, AgentStep, ParallelStep
+from chorus.runtime.converter import chorus_data_converter
+from chorus.storage import db
 from starter.health import check_health
 from tests.conftest import agent, running_worker, sdk
 from tests.stub_llm import Reply, StubLLM

@@ -10,10 +10,10 @@ import pytest
 
 from activities.llm import parse_retry_after
 from activities.prompts import build_prompt, estimate_tokens
-from chorus.catalog import CatalogError, load_catalog, parse_catalog
-from chorus.models import LLMRequest, ParallelStep, PriorOutput, SequentialStep
-from chorus.pricing import PRICE_DATA_VERSION, context_window, cost_usd, is_priced
-from chorus.settings import BUNDLED_AGENTS_FILE
+from chorus.config.catalog import CatalogError, load_catalog, parse_catalog
+from chorus.config.settings import BUNDLED_AGENTS_FILE
+from chorus.contracts.models import LLMRequest, ParallelStep, PriorOutput, SequentialStep
+from chorus.governance.pricing import PRICE_DATA_VERSION, context_window, cost_usd, is_priced
 from starter.plan import load_plan, parse_agents
 from starter.sdk import ChorusInputError, make_workflow_id
 
@@ -118,7 +118,7 @@ def test_prices_file_overrides(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("CHORUS_PRICES_FILE", str(prices))
     assert cost_usd("openai", "my-finetune", 500_000, 250_000) == (2.0, True)
     prices.write_text("openai:\n  my-finetune: {input: 2.0, outptu: 4.0}\n")
-    from chorus.pricing import _load_overrides
+    from chorus.governance.pricing import _load_overrides
 
     _load_overrides.cache_clear()
     with pytest.raises(ValueError, match="my-finetune: needs input and output"):
@@ -205,7 +205,7 @@ def test_edit_diff_matches_a_whole_text_diff():
     import random
 
     from activities.drafts import edit_diff, unified_diff
-    from chorus.drafts import TextEdit, apply_edit
+    from chorus.contracts.drafting import TextEdit, apply_edit
 
     rng = random.Random(7)
     before = "".join(f"line {i}\n" for i in range(60))
@@ -220,7 +220,7 @@ def test_edit_diff_matches_a_whole_text_diff():
 def test_validation_strips_controls_and_names_fields(monkeypatch):
     import pytest
 
-    from chorus import validation
+    from chorus.contracts import validation
 
     assert validation.strip_controls("a\x00b\x1bc\td\ne\r\x85f") == "abc\td\ne\rf"
     assert validation.control_problem("task", "ok\x07") == (
@@ -246,8 +246,8 @@ def test_provider_rate_burst_defaults_to_one_seconds_worth():
     """Unset, a provider's burst is ceil(rpm / 60) calls (at least 1); it is validated."""
     import pydantic
 
-    from chorus.limits import DEFAULT_PROVIDER_LIMITS, ProviderLimit
-    from chorus.settings import Settings
+    from chorus.config.settings import Settings
+    from chorus.governance.provider_limits import DEFAULT_PROVIDER_LIMITS, ProviderLimit
 
     openai, anthropic, local = (
         DEFAULT_PROVIDER_LIMITS[p] for p in ("openai", "anthropic", "local")
@@ -279,7 +279,7 @@ def test_html_export_renders_markdown_and_neutralises_scripts():
     """Issue 13: `## Introduction` was exported as `<p>## Introduction</p>`."""
     from datetime import UTC, datetime
 
-    from chorus.export import render
+    from starter.export import render
 
     content = (
         "## Introduction\n\nSome *emphasis* and a [site](https://example.com).\n\n"

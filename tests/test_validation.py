@@ -6,7 +6,7 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from chorus.drafts import EditRequest, TextEdit
+from chorus.contracts.drafting import EditRequest, TextEdit
 from starter.sdk import ChorusInputError
 from tests.conftest import agent, running_worker
 

@@ -18,10 +18,10 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from chorus.catalog import CatalogError, parse_catalog
-from chorus.drafts import DraftInput, EditRequest
-from chorus.models import AgentSpec, LLMResponse, SequentialInput
-from chorus.temporal import chorus_data_converter
+from chorus.config.catalog import CatalogError, parse_catalog
+from chorus.contracts.drafting import DraftInput, EditRequest
+from chorus.contracts.models import AgentSpec, LLMResponse, SequentialInput
+from chorus.runtime.converter import chorus_data_converter
 from starter.plan import load_plan
 from starter.sdk import ChorusInputError
 from workflows import WORKFLOWS

@@ -12,9 +12,15 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.worker import Replayer
 
-from chorus import db
-from chorus.models import AgentStep, ParallelStep, RunResult, SequentialInput, SequentialStep
-from chorus.temporal import chorus_data_converter
+from chorus.contracts.models import (
+    AgentStep,
+    ParallelStep,
+    RunResult,
+    SequentialInput,
+    SequentialStep,
+)
+from chorus.runtime.converter import chorus_data_converter
+from chorus.storage import db
 from starter.sdk import ChorusInputError, RunFailedError
 from tests.conftest import agent, running_worker, sdk
 from workflows import WORKFLOWS

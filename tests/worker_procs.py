@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from chorus.settings import Settings
+from chorus.config.settings import Settings
 from starter.sdk import ChorusClient
 from tests.stub_llm import Recorded
 

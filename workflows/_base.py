@@ -25,10 +25,8 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from chorus import errors
-    from chorus.callbacks import CallbackPayload, CallbackStatus, CallbackTotals, url_host
-    from chorus.limits import SLOT_WAIT_S
-    from chorus.models import (
+    from chorus.contracts import errors
+    from chorus.contracts.models import (
         AgentStep,
         DeliverCallbackInput,
         EntryInput,
@@ -55,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         TextRef,
         step_label,
     )
-    from chorus.names import (
+    from chorus.contracts.names import (
         AGENTS_ATTR,
         CALL_LLM_ACTIVITY,
         COST_ATTR,
@@ -69,7 +67,14 @@ with workflow.unsafe.imports_passed_through():
         STATUS_ATTR,
         llm_task_queue,
     )
-    from chorus.validation import control_problem
+    from chorus.contracts.validation import control_problem
+    from chorus.governance.provider_limits import SLOT_WAIT_S
+    from chorus.integrations.webhooks import (
+        CallbackPayload,
+        CallbackStatus,
+        CallbackTotals,
+        url_host,
+    )
 
 InputT = TypeVar("InputT", bound="EntryInput")
 
@@ -160,7 +165,7 @@ def require_input(value: InputT | None, model: type[InputT], workflow_type: str)
     A plain ``temporal workflow start`` without ``--input`` (or with ``--input null``) starts
     the workflow with no argument; it fails at once, naming what it takes, instead of failing
     its first workflow task forever. (A payload that is there but wrong is refused by the data
-    converter: :class:`chorus.temporal.ChorusPayloadConverter`.)
+    converter: :class:`chorus.runtime.converter.ChorusPayloadConverter`.)
 
     Raises:
         ApplicationError: ``InvalidInput`` (non-retryable) when ``value`` is ``None``.
@@ -302,7 +307,8 @@ async def call_agent(
         )
         fallback_note = f", fallback {position}/{len(usable)}" if position > 1 else ""
         # Each provider's calls run on its own task queue, whose workers cap concurrency per
-        # provider (fleet-wide limits: chorus/limits.py). Runs started before this change keep
+        # provider (fleet-wide limits: chorus/governance/provider_limits.py). Runs started before
+        # this change keep
         # the main queue.
         task_queue = None
         if provider_queues is None:

@@ -32,7 +32,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from workflows._base import call_agent, describe_activity_failure, require_input
 
 with workflow.unsafe.imports_passed_through():
-    from chorus.drafts import (
+    from chorus.contracts.drafting import (
         COMMENTS_PER_MINUTE,
         EDIT_ROLES,
         INLINE_CONTENT_CHARS,
@@ -62,14 +62,14 @@ with workflow.unsafe.imports_passed_through():
         apply_edit,
         rebase_over,
     )
-    from chorus.models import ResolveAgentsInput, ResolveAgentsResult
-    from chorus.names import (
+    from chorus.contracts.models import ResolveAgentsInput, ResolveAgentsResult
+    from chorus.contracts.names import (
         DRAFT_STATUS_ATTR,
         DRAFT_WORKFLOW,
         RESOLVE_AGENTS_ACTIVITY,
         SAVE_DRAFT_ACTIVITY,
     )
-    from chorus.validation import control_problem, text_problem
+    from chorus.contracts.validation import control_problem, text_problem
 
 REVISIONS_KEPT = 200
 """Revisions kept in workflow state (at most); an edit based on an older version is refused."""
@@ -80,7 +80,8 @@ DRAFT_SEARCH_ATTRIBUTES_PATCH = "chorus-draft-search-attributes"
 (older histories have no such commands and replay without them)."""
 COMMENT_LIMITS_PATCH = "chorus-comment-limits"
 """Patch id: comments over a limit (size, count per draft and per user, rate, total bytes;
-``chorus.drafts``) are dropped; drafts that accepted them before keep replaying as they ran."""
+``chorus.contracts.drafting``) are dropped; drafts that accepted them before keep replaying as
+they ran."""
 SAVE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30)
 )
@@ -554,7 +555,7 @@ class DraftWorkflow:
         self._dirty = True
 
     def _comment_limit(self, request: CommentRequest) -> str | None:
-        """Which comment limit ``request`` would break, if any (chorus.drafts limits)."""
+        """Which comment limit (``chorus.contracts.drafting``) ``request`` breaks, if any."""
         s = self.state
         if len(request.text) > MAX_COMMENT_CHARS:
             return f"{len(request.text)} characters, the limit is {MAX_COMMENT_CHARS}"

@@ -9,8 +9,8 @@ from temporalio import workflow
 from workflows._base import RunWorkflowBase, require_input
 
 with workflow.unsafe.imports_passed_through():
-    from chorus import errors
-    from chorus.models import (
+    from chorus.contracts import errors
+    from chorus.contracts.models import (
         ParallelInput,
         PriorOutput,
         RunResult,
@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
         plan_agents,
         step_label,
     )
-    from chorus.names import PARALLEL_WORKFLOW
+    from chorus.contracts.names import PARALLEL_WORKFLOW
 
 
 @workflow.defn(name=PARALLEL_WORKFLOW)

@@ -7,8 +7,8 @@ from temporalio import workflow
 from workflows._base import RunWorkflowBase, require_input
 
 with workflow.unsafe.imports_passed_through():
-    from chorus import errors
-    from chorus.models import (
+    from chorus.contracts import errors
+    from chorus.contracts.models import (
         PriorOutput,
         RunResult,
         SequentialInput,
@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
         plan_agents,
         step_label,
     )
-    from chorus.names import SEQUENTIAL_WORKFLOW
+    from chorus.contracts.names import SEQUENTIAL_WORKFLOW
 
 
 @workflow.defn(name=SEQUENTIAL_WORKFLOW)
@@ -41,7 +41,8 @@ class SequentialWorkflow(RunWorkflowBase):
 
         Raises:
             ApplicationError: ``StepFailed`` (non-retryable) naming the failed step and why;
-                details[0] is the partial :class:`~chorus.models.RunResult`. ``InvalidInput``
+                details[0] is the partial :class:`~chorus.contracts.models.RunResult`.
+                ``InvalidInput``
                 (non-retryable) when started without an input.
         """
         input = require_input(input, SequentialInput, SEQUENTIAL_WORKFLOW)

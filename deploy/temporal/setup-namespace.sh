@@ -1,6 +1,6 @@
 #!/bin/sh
 # One-shot: wait for the Temporal frontend, create the namespace Chorus uses and register
-# Chorus's custom search attributes on it (names and types: chorus/names.py,
+# Chorus's custom search attributes on it (names and types: chorus/contracts/names.py,
 # search_attribute_types()). Run by the `temporal-admin` service of docker-compose.yml; every
 # step is skipped when already done, so re-running it is harmless.
 set -eu
@@ -23,7 +23,7 @@ if ! temporal operator namespace describe --address "$ADDRESS" -n "$NAMESPACE" >
   temporal operator namespace create --address "$ADDRESS" -n "$NAMESPACE" --retention "$RETENTION"
 fi
 
-# name:type pairs; keep in step with chorus/names.py (tests/test_deploy.py checks it).
+# name:type pairs; keep in step with chorus/contracts/names.py (tests/test_deploy.py checks it).
 existing="$(temporal operator search-attribute list --address "$ADDRESS" -n "$NAMESPACE")"
 for pair in ChorusPattern:Keyword ChorusAgents:KeywordList ChorusStatus:Keyword \
             ChorusCostUsd:Double ChorusDraftStatus:Keyword; do

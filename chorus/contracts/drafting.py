@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from chorus.models import EntryInput, TextRef, WireModel
+from chorus.contracts.models import EntryInput, TextRef, WireModel
 
 Role = Literal["owner", "editor", "reviewer", "viewer"]
 DraftStatus = Literal["drafting", "in_review", "approved", "published", "archived"]

@@ -11,7 +11,7 @@ Each scenario runs on a small draft (held in workflow memory) and on a draft pad
 ``--large-chars`` characters (held by reference: the text lives in PostgreSQL, rebuilt by the
 save activity from the edits).
 
-    python -m bench.drafts [--edits 400] [--large-chars 1000000]
+    python -m bench.draft_edits [--edits 400] [--large-chars 1000000]
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import yaml
 
 from activities import DraftActivities, RunActivities
 from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
-from chorus import db
-from chorus.drafts import EditRequest, TextEdit, apply_edit
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.contracts.drafting import EditRequest, TextEdit, apply_edit
+from chorus.storage import db
 from starter.sdk import ChorusClient, DraftRefusedError
 from tests.conftest import FakeLLM
 from worker import WorkerOptions, build_worker

@@ -17,9 +17,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chorus.limits import DEFAULT_PROVIDER_LIMITS, ProviderLimit
-from chorus.names import DEFAULT_TASK_QUEUE
-from chorus.pii import RecordPiiPolicy
+from chorus.contracts.names import DEFAULT_TASK_QUEUE
+from chorus.governance.pii import RecordPiiPolicy
+from chorus.governance.provider_limits import DEFAULT_PROVIDER_LIMITS, ProviderLimit
 
 BUNDLED_AGENTS_FILE = Path(__file__).with_name("agents.yaml")
 
@@ -102,7 +102,8 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_PROVIDER_LIMITS)
     )
     """Per-provider fleet-wide limits, JSON: ``{"openai": {"concurrency": 16, "rpm": 500}}``;
-    providers given replace their defaults (``chorus/limits.py``), others keep them."""
+    providers given replace their defaults (``chorus/governance/provider_limits.py``), others keep
+    them."""
     llm_task_queues: Literal["per-provider", "shared"] = "per-provider"
     """Where new runs schedule LLM calls: ``per-provider`` (``<task queue>-llm-<provider>``,
     each provider's workers capped at its concurrency, so calls beyond the limit wait in
@@ -113,7 +114,8 @@ class Settings(BaseSettings):
 
     callback_secret: SecretStr | None = None
     """Secret(s) that sign run callbacks and budget alerts (Standard Webhooks, HMAC-SHA256,
-    ``chorus/callbacks.py``): a ``whsec_…`` secret or a plain string, several comma-separated
+    ``chorus/integrations/webhooks.py``): a ``whsec_…`` secret or a plain string, several
+    comma-separated
     (newest first) while rotating; needed by workers only. A run with a callback URL on a
     worker without it gets no callback: the delivery fails non-retryably
     (``CallbackNotConfigured``), the run's result is unaffected. Never printed."""
@@ -131,18 +133,20 @@ class Settings(BaseSettings):
     content_check: str | None = None
     """Prohibited-content check run on task, document and draft text at the SDK/CLI boundary,
     as ``module:function`` taking ``(field, text)`` and returning a reason or ``None``;
-    default ``chorus.validation.blocked_terms_check`` (regexes in ``CHORUS_BLOCKED_TERMS``)."""
+    default ``chorus.contracts.validation.blocked_terms_check`` (regexes in
+    ``CHORUS_BLOCKED_TERMS``)."""
 
     record_pii: RecordPiiPolicy = "off"
     """PII policy of each run's row in PostgreSQL (``runs.task``, ``output``, ``error``):
-    ``off`` (stored as given), ``redact`` or ``mask`` (``chorus/pii.py``). Agent calls' prompts
+    ``off`` (stored as given), ``redact`` or ``mask`` (``chorus/governance/pii.py``). Agent calls'
+    prompts
     and completions follow each agent's own ``record_pii``."""
 
     log_level: str = "INFO"
 
     codec_keys: SecretStr | None = None
     """Payload encryption keys, ``"<key id>:<base64 32 bytes>,..."``, active key first
-    (``chorus/codec.py``); unset means history is stored unencrypted. Never printed."""
+    (``chorus/runtime/codec.py``); unset means history is stored unencrypted. Never printed."""
     codec_server_port: int = Field(8081, ge=1, le=65535)
     """Port of ``chorus codec serve``, which decodes payloads for the Temporal UI and CLI."""
     codec_server_cors_origins: str = "http://localhost:8233,http://127.0.0.1:8233"

@@ -1,6 +1,6 @@
-"""Load and validate agent catalogs (YAML files of :class:`~chorus.models.AgentSpec`).
+"""Load and validate agent catalogs (YAML files of :class:`~chorus.contracts.models.AgentSpec`).
 
-The file looks like ``chorus/agents.yaml``: a top-level ``agents:`` list. It seeds the agent
+The file looks like ``chorus/config/agents.yaml``: a top-level ``agents:`` list. It seeds the agent
 configurations in PostgreSQL and is the input of ``chorus agents set``.
 """
 
@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError
 
-from chorus.models import FILE_STRICTNESS, AgentSpec
+from chorus.contracts.models import FILE_STRICTNESS, AgentSpec
 
 
 class CatalogError(ValueError):

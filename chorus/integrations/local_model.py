@@ -13,14 +13,15 @@ others, on the first prompt longer than one token, while ``GET /v1/models`` stil
   ``llama_model_params.use_extra_bufts = False`` the same build decoded correctly.
 
 So Chorus does two things, both checked by :func:`build_problems` (``python -m
-chorus.local_model check``, run by ``scripts/setup.sh`` and by the test suite):
+chorus.integrations.local_model check``, run by ``scripts/setup.sh`` and by the test suite):
 
 1. **A portable build**: ``scripts/setup.sh`` builds with ``GGML_NATIVE=OFF`` and AVX-512 and
    AMX off, i.e. x86-64 with AVX2/FMA/F16C/BMI2, which every machine this project runs on has;
    a wheel that uses an instruction this CPU lacks, or that compiled the AMX path, is rejected
    and rebuilt.
 2. **No extra buffer types at run time**: the server is started through :func:`serve`
-   (``python -m chorus.local_model serve …``), which turns ``use_extra_bufts`` off for every
+   (``python -m chorus.integrations.local_model serve …``), which turns ``use_extra_bufts`` off
+   for every
    model it loads (llama.cpp's ``--no-repack``), so a build that still has a repacking path
    never takes it. For a 135M-parameter model the repacked kernels buy little (measured in
    ``bench/RESULTS.md``).
@@ -47,7 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from chorus.settings import Settings
+from chorus.config.settings import Settings
 
 MODEL_ALIAS = "smollm2"
 """Model name the embedded server answers to (agents say ``local:smollm2``)."""
@@ -195,7 +196,7 @@ def server_argv(settings: Settings, python: str = sys.executable) -> list[str]:
     return [
         python,
         "-m",
-        "chorus.local_model",
+        "chorus.integrations.local_model",
         "serve",
         "--model",
         str(model),
@@ -434,7 +435,7 @@ def _check_command() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m chorus.local_model check|serve ARGS…``.
+    """``python -m chorus.integrations.local_model check|serve ARGS…``.
 
     ``check`` prints the installed build's compiled CPU features and exits 1 when
     :func:`check_installed_build` finds a problem; ``serve`` runs the server (:func:`serve`),
@@ -442,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     when the build is unfit.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m chorus.local_model")
+    parser = argparse.ArgumentParser(prog="python -m chorus.integrations.local_model")
     parser.add_argument("command", choices=["check", "serve"])
     parsed = parser.parse_args(args[:1])
     if parsed.command == "check":
@@ -450,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         serve(args[1:])
     except LocalModelError as exc:
-        print(f"chorus.local_model: {exc}", file=sys.stderr)
+        print(f"chorus.integrations.local_model: {exc}", file=sys.stderr)
         sys.exit(3)
 
 

@@ -3,10 +3,11 @@
 A small Starlette app served by uvicorn inside the worker process, on
 ``CHORUS_METRICS_HOST:CHORUS_METRICS_PORT`` (default ``127.0.0.1:9464``):
 
-- ``GET /metrics``: Chorus's metrics (:mod:`chorus.metrics`) in the Prometheus text format; the
+- ``GET /metrics``: Chorus's metrics (:mod:`chorus.observability.metrics`) in the Prometheus text
+format; the
   PostgreSQL-backed gauges (budgets, drafts) are refreshed first. The Temporal SDK's own metrics
   are served by the SDK on ``CHORUS_SDK_METRICS_PORT``
-  (:func:`chorus.temporal.sdk_metrics_runtime`).
+  (:func:`chorus.runtime.converter.sdk_metrics_runtime`).
 - ``GET /healthz``: liveness. ``200 {"status": "ok"}`` whenever the event loop answers; a
   worker stuck in blocking code stops answering and its orchestrator restarts it.
 - ``GET /readyz``: readiness. ``200`` when every check passes, else ``503``; the body lists each
@@ -18,7 +19,8 @@ A small Starlette app served by uvicorn inside the worker process, on
     ``openai``/``anthropic`` count when their API key is set (probing hosted APIs on every
     probe would spend rate limit; ``chorus health`` lists their models on demand); ``local``
     counts when its server completes a short multi-token prompt within 2 s (a real chat
-    completion, :func:`chorus.local_model.probe_completion`), cached for 5 s; a server that has
+    completion, :func:`chorus.integrations.local_model.probe_completion`), cached for 5 s; a
+    server that has
     died is reported with its PID and crash line.
 
 Unlike ``chorus health`` (``starter/health.py``), which opens fresh connections, these checks
@@ -45,8 +47,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import Client
 
-from chorus import db, local_model, metrics
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.integrations import local_model
+from chorus.observability import metrics
+from chorus.storage import db
 
 CHECK_TIMEOUT_S = 2.0
 """Bound on each readiness check, in seconds: a probe answers well within a 5 s period."""

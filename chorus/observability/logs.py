@@ -10,7 +10,8 @@ same as ``workflow_id`` except in child workflows), ``task_queue``, ``namespace`
 ``attempt`` (the workflow task's attempt on workflow lines, the activity's on activity
 lines), plus ``activity_id``, ``activity_type`` and ``agent`` in activities. Workflow lines
 come from ``workflow.logger`` (replay-safe: silent while replaying); activity lines from
-``activity.logger`` and from anything logged while :class:`chorus.log_context.LogContextInterceptor`
+``activity.logger`` and from anything logged while
+:class:`chorus.observability.log_context.LogContextInterceptor`
 has an activity's context bound. All lines of one run, children included::
 
     jq -c 'select(.root_workflow_id == "ID" or .workflow_id == "ID")' worker.log
@@ -35,10 +36,10 @@ from structlog.types import EventDict, WrappedLogger
 from temporalio import activity, workflow
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
 
-from chorus.pii import scrub_for_logs
+from chorus.governance.pii import scrub_for_logs
 
 if TYPE_CHECKING:
-    from chorus.settings import Settings
+    from chorus.config.settings import Settings
 
 _NOT_SCRUBBED = frozenset({"timestamp", "level", "logger"})
 
@@ -136,7 +137,7 @@ class SecretScrubber:
 
 
 def scrub_pii(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
-    """Structlog processor: redact PII (``chorus/pii.py``) in every string of a line."""
+    """Structlog processor: redact PII (``chorus/governance/pii.py``) in every string of a line."""
     return _scrub_fields(event, scrub_for_logs)
 
 
@@ -189,7 +190,7 @@ def add_temporal_context(_logger: WrappedLogger, _method: str, event: EventDict)
     sets ``workflow_id``, ``run_id``, ``workflow_type``, ``activity_id``, ``activity_type``,
     ``attempt``, ``task_queue``, ``namespace``, ``root_workflow_id`` and
     ``parent_workflow_id`` from them. Fields already set (context variables bound by
-    :class:`chorus.log_context.LogContextInterceptor`) are kept.
+    :class:`chorus.observability.log_context.LogContextInterceptor`) are kept.
     """
     details = event.pop("temporal_activity", None)
     if isinstance(details, Mapping):
@@ -241,12 +242,12 @@ def configure_logging(
         level: Minimum level name (``DEBUG``, ``INFO``, ``WARNING``...).
         stream: A text stream; default ``sys.stderr``.
         settings: Settings whose secrets are redacted (with those of the environment, read
-            now); default :func:`chorus.settings.get_settings` when it can be read.
+            now); default :func:`chorus.config.settings.get_settings` when it can be read.
 
     """
     if settings is None:
         try:
-            from chorus.settings import get_settings
+            from chorus.config.settings import get_settings
 
             settings = get_settings()
         except Exception:  # invalid settings are reported by whoever reads them next

@@ -30,7 +30,8 @@ UNPRICED_MODEL: Final = "UnpricedModel"
 """A paid model without a price (genai-prices, ``CHORUS_PRICES_FILE``): refused before the
 call, since no budget could limit it; not retried, the next provider is tried."""
 INVALID_INPUT: Final = "InvalidInput"
-"""A workflow's input breaks a validation rule (``chorus/validation.py``): the run fails."""
+"""A workflow's input breaks a validation rule (``chorus/contracts/validation.py``): the run
+fails."""
 UNKNOWN_AGENT: Final = "UnknownAgent"
 WORKFLOW_ID_REUSED: Final = "WorkflowIdReused"
 """A run was started with the workflow id of an earlier run (its record is keyed on the id)."""

@@ -12,7 +12,7 @@
   lock ``(hashtext('chorus.llm.<provider>'), slot)``, for the duration of the HTTP call. A
   worker that dies loses its database session, and with it its slots: nothing leaks. Each
   provider's calls run on their own task queue (``<task queue>-llm-<provider>``, see
-  :func:`chorus.names.llm_task_queue`) whose workers cap their concurrent activities at N,
+  :func:`chorus.contracts.names.llm_task_queue`) whose workers cap their concurrent activities at N,
   so no worker polls more calls than the fleet may run.
 
 A call first waits for the rate, then for a slot, so waiting for the rate holds no slot;

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from chorus.callbacks import MAX_CALLBACK_URL_CHARS, CallbackPayload
-from chorus.pii import PiiPolicy, RecordPiiPolicy
+from chorus.governance.pii import PiiPolicy, RecordPiiPolicy
+from chorus.integrations.webhooks import MAX_CALLBACK_URL_CHARS, CallbackPayload
 
 ProviderName = Literal["openai", "anthropic", "local"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "anthropic", "local")
@@ -52,7 +52,7 @@ class EntryInput(WireModel):
     A workflow's input, an update's or a signal's argument: anyone with Temporal access can
     send one (the plain ``temporal`` CLI skips the SDK's checks), so when it cannot be decoded
     the data converter raises a non-retryable ``InvalidInput`` naming the field
-    (:mod:`chorus.temporal`) instead of failing the workflow task over and over.
+    (:mod:`chorus.runtime.converter`) instead of failing the workflow task over and over.
     """
 
 
@@ -109,7 +109,8 @@ class AgentSpec(WireModel):
             message fed back to the model before the next provider is tried (0-3, default 2).
         timeout_s: Per-attempt timeout in seconds (start-to-close of one LLM call), 1-1,800.
         pii: What happens to e-mail addresses, phone numbers, US SSNs, payment-card numbers and
-            IP addresses before any text reaches the provider (``chorus/pii.py``): ``redact``
+            IP addresses before any text reaches the provider (``chorus/governance/pii.py``):
+            ``redact``
             (``[EMAIL]``; the default), ``mask`` (``j***@example.com``), ``placeholder``
             (``<<EMAIL_1>>``, restored in the agent's output; the mapping never leaves the
             worker) or ``off``.
@@ -284,7 +285,8 @@ class _RunInput(EntryInput):
     agents: dict[str, ResolvedAgent] | None = None
     """Agent configurations pinned by a parent; ``None`` makes the workflow resolve them."""
     callback_url: str | None = Field(None, max_length=MAX_CALLBACK_URL_CHARS)
-    """Top-level runs only: URL POSTed a signed :class:`~chorus.callbacks.CallbackPayload` when
+    """Top-level runs only: URL POSTed a signed
+    :class:`~chorus.integrations.webhooks.CallbackPayload` when
     the run ends (child workflows never get one)."""
     callback_retry_initial_s: float = Field(1.0, gt=0, le=60)
     """First retry delay of the callback delivery in seconds (doubling to 60 s)."""
@@ -448,7 +450,7 @@ class LLMResponse(WireModel):
         output_tokens: Completion tokens, from the provider's usage report (reasoning included).
         cached_input_tokens: Input tokens read from the provider's prompt cache.
         cache_write_tokens: Input tokens written to the prompt cache (Anthropic).
-        cost_usd: The usage priced with :mod:`chorus.pricing` (cached input at its rate).
+        cost_usd: The usage priced with :mod:`chorus.governance.pricing` (cached input at its rate).
         cost_known: ``False`` when the model is missing from the price table (cost then 0).
         latency_ms: Wall time of the successful HTTP call in milliseconds.
         attempt: Activity attempt that succeeded (1 = first try).

@@ -7,7 +7,7 @@ the other standard variables itself (``OTEL_EXPORTER_OTLP_HEADERS``, ``..._TIMEO
 ``..._CERTIFICATE``; OpenTelemetry specification, "OTLP Exporter Configuration"), and the
 service name is ``OTEL_SERVICE_NAME`` (default ``chorus``).
 
-Every client made by :func:`chorus.temporal.connect` then carries temporalio's
+Every client made by :func:`chorus.runtime.converter.connect` then carries temporalio's
 ``TracingInterceptor`` (``temporalio.contrib.opentelemetry``), which workers built from that
 client inherit, so a run's trace links ``StartWorkflow`` (starter) → ``RunWorkflow`` →
 ``StartActivity`` → ``RunActivity`` (worker) through Temporal headers. It is the SDK's

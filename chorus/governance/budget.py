@@ -7,7 +7,7 @@ calls on any number of workers can never together pass a limit:
 - worst case = the prompt's UTF-8 size in bytes as input tokens (a byte-level BPE token, as
   used by OpenAI and Anthropic models, covers at least one byte) plus
   ``WORST_CASE_OVERHEAD_TOKENS`` for the chat template, and the request's ``max_tokens`` as
-  output tokens, priced with :mod:`chorus.pricing`;
+  output tokens, priced with :mod:`chorus.governance.pricing`;
 - after the call the reservation is **settled** to the real cost (provider-reported tokens);
   when the call fails it is **released**; a retry of the same activity re-reserves.
 
@@ -31,8 +31,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
-from chorus.pricing import cost_usd
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.governance.pricing import cost_usd
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 WORST_CASE_OVERHEAD_TOKENS = 32
@@ -114,7 +114,7 @@ def worst_case_usd(
 
     Args:
         provider: ``openai``, ``anthropic`` or ``local``.
-        model: Model name (priced by :mod:`chorus.pricing`).
+        model: Model name (priced by :mod:`chorus.governance.pricing`).
         prompt_bytes: UTF-8 size of system + user prompt.
         max_tokens: The request's output-token cap.
 

@@ -1,7 +1,7 @@
 """The environment variables Chorus reads, rendered as the README's settings table.
 
-``python -m chorus.settings_doc`` prints a Markdown table (variable, default, meaning) built
-from :class:`chorus.settings.Settings` — each field's environment name, its default and its
+``python -m chorus.config.settings_doc`` prints a Markdown table (variable, default, meaning) built
+from :class:`chorus.config.settings.Settings` — each field's environment name, its default and its
 attribute docstring — followed by the variables read outside ``Settings``
 (:data:`EXTERNAL_VARIABLES`). ``tests/test_deploy.py`` uses :func:`environment_names` to check
 that the deployment files set only variables Chorus reads and that the README lists them all.
@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
-from chorus.settings import Settings
+from chorus.config.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,16 @@ class Variable:
 
 
 EXTERNAL_VARIABLES: tuple[Variable, ...] = (
-    Variable("CHORUS_PRICES_FILE", "unset", "YAML price table overrides (`chorus/pricing.py`)."),
+    Variable(
+        "CHORUS_PRICES_FILE",
+        "unset",
+        "YAML price table overrides (`chorus/governance/pricing.py`).",
+    ),
     Variable(
         "CHORUS_BLOCKED_TERMS",
         "unset",
-        "Comma-separated regexes the default content check refuses (`chorus/validation.py`).",
+        "Comma-separated regexes the default content check refuses"
+        " (`chorus/contracts/validation.py`).",
     ),
     Variable(
         "OPENAI_API_KEY", "unset", "Read by the OpenAI SDK; a key enables the `openai` provider."
@@ -79,7 +84,7 @@ _UNDOCUMENTED = {
     "max_task_chars": "Longest task accepted, in characters.",
     "log_level": "Log level of JSON log lines on stderr.",
 }
-"""Meanings of fields that have no attribute docstring in ``chorus/settings.py``."""
+"""Meanings of fields that have no attribute docstring in ``chorus/config/settings.py``."""
 
 
 def env_name(field_name: str, field: FieldInfo) -> str:
@@ -128,7 +133,7 @@ def _show_default(field: FieldInfo) -> str:
         return "unset"
     if isinstance(value, Path):
         try:
-            value = value.relative_to(Path(__file__).resolve().parent.parent)
+            value = value.relative_to(Path(__file__).resolve().parents[2])
         except ValueError:
             pass
         return f"`{value.as_posix()}`"

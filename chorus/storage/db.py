@@ -24,11 +24,11 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel
 
-from chorus.catalog import CatalogError, load_catalog
-from chorus.models import AgentSpec, TextRef
-from chorus.settings import Settings
+from chorus.config.catalog import CatalogError, load_catalog
+from chorus.config.settings import Settings
+from chorus.contracts.models import AgentSpec, TextRef
 
-_log = logging.getLogger("chorus.db")
+_log = logging.getLogger("chorus.storage.db")
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 7_201_337_001
 """pg_advisory_xact_lock key held while migrating, so concurrent workers migrate once."""
@@ -110,7 +110,7 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
 
 
 def migration_files() -> list[tuple[int, str, Path]]:
-    """Ordered ``(version, name, path)`` of ``chorus/migrations/NNNN_name.sql``."""
+    """Ordered ``(version, name, path)`` of ``chorus/storage/migrations/NNNN_name.sql``."""
     found = []
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         number, _, name = path.stem.partition("_")
@@ -556,7 +556,7 @@ async def record_call(
     """Write one agent call's message row and cost-ledger row, in one transaction.
 
     The ledger row also keeps the cached input tokens and cache writes of the call and the
-    price data that priced it (``chorus.pricing.PRICE_DATA_VERSION``).
+    price data that priced it (``chorus.governance.pricing.PRICE_DATA_VERSION``).
 
     Keyed on (workflow id, activity id): a retried activity replaces its row instead of adding
     one, so each call leaves exactly one message and one ledger row, matching the attempt whose

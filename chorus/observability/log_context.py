@@ -1,8 +1,9 @@
 """Worker interceptor that puts the Temporal context of each activity on its log lines.
 
 ``activity.logger`` already attaches the activity's info to its own records, but lines logged
-through structlog or plain stdlib loggers from code an activity calls (``chorus.db``,
-``chorus.callbacks``, the provider SDKs) would carry nothing. :class:`LogContextInterceptor`
+through structlog or plain stdlib loggers from code an activity calls (``chorus.storage.db``,
+``chorus.integrations.webhooks``, the provider SDKs) would carry nothing.
+:class:`LogContextInterceptor`
 binds structlog context variables in the task that runs the activity instead, so every line
 logged while it runs carries ``workflow_id``, ``run_id``, ``workflow_type``, ``activity_id``,
 ``activity_type``, ``attempt``, ``task_queue``, ``root_workflow_id`` and, for activities whose

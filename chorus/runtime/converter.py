@@ -16,11 +16,12 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 from temporalio.exceptions import ApplicationError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from chorus import errors, tracing
-from chorus.codec import EncryptionCodec
-from chorus.logs import core_logging_config
-from chorus.models import EntryInput
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.contracts import errors
+from chorus.contracts.models import EntryInput
+from chorus.observability import tracing
+from chorus.observability.logs import core_logging_config
+from chorus.runtime.codec import EncryptionCodec
 
 MAX_DECODE_ERRORS_SHOWN = 3
 """Validation errors quoted in an ``InvalidInput`` message (the rest are counted)."""
@@ -108,7 +109,8 @@ def data_converter(settings: Settings) -> DataConverter:
     Payloads are JSON through pydantic (:class:`ChorusPayloadConverter`: an entry payload that
     does not decode is refused with ``InvalidInput``).
 
-    With ``CHORUS_CODEC_KEYS`` set, payloads go through :class:`chorus.codec.EncryptionCodec`
+    With ``CHORUS_CODEC_KEYS`` set, payloads go through
+    :class:`chorus.runtime.codec.EncryptionCodec`
     and failure messages and stack traces are moved into the (encrypted) encoded attributes
     (``DefaultFailureConverterWithEncodedAttributes``), since they can quote a task or document.
     Workers and starters must agree: a worker without the keys cannot read encrypted runs.
@@ -120,7 +122,8 @@ def data_converter(settings: Settings) -> DataConverter:
         ``chorus_data_converter``, or a copy of it with the codec and failure converter set.
 
     Raises:
-        chorus.codec.CodecError: ``CHORUS_CODEC_KEYS`` is malformed (the message names the key id
+        chorus.runtime.codec.CodecError: ``CHORUS_CODEC_KEYS`` is malformed (the message names the
+        key id
             and the rule, never the key).
 
     """
@@ -138,7 +141,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     """Connect a client to ``TEMPORAL_ADDRESS``/``TEMPORAL_NAMESPACE`` with :func:`data_converter`.
 
     When an OTLP endpoint is configured, the client (and workers built on it) also traces runs
-    (:mod:`chorus.tracing`).
+    (:mod:`chorus.observability.tracing`).
 
     Args:
         settings: Address, namespace and codec keys.
@@ -147,7 +150,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
 
     Raises:
         RuntimeError: When the server cannot be reached (the message names the address).
-        chorus.codec.CodecError: ``CHORUS_CODEC_KEYS`` is malformed.
+        chorus.runtime.codec.CodecError: ``CHORUS_CODEC_KEYS`` is malformed.
 
     """
     try:
@@ -180,7 +183,8 @@ def sdk_metrics_runtime(settings: Settings) -> Runtime:
         settings: ``metrics_host`` and ``sdk_metrics_port`` (0 disables the endpoint).
 
     The runtime also forwards the SDK core's own log lines to the ``temporalio.core`` Python
-    logger, so they are JSON like every other line (:func:`chorus.logs.core_logging_config`).
+    logger, so they are JSON like every other line
+    (:func:`chorus.observability.logs.core_logging_config`).
 
     Returns:
         The runtime (metrics endpoint off when ``sdk_metrics_port`` is 0).

@@ -1,6 +1,7 @@
 """Chorus's Prometheus metrics (prometheus-client), registered once per process.
 
-The worker serves them on ``/metrics`` (``chorus/health.py``, port ``CHORUS_METRICS_PORT``,
+The worker serves them on ``/metrics`` (``chorus/observability/probes.py``, port
+``CHORUS_METRICS_PORT``,
 default 9464) next to the Temporal SDK's own metrics (``CHORUS_SDK_METRICS_PORT``, default
 9465). Nothing here runs inside workflow code: activities record events as they happen, and the
 gauges that describe PostgreSQL state (budgets, drafts) are refreshed by :func:`refresh_gauges`
@@ -9,10 +10,11 @@ when ``/metrics`` is scraped, so every worker reports the same fleet-wide values
 Metric families (label values are bounded: providers, configured models, agents, error types):
 
 - ``chorus_llm_request_duration_seconds{provider,model,agent,outcome}``: histogram of provider
-  HTTP calls; ``outcome`` is ``ok`` or the :mod:`chorus.errors` type (``RateLimited``...).
+  HTTP calls; ``outcome`` is ``ok`` or the :mod:`chorus.contracts.errors` type (``RateLimited``...).
 - ``chorus_llm_tokens_total{provider,model,agent,direction}``: ``direction`` is ``input``
   (prompt) or ``output`` (completion) tokens, from the provider's usage report.
-- ``chorus_llm_cost_usd_total{provider,model,agent}``: USD priced by :mod:`chorus.pricing`.
+- ``chorus_llm_cost_usd_total{provider,model,agent}``: USD priced by
+:mod:`chorus.governance.pricing`.
 - ``chorus_llm_retries_total{provider,model,agent}``: activity attempts after the first.
 - ``chorus_llm_fallbacks_total{agent,provider}``: agent calls answered by a provider other
   than the head of the agent's chain (counted when the run finishes).
@@ -35,9 +37,9 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
-from chorus import budget
-from chorus.db import DB_ERRORS
-from chorus.settings import Settings
+from chorus.config.settings import Settings
+from chorus.governance import budget
+from chorus.storage.db import DB_ERRORS
 
 LLM_LATENCY_BUCKETS: tuple[float, ...] = (
     0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5,
@@ -97,7 +99,7 @@ LLM_TOKENS = Counter(
 )
 LLM_COST = Counter(
     "chorus_llm_cost_usd_total",
-    "USD cost of successful provider calls, priced with chorus.pricing.",
+    "USD cost of successful provider calls, priced with chorus.governance.pricing.",
     list(LLM_LABELS),
 )
 LLM_RETRIES = Counter(
@@ -157,7 +159,7 @@ def observe_llm_call(
         provider: Provider name (``openai``, ``anthropic``, ``local``).
         model: Requested model (the agent's configured name, so label values stay bounded).
         agent: Agent name.
-        outcome: ``ok`` or the :mod:`chorus.errors` type the failure was mapped to.
+        outcome: ``ok`` or the :mod:`chorus.contracts.errors` type the failure was mapped to.
         seconds: Wall time of the call in seconds.
         input_tokens: Prompt tokens reported by the provider.
         output_tokens: Completion tokens reported by the provider.
@@ -184,7 +186,7 @@ def observe_run_finished(
         wall_s: Wall time of the run in seconds.
         fallbacks: The run's own calls (children count theirs) answered by other than their
             agent's first provider and model, ``[{"agent": ..., "provider": ...}]``
-            (:func:`chorus.db.record_run_finished` finds them).
+            (:func:`chorus.storage.db.record_run_finished` finds them).
     """
     if run["parent_workflow_id"] is None:
         RUNS_FINISHED.labels(pattern=run["pattern"], status=status).inc()
@@ -196,7 +198,8 @@ def observe_run_finished(
 async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, timeout_s: float = 2.0) -> bool:
     """Set the budget and draft gauges from PostgreSQL (called on each ``/metrics`` scrape).
 
-    Budget values come from :func:`chorus.budget.standing`; a scope without a configured limit
+    Budget values come from :func:`chorus.governance.budget.standing`; a scope without a
+    configured limit
     has no ``limit``/``alert``/``remaining`` sample. On failure the previous values stay and
     ``chorus_metrics_refresh_errors_total`` is incremented, so a scrape never fails because
     PostgreSQL is down (``/readyz`` reports that).

@@ -1,0 +1,1 @@
+"""Observability: JSON logs with run context, Prometheus metrics, tracing, worker probes."""
