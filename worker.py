@@ -159,8 +159,9 @@ def build_worker(
                 # every dispatch (~230 ms each, even far below the limit), so the rate is a
                 # GCRA in PostgreSQL instead (chorus/governance/provider_limits.py). The rate
                 # earlier workers set does not linger: each poll replaces the worker-set rate
-                # and a poll without one restores the system default (temporalio/temporal#8058; on the 1.32 dev
-                # server DescribeTaskQueue reports source SYSTEM once such a worker polls).
+                # and a poll without one restores the system default (temporalio/temporal#8058;
+                # on the 1.32 dev server DescribeTaskQueue reports source SYSTEM once such a
+                # worker polls).
                 # Servers before that change kept the last rate set (temporalio/temporal#8137).
                 interceptors=[log_context],
             )
