@@ -472,6 +472,25 @@ class LLMResponse(WireModel):
     attempt: int = 1
     finish_reason: str | None = None
     truncated_chars: int = 0
+    budget_alerts: list[BudgetAlert] = Field(default_factory=list)
+    """Daily budget alert thresholds this call's cost crossed (each fires once per period);
+    the workflow delivers each with the ``chorus.deliver_budget_alert`` activity."""
+
+
+class BudgetAlert(WireModel):
+    """A budget period's spend crossed its alert threshold: the body of the alert webhook.
+
+    Attributes:
+        period: Budget period key, e.g. ``daily:2026-11-30``.
+        spent_usd: Spend of the period in USD when the threshold was crossed.
+        alert_usd: The alert threshold in USD.
+        limit_usd: The period's limit in USD, if one is set.
+    """
+
+    period: str
+    spent_usd: float | None = None
+    alert_usd: float | None = None
+    limit_usd: float | None = None
 
 
 # --- Results and progress ------------------------------------------------------------------

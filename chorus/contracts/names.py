@@ -21,6 +21,7 @@ RESOLVE_AGENTS_ACTIVITY: Final = "chorus.resolve_agents"
 FINISH_RUN_ACTIVITY: Final = "chorus.finish_run"
 SAVE_DRAFT_ACTIVITY: Final = "chorus.save_draft"
 DELIVER_CALLBACK_ACTIVITY: Final = "chorus.deliver_callback"
+DELIVER_BUDGET_ALERT_ACTIVITY: Final = "chorus.deliver_budget_alert"
 
 PROGRESS_QUERY: Final = "progress"
 
