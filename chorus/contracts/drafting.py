@@ -19,6 +19,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from chorus.contracts.limits import COMMENTS_PER_MINUTE as COMMENTS_PER_MINUTE
+from chorus.contracts.limits import INLINE_CONTENT_CHARS as INLINE_CONTENT_CHARS
+from chorus.contracts.limits import MAX_COMMENT_BYTES as MAX_COMMENT_BYTES
+from chorus.contracts.limits import MAX_COMMENT_CHARS as MAX_COMMENT_CHARS
+from chorus.contracts.limits import MAX_COMMENTS as MAX_COMMENTS
+from chorus.contracts.limits import MAX_COMMENTS_PER_USER as MAX_COMMENTS_PER_USER
+from chorus.contracts.limits import MAX_CONTENT_CHARS as MAX_CONTENT_CHARS
+from chorus.contracts.limits import MAX_EDIT_CHARS as MAX_EDIT_CHARS
+from chorus.contracts.limits import MAX_UPDATE_BYTES as MAX_UPDATE_BYTES
+from chorus.contracts.limits import REVISION_MAX_CHARS as REVISION_MAX_CHARS
 from chorus.contracts.models import EntryInput, TextRef, WireModel
 
 Role = Literal["owner", "editor", "reviewer", "viewer"]
@@ -26,51 +36,6 @@ DraftStatus = Literal["drafting", "in_review", "approved", "published", "archive
 
 EDIT_ROLES: frozenset[str] = frozenset({"owner", "editor"})
 """Roles allowed to change the text."""
-
-INLINE_CONTENT_CHARS = 65_536
-"""Drafts up to this many characters are held in workflow memory (and returned by the ``draft``
-query). A longer draft is held **by reference**: its text lives in PostgreSQL only
-(``drafts.content``, rebuilt by the save activity from the edits), and the workflow keeps its
-length and the recent edits, which is all that validating and rebasing edits needs. So neither
-the history nor the continue-as-new input ever carries a large text."""
-
-MAX_CONTENT_CHARS = 2_000_000
-"""Largest draft text (characters). Bounded by the save activity, which rewrites the
-``drafts.content`` row on each save, not by Temporal (large drafts are held by reference)."""
-
-MAX_EDIT_CHARS = 250_000
-"""Longest text in one edit (characters): the ``edit`` update carries it, and an update's
-payload must stay under Temporal's 2 MB blob limit (250,000 characters is at most 1.5 MB as
-JSON, with escapes). Replace a longer draft in range edits."""
-
-MAX_UPDATE_BYTES = 1_600_000
-"""Largest draft update request, encoded (bytes). Temporal hands an update to the workflow
-before it may refuse it, and the refusal echoes the whole request: above Temporal's 2 MB blob
-limit that echo fails the workflow task with PAYLOADS_TOO_LARGE, over and over while the
-client retries (issue 20: a 2.1 MB update sent with the plain ``temporal`` CLI blocked a draft
-for ~20 s). So the servers Chorus runs set ``history.maxInFlightUpdatePayloads`` to this
-(``chorus dev up``, ``deploy/temporal/dynamicconfig.yaml``, the tests' server): a larger
-update is refused by the server at once (RESOURCE_EXHAUSTED) and never reaches the draft. The
-SDK refuses one before sending it. Above the largest edit (``MAX_EDIT_CHARS``, at most
-1.5 MB as JSON)."""
-
-MAX_COMMENT_CHARS = 2_000
-"""Longest comment (characters)."""
-MAX_COMMENTS = 300
-"""Most comments a draft holds (resolved ones included)."""
-MAX_COMMENTS_PER_USER = 100
-"""Most comments one collaborator may have on a draft."""
-MAX_COMMENT_BYTES = 256 * 1024
-"""Most comment text a draft holds, in UTF-8 bytes: every save and every continue-as-new carries
-the comments, so they must stay far below Temporal's 2 MB payload limit (issue 20: a flood of
-140 comments of 5,000 emoji jammed a draft with PAYLOADS_TOO_LARGE)."""
-COMMENTS_PER_MINUTE = 20
-"""Most comments one collaborator may add per minute (workflow time)."""
-
-REVISION_MAX_CHARS = 60_000
-"""Longest draft an agent revises (``request_revision``): the agent answers with the complete
-text, and an answer is limited by the model's output tokens (about 16,000 for gpt-4o-mini,
-OpenAI model page, 2026), roughly 60,000 characters of English."""
 
 
 class TextEdit(WireModel):

@@ -15,17 +15,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from chorus.governance.pii import PiiPolicy, RecordPiiPolicy
-from chorus.integrations.webhooks import MAX_CALLBACK_URL_CHARS, CallbackPayload
+from chorus.contracts.limits import MAX_CALLBACK_URL_CHARS
+from chorus.contracts.limits import MAX_INSTRUCTIONS_CHARS as MAX_INSTRUCTIONS_CHARS
+from chorus.contracts.limits import MAX_PLAN_DEPTH as MAX_PLAN_DEPTH
+from chorus.contracts.limits import MAX_PLAN_STEPS as MAX_PLAN_STEPS
+from chorus.contracts.limits import MAX_PROVIDER_CHAIN as MAX_PROVIDER_CHAIN
 
 ProviderName = Literal["openai", "anthropic", "local"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "anthropic", "local")
 
 AGENT_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
-MAX_INSTRUCTIONS_CHARS = 20_000
-MAX_PROVIDER_CHAIN = 8
-MAX_PLAN_STEPS = 50
-MAX_PLAN_DEPTH = 4
+
+
+PiiKind = Literal["email", "phone", "ssn", "card", "ip"]
+PiiPolicy = Literal["off", "redact", "mask", "placeholder"]
+# What happens to PII in the stored record (PostgreSQL): no placeholders, since the mapping
+# never leaves the worker and a stored token could never be restored.
+RecordPiiPolicy = Literal["off", "redact", "mask"]
 
 
 class WireModel(BaseModel):
@@ -320,6 +326,53 @@ class ParallelInput(_RunInput):
 
 
 # --- Activities ----------------------------------------------------------------------------
+
+
+CallbackStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+class CallbackTotals(WireModel):
+    """Usage of the whole run, child workflows included.
+
+    Attributes:
+        llm_calls: Successful agent calls.
+        input_tokens: Prompt tokens, as reported by the providers.
+        output_tokens: Completion tokens, as reported by the providers.
+        cost_usd: Estimated cost in US dollars (Chorus price table).
+
+    """
+
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class CallbackPayload(WireModel):
+    """The JSON body POSTed to a run's callback URL when the run ends.
+
+    Unknown fields are ignored when parsing, so receivers keep working when fields are added.
+
+    Attributes:
+        workflow_id: The run's workflow id (``seq-...``/``par-...``).
+        run_id: Temporal run id of that workflow execution.
+        workflow_type: ``ChorusSequential`` or ``ChorusParallel``.
+        status: ``succeeded``, ``failed`` or ``cancelled``.
+        output: The final output (``succeeded`` only).
+        error: Why the run failed or ``"cancelled"``; ``None`` on success.
+        totals: Tokens and cost of the run (partial for failed runs, zero when cancelled).
+        finished_at: When the run ended (UTC, workflow time).
+
+    """
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: CallbackStatus
+    output: str | None = None
+    error: str | None = None
+    totals: CallbackTotals = CallbackTotals()
+    finished_at: datetime
 
 
 class DeliverCallbackInput(WireModel):

@@ -21,6 +21,9 @@ import importlib
 import os
 import re
 from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from chorus.contracts.limits import MAX_CALLBACK_URL_CHARS as MAX_CALLBACK_URL_CHARS
 
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """C0 controls except tab/newline/carriage return, DEL and C1 controls."""
@@ -158,3 +161,36 @@ def check_content(check: ContentCheck, fields: dict[str, str]) -> None:
     for field, text in fields.items():
         if text and (reason := check(field, text)):
             raise InputValidationError(reason)
+
+
+def validate_callback_url(url: str, field: str = "callback_url") -> str:
+    """Check that ``url`` can be a callback URL: absolute ``http``/``https``, <= 2048 characters.
+
+    Args:
+        url: The URL as given.
+        field: Field name used in error messages.
+
+    Returns:
+        ``url`` unchanged.
+
+    Raises:
+        ValueError: The message names ``field`` and the rule broken.
+
+    """
+    if len(url) > MAX_CALLBACK_URL_CHARS:
+        raise ValueError(f"{field}: {len(url)} characters, the limit is {MAX_CALLBACK_URL_CHARS}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"{field}: not a valid URL ({exc})") from exc
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{field}: scheme must be http or https, got {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise ValueError(f"{field}: {url!r} has no host")
+    return url
+
+
+def url_host(url: str) -> str:
+    """Return ``scheme://host[:port]`` of ``url``: safe to log (no path or query tokens)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"

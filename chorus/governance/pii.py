@@ -83,7 +83,9 @@ from bisect import bisect_right
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Final, Literal, get_args
+from typing import Final, get_args
+
+from chorus.contracts.models import PiiKind, PiiPolicy
 
 __all__ = [
     "ALL_KINDS",
@@ -98,11 +100,6 @@ __all__ = [
     "scrub_for_logs",
 ]
 
-PiiKind = Literal["email", "phone", "ssn", "card", "ip"]
-PiiPolicy = Literal["off", "redact", "mask", "placeholder"]
-# What happens to PII in the stored record (PostgreSQL): no placeholders, since the mapping
-# never leaves the worker and a stored token could never be restored.
-RecordPiiPolicy = Literal["off", "redact", "mask"]
 
 ALL_KINDS: Final[tuple[PiiKind, ...]] = get_args(PiiKind)
 """Every kind, in the order used by reports: email, phone, ssn, card, ip."""

@@ -60,11 +60,15 @@ import secrets as secrets_module
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Final, Literal
-from urllib.parse import urlsplit
+from typing import Final
 
-from pydantic import BaseModel
 from standardwebhooks import Webhook
+
+from chorus.contracts.models import CallbackPayload as CallbackPayload
+from chorus.contracts.models import CallbackStatus as CallbackStatus
+from chorus.contracts.models import CallbackTotals as CallbackTotals
+from chorus.contracts.validation import url_host as url_host
+from chorus.contracts.validation import validate_callback_url as validate_callback_url
 
 WEBHOOK_ID_HEADER: Final = "webhook-id"
 WEBHOOK_TIMESTAMP_HEADER: Final = "webhook-timestamp"
@@ -78,96 +82,15 @@ ATTEMPT_HEADER: Final = "X-Chorus-Attempt"
 SIGNATURE_VERSION: Final = "v1"
 DEFAULT_TOLERANCE_S: Final = 300
 """Largest accepted distance between a request's timestamp and the receiver's clock (seconds)."""
-MAX_CALLBACK_URL_CHARS: Final = 2048
-"""Longest callback URL accepted (the de-facto limit of browsers and many proxies)."""
-
-CallbackStatus = Literal["succeeded", "failed", "cancelled"]
 
 
 class SignatureError(ValueError):
     """A callback request failed verification; the message says which check failed."""
 
 
-class CallbackTotals(BaseModel):
-    """Usage of the whole run, child workflows included.
-
-    Attributes:
-        llm_calls: Successful agent calls.
-        input_tokens: Prompt tokens, as reported by the providers.
-        output_tokens: Completion tokens, as reported by the providers.
-        cost_usd: Estimated cost in US dollars (Chorus price table).
-
-    """
-
-    llm_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-
-
-class CallbackPayload(BaseModel):
-    """The JSON body POSTed to a run's callback URL when the run ends.
-
-    Unknown fields are ignored when parsing, so receivers keep working when fields are added.
-
-    Attributes:
-        workflow_id: The run's workflow id (``seq-...``/``par-...``).
-        run_id: Temporal run id of that workflow execution.
-        workflow_type: ``ChorusSequential`` or ``ChorusParallel``.
-        status: ``succeeded``, ``failed`` or ``cancelled``.
-        output: The final output (``succeeded`` only).
-        error: Why the run failed or ``"cancelled"``; ``None`` on success.
-        totals: Tokens and cost of the run (partial for failed runs, zero when cancelled).
-        finished_at: When the run ended (UTC, workflow time).
-
-    """
-
-    workflow_id: str
-    run_id: str
-    workflow_type: str
-    status: CallbackStatus
-    output: str | None = None
-    error: str | None = None
-    totals: CallbackTotals = CallbackTotals()
-    finished_at: datetime
-
-
 def delivery_id(workflow_id: str, run_id: str) -> str:
     """Return the id of a run's callback delivery, stable across attempts: ``<wf id>:<run id>``."""
     return f"{workflow_id}:{run_id}"
-
-
-def validate_callback_url(url: str, field: str = "callback_url") -> str:
-    """Check that ``url`` can be a callback URL: absolute ``http``/``https``, <= 2048 characters.
-
-    Args:
-        url: The URL as given.
-        field: Field name used in error messages.
-
-    Returns:
-        ``url`` unchanged.
-
-    Raises:
-        ValueError: The message names ``field`` and the rule broken.
-
-    """
-    if len(url) > MAX_CALLBACK_URL_CHARS:
-        raise ValueError(f"{field}: {len(url)} characters, the limit is {MAX_CALLBACK_URL_CHARS}")
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ValueError(f"{field}: not a valid URL ({exc})") from exc
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{field}: scheme must be http or https, got {parts.scheme or 'none'!r}")
-    if not parts.hostname:
-        raise ValueError(f"{field}: {url!r} has no host")
-    return url
-
-
-def url_host(url: str) -> str:
-    """Return ``scheme://host[:port]`` of ``url``: safe to log (no path or query tokens)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
