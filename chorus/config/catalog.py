@@ -13,10 +13,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import ValidationError
 
+from chorus.contracts.errors import ChorusInputError
 from chorus.contracts.models import FILE_STRICTNESS, AgentSpec
 
 
-class CatalogError(ValueError):
+class CatalogError(ChorusInputError):
     """An agent catalog that cannot be read or fails validation; the message says where."""
 
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from chorus.contracts.errors import ChorusRefusedError
 from chorus.contracts.limits import COMMENTS_PER_MINUTE as COMMENTS_PER_MINUTE
 from chorus.contracts.limits import INLINE_CONTENT_CHARS as INLINE_CONTENT_CHARS
 from chorus.contracts.limits import MAX_COMMENT_BYTES as MAX_COMMENT_BYTES
@@ -60,7 +61,7 @@ class TextEdit(WireModel):
         return len(self.text) - (self.end - self.start)
 
 
-class EditConflictError(ValueError):
+class EditConflictError(ChorusRefusedError, ValueError):
     """A stale edit overlaps edits made since its base version."""
 
 

@@ -1,11 +1,20 @@
-"""Error types raised by Chorus activities and how workflows react to them.
+"""Chorus's errors: the exception classes it raises and the error-type strings on the wire.
 
-Activities raise ``temporalio.exceptions.ApplicationError`` with ``type`` set to one of these
-names and ``details=[attempt]`` (the activity attempt that raised it). The LLM retry policy marks
-the non-retryable ones; workflow code decides on provider fallback from the type.
+Two halves, side by side:
+
+- **Error-type strings** (``RATE_LIMITED``...): activities raise
+  ``temporalio.exceptions.ApplicationError`` with ``type`` set to one of these names and
+  ``details=[attempt]`` (the activity attempt that raised it). The LLM retry policy marks the
+  non-retryable ones; workflow code decides on provider fallback from the type. They are part
+  of the wire contract: never rename one.
+- **The** :class:`ChorusError` **hierarchy**: what Chorus code raises in-process (SDK, CLI,
+  worker start-up, storage), so a caller can catch ``ChorusError`` or a family of it
+  (:class:`ChorusInputError` for bad input, :class:`ChorusUnavailableError` for a service that
+  does not answer, :class:`ChorusRefusedError` for a request a policy refused). Each class names
+  the error-type string it corresponds to, where one exists (``error_type``).
 """
 
-from typing import Final
+from typing import ClassVar, Final
 
 RATE_LIMITED: Final = "RateLimited"
 """HTTP 429: retried, honouring ``Retry-After``; fallback once retries are exhausted."""
@@ -56,3 +65,35 @@ LLM_NON_RETRYABLE: Final = (
 """Error types the LLM retry policy never retries (raised non-retryable too: UnpricedModel)."""
 NO_FALLBACK: Final = frozenset({INVALID_REQUEST})
 """Error types that end an agent's provider chain instead of falling back."""
+
+
+class ChorusError(Exception):
+    """Base of every exception Chorus raises on purpose.
+
+    Attributes:
+        error_type: The wire error-type string this error maps to (an ``ApplicationError``
+            type above), or the class name when it never crosses the wire.
+    """
+
+    error_type: ClassVar[str] = "ChorusError"
+
+
+class ChorusInputError(ChorusError, ValueError):
+    """Bad input: the message names the field and the limit or rule broken (CLI exit code 2)."""
+
+    error_type: ClassVar[str] = INVALID_INPUT
+
+
+class ChorusUnavailableError(ChorusError, RuntimeError):
+    """A service Chorus needs (Temporal, PostgreSQL, the local model server) does not answer."""
+
+    error_type: ClassVar[str] = "Unavailable"
+
+
+class ChorusRefusedError(ChorusError, RuntimeError):
+    """A well-formed request refused by a policy or by the current state.
+
+    For example a budget, an edit conflict, a permission, or a failed run's result.
+    """
+
+    error_type: ClassVar[str] = "Refused"

@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from chorus.contracts.errors import ChorusInputError
 from chorus.contracts.limits import MAX_CALLBACK_URL_CHARS as MAX_CALLBACK_URL_CHARS
 
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -41,7 +42,7 @@ ContentCheck = Callable[[str, str], str | None]
 """``check(field, text) -> reason or None``; a reason refuses the input."""
 
 
-class InputValidationError(ValueError):
+class InputValidationError(ChorusInputError):
     """Input breaks a rule; the message names the field and the limit."""
 
 

@@ -49,6 +49,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from chorus.config.settings import Settings
+from chorus.contracts.errors import ChorusUnavailableError
 
 MODEL_ALIAS = "smollm2"
 """Model name the embedded server answers to (agents say ``local:smollm2``)."""
@@ -83,7 +84,7 @@ KNOWN_CRASHING_FEATURES: dict[str, str] = {
 """Compiled code paths that Chorus refuses, with why."""
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(ChorusUnavailableError):
     """The local model server is unusable; the message says why (exit signal, log lines).
 
     Attributes:

@@ -64,6 +64,7 @@ from typing import Final
 
 from standardwebhooks import Webhook
 
+from chorus.contracts.errors import ChorusInputError
 from chorus.contracts.models import CallbackPayload as CallbackPayload
 from chorus.contracts.models import CallbackStatus as CallbackStatus
 from chorus.contracts.models import CallbackTotals as CallbackTotals
@@ -84,7 +85,7 @@ DEFAULT_TOLERANCE_S: Final = 300
 """Largest accepted distance between a request's timestamp and the receiver's clock (seconds)."""
 
 
-class SignatureError(ValueError):
+class SignatureError(ChorusInputError):
     """A callback request failed verification; the message says which check failed."""
 
 

@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+from chorus.contracts.errors import ChorusInputError
+
 ENCODING: Final = b"binary/encrypted"
 """``encoding`` metadata value of an encrypted payload."""
 KEY_ID_METADATA: Final = "encryption-key-id"
@@ -46,7 +48,7 @@ _TAG_BYTES: Final = 16
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-class CodecError(ValueError):
+class CodecError(ChorusInputError):
     """A payload cannot be decrypted, or the key configuration is invalid.
 
     Messages name key ids and the rule that failed, never key material.

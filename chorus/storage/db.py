@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from chorus.config.catalog import CatalogError, load_catalog
 from chorus.config.settings import Settings
+from chorus.contracts.errors import ChorusInputError, ChorusUnavailableError
 from chorus.contracts.models import AgentSpec, TextRef
 
 _log = logging.getLogger("chorus.storage.db")
@@ -38,11 +39,11 @@ DB_ERRORS: tuple[type[Exception], ...] = (OSError, asyncpg.PostgresError, asyncp
 """What asyncpg raises when PostgreSQL is unreachable or refuses a statement."""
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(ChorusUnavailableError):
     """PostgreSQL is not configured or cannot be reached; the message says which and how."""
 
 
-class AgentConfigError(ValueError):
+class AgentConfigError(ChorusInputError):
     """An agent configuration change was refused (unknown agent or version, invalid spec)."""
 
 
