@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
-from temporalio.activity import _Definition
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import (
     CallbackActivities,
@@ -30,21 +29,13 @@ from activities import (
 from chorus.config.settings import Settings, get_settings
 from chorus.contracts.names import CALL_LLM_ACTIVITY, llm_task_queue
 from chorus.observability import probes as health
-from chorus.observability.log_context import LogContextInterceptor
 from chorus.observability.logs import configure_logging
 from chorus.runtime.code_cache import install_code_cache
 from chorus.runtime.converter import connect, sdk_metrics_runtime
+from chorus.runtime.plugin import ChorusPlugin, activity_name
 from chorus.storage import db
-from workflows import WORKFLOWS
 
 log = structlog.get_logger("chorus.worker")
-
-PASSTHROUGH_MODULES = (
-    "pydantic",  # payload models: pure, and re-importing per workflow run is slow
-    "pydantic_core",  # compiled core of pydantic
-    "annotated_types",  # pydantic dependency
-    "chorus",  # our shared models/names: deterministic, no I/O at import
-)
 
 
 @dataclass(frozen=True)
@@ -110,6 +101,18 @@ class ChorusWorker:
         await asyncio.gather(*(worker.run() for worker in self.workers))
 
 
+def _worker(client: Client, **kwargs: Any) -> Worker:
+    """``Worker(client, **kwargs)``, quiet about ``ChorusPlugin`` being on the client too.
+
+    A Chorus client already carries a ``ChorusPlugin`` (converter, codec, sandbox); the
+    worker's own one adds its activities and workflows. The SDK warns that a plugin type on
+    both "may run twice": ``ChorusPlugin.configure_worker`` is idempotent, so it may.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The same plugin type", category=UserWarning)
+        return Worker(client, **kwargs)
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -130,30 +133,24 @@ def build_worker(
     """
     options = options or WorkerOptions()
     install_code_cache()  # the sandbox re-imports workflows/ per run: compile it once
-    log_context = LogContextInterceptor()  # log fields of each activity
-    main = Worker(
+    main = _worker(
         client,
         task_queue=settings.task_queue,
-        workflows=WORKFLOWS,
-        activities=activities,
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
-        ),
+        plugins=[ChorusPlugin(settings, activities=activities, register_workflows=True)],
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
-        interceptors=[*worker_kwargs.pop("interceptors", ()), log_context],
         **worker_kwargs,
     )
     workers = [main]
-    llm = [a for a in activities if _activity_name(a) == CALL_LLM_ACTIVITY]
+    llm = [a for a in activities if activity_name(a) == CALL_LLM_ACTIVITY]
     for provider, limit in settings.provider_limits.items():
         if not llm:
             break
         workers.append(
-            Worker(
+            _worker(
                 client,
                 task_queue=llm_task_queue(settings.task_queue, provider),
-                activities=llm,
+                plugins=[ChorusPlugin(settings, activities=llm)],
                 max_concurrent_activities=limit.concurrency or options.max_concurrent_activities,
                 # No max_task_queue_activities_per_second: the server's task queue rate paced
                 # every dispatch (~230 ms each, even far below the limit), so the rate is a
@@ -161,17 +158,11 @@ def build_worker(
                 # earlier workers set does not linger: each poll replaces the worker-set rate
                 # and a poll without one restores the system default (temporalio/temporal#8058;
                 # on the 1.32 dev server DescribeTaskQueue reports source SYSTEM once such a
-                # worker polls).
-                # Servers before that change kept the last rate set (temporalio/temporal#8137).
-                interceptors=[log_context],
+                # worker polls). Servers before that change kept the last rate set
+                # (temporalio/temporal#8137).
             )
         )
     return ChorusWorker(workers)
-
-
-def _activity_name(fn: Callable[..., Any]) -> str | None:
-    defn = _Definition.from_callable(fn)
-    return defn.name if defn is not None else None
 
 
 async def run_worker(

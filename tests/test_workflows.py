@@ -19,11 +19,10 @@ from chorus.contracts.models import (
     SequentialInput,
     SequentialStep,
 )
-from chorus.runtime.converter import chorus_data_converter
+from chorus.runtime.plugin import ChorusPlugin
 from chorus.storage import db
 from starter.sdk import ChorusInputError, RunFailedError
 from tests.conftest import agent, running_worker, sdk
-from workflows import WORKFLOWS
 
 LOCAL = ["local:fake"]
 
@@ -34,9 +33,7 @@ HISTORIES = Path(__file__).parent / "histories"
 async def replay(client: Client, workflow_id: str, record_as: str | None = None) -> None:
     """Replay a finished run's history; with CHORUS_RECORD_HISTORIES=1 also check it in."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    await Replayer(workflows=WORKFLOWS, data_converter=chorus_data_converter).replay_workflow(
-        history
-    )
+    await Replayer(workflows=[], plugins=[ChorusPlugin()]).replay_workflow(history)
     if record_as and os.environ.get("CHORUS_RECORD_HISTORIES") == "1":
         # Never overwrite a checked-in history: a new code path gets new files, named with
         # CHORUS_RECORD_SUFFIX (e.g. "_v2"), next to the old ones that keep guarding old runs.

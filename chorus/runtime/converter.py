@@ -19,7 +19,6 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from chorus.config.settings import Settings
 from chorus.contracts import errors
 from chorus.contracts.models import EntryInput
-from chorus.observability import tracing
 from chorus.observability.logs import core_logging_config
 from chorus.runtime.codec import EncryptionCodec
 
@@ -138,10 +137,11 @@ def data_converter(settings: Settings) -> DataConverter:
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
-    """Connect a client to ``TEMPORAL_ADDRESS``/``TEMPORAL_NAMESPACE`` with :func:`data_converter`.
+    """Connect a client to ``TEMPORAL_ADDRESS``/``TEMPORAL_NAMESPACE`` with ``ChorusPlugin``.
 
-    When an OTLP endpoint is configured, the client (and workers built on it) also traces runs
-    (:mod:`chorus.observability.tracing`).
+    The plugin (:mod:`chorus.runtime.plugin`) sets :func:`data_converter` and, when an OTLP
+    endpoint is configured, tracing (:mod:`chorus.observability.tracing`); workers built on
+    the client inherit both.
 
     Args:
         settings: Address, namespace and codec keys.
@@ -154,11 +154,12 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
 
     """
     try:
+        from chorus.runtime.plugin import ChorusPlugin  # the plugin imports this module
+
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
-            data_converter=data_converter(settings),
-            interceptors=tracing.client_interceptors(),  # [] unless OTLP is configured
+            plugins=[ChorusPlugin(settings)],  # converter, codec, tracing, sandbox
             runtime=runtime,
         )
     except RuntimeError as exc:

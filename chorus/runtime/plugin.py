@@ -1,0 +1,146 @@
+"""``ChorusPlugin``: everything a Temporal client, worker or replayer needs to run Chorus.
+
+One plugin (Temporal's ``SimplePlugin``) carries the wiring that used to be repeated in five
+places (the worker, the SDK client, the replay tests, the test fixtures, the benchmarks):
+
+- the data converter: pydantic JSON that refuses undecodable entry payloads
+  (:mod:`chorus.runtime.converter`), with the AES-GCM codec and the encoded-attributes failure
+  converter when ``CHORUS_CODEC_KEYS`` is set;
+- the interceptors: run context on every activity's log lines
+  (:mod:`chorus.observability.log_context`) and OpenTelemetry tracing when an OTLP endpoint is
+  configured;
+- the workflow sandbox, passing through only :data:`SANDBOX_PASSTHROUGH` (each with its
+  reason), so workflow code cannot import storage, clock or provider code unchecked;
+- the workflows (when asked: the run task queue's worker) and the activities given to it.
+
+Use it on the client (``Client.connect(..., plugins=[ChorusPlugin(settings)])``, which
+:func:`chorus.runtime.converter.connect` does) and on each worker
+(``Worker(client, task_queue=..., plugins=[ChorusPlugin(settings, activities=[...],
+register_workflows=True)])``; :func:`worker.build_worker` does); workers built from a client
+that has it get its converter, interceptors and sandbox too, and applying it twice is
+harmless. ``Replayer(workflows=[], plugins=[ChorusPlugin()])`` replays with the same setup.
+
+Modelled on pydantic-ai's ``durable_exec/temporal`` plugin and the public face of
+temporalio's ``contrib/openai_agents``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from temporalio.activity import _Definition
+from temporalio.converter import DataConverter
+from temporalio.plugin import SimplePlugin
+from temporalio.worker import ReplayerConfig, WorkerConfig
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from chorus.config.settings import Settings
+from chorus.observability import tracing
+from chorus.observability.log_context import LogContextInterceptor
+from chorus.runtime.converter import chorus_data_converter, data_converter
+
+PLUGIN_NAME: Final = "chorus.ChorusPlugin"
+
+SANDBOX_PASSTHROUGH: Final[dict[str, str]] = {
+    "chorus.contracts": (
+        "Chorus's pure contracts (payload models, names, limits, errors, validation): no I/O,"
+        " no clock, no randomness at import or call; one copy shared with activities and the"
+        " SDK, so a payload class is the same class on both sides"
+    ),
+    "pydantic": "payload models are pydantic models; deterministic, and slow to re-import per run",
+    "pydantic_core": "pydantic's compiled core: an extension module cannot be re-imported",
+    "annotated_types": "imported by pydantic for field constraints; pure",
+}
+"""Modules the workflow sandbox takes from the worker's own imports instead of re-importing
+for each workflow run, and why each is safe. Everything else a workflow imports is re-imported
+in the sandbox and checked against its restrictions (storage, HTTP and clock code would fail
+there)."""
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    """Return the workflow runner with Chorus's pass-through (:data:`SANDBOX_PASSTHROUGH`)."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+def activity_name(fn: Callable[..., Any]) -> str | None:
+    """The Temporal activity name of ``fn`` (``None`` if it is not an activity)."""
+    defn = _Definition.from_callable(fn)
+    return defn.name if defn is not None else None
+
+
+def _workflows() -> list[type]:
+    from workflows import WORKFLOWS  # deferred: workflows import this package's contracts
+
+    return list(WORKFLOWS)
+
+
+class ChorusPlugin(SimplePlugin):
+    """Temporal plugin that configures clients, workers and replayers for Chorus.
+
+    Args:
+        settings: Read for ``CHORUS_CODEC_KEYS`` (the codec); ``None`` means no codec (the
+            replay tests and anything that never sees encrypted payloads).
+        activities: Activity callables a worker registers (normally
+            :func:`worker.default_activities`, bound to the worker's pool and provider
+            clients; a provider's LLM task queue takes only ``chorus.call_llm``).
+        register_workflows: Register Chorus's workflows on the worker (the run task queue's
+            worker; not a client's plugin, whose workers may poll other queues).
+
+    Raises:
+        chorus.runtime.codec.CodecError: ``CHORUS_CODEC_KEYS`` is malformed.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        activities: Sequence[Callable[..., Any]] = (),
+        register_workflows: bool = False,
+    ) -> None:
+        converter = data_converter(settings) if settings is not None else chorus_data_converter
+        self._converter: DataConverter = converter
+        self._activities = list(activities)
+        self._register_workflows = register_workflows
+        self._log_context = LogContextInterceptor()
+        super().__init__(
+            PLUGIN_NAME,
+            data_converter=converter,
+            interceptors=tracing.client_interceptors(),  # [] unless OTLP is configured
+            workflow_runner=sandbox_runner(),
+        )
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        """Register the workflows, activities, interceptors and sandbox on a worker.
+
+        Idempotent, so a worker may see this plugin from its client and again in its own
+        ``plugins``: workflows and interceptors are added once, activities by name once.
+        """
+        config = super().configure_worker(config)
+        have = {activity_name(a) for a in config.get("activities") or ()}
+        wanted = [a for a in self._activities if activity_name(a) not in have]
+        if wanted:
+            config["activities"] = [*(config.get("activities") or ()), *wanted]
+        if self._register_workflows:
+            present = set(config.get("workflows") or ())
+            missing = [w for w in _workflows() if w not in present]
+            if missing:
+                config["workflows"] = [*(config.get("workflows") or ()), *missing]
+        interceptors = list(config.get("interceptors") or ())
+        if not any(isinstance(i, LogContextInterceptor) for i in interceptors):
+            config["interceptors"] = [*interceptors, self._log_context]
+        return config
+
+    def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
+        """Set the converter, sandbox, workflows and interceptors of a replayer."""
+        config = super().configure_replayer(config)
+        present = set(config.get("workflows") or ())
+        config["workflows"] = [
+            *(config.get("workflows") or ()),
+            *(w for w in _workflows() if w not in present),
+        ]
+        interceptors = list(config.get("interceptors") or ())
+        if not any(isinstance(i, LogContextInterceptor) for i in interceptors):
+            config["interceptors"] = [*interceptors, self._log_context]
+        return config
