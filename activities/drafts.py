@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-import uuid
 
 import asyncpg
 from temporalio import activity
@@ -14,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from activities.runs import workflow_ids
 from chorus.contracts.drafting import INLINE_CONTENT_CHARS, SaveDraftInput, TextEdit, apply_edit
 from chorus.contracts.names import SAVE_DRAFT_ACTIVITY
+from chorus.storage import draft_rows
 
 _HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
 
@@ -93,39 +93,37 @@ class DraftActivities:
         """
         draft_id, _ = workflow_ids(activity.info())
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", draft_id)
-            row = await conn.fetchrow(
-                "SELECT version, content FROM drafts WHERE draft_id = $1", draft_id
-            )
+            await draft_rows.lock_draft(conn, draft_id)
+            row = await draft_rows.saved_draft(conn, draft_id)
             if row is None:
                 text = input.initial_content
                 if input.initial_content_ref is not None:
-                    text = await conn.fetchval(
-                        "SELECT content FROM blobs WHERE id = $1",
-                        uuid.UUID(input.initial_content_ref.blob_id),
-                    )
-                    if text is None:
+                    stored = await draft_rows.blob_text(conn, input.initial_content_ref.blob_id)
+                    if stored is None:
                         raise ApplicationError(
                             f"draft {draft_id}: initial text "
                             f"{input.initial_content_ref.blob_id} is not stored",
                             non_retryable=True,
                         )
-                await conn.execute(
-                    "INSERT INTO drafts (draft_id, title, status, version, content,"
-                    " collaborators, comments, created_at)"
-                    " VALUES ($1, $2, $3, 1, $4, $5, '[]'::jsonb, $6)",
-                    draft_id, input.title, input.status, text,
-                    input.collaborators, input.created_at,
-                )  # fmt: skip
-                owner = next(u for u, r in input.collaborators.items() if r == "owner")
-                await conn.execute(
-                    "INSERT INTO draft_revisions (draft_id, version, author, author_kind,"
-                    " base_version, edit, summary, diff, content_after, created_at)"
-                    " VALUES ($1, 1, $2, 'person', 0, $3, 'created', $4, $5, $6)",
-                    draft_id, owner, {"start": 0, "end": 0, "text": text},
-                    unified_diff("", text, 1),
-                    text if len(text) <= INLINE_CONTENT_CHARS else None, input.created_at,
-                )  # fmt: skip
+                    text = stored
+                await draft_rows.insert_draft(
+                    conn,
+                    draft_id=draft_id,
+                    title=input.title,
+                    status=input.status,
+                    content=text,
+                    collaborators=input.collaborators,
+                    created_at=input.created_at,
+                )
+                await draft_rows.insert_first_revision(
+                    conn,
+                    draft_id=draft_id,
+                    author=next(u for u, r in input.collaborators.items() if r == "owner"),
+                    content=text,
+                    diff=unified_diff("", text, 1),
+                    content_after=text if len(text) <= INLINE_CONTENT_CHARS else None,
+                    created_at=input.created_at,
+                )
                 saved_version = 1
             else:
                 saved_version, text = row["version"], row["content"]
@@ -139,15 +137,19 @@ class DraftActivities:
             for revision in new:
                 diff = edit_diff(text, revision.edit, revision.version)
                 text = apply_edit(text, revision.edit)
-                await conn.execute(
-                    "INSERT INTO draft_revisions (draft_id, version, author, author_kind,"
-                    " base_version, edit, summary, diff, content_after, created_at)"
-                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
-                    draft_id, revision.version, revision.author, revision.author_kind,
-                    revision.base_version, revision.edit.model_dump(), revision.summary,
-                    diff, text if len(text) <= INLINE_CONTENT_CHARS else None,
-                    revision.created_at,
-                )  # fmt: skip
+                await draft_rows.insert_revision(
+                    conn,
+                    draft_id=draft_id,
+                    version=revision.version,
+                    author=revision.author,
+                    author_kind=revision.author_kind,
+                    base_version=revision.base_version,
+                    edit=revision.edit.model_dump(),
+                    summary=revision.summary,
+                    diff=diff,
+                    content_after=text if len(text) <= INLINE_CONTENT_CHARS else None,
+                    created_at=revision.created_at,
+                )
             version = new[-1].version if new else saved_version
             problem = None
             if version != input.version:
@@ -164,9 +166,13 @@ class DraftActivities:
                     f"draft {draft_id}: revisions do not replay to the workflow's text: {problem}",
                     non_retryable=True,
                 )
-            await conn.execute(
-                "UPDATE drafts SET title = $2, status = $3, version = $4, content = $5,"
-                " collaborators = $6, comments = $7, updated_at = now() WHERE draft_id = $1",
-                draft_id, input.title, input.status, input.version, text,
-                input.collaborators, [c.model_dump(mode="json") for c in input.comments],
-            )  # fmt: skip
+            await draft_rows.update_draft(
+                conn,
+                draft_id=draft_id,
+                title=input.title,
+                status=input.status,
+                version=input.version,
+                content=text,
+                collaborators=input.collaborators,
+                comments=[c.model_dump(mode="json") for c in input.comments],
+            )

@@ -28,13 +28,13 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
 from chorus.config.settings import Settings
 from chorus.governance.pricing import cost_usd
+from chorus.storage import budget_ledger
+from chorus.storage.budget_ledger import Conn
 
-Conn = asyncpg.Connection | PoolConnectionProxy
 WORST_CASE_OVERHEAD_TOKENS = 32
 """Tokens added to the prompt's byte count for chat-template markup (OpenAI documents ~3 per
 message plus 3 per reply; Anthropic a similar few)."""
@@ -150,7 +150,7 @@ async def limits(conn: Conn | asyncpg.Pool, settings: Settings) -> dict[str, Lim
         found["daily"] = Limit("daily", settings.daily_budget_usd, settings.budget_alert_usd)
     if settings.run_budget_usd is not None:
         found["run"] = Limit("run", settings.run_budget_usd)
-    for row in await conn.fetch("SELECT scope, limit_usd, alert_usd FROM budgets"):
+    for row in await budget_ledger.budget_rows(conn):
         alert = float(row["alert_usd"]) if row["alert_usd"] is not None else None
         found[row["scope"]] = Limit(row["scope"], float(row["limit_usd"]), alert)
     return found
@@ -190,18 +190,17 @@ async def reserve(
     defaults = _default_limits(settings)
     # One round trip: chorus_budget_reserve (migration 0006) locks the period rows in order,
     # checks every limit and records the reservation in the statement's transaction.
-    row = await pool.fetchrow(
-        "SELECT * FROM chorus_budget_reserve($1, $2, $3::text[], $4::text[], $5::numeric[],"
-        " $6, $7, $8, $9)",
-        workflow_id,
-        activity_id,
-        list(periods),
-        list(periods.values()),
-        [defaults.get(scope) for scope in periods],
-        agent,
-        provider,
-        model,
-        amount,
+    row = await budget_ledger.reserve_call(
+        pool,
+        workflow_id=workflow_id,
+        activity_id=activity_id,
+        scopes=list(periods),
+        periods=list(periods.values()),
+        default_limits=[defaults.get(scope) for scope in periods],
+        agent=agent,
+        provider=provider,
+        model=model,
+        amount=amount,
     )
     if row is None:  # pragma: no cover - the function always returns one row
         raise RuntimeError("chorus_budget_reserve returned no row")
@@ -260,16 +259,16 @@ async def settle(
     alert = settings.budget_alert_usd if settings.daily_budget_usd is not None else None
     day = (now or datetime.now(UTC)).date()
     periods = periods_for(agent, root_workflow_id or workflow_id, day)
-    crossed = await pool.fetchval(
-        "SELECT chorus_budget_settle($1, $2, $3, $4::numeric, $5::text[], $6, $7, $8)",
-        workflow_id,
-        activity_id,
-        cost,
-        Decimal(str(alert)) if alert is not None else None,
-        list(periods.values()),
-        agent,
-        provider,
-        model,
+    crossed = await budget_ledger.settle_call(
+        pool,
+        workflow_id=workflow_id,
+        activity_id=activity_id,
+        cost=cost,
+        alert=Decimal(str(alert)) if alert is not None else None,
+        periods=list(periods.values()),
+        agent=agent,
+        provider=provider,
+        model=model,
     )
     return [crossed] if crossed else []
 
@@ -277,33 +276,7 @@ async def settle(
 async def release(pool: asyncpg.Pool, *, workflow_id: str, activity_id: str) -> None:
     """Give back a held reservation (the call failed; nothing was spent)."""
     async with pool.acquire() as conn, conn.transaction():
-        await _release(conn, workflow_id, activity_id)
-
-
-async def _release(conn: Conn, workflow_id: str, activity_id: str) -> None:
-    row = await conn.fetchrow(
-        "UPDATE budget_reservations SET state = 'released', updated_at = now()"
-        " WHERE workflow_id = $1 AND activity_id = $2 AND state = 'reserved'"
-        " RETURNING periods, reserved_usd",
-        workflow_id,
-        activity_id,
-    )
-    if row is not None:
-        await _lock_periods(conn, row["periods"])
-        await conn.execute(
-            "UPDATE budget_spend SET reserved_usd = reserved_usd - $2"
-            " WHERE period = ANY($1::text[])",
-            row["periods"],
-            row["reserved_usd"],
-        )
-
-
-async def _lock_periods(conn: Conn, periods: list[str]) -> None:
-    """Lock budget rows in period order, the one order every transaction uses (no deadlock)."""
-    await conn.execute(
-        "SELECT 1 FROM budget_spend WHERE period = ANY($1::text[]) ORDER BY period FOR UPDATE",
-        periods,
-    )
+        await budget_ledger.release_reservation(conn, workflow_id, activity_id)
 
 
 _last_sweep = 0.0
@@ -320,20 +293,15 @@ async def _sweep_stale(pool: asyncpg.Pool) -> None:
 
 
 async def _release_stale(conn: Conn) -> None:
-    stale = await conn.fetch(
-        "SELECT workflow_id, activity_id, periods FROM budget_reservations"
-        " WHERE state = 'reserved'"
-        f" AND updated_at < now() - interval '{STALE_RESERVATION_MINUTES} minutes'"
-        " FOR UPDATE SKIP LOCKED"
-    )
+    stale = await budget_ledger.stale_reservations(conn, STALE_RESERVATION_MINUTES)
     if not stale:
         return
     # Lock every period involved at once, in period order: releasing reservation by
     # reservation would take them out of order across reservations and could deadlock with
     # a concurrent reserve or settle.
-    await _lock_periods(conn, sorted({p for row in stale for p in row["periods"]}))
+    await budget_ledger.lock_periods(conn, sorted({p for row in stale for p in row["periods"]}))
     for row in stale:
-        await _release(conn, row["workflow_id"], row["activity_id"])
+        await budget_ledger.release_reservation(conn, row["workflow_id"], row["activity_id"])
 
 
 async def set_limit(
@@ -360,7 +328,7 @@ async def set_limit(
     if scope not in ("daily", "run") and not (scope.startswith("agent:") and len(scope) > 6):
         raise ValueError(f"scope: {scope!r} is not 'daily', 'run' or 'agent:<name>'")
     if limit_usd is None:
-        await pool.execute("DELETE FROM budgets WHERE scope = $1", scope)
+        await budget_ledger.delete_budget(pool, scope)
         return
     if limit_usd < 0:
         raise ValueError(f"limit_usd: must be >= 0, got {limit_usd}")
@@ -369,10 +337,8 @@ async def set_limit(
             raise ValueError("alert_usd: only the daily budget has an alert threshold")
         if not 0 <= alert_usd <= limit_usd:
             raise ValueError(f"alert_usd: must be between 0 and the limit ({limit_usd})")
-    await pool.execute(
-        "INSERT INTO budgets (scope, limit_usd, alert_usd, updated_by) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (scope) DO UPDATE SET limit_usd = EXCLUDED.limit_usd,"
-        " alert_usd = EXCLUDED.alert_usd, updated_by = EXCLUDED.updated_by, updated_at = now()",
+    await budget_ledger.upsert_budget(
+        pool,
         scope,
         Decimal(str(limit_usd)),
         None if alert_usd is None else Decimal(str(alert_usd)),
@@ -390,9 +356,7 @@ async def standing(
     lines = []
     for scope in scopes:
         period = f"day:{day}" if scope == "daily" else f"{scope}:{day}"
-        row = await pool.fetchrow(
-            "SELECT reserved_usd, spent_usd FROM budget_spend WHERE period = $1", period
-        )
+        row = await budget_ledger.period_spend(pool, period)
         spent = float(row["spent_usd"]) if row else 0.0
         reserved = float(row["reserved_usd"]) if row else 0.0
         limit = configured.get(scope)

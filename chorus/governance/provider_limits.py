@@ -38,6 +38,8 @@ from collections.abc import Callable, Mapping
 import asyncpg
 from pydantic import BaseModel, Field
 
+from chorus.storage import provider_rates
+
 SLOT_WAIT_S = 60.0
 """Longest an LLM activity attempt waits for its provider's rate and a concurrency slot,
 together, before failing as ``RateLimited`` (retried by the LLM retry policy). The activity's
@@ -46,30 +48,6 @@ start-to-close timeout includes it."""
 RATE_HEARTBEAT_S = 5.0
 """Longest sleep between two ``on_wait`` calls while waiting for the rate (the LLM activity
 heartbeats there; its heartbeat timeout is 30 s)."""
-
-# One statement per call. With T = 60 / rpm seconds between starts and tau = (burst - 1) * T of
-# tolerance, a call arriving at `now` may start at max(now, tat - tau), and moves the
-# theoretical arrival time to max(tat, now) + T; the WHERE refuses it (no row returned, tat
-# unchanged) when that start is more than max_wait seconds away. clock_timestamp() is read
-# after the row lock is taken, so concurrent workers are ordered by the database's clock.
-_RESERVE_START = """
-INSERT INTO llm_rate_limits AS r (provider, tat)
-VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8))
-ON CONFLICT (provider) DO UPDATE
-    SET tat = greatest(r.tat, clock_timestamp()) + make_interval(secs => $2::float8)
-    WHERE r.tat - make_interval(secs => $3::float8)
-        <= clock_timestamp() + make_interval(secs => $4::float8)
-RETURNING greatest(0, extract(epoch FROM r.tat - clock_timestamp()) - $2::float8 - $3::float8)
-    ::float8 AS wait_s
-"""
-# Seconds until a call arriving now would start without waiting.
-_NEXT_START = """
-SELECT greatest(0, extract(epoch FROM tat - clock_timestamp()) - $2::float8)::float8
-FROM llm_rate_limits WHERE provider = $1
-"""
-
-_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1), $2)"
-_UNLOCK = "SELECT pg_advisory_unlock(hashtext($1), $2)"
 
 
 class ProviderLimit(BaseModel):
@@ -162,26 +140,26 @@ class FleetRateLimiter:
             return 0.0
         interval_s = 60.0 / limit.rpm
         tolerance_s = (limit.effective_burst - 1) * interval_s
-        wait_s = await self._pool.fetchval(
-            _RESERVE_START, provider, interval_s, tolerance_s, max_wait_s
+        wait_s = await provider_rates.reserve_start(
+            self._pool, provider, interval_s, tolerance_s, max_wait_s
         )
         if wait_s is None:
-            retry_after_s = await self._pool.fetchval(_NEXT_START, provider, tolerance_s)
-            retry_after_s = float(retry_after_s) if retry_after_s is not None else max_wait_s
+            next_start_s = await provider_rates.next_start(self._pool, provider, tolerance_s)
+            retry_after_s = next_start_s if next_start_s is not None else max_wait_s
             raise RateBacklogError(
                 f"provider {provider}: calls queued across the fleet would delay this one "
                 f"{retry_after_s:.0f} s, more than {max_wait_s:.0f} s (limit: {limit.rpm:g} "
                 "requests/min, CHORUS_PROVIDER_LIMITS)",
                 retry_after_s,
             )
-        remaining = float(wait_s)
+        remaining = wait_s
         while remaining > 0:
             if on_wait is not None:
                 on_wait()
             step = min(remaining, RATE_HEARTBEAT_S)
             await asyncio.sleep(step)
             remaining -= step
-        return float(wait_s)
+        return wait_s
 
 
 class FleetSemaphore:
@@ -238,11 +216,7 @@ class FleetSemaphore:
                     if (provider, slot) in self._held:
                         continue
                     conn = await self._connection()
-                    if await conn.fetchval(
-                        "SELECT pg_try_advisory_lock(hashtext($1), $2)",
-                        f"chorus.llm.{provider}",
-                        slot,
-                    ):
+                    if await provider_rates.try_lock_slot(conn, provider, slot):
                         self._held.add((provider, slot))
                         return slot
                 await self._maybe_return_connection()
@@ -264,11 +238,7 @@ class FleetSemaphore:
             self._held.discard((provider, slot))
             if self._conn is not None:
                 try:
-                    await self._conn.fetchval(
-                        "SELECT pg_advisory_unlock(hashtext($1), $2)",
-                        f"chorus.llm.{provider}",
-                        slot,
-                    )
+                    await provider_rates.unlock_slot(self._conn, provider, slot)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     # The session is gone, and its locks with it.
                     await self._drop_connection()

@@ -39,6 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from chorus.config.settings import Settings
 from chorus.governance import budget
+from chorus.storage import draft_rows
 from chorus.storage.db import DB_ERRORS
 
 LLM_LATENCY_BUCKETS: tuple[float, ...] = (
@@ -216,7 +217,7 @@ async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, timeout_s: floa
     try:
         async with asyncio.timeout(timeout_s):
             lines = await budget.standing(pool, settings)
-            drafts = await pool.fetchval("SELECT count(*) FROM drafts WHERE status <> 'archived'")
+            drafts = await draft_rows.active_draft_count(pool)
     except DB_ERRORS:  # TimeoutError is an OSError
         GAUGE_REFRESH_ERRORS.inc()
         return False
@@ -236,5 +237,5 @@ async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, timeout_s: floa
         for field, value in values.items():
             if value is not None:
                 BUDGET_GAUGES[field].labels(scope=line.scope).set(value)
-    DRAFTS_ACTIVE.set(drafts or 0)
+    DRAFTS_ACTIVE.set(drafts)
     return True

@@ -50,7 +50,7 @@ from temporalio.client import Client
 from chorus.config.settings import Settings
 from chorus.integrations import local_model
 from chorus.observability import metrics
-from chorus.storage import db
+from chorus.storage import db, health_checks
 
 CHECK_TIMEOUT_S = 2.0
 """Bound on each readiness check, in seconds: a probe answers well within a 5 s period."""
@@ -123,8 +123,8 @@ class WorkerProbes:
         return f"{self.settings.temporal_address} answers"
 
     async def _postgres(self) -> str:
-        await self.pool.fetchval("SELECT 1", timeout=self.timeout_s)
-        return "SELECT 1 answered"
+        await health_checks.ping(self.pool, self.timeout_s)
+        return f"{health_checks.PING_SQL} answered"
 
     async def _local_reachable(self) -> tuple[bool, str]:
         """Probe the local server with a real chat completion, cached for ``LOCAL_CACHE_S``.
