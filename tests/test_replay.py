@@ -71,3 +71,31 @@ async def test_sandbox_compiles_workflow_modules_once():
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
     assert CachingSourceLoader.compiled == compiled
+
+
+def test_workflow_code_imports_only_the_contracts():
+    """Issue 18: the sandbox passes through only ``chorus.contracts`` (ChorusPlugin), so
+    workflow modules must not import storage, governance, HTTP or clock code."""
+    import ast
+
+    from chorus.runtime.plugin import SANDBOX_PASSTHROUGH
+
+    root = Path(__file__).resolve().parent.parent / "workflows"
+    offenders = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name.split(".")[0] == "chorus" and not name.startswith("chorus.contracts"):
+                    offenders.append(f"{path.name}: {name}")
+    assert offenders == []
+    assert set(SANDBOX_PASSTHROUGH) == {
+        "chorus.contracts",
+        "pydantic",
+        "pydantic_core",
+        "annotated_types",
+    }

@@ -26,8 +26,12 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from chorus.contracts import errors
+    from chorus.contracts.limits import SLOT_WAIT_S
     from chorus.contracts.models import (
         AgentStep,
+        CallbackPayload,
+        CallbackStatus,
+        CallbackTotals,
         DeliverCallbackInput,
         EntryInput,
         FailedBranch,
@@ -67,14 +71,7 @@ with workflow.unsafe.imports_passed_through():
         STATUS_ATTR,
         llm_task_queue,
     )
-    from chorus.contracts.validation import control_problem
-    from chorus.governance.provider_limits import SLOT_WAIT_S
-    from chorus.integrations.webhooks import (
-        CallbackPayload,
-        CallbackStatus,
-        CallbackTotals,
-        url_host,
-    )
+    from chorus.contracts.validation import control_problem, url_host
 
 InputT = TypeVar("InputT", bound="EntryInput")
 

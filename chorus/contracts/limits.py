@@ -69,3 +69,8 @@ OpenAI model page, 2026), roughly 60,000 characters of English."""
 
 MAX_CALLBACK_URL_CHARS: Final = 2048
 """Longest callback URL accepted (the de-facto limit of browsers and many proxies)."""
+
+SLOT_WAIT_S: Final = 60.0
+"""Longest an LLM activity attempt waits for its provider's rate and a concurrency slot,
+together, before failing as ``RateLimited`` (retried by the LLM retry policy). The activity's
+start-to-close timeout includes it."""
