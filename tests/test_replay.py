@@ -99,3 +99,28 @@ def test_workflow_code_imports_only_the_contracts():
         "pydantic_core",
         "annotated_types",
     }
+
+
+def test_activity_declarations_match_their_implementations():
+    """Workflows call activities through typed declarations (chorus.contracts.activities);
+    each must have an implementation of the same name, parameter and return types."""
+    import inspect
+    import typing
+
+    import activities as implementations
+    from chorus.contracts.activities import DECLARATIONS
+    from chorus.runtime.plugin import activity_name
+
+    implemented = {}
+    for cls in vars(implementations).values():
+        if inspect.isclass(cls):
+            for _, fn in inspect.getmembers(cls, inspect.isfunction):
+                name = activity_name(fn)
+                if name is not None:
+                    implemented[name] = fn
+    for declaration in DECLARATIONS:
+        name = activity_name(declaration)
+        assert name in implemented, f"{name} has no implementation in activities/"
+        declared = typing.get_type_hints(declaration)
+        actual = typing.get_type_hints(implemented[name])
+        assert list(declared.values()) == list(actual.values()), name

@@ -25,7 +25,7 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from chorus.contracts import errors
+    from chorus.contracts import activities, errors
     from chorus.contracts.limits import SLOT_WAIT_S
     from chorus.contracts.models import (
         AgentStep,
@@ -37,12 +37,10 @@ with workflow.unsafe.imports_passed_through():
         FailedBranch,
         FinishRunInput,
         LLMRequest,
-        LLMResponse,
         ParallelInput,
         ParallelStep,
         PriorOutput,
         ProviderAttempt,
-        ResolveAgentsResult,
         ResolvedAgent,
         RunProgress,
         RunResult,
@@ -59,21 +57,19 @@ with workflow.unsafe.imports_passed_through():
     )
     from chorus.contracts.names import (
         AGENTS_ATTR,
-        CALL_LLM_ACTIVITY,
         COST_ATTR,
-        DELIVER_CALLBACK_ACTIVITY,
-        FINISH_RUN_ACTIVITY,
         PARALLEL_WORKFLOW,
         PATTERN_ATTR,
         PROGRESS_QUERY,
         SEQUENTIAL_WORKFLOW,
-        START_RUN_ACTIVITY,
         STATUS_ATTR,
         llm_task_queue,
     )
     from chorus.contracts.validation import control_problem, url_host
 
 InputT = TypeVar("InputT", bound="EntryInput")
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
 
 LLM_MAX_ATTEMPTS = 4
 LLM_RETRY_POLICY = RetryPolicy(
@@ -316,9 +312,8 @@ async def call_agent(
         wait_cancellation = workflow.patched(LLM_WAIT_CANCELLATION_PATCH)
         try:
             response = await workflow.execute_activity(
-                CALL_LLM_ACTIVITY,
+                activities.call_llm,
                 request,
-                result_type=LLMResponse,
                 task_queue=task_queue,
                 start_to_close_timeout=timedelta(seconds=attempt_s),
                 schedule_to_close_timeout=timedelta(seconds=attempt_s * LLM_MAX_ATTEMPTS + 300),
@@ -496,8 +491,8 @@ class RunWorkflowBase:
             raise ApplicationError(problem, type=errors.INVALID_INPUT, non_retryable=True)
         size = input.document_ref.size_bytes if input.document_ref else len(input.document.encode())
         try:
-            result: ResolveAgentsResult = await self._bookkeeping(
-                START_RUN_ACTIVITY,
+            result = await self._bookkeeping(
+                activities.start_run,
                 StartRunInput(
                     pattern=self.pattern,
                     task=input.task,
@@ -510,7 +505,6 @@ class RunWorkflowBase:
                     root_workflow_id=self._root_id,
                     started_at=self._started_at,
                 ),
-                result_type=ResolveAgentsResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 summary=f"Record run; pin agents {', '.join(names)}",
             )
@@ -537,25 +531,23 @@ class RunWorkflowBase:
 
     async def _bookkeeping(
         self,
-        activity: str,
-        arg: Any,
+        activity: Callable[[ArgT], Awaitable[ResultT]],
+        arg: ArgT,
         *,
         start_to_close_timeout: timedelta,
         summary: str,
-        result_type: type | None = None,
         shield: bool = False,
-    ) -> Any:
+    ) -> ResultT:
         """Run a run-bookkeeping activity: local on patched runs, a normal activity before.
 
         Both forms retry until PostgreSQL answers (``STORAGE_RETRY_POLICY``); a local
         activity's retries back off on a workflow timer once past a few seconds.
 
         Args:
-            activity: Activity name.
+            activity: The activity's declaration (:mod:`chorus.contracts.activities`).
             arg: Its input.
             start_to_close_timeout: One attempt's limit.
             summary: Shown in the Temporal UI.
-            result_type: Type of the result.
             shield: Local form only: a cancellation request arriving meanwhile does not cancel
                 it (the run has ended and must be recorded; a normal activity, once started,
                 finishes its write on its own).
@@ -564,7 +556,6 @@ class RunWorkflowBase:
             handle = workflow.start_local_activity(
                 activity,
                 arg,
-                result_type=result_type,
                 start_to_close_timeout=start_to_close_timeout,
                 retry_policy=STORAGE_RETRY_POLICY,
                 local_retry_threshold=LOCAL_RETRY_THRESHOLD,
@@ -577,7 +568,6 @@ class RunWorkflowBase:
         return await workflow.execute_activity(
             activity,
             arg,
-            result_type=result_type,
             start_to_close_timeout=start_to_close_timeout,
             retry_policy=STORAGE_RETRY_POLICY,
             summary=summary,
@@ -608,7 +598,7 @@ class RunWorkflowBase:
         output = result.output if result and status == "succeeded" else None
         self._set_end_attributes(status, totals.cost_usd)
         await self._bookkeeping(
-            FINISH_RUN_ACTIVITY,
+            activities.finish_run,
             FinishRunInput(
                 status=status,
                 finished_at=finished,
@@ -667,7 +657,7 @@ class RunWorkflowBase:
             finished_at=finished_at,
         )
         delivery = workflow.start_activity(
-            DELIVER_CALLBACK_ACTIVITY,
+            activities.deliver_callback,
             DeliverCallbackInput(url=url, payload=payload),
             start_to_close_timeout=CALLBACK_ATTEMPT_TIMEOUT,
             schedule_to_close_timeout=CALLBACK_DELIVERY_WINDOW,

@@ -32,6 +32,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from workflows._base import call_agent, describe_activity_failure, require_input
 
 with workflow.unsafe.imports_passed_through():
+    from chorus.contracts import activities
     from chorus.contracts.drafting import (
         COMMENTS_PER_MINUTE,
         EDIT_ROLES,
@@ -62,12 +63,10 @@ with workflow.unsafe.imports_passed_through():
         apply_edit,
         rebase_over,
     )
-    from chorus.contracts.models import ResolveAgentsInput, ResolveAgentsResult
+    from chorus.contracts.models import ResolveAgentsInput
     from chorus.contracts.names import (
         DRAFT_STATUS_ATTR,
         DRAFT_WORKFLOW,
-        RESOLVE_AGENTS_ACTIVITY,
-        SAVE_DRAFT_ACTIVITY,
     )
     from chorus.contracts.validation import control_problem, text_problem
 
@@ -201,10 +200,9 @@ class DraftWorkflow:
     async def _agent_text(self, agent: str, *, task: str, document: str) -> str:
         """Ask ``agent`` (with provider fallback) and return its text, or raise AgentFailed."""
         try:
-            resolved: ResolveAgentsResult = await workflow.execute_activity(
-                RESOLVE_AGENTS_ACTIVITY,
+            resolved = await workflow.execute_activity(
+                activities.resolve_agents,
                 ResolveAgentsInput(names=[agent]),
-                result_type=ResolveAgentsResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=SAVE_RETRY_POLICY,
                 summary=f"Pin agent {agent}",
@@ -239,7 +237,7 @@ class DraftWorkflow:
         s = self.state
         sha = None if s.content is None else hashlib.sha256(s.content.encode()).hexdigest()
         await workflow.execute_activity(
-            SAVE_DRAFT_ACTIVITY,
+            activities.save_draft,
             SaveDraftInput(
                 title=s.title,
                 status=s.status,
