@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from chorus.contracts.limits import SLOT_WAIT_S
     from chorus.contracts.models import (
         AgentStep,
+        BudgetAlert,
         CallbackPayload,
         CallbackStatus,
         CallbackTotals,
@@ -127,9 +128,40 @@ first interval comes from the run's input); ``Retry-After`` overrides."""
 CALLBACK_DELIVERY_WINDOW = timedelta(hours=24)
 """Schedule-to-close of a callback delivery: a receiver may be down this long (~1,450 attempts)
 and still get the result. The workflow stays open meanwhile (its run row is already closed)."""
+BUDGET_ALERT_ACTIVITY_PATCH = "chorus-budget-alert-activity"
+"""Patch id: a budget alert that an LLM call crossed is delivered by its own retried activity
+(``chorus.deliver_budget_alert``) instead of one POST inside the LLM call."""
+BUDGET_ALERT_WINDOW = timedelta(hours=1)
+"""Schedule-to-close of a budget alert delivery (retried 1 s doubling to 60 s meanwhile)."""
 CALLBACK_ATTEMPT_TIMEOUT = timedelta(seconds=60)
 """Start-to-close of one delivery attempt; ``CHORUS_CALLBACK_TIMEOUT_S`` (<= 50 s) bounds the
 HTTP call inside it."""
+
+
+def start_budget_alert(alert: BudgetAlert) -> workflow.ActivityHandle[None]:
+    """Start delivering a budget alert (``chorus.deliver_budget_alert``); the caller awaits it
+    with :func:`await_deliveries` before the workflow ends or continues as new.
+    """
+    workflow.patched(BUDGET_ALERT_ACTIVITY_PATCH)  # a marker: only runs that had alerts
+    return workflow.start_activity(
+        activities.deliver_budget_alert,
+        alert,
+        start_to_close_timeout=CALLBACK_ATTEMPT_TIMEOUT,
+        schedule_to_close_timeout=BUDGET_ALERT_WINDOW,
+        retry_policy=CALLBACK_RETRY_POLICY,
+        summary=f"Budget alert: {alert.period}",
+    )
+
+
+async def await_deliveries(handles: list[workflow.ActivityHandle[None]]) -> None:
+    """Wait for started alert deliveries to end; a failure is logged (alerts are advisory)."""
+    while handles:
+        handle = handles.pop(0)
+        await _finish_despite_cancellation(handle, "a budget alert is being delivered")
+        try:
+            handle.result()
+        except ActivityError as err:
+            workflow.logger.warning("budget alert not delivered: %s", failure_message(err))
 
 
 async def _finish_despite_cancellation(task: asyncio.Future[Any], what: str) -> None:
@@ -247,6 +279,7 @@ async def call_agent(
     root_workflow_id: str,
     name: str | None = None,
     on_provider: Callable[[str], None] | None = None,
+    on_budget_alert: Callable[[BudgetAlert], None] | None = None,
     provider_queues: bool | None = None,
 ) -> StepResult:
     """Run one agent, falling back along its provider chain (workflow code).
@@ -265,6 +298,8 @@ async def call_agent(
         root_workflow_id: Top-level workflow, under which the calls are recorded.
         name: Step name in the result (default: the agent's name).
         on_provider: Called with ``provider:model`` before each provider is tried.
+        on_budget_alert: Called with each budget alert the successful call crossed (the
+            caller delivers it: :func:`start_budget_alert`); alerts are dropped without it.
         provider_queues: Whether calls go to their provider's task queue; ``None`` decides
             by the ``llm-task-queue-per-provider`` patch.
     """
@@ -362,6 +397,9 @@ async def call_agent(
             # The call finished (and was recorded) after the run was cancelled: the run still
             # ends cancelled, counting the call (chorus.finish_run reads what was paid).
             raise asyncio.CancelledError("the run was cancelled")
+        if on_budget_alert is not None:
+            for alert in response.budget_alerts:
+                on_budget_alert(alert)
         tried.append(
             ProviderAttempt(
                 provider=link.provider,
@@ -408,6 +446,7 @@ class RunWorkflowBase:
     pattern: Literal["sequential", "parallel"]
 
     def _init_progress(self, names: list[tuple[str, StepKind]]) -> None:
+        self._alerts: list[workflow.ActivityHandle[None]] = []
         self._started_at = workflow.now()
         self._progress = [StepProgress(name=name, kind=kind) for name, kind in names]
         self._done = False
@@ -612,6 +651,7 @@ class RunWorkflowBase:
             shield=True,
         )
         await self._deliver_callback(status, totals, output, error, finished)
+        await await_deliveries(self._alerts)
 
     async def _deliver_callback(
         self,
@@ -727,6 +767,7 @@ class RunWorkflowBase:
             root_workflow_id=self._root_id,
             name=name,
             on_provider=mark,
+            on_budget_alert=lambda alert: self._alerts.append(start_budget_alert(alert)),
         )
 
     async def _run_step(self, index: int, step: Step, context: list[PriorOutput]) -> StepResult:

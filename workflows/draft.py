@@ -29,7 +29,13 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
-from workflows._base import call_agent, describe_activity_failure, require_input
+from workflows._base import (
+    await_deliveries,
+    call_agent,
+    describe_activity_failure,
+    require_input,
+    start_budget_alert,
+)
 
 with workflow.unsafe.imports_passed_through():
     from chorus.contracts import activities
@@ -102,6 +108,7 @@ class DraftWorkflow:
     def __init__(self, input: DraftInput | None = None) -> None:
         if input is None:  # started without an input: run() fails it with InvalidInput
             input = DraftInput(title="(no input)", owner="(none)")
+        self._alerts: list[workflow.ActivityHandle[None]] = []  # budget alert deliveries
         if input.state is not None:
             self.state = input.state
         else:
@@ -166,6 +173,9 @@ class DraftWorkflow:
                 await self._save()
             if self.state.status == "archived" or self._continue_due():
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                while self._alerts:  # budget alerts of agent calls (advisory, retried)
+                    await await_deliveries(self._alerts)
+                    await workflow.wait_condition(workflow.all_handlers_finished)
                 if self.state.status == "archived":
                     while self._dirty or self._unsaved:  # no edits are accepted any more
                         await self._save()
@@ -218,6 +228,7 @@ class DraftWorkflow:
             document_ref=None,
             context=[],
             root_workflow_id=workflow.info().workflow_id,
+            on_budget_alert=lambda alert: self._alerts.append(start_budget_alert(alert)),
         )
         if step.status != "succeeded" or not step.output.strip():
             raise ApplicationError(
