@@ -139,8 +139,10 @@ HTTP call inside it."""
 
 
 def start_budget_alert(alert: BudgetAlert) -> workflow.ActivityHandle[None]:
-    """Start delivering a budget alert (``chorus.deliver_budget_alert``); the caller awaits it
-    with :func:`await_deliveries` before the workflow ends or continues as new.
+    """Start delivering a budget alert (``chorus.deliver_budget_alert``).
+
+    The caller awaits it with :func:`await_deliveries` before the workflow ends or continues
+    as new.
     """
     workflow.patched(BUDGET_ALERT_ACTIVITY_PATCH)  # a marker: only runs that had alerts
     return workflow.start_activity(
