@@ -1,8 +1,9 @@
 """``chorus top``: one snapshot of the fleet — runs in flight, recent failures, spend, providers.
 
-Sources: runs in flight come from Temporal visibility (open Chorus workflows, with their
-``ChorusPattern``/``ChorusAgents`` search attributes); failures, spend and provider latency come
-from PostgreSQL (``runs``, the budget ledger, ``messages``). ``messages`` holds one row per
+Sources, all read through the SDK (``chorus.fleet``, ``chorus.spend``): runs in flight come
+from Temporal visibility (open Chorus workflows, with their ``ChorusPattern``/``ChorusAgents``
+search attributes); failures, spend and provider latency come from PostgreSQL (``runs``, the
+budget ledger, ``messages``). ``messages`` holds one row per
 *successful* LLM call, so provider figures are successes only: failed attempts are not recorded
 per call (they show up as failed runs and in the worker's Prometheus metrics).
 """
@@ -16,9 +17,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from chorus.contracts.names import AGENTS_ATTR, PATTERN_ATTR, WORKFLOW_TYPES
-from chorus.governance.budget import BudgetLine
-from starter.sdk import ChorusClient
+from starter.sdk import BudgetLine, ChorusClient, ProviderHealth, RecentFailure, RunInFlight
 
 FAILURE_WINDOW = timedelta(hours=1)
 """Failed runs shown: those that ended this recently."""
@@ -26,38 +25,6 @@ PROVIDER_WINDOW = timedelta(minutes=15)
 """Provider latency is computed over the LLM calls of this window."""
 MAX_ROWS = 20
 """Rows shown per section at most."""
-
-
-class RunInFlight(BaseModel):
-    """An open Chorus run (child runs included)."""
-
-    workflow_id: str
-    workflow_type: str
-    pattern: str | None = None
-    agents: list[str] = []
-    parent_id: str | None = None
-    started_at: datetime | None = None
-
-
-class RecentFailure(BaseModel):
-    """A run that failed within ``FAILURE_WINDOW``, with the reason recorded in PostgreSQL."""
-
-    workflow_id: str
-    pattern: str
-    finished_at: datetime | None
-    error: str | None
-    cost_usd: float
-
-
-class ProviderHealth(BaseModel):
-    """Successful LLM calls of one provider/model within ``PROVIDER_WINDOW``; latency in ms."""
-
-    provider: str
-    model: str
-    calls: int
-    p50_ms: float
-    p95_ms: float
-    last_call_at: datetime
 
 
 class TopSnapshot(BaseModel):
@@ -77,63 +44,13 @@ async def snapshot(chorus: ChorusClient) -> TopSnapshot:
         temporalio.service.RPCError: Temporal is unreachable.
         asyncpg.PostgresError: PostgreSQL is unreachable or not migrated.
     """
-    types = ", ".join(f"'{t}'" for t in WORKFLOW_TYPES)
-    query = f'WorkflowType IN ({types}) AND ExecutionStatus = "Running"'
-    in_flight: list[RunInFlight] = []
-    async for wf in chorus.client.list_workflows(query, limit=MAX_ROWS):
-        attrs = wf.typed_search_attributes
-        in_flight.append(
-            RunInFlight(
-                workflow_id=wf.id,
-                workflow_type=wf.workflow_type,
-                pattern=attrs.get(PATTERN_ATTR),
-                agents=list(attrs.get(AGENTS_ATTR) or []),
-                parent_id=wf.parent_id,
-                started_at=wf.start_time,
-            )
-        )
-    pool = await chorus.pool()
     now = datetime.now(UTC)
-    failure_rows = await pool.fetch(
-        "SELECT workflow_id, pattern, finished_at, error, cost_usd FROM runs"
-        " WHERE status = 'failed' AND finished_at >= $1 ORDER BY finished_at DESC LIMIT $2",
-        now - FAILURE_WINDOW,
-        MAX_ROWS,
-    )
-    provider_rows = await pool.fetch(
-        "SELECT provider, model, count(*) AS calls,"
-        " percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_ms,"
-        " percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_ms,"
-        " max(created_at) AS last_call_at"
-        " FROM messages WHERE created_at >= $1 GROUP BY provider, model"
-        " ORDER BY provider, model",
-        now - PROVIDER_WINDOW,
-    )
     return TopSnapshot(
         taken_at=now,
-        in_flight=in_flight,
-        failures=[
-            RecentFailure(
-                workflow_id=r["workflow_id"],
-                pattern=r["pattern"],
-                finished_at=r["finished_at"],
-                error=r["error"],
-                cost_usd=float(r["cost_usd"]),
-            )
-            for r in failure_rows
-        ],
-        budgets=await chorus.budgets(),
-        providers=[
-            ProviderHealth(
-                provider=r["provider"],
-                model=r["model"],
-                calls=r["calls"],
-                p50_ms=float(r["p50_ms"]),
-                p95_ms=float(r["p95_ms"]),
-                last_call_at=r["last_call_at"],
-            )
-            for r in provider_rows
-        ],
+        in_flight=await chorus.fleet.in_flight(MAX_ROWS),
+        failures=await chorus.fleet.recent_failures(now - FAILURE_WINDOW, MAX_ROWS),
+        budgets=await chorus.spend.budgets(),
+        providers=await chorus.fleet.provider_latency(now - PROVIDER_WINDOW),
     )
 
 

@@ -1,0 +1,534 @@
+"""Runs: start sequential and parallel runs, watch, cancel and list them, read transcripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from chorus.contracts import validation
+from chorus.contracts.models import (
+    MAX_PLAN_DEPTH,
+    AgentStep,
+    ParallelInput,
+    RunProgress,
+    RunResult,
+    SequentialInput,
+    Step,
+    plan_agents,
+    plan_depth,
+    step_label,
+)
+from chorus.contracts.names import (
+    AGENTS_ATTR,
+    PARALLEL_WORKFLOW,
+    PATTERN_ATTR,
+    PROGRESS_QUERY,
+    SEQUENTIAL_WORKFLOW,
+    STATUS_ATTR,
+    WORKFLOW_TYPES,
+)
+from chorus.integrations.webhooks import validate_callback_url
+from chorus.storage import db
+from starter.sdk.client_base import FocusedClient, input_refusals, validated
+from starter.sdk.sdk_errors import ChorusInputError, RunFailedError, raise_if_unregistered
+from starter.sdk.workflow_ids import Pattern, id_taken, make_workflow_id
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What ``chorus status`` shows about a run."""
+
+    workflow_id: str
+    run_id: str | None
+    workflow_type: str
+    status: str
+    started_at: datetime | None
+    closed_at: datetime | None
+    summary: str | None
+    progress: RunProgress | None
+    ui_url: str
+    error: str | None = None
+    """Why a FAILED or TERMINATED run ended: ``"<type>: <message>"`` from its history."""
+    error_type: str | None = None
+    """The failure's type (e.g. ``InvalidInput``, ``StepFailed``), when it has one."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of ``chorus list``."""
+
+    workflow_id: str
+    workflow_type: str
+    status: str
+    started_at: datetime | None
+    closed_at: datetime | None
+    parent_id: str | None
+
+
+class RunHandle:
+    """A started run: its ids, its UI link, and ways to wait for or watch it."""
+
+    def __init__(self, handle: WorkflowHandle[object, RunResult], ui_url: str) -> None:
+        self._handle = handle
+        self.workflow_id = handle.id
+        self.run_id = handle.result_run_id
+        self.ui_url = ui_url
+
+    async def result(self) -> RunResult:
+        """Wait for the run to end and return its result.
+
+        Raises:
+            RunFailedError: The run failed, was cancelled or terminated.
+
+        """
+        return await _result(self._handle)
+
+    async def progress(self) -> RunProgress:
+        """Query the live progress of every step."""
+        progress: RunProgress = await self._handle.query(PROGRESS_QUERY, result_type=RunProgress)
+        return progress
+
+
+def is_running(status: WorkflowExecutionStatus | None) -> bool:
+    """Whether a workflow status means the run is still in flight."""
+    return status == WorkflowExecutionStatus.RUNNING
+
+
+async def _result(handle: WorkflowHandle[object, RunResult]) -> RunResult:
+    """The run's result; its failure as a :class:`RunFailedError` with the partial result."""
+    try:
+        return await handle.result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        partial = None
+        message = str(cause or exc)
+        status = "FAILED"
+        if isinstance(cause, ApplicationError):
+            message = cause.message
+            if cause.details:
+                try:
+                    partial = RunResult.model_validate(cause.details[0])
+                except ValueError:
+                    partial = None
+        elif cause is not None:
+            status = type(cause).__name__.replace("Error", "").upper() or status
+            message = getattr(cause, "message", "") or message
+        raise RunFailedError(
+            f"run {handle.id} {status.lower()}: {message}", handle.id, status, partial
+        ) from exc
+
+
+async def _closing_failure(handle: WorkflowHandle[Any, Any]) -> tuple[str | None, str | None]:
+    """``("<type>: <message>", type)`` of a closed run's failure (decoded with the codec)."""
+    try:
+        await handle.result(follow_runs=False)
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        kind = getattr(cause, "type", None) or type(cause).__name__
+        return f"{kind}: {cause.message if hasattr(cause, 'message') else cause}", kind
+    except Exception as exc:  # best effort: the history may be gone
+        return f"(could not read the failure: {type(exc).__name__})", None
+    return None, None
+
+
+def _to_steps(items: Sequence[str | Step]) -> list[Step]:
+    return [AgentStep(agent=i) if isinstance(i, str) else i for i in items]
+
+
+class RunsClient(FocusedClient):
+    """Start, watch, cancel and list runs; read a run's transcript from PostgreSQL.
+
+    Reached as ``ChorusClient.runs``. Inputs are validated here, before anything is started:
+    errors name the field and the limit.
+    """
+
+    # -- validation ------------------------------------------------------------------------
+
+    async def validate(
+        self, task: str, document: str, steps: Sequence[Step], extra_agents: Sequence[str]
+    ) -> None:
+        """Check a run's input against the limits and the agent configurations in PostgreSQL.
+
+        Args:
+            task: What to do (characters).
+            document: Input document text (its size is counted in UTF-8 bytes).
+            steps: The run's plan (nested steps allowed).
+            extra_agents: Further agents the run uses (e.g. the aggregator).
+
+        Raises:
+            ChorusInputError: ``task`` empty or longer than ``CHORUS_MAX_TASK_CHARS``;
+                ``document`` larger than ``CHORUS_MAX_DOCUMENT_BYTES``; plan deeper than 4
+                levels; an agent unknown to PostgreSQL.
+            DatabaseError: PostgreSQL not configured or unreachable.
+        """
+        s = self.settings
+        if not task.strip():
+            raise ChorusInputError("task: must not be empty")
+        if len(task) > s.max_task_chars:
+            raise ChorusInputError(
+                f"task: {len(task)} characters, the limit is {s.max_task_chars} "
+                "(CHORUS_MAX_TASK_CHARS)"
+            )
+        size = len(document.encode("utf-8"))
+        if size > s.max_document_bytes:
+            raise ChorusInputError(
+                f"document: {size} bytes, the limit is {s.max_document_bytes} bytes "
+                "(CHORUS_MAX_DOCUMENT_BYTES)"
+            )
+        if "\x00" in document or "\x00" in task:
+            raise ChorusInputError("document/task: contains NUL characters; is it a binary file?")
+        depth = plan_depth(list(steps))
+        if depth > MAX_PLAN_DEPTH:
+            raise ChorusInputError(
+                f"plan: nested {depth} levels deep, the limit is {MAX_PLAN_DEPTH}"
+            )
+        known = await db.current_agents(await self._pool())
+        missing = [n for n in plan_agents(list(steps)) + list(extra_agents) if n not in known]
+        if missing:
+            raise ChorusInputError(
+                f"agents: unknown agent(s) {', '.join(sorted(set(missing)))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+
+    def _clean_run_text(
+        self, task: str, document: str, document_name: str | None, workflow_id: str | None
+    ) -> tuple[str, str, str | None]:
+        """Strip control characters, check ids and run the prohibited-content check.
+
+        Raises:
+            ChorusInputError: Names the field and the rule or limit.
+        """
+        with input_refusals():
+            if workflow_id is not None:
+                validation.check_identifier("workflow_id", workflow_id)
+            task = validation.clean_text(
+                "task", task, max_chars=self.settings.max_task_chars, required=True
+            )
+            document = validation.strip_controls(document)
+            if document_name is not None:
+                document_name = validation.clean_text("document_name", document_name, max_chars=200)
+        self._check_content({"task": task, "document": document})
+        return task, document, document_name
+
+    def _callback_fields(self, callback_url: str | None) -> dict[str, Any]:
+        """Run-input fields of a callback: the checked URL and the first retry delay.
+
+        Raises:
+            ChorusInputError: The URL is not http/https or is longer than 2048 characters.
+        """
+        if callback_url is None:
+            return {}
+        try:
+            validate_callback_url(callback_url)
+        except ValueError as exc:
+            raise ChorusInputError(str(exc)) from None
+        return {
+            "callback_url": callback_url,
+            "callback_retry_initial_s": self.settings.callback_retry_initial_s,
+        }
+
+    async def _document_fields(self, document: str) -> dict[str, Any]:
+        """Inline a small document; store a large one in PostgreSQL and pass its reference."""
+        if len(document.encode("utf-8")) <= self.settings.inline_text_bytes:
+            return {"document": document}
+        return {"document": "", "document_ref": await db.put_text(await self._pool(), document)}
+
+    # -- starting runs ---------------------------------------------------------------------
+
+    async def start_sequential(
+        self,
+        task: str,
+        agents: Sequence[str | Step],
+        *,
+        document: str = "",
+        document_name: str | None = None,
+        workflow_id: str | None = None,
+        callback_url: str | None = None,
+    ) -> RunHandle:
+        """Start a sequential pipeline.
+
+        Args:
+            task: What to do, plain words (<= ``CHORUS_MAX_TASK_CHARS`` characters).
+            agents: Steps in order: agent names, or nested
+                :class:`~chorus.contracts.models.SequentialStep`/:class:`~chorus.contracts.models.ParallelStep`.
+            document: Input document text (<= ``CHORUS_MAX_DOCUMENT_BYTES`` UTF-8 bytes).
+            document_name: Shown to the agents and in the UI.
+            workflow_id: Override the generated ``seq-<slug>-<id>``.
+            callback_url: ``http(s)`` URL (<= 2048 characters) POSTed the signed result when
+                the run ends, whatever the outcome (see :mod:`chorus.integrations.webhooks`); the
+                worker needs ``CHORUS_CALLBACK_SECRET``.
+
+        Raises:
+            ChorusInputError: Invalid input (see :meth:`validate`) or callback URL, or the
+                workflow id is already used.
+            SearchAttributesMissingError: The namespace lacks the Chorus search attributes.
+
+        """
+        steps = _to_steps(agents)
+        callback = self._callback_fields(callback_url)
+        task, document, document_name = self._clean_run_text(
+            task, document, document_name, workflow_id
+        )
+        await self.validate(task, document, steps, [])
+        run_input = validated(
+            SequentialInput,
+            task=task,
+            document_name=document_name,
+            steps=steps,
+            **await self._document_fields(document),
+            **callback,
+        )
+        plan = " → ".join(step_label(s) for s in steps)
+        return await self._start("sequential", run_input, plan, workflow_id)
+
+    async def start_parallel(
+        self,
+        task: str,
+        branches: Sequence[str | Step],
+        *,
+        aggregator: str | None = "aggregator",
+        min_successes: int = 1,
+        document: str = "",
+        document_name: str | None = None,
+        workflow_id: str | None = None,
+        callback_url: str | None = None,
+    ) -> RunHandle:
+        """Start a parallel fan-out/fan-in run.
+
+        Args:
+            task: What to do.
+            branches: Branches run at once: agent names or nested steps.
+            aggregator: Agent merging the branch outputs; ``None`` joins them under headings.
+            min_successes: Branches that must succeed (1..len(branches)).
+            document: Input document text.
+            document_name: Shown to the agents and in the UI.
+            workflow_id: Override the generated ``par-<slug>-<id>``.
+            callback_url: ``http(s)`` URL POSTed the signed result when the run ends (see
+                :meth:`start_sequential`).
+
+        Raises:
+            ChorusInputError: Invalid input (see :meth:`validate`), ``min_successes`` out of
+                range, an invalid callback URL, or the workflow id is already used.
+            SearchAttributesMissingError: The namespace lacks the Chorus search attributes.
+
+        """
+        steps = _to_steps(branches)
+        callback = self._callback_fields(callback_url)
+        if not 1 <= min_successes <= len(steps):
+            raise ChorusInputError(
+                f"min_successes: {min_successes}, must be between 1 and the number of "
+                f"branches ({len(steps)})"
+            )
+        task, document, document_name = self._clean_run_text(
+            task, document, document_name, workflow_id
+        )
+        await self.validate(task, document, steps, [aggregator] if aggregator else [])
+        run_input = validated(
+            ParallelInput,
+            task=task,
+            **await self._document_fields(document),
+            document_name=document_name,
+            branches=steps,
+            aggregator=aggregator,
+            min_successes=min_successes,
+            **callback,
+        )
+        plan = " | ".join(step_label(s) for s in steps) + (f" ⇒ {aggregator}" if aggregator else "")
+        return await self._start("parallel", run_input, plan, workflow_id)
+
+    async def _start(
+        self,
+        pattern: Pattern,
+        run_input: SequentialInput | ParallelInput,
+        plan: str,
+        workflow_id: str | None,
+    ) -> RunHandle:
+        # With encrypted history the id must not quote the task (ids are never encrypted).
+        slug_source = "" if self.settings.codec_keys else run_input.task
+        workflow_id = workflow_id or make_workflow_id(pattern, slug_source)
+        has_document = bool(run_input.document or run_input.document_ref)
+        doc = run_input.document_name or ("input" if has_document else "(no document)")
+        ref = run_input.document_ref
+        size = ref.size_bytes if ref else len(run_input.document.encode("utf-8"))
+        summary = f"{pattern.capitalize()}: {plan} · {doc}"
+        task_text = run_input.task if len(run_input.task) <= 500 else run_input.task[:500] + "…"
+        details = (
+            f"**Task:** {task_text}\n\n**Pattern:** {pattern}\n\n**Plan:** {plan}\n\n"
+            f"**Document:** {doc} ({size:,} bytes"
+            + (f", stored in PostgreSQL as {ref.blob_id}" if ref else "")
+            + ")"
+        )
+        if isinstance(run_input, SequentialInput):
+            agents = plan_agents(run_input.steps)
+        else:
+            extra = [run_input.aggregator] if run_input.aggregator else []
+            agents = list(dict.fromkeys(plan_agents(run_input.branches) + extra))
+        # Set at start so the run is searchable before its first workflow task; the workflow
+        # upserts the same values (for plain clients) and ChorusStatus/ChorusCostUsd at the end.
+        search_attributes = TypedSearchAttributes(
+            [
+                SearchAttributePair(PATTERN_ATTR, pattern),
+                SearchAttributePair(AGENTS_ATTR, agents),
+                SearchAttributePair(STATUS_ATTR, "running"),
+            ]
+        )
+        try:
+            handle: WorkflowHandle[object, RunResult] = await self.client.start_workflow(
+                SEQUENTIAL_WORKFLOW if pattern == "sequential" else PARALLEL_WORKFLOW,
+                run_input,
+                id=workflow_id,
+                task_queue=self.settings.task_queue,
+                result_type=RunResult,
+                static_summary=summary[:400],
+                static_details=details,
+                search_attributes=search_attributes,
+                # A run's record is keyed on its workflow id: never start a second run under it.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError as exc:
+            raise ChorusInputError(id_taken(workflow_id, "run")) from exc
+        except RPCError as exc:
+            raise_if_unregistered(exc)
+            raise
+        return RunHandle(handle, self.ui_url(workflow_id))
+
+    async def run_sequential(
+        self, task: str, agents: Sequence[str | Step], **kwargs: object
+    ) -> RunResult:
+        """Start a sequential pipeline and wait for its result (see :meth:`start_sequential`).
+
+        Raises:
+            ChorusInputError: Invalid input (see :meth:`start_sequential`).
+            RunFailedError: The run failed, was cancelled or terminated.
+        """
+        handle = await self.start_sequential(task, agents, **kwargs)  # type: ignore[arg-type]
+        return await handle.result()
+
+    async def run_parallel(
+        self, task: str, branches: Sequence[str | Step], **kwargs: object
+    ) -> RunResult:
+        """Start a parallel run and wait for its result (see :meth:`start_parallel`).
+
+        Raises:
+            ChorusInputError: Invalid input (see :meth:`start_parallel`).
+            RunFailedError: The run failed, was cancelled or terminated.
+        """
+        handle = await self.start_parallel(task, branches, **kwargs)  # type: ignore[arg-type]
+        return await handle.result()
+
+    # -- watching runs ---------------------------------------------------------------------
+
+    def handle(self, workflow_id: str) -> RunHandle:
+        """Return a handle to an existing run (latest run of that workflow id)."""
+        return RunHandle(
+            self.client.get_workflow_handle(workflow_id, result_type=RunResult),
+            self.ui_url(workflow_id),
+        )
+
+    async def status(self, workflow_id: str) -> RunStatus:
+        """Describe a run, with live progress when its worker answers the query.
+
+        Raises:
+            LookupError: No run has that workflow id.
+
+        """
+        handle = self.client.get_workflow_handle(workflow_id)
+        try:
+            desc = await handle.describe()
+        except RPCError as exc:
+            raise LookupError(f"no run with workflow id {workflow_id!r}: {exc.message}") from exc
+        progress = None
+        try:
+            progress = await handle.query(PROGRESS_QUERY, result_type=RunProgress)
+        except Exception:  # best effort: no worker to answer, or history gone
+            progress = None
+        summary = await desc.static_summary()
+        error, error_type = None, None
+        if desc.status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED):
+            error, error_type = await _closing_failure(handle)
+        return RunStatus(
+            workflow_id=workflow_id,
+            run_id=desc.run_id,
+            workflow_type=desc.workflow_type,
+            status=desc.status.name if desc.status else "UNKNOWN",
+            started_at=desc.start_time,
+            closed_at=desc.close_time,
+            summary=summary,
+            progress=progress,
+            ui_url=self.ui_url(workflow_id),
+            error=error,
+            error_type=error_type,
+        )
+
+    async def result(self, workflow_id: str) -> RunResult:
+        """Wait for a run to end and return its result.
+
+        Raises:
+            RunFailedError: The run failed, was cancelled or terminated.
+            LookupError: No run has that workflow id.
+
+        """
+        handle = self.client.get_workflow_handle(workflow_id, result_type=RunResult)
+        try:
+            await handle.describe()
+        except RPCError as exc:
+            raise LookupError(f"no run with workflow id {workflow_id!r}: {exc.message}") from exc
+        return await _result(handle)
+
+    async def cancel(self, workflow_id: str) -> None:
+        """Request cancellation; in-flight LLM calls are cancelled and the run ends CANCELED.
+
+        Raises:
+            LookupError: No running run has that workflow id.
+
+        """
+        try:
+            await self.client.get_workflow_handle(workflow_id).cancel()
+        except RPCError as exc:
+            raise LookupError(f"cannot cancel {workflow_id!r}: {exc.message}") from exc
+
+    async def list_runs(self, limit: int = 20, query: str | None = None) -> list[RunSummary]:
+        """Most recent Chorus runs (child workflows included), newest first.
+
+        Args:
+            limit: At most this many rows.
+            query: Extra Temporal visibility filter, ANDed with the Chorus workflow types.
+
+        Raises:
+            RPCError: Temporal refused the query (e.g. a syntax error in ``query``).
+        """
+        types = ", ".join(f"'{t}'" for t in WORKFLOW_TYPES)
+        q = f"WorkflowType IN ({types})" + (f" AND ({query})" if query else "")
+        rows: list[RunSummary] = []
+        async for wf in self.client.list_workflows(q, limit=limit):
+            rows.append(
+                RunSummary(
+                    workflow_id=wf.id,
+                    workflow_type=wf.workflow_type,
+                    status=wf.status.name if wf.status else "UNKNOWN",
+                    started_at=wf.start_time,
+                    closed_at=wf.close_time,
+                    parent_id=wf.parent_id,
+                )
+            )
+        return rows
+
+    # -- the record in PostgreSQL ------------------------------------------------------------
+
+    async def transcript(self, workflow_id: str) -> list[dict[str, Any]]:
+        """A run's transcript (its and its child workflows' agent calls), from PostgreSQL.
+
+        Each entry holds the agent (name, version), provider, model, prompts, completion,
+        tokens, ``cost_usd`` (USD), ``latency_ms`` (milliseconds), attempt and ``created_at``.
+
+        Raises:
+            LookupError: No such run in the database.
+        """
+        return await db.transcript(await self._pool(), workflow_id)
