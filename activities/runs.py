@@ -77,18 +77,10 @@ class RunActivities:
         agents = input.pinned if input.pinned is not None else await self._resolve(input.names)
         stored_run_id = await db.record_run_started(
             self._pool,
+            input.model_copy(update={"task": self._for_record(input.task) or ""}),
             workflow_id=workflow_id,
             run_id=run_id,
-            parent_workflow_id=input.parent_workflow_id,
-            root_workflow_id=input.root_workflow_id,
-            pattern=input.pattern,
-            task=self._for_record(input.task) or "",
-            agents=input.names,
             agent_versions={name: a.spec.version for name, a in agents.items()},
-            document_name=input.document_name,
-            document_ref=input.document_ref,
-            document_bytes=input.document_bytes,
-            started_at=input.started_at,
         )
         if stored_run_id != run_id:
             # The record (run row, messages, ledger, budget reservations) is keyed on the

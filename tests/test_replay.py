@@ -24,17 +24,12 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 def test_histories_are_checked_in():
     names = {p.stem for p in HISTORIES}
     assert {
-        "sequential_3_agents",
-        "parallel_failed_branch",
-        "provider_fallback",
         "draft_lifecycle",
         "draft_after_continue_as_new",
         "draft_by_reference",
-        # v2: search attributes and per-provider task queues (patches); drafts' search attribute
-        "sequential_3_agents_v2",
-        "provider_fallback_v2",
         "draft_lifecycle_v2",
-        # v3: run bookkeeping as local activities (chorus-local-bookkeeping)
+        # v3: run bookkeeping as local activities (chorus-local-bookkeeping, now deprecated;
+        # v1/v2 run histories are in histories/retired: those code paths were removed)
         "sequential_3_agents_v3",
         "parallel_failed_branch_v3",
         "provider_fallback_v3",

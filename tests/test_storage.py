@@ -289,17 +289,18 @@ async def test_archived_transcript_reads_like_the_live_one(database_url, timezon
     """created_at in the archive (built in SQL) is Python's isoformat() of the UTC time."""
     from datetime import UTC, datetime
 
+    from chorus.contracts.models import StartRunInput
+
     pool = await db.open_store(Settings(database_url=database_url))
     try:
         name = await pool.fetchval("SELECT current_database()")
         await pool.execute(f"ALTER DATABASE \"{name}\" SET timezone = '{timezone}'")
         await pool.expire_connections()
         now = datetime.now(UTC)
-        await db.record_run_started(
-            pool, workflow_id="w", run_id="r", parent_workflow_id=None, root_workflow_id="w",
-            pattern="sequential", task="t", agents=["a"], agent_versions={}, document_name=None,
-            document_ref=None, document_bytes=0, started_at=now,
-        )  # fmt: skip
+        run = StartRunInput(
+            pattern="sequential", task="t", names=["a"], root_workflow_id="w", started_at=now
+        )
+        await db.record_run_started(pool, run, workflow_id="w", run_id="r", agent_versions={})
         for n, stamp in enumerate(["10:00:00.120000", "10:00:00", "10:00:00.123456"]):
             await db.record_call(
                 pool, workflow_id="w", root_workflow_id="w", activity_id=str(n), agent="a",

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ResolvedAgent,
         RunProgress,
         RunResult,
+        RunSubject,
         RunTotals,
         SequentialInput,
         SequentialStep,
@@ -53,7 +54,6 @@ with workflow.unsafe.imports_passed_through():
         StepKind,
         StepProgress,
         StepResult,
-        TextRef,
         step_label,
     )
     from chorus.contracts.names import (
@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         STATUS_ATTR,
         llm_task_queue,
     )
-    from chorus.contracts.validation import control_problem, url_host
+    from chorus.contracts.validation import url_host
 
 InputT = TypeVar("InputT", bound="EntryInput")
 ArgT = TypeVar("ArgT")
@@ -93,16 +93,17 @@ LLM_WAIT_CANCELLATION_PATCH = "chorus-llm-wait-cancellation"
 aborted, or a completion that arrived recorded) before it records its totals, so the run row
 counts every paid call (issue 20). Earlier runs abandoned the call (``TRY_CANCEL``)."""
 PROVIDER_TASK_QUEUES_PATCH = "llm-task-queue-per-provider"
-"""Patch id: LLM calls moved from the run's task queue to one task queue per provider."""
-SEARCH_ATTRIBUTES_PATCH = "chorus-search-attributes"
-"""Patch id: runs upsert ChorusPattern/ChorusAgents/ChorusStatus at start and ChorusStatus/
-ChorusCostUsd at the end (older histories have no such commands and replay without them)."""
+"""Patch id: LLM calls moved from the run's task queue to one task queue per provider. Runs no
+longer check it (they take ``ResolveAgentsResult.provider_task_queues``); drafts, which stay open
+for weeks, still do (:class:`workflows.draft.DraftWorkflow`)."""
 LOCAL_BOOKKEEPING_PATCH = "chorus-local-bookkeeping"
-"""Patch id: ``chorus.start_run``/``chorus.finish_run`` run as local activities, the start-time
-search-attribute upsert is skipped when the run was started with the same values, the run's
-LLM task queues follow ``ResolveAgentsResult.provider_task_queues`` (``CHORUS_LLM_TASK_QUEUES``
-of the worker that started it), and the two patches above are implied (one patch marker per
-run instead of two).
+"""Deprecated patch id (retirement step 2, issue 18): every run now records itself with local
+activities, upserts its search attributes and takes its LLM task queues from
+``ResolveAgentsResult.provider_task_queues``. ``workflow.deprecate_patch`` keeps runs that
+recorded the marker (``tests/histories/*_v3``/``_v4``) replaying; runs from before it (and
+before the ``chorus-search-attributes`` patch it implied, now removed) cannot replay and are
+no longer in flight (runs last minutes; their histories moved to ``tests/histories/retired``).
+Step 3, removing this call, comes once no run with the marker is open.
 
 A local activity runs in the worker that runs the workflow task and is recorded as a marker
 in that task's completion: recording the run costs no activity task dispatch and no extra
@@ -272,17 +273,13 @@ def totals_of(steps: list[StepResult], started: datetime, finished: datetime) ->
 
 async def call_agent(
     resolved: ResolvedAgent,
+    subject: RunSubject,
     *,
-    task: str,
-    document: str,
-    document_name: str | None,
-    document_ref: TextRef | None,
-    context: list[PriorOutput],
     root_workflow_id: str,
+    provider_queues: bool,
     name: str | None = None,
     on_provider: Callable[[str], None] | None = None,
     on_budget_alert: Callable[[BudgetAlert], None] | None = None,
-    provider_queues: bool | None = None,
 ) -> StepResult:
     """Run one agent, falling back along its provider chain (workflow code).
 
@@ -292,18 +289,14 @@ async def call_agent(
 
     Args:
         resolved: The agent's pinned configuration and the providers skipped on this fleet.
-        task: The task the agent works on.
-        document: Inline document text (or empty).
-        document_name: Shown to the agent.
-        document_ref: Stored document, instead of ``document``.
-        context: Earlier outputs the agent sees.
+        subject: The task, the document and the earlier outputs the agent sees.
         root_workflow_id: Top-level workflow, under which the calls are recorded.
+        provider_queues: Whether calls go to their provider's task queue
+            (``<task queue>-llm-<provider>``) rather than the workflow's own.
         name: Step name in the result (default: the agent's name).
         on_provider: Called with ``provider:model`` before each provider is tried.
         on_budget_alert: Called with each budget alert the successful call crossed (the
             caller delivers it: :func:`start_budget_alert`); alerts are dropped without it.
-        provider_queues: Whether calls go to their provider's task queue; ``None`` decides
-            by the ``llm-task-queue-per-provider`` patch.
     """
     spec = resolved.spec
     skipped = {(s.provider, s.model): s.reason for s in resolved.skipped}
@@ -316,17 +309,13 @@ async def call_agent(
         if on_provider is not None:
             on_provider(str(link))
         request = LLMRequest(
+            **dict(subject),
             agent=spec.name,
             agent_version=spec.version,
             root_workflow_id=root_workflow_id,
             provider=link.provider,
             model=link.model,
             instructions=spec.instructions,
-            task=task,
-            document=document,
-            document_name=document_name,
-            document_ref=document_ref,
-            context=context,
             temperature=spec.temperature,
             max_tokens=spec.max_tokens,
             output_schema=spec.output_schema,
@@ -337,12 +326,8 @@ async def call_agent(
         )
         fallback_note = f", fallback {position}/{len(usable)}" if position > 1 else ""
         # Each provider's calls run on its own task queue, whose workers cap concurrency per
-        # provider (fleet-wide limits: chorus/governance/provider_limits.py). Runs started before
-        # this change keep
-        # the main queue.
+        # provider (fleet-wide limits: chorus/governance/provider_limits.py).
         task_queue = None
-        if provider_queues is None:
-            provider_queues = workflow.patched(PROVIDER_TASK_QUEUES_PATCH)
         if provider_queues:
             task_queue = llm_task_queue(workflow.info().task_queue, link.provider)
         attempt_s = spec.timeout_s + 10 + SLOT_WAIT_S
@@ -442,22 +427,56 @@ async def call_agent(
     )
 
 
+@dataclasses.dataclass
+class RunState:
+    """Everything a run workflow holds between workflow tasks, in one place.
+
+    Attributes:
+        started_at: Workflow start time (``workflow.now()`` at init).
+        progress: One entry per top-level step, for the ``progress`` query and the UI.
+        done: No step runs any more.
+        subject: Task, document and earlier outputs (from the input, passed whole).
+        root_workflow_id: Top-level run, under which every call is recorded.
+        callback_url: Where the outcome is POSTed (top-level runs that asked for it).
+        callback_retry_initial_s: First retry delay of that delivery, in seconds.
+        agents: Agent configurations pinned at start (by ``chorus.start_run`` or the parent).
+        provider_queues: LLM calls go to ``<task queue>-llm-<provider>`` (the choice the
+            worker that started the run recorded: ``CHORUS_LLM_TASK_QUEUES``).
+        alerts: Budget alert deliveries started, awaited before the run ends.
+    """
+
+    started_at: datetime
+    progress: list[StepProgress]
+    done: bool = False
+    subject: RunSubject = dataclasses.field(
+        default_factory=lambda: RunSubject.model_construct(task="")
+    )
+    root_workflow_id: str = ""
+    callback_url: str | None = None
+    callback_retry_initial_s: float = 1.0
+    agents: dict[str, ResolvedAgent] = dataclasses.field(default_factory=dict)
+    provider_queues: bool = True
+    alerts: list[workflow.ActivityHandle[None]] = dataclasses.field(default_factory=list)
+
+
 class RunWorkflowBase:
     """State and helpers common to both orchestration workflows."""
 
     pattern: Literal["sequential", "parallel"]
+    state: RunState
 
     def _init_progress(self, names: list[tuple[str, StepKind]]) -> None:
-        self._alerts: list[workflow.ActivityHandle[None]] = []
-        self._started_at = workflow.now()
-        self._progress = [StepProgress(name=name, kind=kind) for name, kind in names]
-        self._done = False
+        self.state = RunState(
+            started_at=workflow.now(),
+            progress=[StepProgress(name=name, kind=kind) for name, kind in names],
+        )
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> RunProgress:
         """Live state of every step (name, status, provider, timings)."""
+        s = self.state
         return RunProgress(
-            pattern=self.pattern, started_at=self._started_at, steps=self._progress, done=self._done
+            pattern=self.pattern, started_at=s.started_at, steps=s.progress, done=s.done
         )
 
     def _mark(
@@ -468,7 +487,7 @@ class RunWorkflowBase:
         provider: str | None = None,
         error: str | None = None,
     ) -> None:
-        step = self._progress[index]
+        step = self.state.progress[index]
         step.status = status
         if provider is not None:
             step.provider = provider
@@ -481,11 +500,12 @@ class RunWorkflowBase:
 
     def _publish_details(self) -> None:
         icons = {"pending": "·", "running": "▶", "succeeded": "✓", "failed": "✗"}
+        progress = self.state.progress
         lines = [
-            f"**{self.pattern} run** — {sum(s.status == 'succeeded' for s in self._progress)}"
-            f"/{len(self._progress)} steps done"
+            f"**{self.pattern} run** — {sum(s.status == 'succeeded' for s in progress)}"
+            f"/{len(progress)} steps done"
         ]
-        for number, step in enumerate(self._progress, 1):
+        for number, step in enumerate(progress, 1):
             via = f" via `{step.provider}`" if step.provider else ""
             err = f" — {step.error[:120]}" if step.error else ""
             lines.append(f"{number}. {icons[step.status]} {step.name} ({step.kind}){via}{err}")
@@ -499,52 +519,37 @@ class RunWorkflowBase:
                 the SDK enforces (a plain Temporal client may have started the run).
         """
         info = workflow.info()
-        # Patch order matters for replay: the new id first; older runs fall through to the
-        # ids they recorded.
-        self._local_bookkeeping = workflow.patched(LOCAL_BOOKKEEPING_PATCH)
-        self._search_attributes = self._local_bookkeeping or workflow.patched(
-            SEARCH_ATTRIBUTES_PATCH
-        )
+        workflow.deprecate_patch(LOCAL_BOOKKEEPING_PATCH)
         start_values: list[SearchAttributeUpdate[Any]] = [
             PATTERN_ATTR.value_set(self.pattern),
             AGENTS_ATTR.value_set(names),
             STATUS_ATTR.value_set("running"),
         ]
-        if self._search_attributes and not (
-            self._local_bookkeeping and _started_with(start_values)
-        ):
+        if not _started_with(start_values):
             # The SDK sets these at start; upserting covers plain clients.
             workflow.upsert_search_attributes(start_values)
-        self._task = input.task
-        self._document = input.document
-        self._document_name = input.document_name
-        self._document_ref = input.document_ref
-        self._root_id = info.root.workflow_id if info.root else info.workflow_id
-        self._callback_url = input.callback_url if info.parent is None else None
-        self._callback_retry_initial_s = input.callback_retry_initial_s
-        problem = control_problem("task", input.task) or control_problem("document", input.document)
-        if problem is None and not input.task.strip():
-            problem = "task: must not be empty"
+        s = self.state
+        s.subject = input.subject()
+        s.root_workflow_id = info.root.workflow_id if info.root else info.workflow_id
+        s.callback_url = input.callback_url if info.parent is None else None
+        s.callback_retry_initial_s = input.callback_retry_initial_s
+        problem = s.subject.problem()
         if problem is not None:
-            self._done = True
+            s.done = True
             self._set_end_attributes("failed", 0.0)
             await self._deliver_callback("failed", RunTotals(), None, problem, workflow.now())
             raise ApplicationError(problem, type=errors.INVALID_INPUT, non_retryable=True)
-        size = input.document_ref.size_bytes if input.document_ref else len(input.document.encode())
         try:
             result = await self._bookkeeping(
                 activities.start_run,
-                StartRunInput(
+                StartRunInput.for_run(
+                    s.subject,
                     pattern=self.pattern,
-                    task=input.task,
                     names=names,
                     pinned=input.agents,
-                    document_name=input.document_name,
-                    document_ref=input.document_ref,
-                    document_bytes=size,
                     parent_workflow_id=info.parent.workflow_id if info.parent else None,
-                    root_workflow_id=self._root_id,
-                    started_at=self._started_at,
+                    root_workflow_id=s.root_workflow_id,
+                    started_at=s.started_at,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 summary=f"Record run; pin agents {', '.join(names)}",
@@ -557,7 +562,7 @@ class RunWorkflowBase:
                 )
                 raise
             error_type, message, _ = describe_activity_failure(err)
-            self._done = True
+            s.done = True
             self._set_end_attributes("failed", 0.0)
             await self._deliver_callback(
                 "failed", RunTotals(), None, f"cannot start: {message}", workflow.now()
@@ -565,10 +570,8 @@ class RunWorkflowBase:
             raise ApplicationError(
                 f"cannot start: {message}", type=error_type, non_retryable=True
             ) from err
-        self._agents = result.agents
-        # Patched runs take the task queue choice recorded by chorus.start_run (the worker's
-        # CHORUS_LLM_TASK_QUEUES); earlier runs decide by their own patch marker.
-        self._provider_queues = result.provider_task_queues if self._local_bookkeeping else None
+        s.agents = result.agents
+        s.provider_queues = result.provider_task_queues
 
     async def _bookkeeping(
         self,
@@ -579,49 +582,39 @@ class RunWorkflowBase:
         summary: str,
         shield: bool = False,
     ) -> ResultT:
-        """Run a run-bookkeeping activity: local on patched runs, a normal activity before.
+        """Run a run-bookkeeping activity as a local activity.
 
-        Both forms retry until PostgreSQL answers (``STORAGE_RETRY_POLICY``); a local
-        activity's retries back off on a workflow timer once past a few seconds.
+        It retries until PostgreSQL answers (``STORAGE_RETRY_POLICY``), backing off on a
+        workflow timer once past a few seconds (``LOCAL_RETRY_THRESHOLD``).
 
         Args:
             activity: The activity's declaration (:mod:`chorus.contracts.activities`).
             arg: Its input.
             start_to_close_timeout: One attempt's limit.
             summary: Shown in the Temporal UI.
-            shield: Local form only: a cancellation request arriving meanwhile does not cancel
-                it (the run has ended and must be recorded; a normal activity, once started,
-                finishes its write on its own).
+            shield: A cancellation request arriving meanwhile does not cancel it (the run has
+                ended and must be recorded).
         """
-        if self._local_bookkeeping:
-            handle = workflow.start_local_activity(
-                activity,
-                arg,
-                start_to_close_timeout=start_to_close_timeout,
-                retry_policy=STORAGE_RETRY_POLICY,
-                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-                summary=summary,
-            )
-            if not shield:
-                return await handle
-            await _finish_despite_cancellation(handle, "the run is being recorded")
-            return handle.result()
-        return await workflow.execute_activity(
+        handle = workflow.start_local_activity(
             activity,
             arg,
             start_to_close_timeout=start_to_close_timeout,
             retry_policy=STORAGE_RETRY_POLICY,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
             summary=summary,
         )
+        if not shield:
+            return await handle
+        await _finish_despite_cancellation(handle, "the run is being recorded")
+        return handle.result()
 
     def _set_end_attributes(
         self, status: Literal["succeeded", "failed", "cancelled"], cost_usd: float
     ) -> None:
-        """Upsert ChorusStatus and ChorusCostUsd (USD) once the run has ended (patched runs)."""
-        if self._search_attributes:
-            workflow.upsert_search_attributes(
-                [STATUS_ATTR.value_set(status), COST_ATTR.value_set(float(cost_usd))]
-            )
+        """Upsert ChorusStatus and ChorusCostUsd (USD) once the run has ended."""
+        workflow.upsert_search_attributes(
+            [STATUS_ATTR.value_set(status), COST_ATTR.value_set(float(cost_usd))]
+        )
 
     async def _finish_run(
         self,
@@ -635,7 +628,7 @@ class RunWorkflowBase:
         """
         info = workflow.info()
         finished = workflow.now()
-        totals = result.totals if result else totals_of([], self._started_at, finished)
+        totals = result.totals if result else totals_of([], self.state.started_at, finished)
         output = result.output if result and status == "succeeded" else None
         self._set_end_attributes(status, totals.cost_usd)
         await self._bookkeeping(
@@ -653,7 +646,7 @@ class RunWorkflowBase:
             shield=True,
         )
         await self._deliver_callback(status, totals, output, error, finished)
-        await await_deliveries(self._alerts)
+        await await_deliveries(self.state.alerts)
 
     async def _deliver_callback(
         self,
@@ -679,7 +672,7 @@ class RunWorkflowBase:
             error: Why the run failed, or ``"cancelled"``.
             finished_at: When the run ended (workflow time).
         """
-        url = self._callback_url
+        url = self.state.callback_url
         if url is None:
             return
         info = workflow.info()
@@ -705,7 +698,7 @@ class RunWorkflowBase:
             schedule_to_close_timeout=CALLBACK_DELIVERY_WINDOW,
             retry_policy=dataclasses.replace(
                 CALLBACK_RETRY_POLICY,
-                initial_interval=timedelta(seconds=self._callback_retry_initial_s),
+                initial_interval=timedelta(seconds=self.state.callback_retry_initial_s),
             ),
             summary=f"Callback: run {status} → {url_host(url)}",
         )
@@ -733,8 +726,10 @@ class RunWorkflowBase:
         except (asyncio.CancelledError, CancelledError, ActivityError, ChildWorkflowError) as err:
             if not is_cancellation(err):
                 raise
-            self._done = True
-            for step in self._progress:  # nothing runs any more ("failed": old clients read it)
+            self.state.done = True
+            for (
+                step
+            ) in self.state.progress:  # nothing runs any more ("failed": old clients read it)
                 if step.status in ("pending", "running"):
                     step.status, step.error = "failed", "cancelled"
                     step.finished_at = step.finished_at or workflow.now()
@@ -758,18 +753,15 @@ class RunWorkflowBase:
             if progress_index is not None:
                 self._mark(progress_index, "running", provider=provider)
 
+        s = self.state
         return await call_agent(
             resolved,
-            provider_queues=self._provider_queues,
-            task=self._task,
-            document=self._document,
-            document_name=self._document_name,
-            document_ref=self._document_ref,
-            context=context,
-            root_workflow_id=self._root_id,
+            s.subject.model_copy(update={"context": context}),
+            root_workflow_id=s.root_workflow_id,
+            provider_queues=s.provider_queues,
             name=name,
             on_provider=mark,
-            on_budget_alert=lambda alert: self._alerts.append(start_budget_alert(alert)),
+            on_budget_alert=lambda alert: s.alerts.append(start_budget_alert(alert)),
         )
 
     async def _run_step(self, index: int, step: Step, context: list[PriorOutput]) -> StepResult:
@@ -777,7 +769,7 @@ class RunWorkflowBase:
         self._mark(index, "running")
         if isinstance(step, AgentStep):
             result = await self._run_agent(
-                self._agents[step.agent], context=context, progress_index=index
+                self.state.agents[step.agent], context=context, progress_index=index
             )
         else:
             result = await self._run_child(index, step, context)
@@ -792,11 +784,11 @@ class RunWorkflowBase:
         child_input: SequentialInput | ParallelInput
         if isinstance(step, SequentialStep):
             child_type = SEQUENTIAL_WORKFLOW
-            child_input = SequentialInput(**self._material(context), steps=step.steps)
+            child_input = SequentialInput(**self._child_material(context), steps=step.steps)
         else:
             child_type = PARALLEL_WORKFLOW
             child_input = ParallelInput(
-                **self._material(context),
+                **self._child_material(context),
                 branches=step.branches,
                 aggregator=step.aggregator,
                 min_successes=step.min_successes,
@@ -837,16 +829,10 @@ class RunWorkflowBase:
             steps=child.steps,
         )
 
-    def _material(self, context: list[PriorOutput]) -> dict[str, Any]:
-        """Fields a child workflow inherits: task, document, context and the pinned agents."""
-        return {
-            "task": self._task,
-            "document": self._document,
-            "document_name": self._document_name,
-            "document_ref": self._document_ref,
-            "context": context,
-            "agents": self._agents,
-        }
+    def _child_material(self, context: list[PriorOutput]) -> dict[str, Any]:
+        """What a child workflow inherits: the run subject (with ``context``) and the agents."""
+        subject = self.state.subject.model_copy(update={"context": context})
+        return {**dict(subject), "agents": self.state.agents}
 
     def _finish(
         self,
@@ -855,21 +841,22 @@ class RunWorkflowBase:
         steps: list[StepResult],
         failed: list[tuple[str, str]] | None = None,
     ) -> RunResult:
-        self._done = True
+        s = self.state
+        s.done = True
         finished = workflow.now()
         return RunResult(
             workflow_id=workflow.info().workflow_id,
             pattern=self.pattern,
-            task=self._task,
+            task=s.subject.task,
             output=output,
             steps=steps,
-            totals=totals_of(steps, self._started_at, finished),
+            totals=totals_of(steps, s.started_at, finished),
             failed_branches=[FailedBranch(name=n, error=e) for n, e in failed or []],
-            started_at=self._started_at,
+            started_at=s.started_at,
             finished_at=finished,
         )
 
     def _fail(self, message: str, error_type: str, partial: RunResult) -> ApplicationError:
-        self._done = True
+        self.state.done = True
         self._publish_details()
         return ApplicationError(message, partial, type=error_type, non_retryable=True)

@@ -30,6 +30,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from workflows._base import (
+    PROVIDER_TASK_QUEUES_PATCH,
     await_deliveries,
     call_agent,
     describe_activity_failure,
@@ -69,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
         apply_edit,
         rebase_over,
     )
-    from chorus.contracts.models import ResolveAgentsInput
+    from chorus.contracts.models import ResolveAgentsInput, RunSubject
     from chorus.contracts.names import (
         DRAFT_STATUS_ATTR,
         DRAFT_WORKFLOW,
@@ -222,12 +223,10 @@ class DraftWorkflow:
             raise ApplicationError(message, type=error_type) from err
         step = await call_agent(
             resolved.agents[agent],
-            task=task,
-            document=document,
-            document_name=self.state.title,
-            document_ref=None,
-            context=[],
+            RunSubject(task=task, document=document, document_name=self.state.title),
             root_workflow_id=workflow.info().workflow_id,
+            # Drafts stay open for weeks: one started before per-provider queues keeps its own.
+            provider_queues=workflow.patched(PROVIDER_TASK_QUEUES_PATCH),
             on_budget_alert=lambda alert: self._alerts.append(start_budget_alert(alert)),
         )
         if step.status != "succeeded" or not step.output.strip():

@@ -83,7 +83,7 @@ class ParallelWorkflow(RunWorkflowBase):
         index = len(input.branches)
         self._mark(index, "running")
         merged = await self._run_agent(
-            self._agents[input.aggregator],
+            self.state.agents[input.aggregator],
             context=list(input.context)
             + [PriorOutput(name=r.name, output=r.output) for r in succeeded],
             progress_index=index,

@@ -20,6 +20,7 @@ from chorus.contracts.limits import MAX_INSTRUCTIONS_CHARS as MAX_INSTRUCTIONS_C
 from chorus.contracts.limits import MAX_PLAN_DEPTH as MAX_PLAN_DEPTH
 from chorus.contracts.limits import MAX_PLAN_STEPS as MAX_PLAN_STEPS
 from chorus.contracts.limits import MAX_PROVIDER_CHAIN as MAX_PROVIDER_CHAIN
+from chorus.contracts.validation import control_problem
 
 ProviderName = Literal["openai", "anthropic", "local"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "anthropic", "local")
@@ -280,14 +281,58 @@ class PriorOutput(WireModel):
     output: str
 
 
-class _RunInput(EntryInput):
-    task: str = Field(min_length=1)
+class RunDocument(WireModel):
+    """A run's input document: inline text, or a reference to text stored in PostgreSQL.
+
+    Attributes:
+        document: The text, when it travels inline (possibly empty).
+        document_name: Name shown in prompts and the UI, e.g. the file name.
+        document_ref: Set instead of ``document`` when the text is stored in PostgreSQL
+            (larger than ``CHORUS_INLINE_TEXT_BYTES``: a claim check).
+    """
+
     document: str = ""
     document_name: str | None = None
     document_ref: TextRef | None = None
-    """Set instead of ``document`` when the document is stored in PostgreSQL (large text)."""
+
+    def document_size(self) -> int:
+        """UTF-8 size of the document in bytes, inline or stored."""
+        if self.document_ref is not None:
+            return self.document_ref.size_bytes
+        return len(self.document.encode())
+
+
+class RunSubject(RunDocument):
+    """What a run works on: its task, its document and the outputs it builds on.
+
+    One model, passed whole from the SDK to the workflow, to every agent's LLM call and to the
+    run's record. Its fields stay flat on the wire (workflow inputs and ``LLMRequest`` carry
+    them as before), so payloads remain readable by the previous and the next version.
+
+    Attributes:
+        task: What the agents should do, in plain words.
+        context: Outputs of steps that ran before (set by a parent workflow).
+    """
+
+    task: str = Field(min_length=1)
     context: list[PriorOutput] = Field(default_factory=list)
-    """Outputs of steps that ran before this workflow (set by a parent workflow)."""
+
+    def subject(self) -> RunSubject:
+        """This model's run subject alone (for a workflow input or an ``LLMRequest``)."""
+        return RunSubject.model_construct(**{name: getattr(self, name) for name in _SUBJECT})
+
+    def problem(self) -> str | None:
+        """Why the task or document cannot run (control characters, an empty task), if so."""
+        problem = control_problem("task", self.task) or control_problem("document", self.document)
+        if problem is None and not self.task.strip():
+            problem = "task: must not be empty"
+        return problem
+
+
+_SUBJECT = tuple(RunSubject.model_fields)
+
+
+class _RunInput(RunSubject, EntryInput):
     agents: dict[str, ResolvedAgent] | None = None
     """Agent configurations pinned by a parent; ``None`` makes the workflow resolve them."""
     callback_url: str | None = Field(None, max_length=MAX_CALLBACK_URL_CHARS)
@@ -421,6 +466,32 @@ class StartRunInput(WireModel):
     root_workflow_id: str
     started_at: datetime
 
+    @classmethod
+    def for_run(
+        cls,
+        subject: RunSubject,
+        *,
+        pattern: Literal["sequential", "parallel"],
+        names: list[str],
+        pinned: dict[str, ResolvedAgent] | None,
+        parent_workflow_id: str | None,
+        root_workflow_id: str,
+        started_at: datetime,
+    ) -> StartRunInput:
+        """The record of a run about to start: its subject's task and document, not the text."""
+        return cls(
+            pattern=pattern,
+            task=subject.task,
+            names=names,
+            pinned=pinned,
+            document_name=subject.document_name,
+            document_ref=subject.document_ref,
+            document_bytes=subject.document_size(),
+            parent_workflow_id=parent_workflow_id,
+            root_workflow_id=root_workflow_id,
+            started_at=started_at,
+        )
+
 
 class FinishRunInput(WireModel):
     """Input of ``chorus.finish_run``: close the run row; archive the transcript if top-level."""
@@ -459,25 +530,21 @@ class ResolveAgentsResult(WireModel):
     provider_task_queues: bool = True
 
 
-class LLMRequest(WireModel):
+class LLMRequest(RunSubject):
     """Input of the ``chorus.call_llm`` activity: one completion from one provider.
 
-    The activity assembles the user prompt from ``task``, ``document`` (or the stored text of
-    ``document_ref``) and ``context`` so it can shorten the document to fit the model's context
-    window. It records the call (message and cost-ledger rows) under ``root_workflow_id``.
+    The activity assembles the user prompt from the run subject's ``task``, ``document`` (or
+    the stored text of ``document_ref``) and ``context`` so it can shorten the document to fit
+    the model's context window. It records the call (message and cost-ledger rows) under
+    ``root_workflow_id``.
     """
 
     agent: str
     agent_version: int | None = None
     root_workflow_id: str | None = None
-    document_ref: TextRef | None = None
     provider: ProviderName
     model: str
     instructions: str
-    task: str
-    document: str = ""
-    document_name: str | None = None
-    context: list[PriorOutput] = Field(default_factory=list)
     temperature: float = 0.3
     max_tokens: int = 512
     output_schema: dict[str, Any] | None = None

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from chorus.config.catalog import CatalogError, load_catalog
 from chorus.config.settings import Settings
 from chorus.contracts.errors import ChorusInputError, ChorusUnavailableError
-from chorus.contracts.models import AgentSpec, TextRef
+from chorus.contracts.models import AgentSpec, StartRunInput, TextRef
 
 _log = logging.getLogger("chorus.storage.db")
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -384,21 +384,21 @@ async def rollback_agent(
 
 async def record_run_started(
     pool: asyncpg.Pool,
+    run: StartRunInput,
     *,
     workflow_id: str,
     run_id: str,
-    parent_workflow_id: str | None,
-    root_workflow_id: str,
-    pattern: str,
-    task: str,
-    agents: list[str],
     agent_versions: dict[str, int],
-    document_name: str | None,
-    document_ref: TextRef | None,
-    document_bytes: int,
-    started_at: datetime,
 ) -> str:
     """Insert the run row (idempotent: a retry or a second call changes nothing).
+
+    Args:
+        pool: The connection pool.
+        run: The run as ``chorus.start_run`` received it (pattern, task, agent names,
+            document name/reference/size, lineage, start time), stored as given.
+        workflow_id: The run's workflow id (the row's key).
+        run_id: Its Temporal run id.
+        agent_versions: Configuration version pinned for each agent.
 
     Returns:
         The run id the row holds: ``run_id`` unless an earlier run of the same workflow id
@@ -414,16 +414,16 @@ async def record_run_started(
         " SELECT run_id FROM runs WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
         workflow_id,
         run_id,
-        parent_workflow_id,
-        root_workflow_id,
-        pattern,
-        task,
-        agents,
+        run.parent_workflow_id,
+        run.root_workflow_id,
+        run.pattern,
+        run.task,
+        run.names,
         agent_versions,
-        document_name,
-        uuid.UUID(document_ref.blob_id) if document_ref else None,
-        document_bytes,
-        started_at,
+        run.document_name,
+        uuid.UUID(run.document_ref.blob_id) if run.document_ref else None,
+        run.document_bytes,
+        run.started_at,
     )
     return str(stored)
 
