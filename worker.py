@@ -53,19 +53,37 @@ class WorkerOptions:
 
 
 def default_activities(
-    settings: Settings, clients: ProviderClients, pool: asyncpg.Pool
+    settings: Settings,
+    pool: asyncpg.Pool,
+    clients: ProviderClients | None = None,
+    *,
+    call_llm: Callable[..., Any] | None = None,
 ) -> list[Callable[..., Any]]:
-    """Return the activities a production worker registers, bound to shared clients."""
-    llm = LLMActivities(clients, settings, pool)
+    """Return the activities a Chorus worker registers, bound to shared clients and the pool.
+
+    Args:
+        settings: Worker settings.
+        pool: PostgreSQL pool shared by every activity.
+        clients: Provider SDK clients for ``chorus.call_llm``.
+        call_llm: Use this ``chorus.call_llm`` instead (tests: :class:`chorus.testing.FakeLLM`).
+
+    Raises:
+        ValueError: Neither ``clients`` nor ``call_llm`` is given.
+    """
+    if call_llm is None:
+        if clients is None:
+            raise ValueError("default_activities needs provider clients or a call_llm")
+        call_llm = LLMActivities(clients, settings, pool).call_llm
     runs = RunActivities(pool, settings)
-    drafts = DraftActivities(pool)
+    callbacks = CallbackActivities(settings)
     return [
-        llm.call_llm,
+        call_llm,
         runs.start_run,
         runs.finish_run,
         runs.resolve_agents,
-        drafts.save_draft,
-        CallbackActivities(settings).deliver_callback,
+        DraftActivities(pool).save_draft,
+        callbacks.deliver_callback,
+        callbacks.deliver_budget_alert,
     ]
 
 
@@ -184,7 +202,7 @@ async def run_worker(
     client = await connect(settings, runtime=sdk_metrics_runtime(settings))
     pool = await db.open_store(settings, max_size=20)
     clients = ProviderClients.from_settings(settings)
-    worker = build_worker(client, settings, default_activities(settings, clients, pool), options)
+    worker = build_worker(client, settings, default_activities(settings, pool, clients), options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -198,7 +198,7 @@ async def measure_llm(
     try:
         async with (
             chorus_worker(
-                client, settings, lambda pool: default_activities(settings, clients, pool), True
+                client, settings, lambda pool: default_activities(settings, pool, clients), True
             ) as chorus,
             naive_worker(client, noop=False) as naive,
         ):
@@ -397,7 +397,7 @@ async def measure_model(client: Any, tmp: Path, database_url: str, calls: int) -
         else:
             raise RuntimeError("the llama.cpp server did not start in 60 s")
         async with chorus_worker(
-            client, settings, lambda pool: default_activities(settings, clients, pool), True
+            client, settings, lambda pool: default_activities(settings, pool, clients), True
         ) as chorus:
             await chorus.run_sequential("warm up", ["analyst"])
             chorus_tok = chorus_s = direct_tok = direct_s = 0.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,20 +13,17 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import yaml
-from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities import CallbackActivities, DraftActivities, RunActivities
 from chorus.config.settings import Settings
-from chorus.contracts.models import LLMRequest, LLMResponse
-from chorus.contracts.names import CALL_LLM_ACTIVITY, SEARCH_ATTRIBUTES
+from chorus.contracts.names import SEARCH_ATTRIBUTES
 from chorus.runtime.plugin import ChorusPlugin
-from chorus.storage import db
+from chorus.testing import FakeLLM as FakeLLM
+from chorus.testing import LLMFactory as LLMFactory
+from chorus.testing import running_worker as running_worker
 from starter.dev import dynamic_config_flags, temporal_binary
 from starter.sdk import ChorusClient
-from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "docs" / "samples"
@@ -152,88 +148,9 @@ def make_settings(
     return make
 
 
-class FakeLLM:
-    """Stands in for ``chorus.call_llm`` (same activity name) with scripted behaviour."""
-
-    def __init__(self) -> None:
-        self.calls: list[LLMRequest] = []
-        self.failures: dict[tuple[str, str], tuple[str, bool]] = {}
-        self.gates: dict[str, asyncio.Event] = {}
-        self.started: dict[str, asyncio.Event] = {}
-
-    def fail(self, agent: str, provider: str, error_type: str, non_retryable: bool = True) -> None:
-        self.failures[(agent, provider)] = (error_type, non_retryable)
-
-    def gate(self, agent: str) -> asyncio.Event:
-        self.started[agent] = asyncio.Event()
-        self.gates[agent] = asyncio.Event()
-        return self.gates[agent]
-
-    @activity.defn(name=CALL_LLM_ACTIVITY)
-    async def call_llm(self, req: LLMRequest) -> LLMResponse:
-        self.calls.append(req)
-        attempt = activity.info().attempt
-        if (req.agent, req.provider) in self.failures:
-            error_type, non_retryable = self.failures[(req.agent, req.provider)]
-            raise ApplicationError(
-                f"scripted {error_type} for {req.agent} on {req.provider}",
-                attempt,
-                type=error_type,
-                non_retryable=non_retryable,
-            )
-        if req.agent in self.gates:
-            self.started[req.agent].set()
-            while not self.gates[req.agent].is_set():
-                activity.heartbeat()
-                await asyncio.sleep(0.05)
-        seen = ",".join(c.name for c in req.context)
-        return LLMResponse(
-            provider=req.provider,
-            model=req.model,
-            output=f"{req.agent} output [saw: {seen}]",
-            input_tokens=100 + 10 * len(req.context),
-            output_tokens=20,
-            cost_usd=0.001,
-            latency_ms=5.0,
-            attempt=attempt,
-        )
-
-
 @pytest.fixture
 def fake_llm() -> FakeLLM:
     return FakeLLM()
-
-
-LLMFactory = Callable[[asyncpg.Pool], Callable[..., Any]]
-
-
-@asynccontextmanager
-async def running_worker(
-    client: Client, settings: Settings, llm: LLMFactory, **worker_options: Any
-) -> AsyncIterator[ChorusClient]:
-    """Run a production-configured worker (pool, migrations, seeding) with ``llm(pool)`` as
-    ``chorus.call_llm``; yield an SDK client sharing the pool."""
-    pool = await db.open_store(settings)
-    runs = RunActivities(pool, settings)
-    drafts = DraftActivities(pool)
-    worker = build_worker(
-        client,
-        settings,
-        [
-            llm(pool),
-            runs.start_run,
-            runs.finish_run,
-            runs.resolve_agents,
-            drafts.save_draft,
-            CallbackActivities(settings).deliver_callback,
-        ],
-        **worker_options,
-    )
-    try:
-        async with worker:
-            yield ChorusClient(client, settings, pool)
-    finally:
-        await pool.close()
 
 
 @asynccontextmanager
