@@ -20,7 +20,6 @@ from starter.sdk import AgentConfigError, ChorusClient
 
 agents_app = typer.Typer(help="Inspect the agent catalog.", no_args_is_help=True)
 
-
 AuthorOpt = Annotated[str | None, typer.Option(help="Recorded as the change's author.")]
 
 

@@ -19,7 +19,6 @@ dev_app = typer.Typer(
     help="The embedded stack: Temporal dev server, local LLM, worker.", no_args_is_help=True
 )
 
-
 ServicesOpt = Annotated[
     str | None, typer.Option(help="Comma-separated subset of postgres,temporal,llm,worker.")
 ]

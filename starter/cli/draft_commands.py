@@ -33,9 +33,7 @@ draft_app = typer.Typer(
     help="Collaborative drafts: one long-lived workflow per draft.", no_args_is_help=True
 )
 
-
 UserOpt = Annotated[str, typer.Option("--user", "-u", help="Who acts (a collaborator id).")]
-
 
 ReaderOpt = Annotated[
     str,
@@ -46,7 +44,6 @@ ReaderOpt = Annotated[
         help="Who reads (a collaborator id; default $CHORUS_USER).",
     ),
 ]
-
 
 ROLES = ("owner", "editor", "reviewer", "viewer")
 
