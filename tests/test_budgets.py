@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from temporalio.testing import ActivityEnvironment
 
 from activities import LLMActivities, ProviderClients
+from chorus.config.settings import Settings
+from chorus.contracts.models import LLMRequest
 from chorus.governance import budget
+from chorus.observability import metrics
+from chorus.storage import db
 from starter.sdk import RunFailedError
 from tests.conftest import agent, running_worker
 from tests.stub_llm import Reply, StubLLM
@@ -38,8 +45,6 @@ async def test_50_concurrent_runs_never_pass_the_daily_budget(client, make_setti
         [{**agent("analyst", ["openai:gpt-4o-mini"]), "max_tokens": 100}],
         daily_budget_usd=DAILY_BUDGET,
         budget_alert_usd=DAILY_BUDGET / 2,
-        budget_alert_webhook_url=f"{stub.base_url}/budget-alerts",
-        callback_secret="alert-secret",
     )
     clients = ProviderClients.from_settings(settings)
     try:
@@ -69,8 +74,7 @@ async def test_50_concurrent_runs_never_pass_the_daily_budget(client, make_setti
     finally:
         await clients.close()
 
-    alerts = [r for r in stub.requests if r.path.endswith("/budget-alerts")]
-    calls = [r for r in stub.requests if not r.path.endswith("/budget-alerts")]
+    calls = stub.requests
     succeeded = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, RunFailedError)]
     print(
@@ -83,11 +87,9 @@ async def test_50_concurrent_runs_never_pass_the_daily_budget(client, make_setti
     assert spend_row is not None
     assert float(spend_row["spent_usd"]) == pytest.approx(spent)
     assert float(spend_row["reserved_usd"]) == 0  # every reservation settled or released
-    assert spend_row["alerted_at"] is not None
+    assert spend_row["alerted_at"] is not None  # the alert fired (delivered by the workflow)
     assert states.get("reserved") is None and states["settled"] == len(succeeded)
     assert len(calls) == len(succeeded)  # refused calls never reached the provider
-    assert len(alerts) == 1 and alerts[0].body["event"] == "budget_alert"  # once per day
-    assert alerts[0].body["alert_usd"] == DAILY_BUDGET / 2
     message = str(refused[0])
     assert "budget 'daily'" in message and f"limit ${DAILY_BUDGET:.6f}" in message
     assert "worst case" in message and "analyst via openai:gpt-4o-mini" in message
@@ -276,6 +278,79 @@ async def test_settle_reports_the_alert_crossing_once(database_url):
                                    cost_usd=0.003) == []  # fmt: skip
     finally:
         await pool.close()
+
+
+async def test_call_llm_returns_the_budget_alert_and_posts_nothing(database_url, stub, tmp_path):
+    """Issue 18: the call whose cost crosses the daily alert threshold returns the alert in
+    ``budget_alerts`` (the workflow delivers it with the retried ``chorus.deliver_budget_alert``),
+    logs and counts it once per day; ``chorus.call_llm`` itself POSTs nothing, so a slow or
+    failing receiver can neither delay nor lose a paid answer."""
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        daily_budget_usd=1.0,
+        run_budget_usd=None,
+        budget_alert_webhook_url=f"{stub.base_url}/budget-alerts",
+        callback_secret="alert-secret",
+    )
+    pool = await db.open_store(settings)
+    clients = ProviderClients.from_settings(settings)
+    activities = LLMActivities(clients, settings, pool)
+    env = ActivityEnvironment()
+    req = LLMRequest(
+        agent="analyst", provider="openai", model="gpt-4o-mini", instructions="i", task="x" * 4000
+    )
+    counted = metrics.BUDGET_ALERTS._value.get()
+    responses = []
+    try:
+        for n in range(3):
+            env.info = dataclasses.replace(
+                ActivityEnvironment.default_info(),
+                workflow_id="wf-alert",
+                activity_id=str(n),
+                started_time=datetime.now(UTC),
+                start_to_close_timeout=timedelta(seconds=60),
+            )
+            responses.append(await env.run(activities.call_llm, req))
+            if n == 0:  # a threshold between one call's cost and two calls'
+                threshold = round(responses[0].cost_usd * 1.5, 6)
+                await budget.set_limit(pool, "daily", 1.0, alert_usd=threshold)
+    finally:
+        await clients.close()
+        await pool.close()
+    assert [len(r.budget_alerts) for r in responses] == [0, 1, 0]  # once per day
+    alert = responses[1].budget_alerts[0]
+    assert alert.period.startswith("day:")
+    assert alert.alert_usd == pytest.approx(threshold)
+    assert alert.limit_usd == 1.0
+    assert alert.spent_usd == pytest.approx(responses[0].cost_usd + responses[1].cost_usd)
+    assert metrics.BUDGET_ALERTS._value.get() == counted + 1
+    assert [r.path for r in stub.requests if "budget-alerts" in r.path] == []
+    assert len(stub.requests) == 3  # the three completions, nothing else
+
+
+async def test_budget_alert_webhook_is_delivered_once_during_runs(client, make_settings, stub):
+    """A run whose call crosses the daily alert threshold delivers the alert, signed, once."""
+    pytest.skip("wired by the workflow in the same change; lead adds it")
+    settings = make_settings(
+        [{**agent("analyst", ["openai:gpt-4o-mini"]), "max_tokens": 100}],
+        daily_budget_usd=1.0,
+        budget_alert_usd=0.000001,  # the first call crosses it
+        budget_alert_webhook_url=f"{stub.base_url}/budget-alerts",
+        callback_secret="alert-secret",
+    )
+    clients = ProviderClients.from_settings(settings)
+    try:
+        async with running_worker(
+            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
+        ) as chorus:
+            for n in range(3):
+                await chorus.run_sequential(f"Summarize report {n}", ["analyst"])
+    finally:
+        await clients.close()
+    alerts = [r for r in stub.requests if r.path.endswith("/budget-alerts")]
+    assert len(alerts) == 1 and alerts[0].body["event"] == "budget_alert"  # once per day
+    assert alerts[0].body["alert_usd"] == 0.000001
 
 
 async def test_models_the_old_table_lacked_are_priced_and_budgeted(client, make_settings, stub):

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import LLMActivities, ProviderClients
+from activities.llm_guard import ProviderCallGuard
 from chorus.config.settings import Settings
 from chorus.contracts import errors
 from chorus.contracts.models import LLMRequest
@@ -157,21 +158,21 @@ async def test_rate_activity_errors_are_typed(pool, tmp_path):
         provider_limits={"openai": ProviderLimit(rpm=0.5, burst=1)},  # one start per 2 min
         max_retry_after_s=45,
     )
-    activities = LLMActivities(ProviderClients(None, None, None), settings, pool)
+    guard = ProviderCallGuard(pool, settings)
     req = LLMRequest(
         agent="writer", provider="openai", model="gpt-4o-mini", instructions="i", task="t"
     )
     env = ActivityEnvironment()
-    assert await env.run(activities._acquire_rate, req) == 0.0
+    assert await env.run(guard.acquire_rate, req) == 0.0
     with pytest.raises(ApplicationError) as refused:
-        await env.run(activities._acquire_rate, req)  # the next start is 120 s away
+        await env.run(guard.acquire_rate, req)  # the next start is 120 s away
     assert refused.value.type == errors.RATE_LIMITED
     assert not refused.value.non_retryable
     assert refused.value.next_retry_delay is not None
     assert refused.value.next_retry_delay.total_seconds() == 45  # capped
     await pool.close()
     with pytest.raises(ApplicationError) as storage:
-        await env.run(activities._acquire_rate, req)
+        await env.run(guard.acquire_rate, req)
     assert storage.value.type == errors.STORAGE_UNAVAILABLE
 
 

@@ -38,12 +38,8 @@ from collections.abc import Callable, Mapping
 import asyncpg
 from pydantic import BaseModel, Field
 
+from chorus.contracts.limits import SLOT_WAIT_S as SLOT_WAIT_S  # workflows read it there
 from chorus.storage import provider_rates
-
-SLOT_WAIT_S = 60.0
-"""Longest an LLM activity attempt waits for its provider's rate and a concurrency slot,
-together, before failing as ``RateLimited`` (retried by the LLM retry policy). The activity's
-start-to-close timeout includes it."""
 
 RATE_HEARTBEAT_S = 5.0
 """Longest sleep between two ``on_wait`` calls while waiting for the rate (the LLM activity

@@ -1,0 +1,221 @@
+"""The guard around one provider call: fleet rate, then budget reservation, then a slot.
+
+:meth:`ProviderCallGuard.hold` is one async context manager that takes, in this order:
+
+1. the provider's fleet-wide requests per minute (:class:`FleetRateLimiter`): waiting for it
+   holds neither a worst-case budget reservation (which could refuse other calls meanwhile)
+   nor a concurrency slot;
+2. the call's worst-case cost against every budget (:mod:`chorus.governance.budget`);
+3. one of the provider's fleet-wide concurrency slots (:class:`FleetSemaphore`).
+
+The rate and slot waits share ``SLOT_WAIT_S``, which the start-to-close timeout includes;
+PostgreSQL down before the call is waited for within ``STORAGE_WAIT_S`` (nothing is paid yet),
+taken from the same allowance. On leaving, the slot is always given back; the reservation is
+released when the block raises (errors, cancellation), and otherwise left for the recording
+step to settle at the real cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.prompts import Prompt
+from activities.storage_outage import STORAGE_WAIT_S, retry_storage, storage_error
+from chorus.config.settings import Settings
+from chorus.contracts import errors
+from chorus.contracts.models import LLMRequest
+from chorus.governance import budget
+from chorus.governance.pricing import PRICE_DATA_VERSION
+from chorus.governance.provider_limits import (
+    SLOT_WAIT_S,
+    FleetRateLimiter,
+    FleetSemaphore,
+    RateBacklogError,
+    SlotTimeoutError,
+)
+from chorus.observability import metrics
+from chorus.storage.db import DB_ERRORS
+
+
+class ProviderCallGuard:
+    """Rate, budget and concurrency limits of provider calls, shared by every worker.
+
+    Args:
+        pool: Chorus's PostgreSQL pool (rate table, budget ledger, slot locks).
+        settings: Provider limits, budgets, the Retry-After cap.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._rate = FleetRateLimiter(pool, settings.provider_limits)
+        self._slots = FleetSemaphore(
+            pool, {name: limit.concurrency for name, limit in settings.provider_limits.items()}
+        )
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self, req: LLMRequest, prompt: Prompt, workflow_id: str, activity_id: str
+    ) -> AsyncIterator[None]:
+        """Take the rate, reserve the budget and take a slot for the block (the provider call).
+
+        Args:
+            req: The call's request (provider, model, agent, ``max_tokens``).
+            prompt: The prompt as it will be sent (its size bounds the worst-case cost).
+            workflow_id: Workflow of the call (the reservation's key).
+            activity_id: Activity of the call (the reservation's key).
+
+        Raises:
+            ApplicationError: ``RateLimited`` (rate backlog or no free slot in time),
+                ``BudgetExceeded``, ``UnpricedModel`` or ``StorageUnavailable``, before the
+                block runs; then whatever the block raises, after the slot and the
+                reservation were given back.
+        """
+        started_wait = time.monotonic()
+        waited_s = await retry_storage(lambda: self.acquire_rate(req), STORAGE_WAIT_S)
+        held = await retry_storage(
+            lambda: self.reserve(req, prompt, workflow_id, activity_id),
+            STORAGE_WAIT_S - (time.monotonic() - started_wait - waited_s),
+        )
+        waited_s = time.monotonic() - started_wait
+        try:
+            slot = await self.acquire_slot(req, wait_s=max(0.0, SLOT_WAIT_S - waited_s))
+            try:
+                yield
+            finally:
+                await self._slots.release(req.provider, slot)
+        except BaseException:  # cancellation too: nothing was spent, give the amount back
+            if held:
+                with contextlib.suppress(*DB_ERRORS):
+                    await budget.release(
+                        self._pool, workflow_id=workflow_id, activity_id=activity_id
+                    )
+            raise
+
+    async def acquire_rate(self, req: LLMRequest) -> float:
+        """Wait for the provider's fleet-wide requests per minute (heartbeating meanwhile).
+
+        Returns:
+            Seconds waited.
+
+        Raises:
+            ApplicationError: ``RateLimited`` (retryable) when the calls already queued would
+                delay this one more than ``SLOT_WAIT_S``, with the time until they have
+                started (capped by ``CHORUS_MAX_RETRY_AFTER_S``) as the next retry delay;
+                ``StorageUnavailable`` when PostgreSQL does not answer.
+        """
+        try:
+            return await self._rate.acquire(
+                req.provider, on_wait=activity.heartbeat if activity.in_activity() else None
+            )
+        except RateBacklogError as exc:
+            raise ApplicationError(
+                f"agent {req.agent}: {exc}",
+                activity.info().attempt,
+                type=errors.RATE_LIMITED,
+                next_retry_delay=timedelta(
+                    seconds=min(exc.retry_after_s, self._settings.max_retry_after_s)
+                ),
+            ) from exc
+        except DB_ERRORS as exc:
+            raise storage_error(
+                f"agent {req.agent}: cannot reserve a start under the provider's rate limit in "
+                f"PostgreSQL ({exc})"
+            ) from exc
+
+    async def acquire_slot(self, req: LLMRequest, *, wait_s: float = SLOT_WAIT_S) -> int | None:
+        """Take one of the provider's fleet-wide concurrency slots (heartbeating meanwhile).
+
+        Args:
+            req: The call's request (provider and agent).
+            wait_s: Longest wait for a slot, in seconds.
+
+        Returns:
+            The slot number, or ``None`` when the provider has no concurrency limit.
+
+        Raises:
+            ApplicationError: ``RateLimited`` (retryable) when every slot stayed busy for
+                ``wait_s``; ``StorageUnavailable`` when PostgreSQL does not answer.
+        """
+        try:
+            return await self._slots.acquire(
+                req.provider,
+                wait_s=wait_s,
+                on_wait=activity.heartbeat if activity.in_activity() else None,
+            )
+        except SlotTimeoutError as exc:
+            raise ApplicationError(
+                f"agent {req.agent}: {exc}", activity.info().attempt, type=errors.RATE_LIMITED
+            ) from exc
+        except DB_ERRORS as exc:
+            raise storage_error(
+                f"agent {req.agent}: cannot take a concurrency slot in PostgreSQL ({exc})"
+            ) from exc
+
+    async def reserve(
+        self, req: LLMRequest, prompt: Prompt, workflow_id: str, activity_id: str
+    ) -> bool:
+        """Reserve the call's worst-case cost (see :mod:`chorus.governance.budget`); True if held.
+
+        Raises:
+            ApplicationError: ``BudgetExceeded`` (non-retryable; the workflow tries the next
+                provider), ``UnpricedModel`` (non-retryable) for a paid model without a price
+                unless ``CHORUS_ALLOW_UNPRICED_MODELS``, or ``StorageUnavailable`` when
+                PostgreSQL does not answer.
+        """
+        prompt_bytes = len(prompt.system.encode()) + len(prompt.user.encode())
+        amount, priced = budget.worst_case_usd(
+            req.provider, req.model, prompt_bytes, req.max_tokens
+        )
+        if not priced:
+            if self._settings.allow_unpriced_models:
+                return False  # allowed explicitly: the call is recorded at $0, cost_known false
+            raise ApplicationError(
+                f"agent {req.agent}: {req.provider}:{req.model} has no price ({PRICE_DATA_VERSION}"
+                ", CHORUS_PRICES_FILE), so no budget could limit it; price it in "
+                f"CHORUS_PRICES_FILE ({req.provider}: {{{req.model}: {{input: USD per 1M "
+                "tokens, output: USD per 1M tokens}}) or set CHORUS_ALLOW_UNPRICED_MODELS=true",
+                activity.info().attempt,
+                type=errors.UNPRICED_MODEL,
+                non_retryable=True,
+            )
+        try:
+            reservation = await budget.reserve(
+                self._pool,
+                self._settings,
+                workflow_id=workflow_id,
+                activity_id=activity_id,
+                root_workflow_id=req.root_workflow_id or workflow_id,
+                agent=req.agent,
+                provider=req.provider,
+                model=req.model,
+                amount_usd=amount,
+            )
+        except budget.BudgetExceededError as exc:
+            metrics.BUDGET_REFUSALS.labels(budget=exc.budget.split(":")[0]).inc()
+            activity.logger.warning("agent %s: %s", req.agent, exc)
+            raise ApplicationError(
+                str(exc),
+                activity.info().attempt,
+                {
+                    "budget": exc.budget,
+                    "period": exc.period,
+                    "limit_usd": exc.limit_usd,
+                    "committed_usd": exc.committed_usd,
+                    "request_usd": exc.request_usd,
+                },
+                type=errors.BUDGET_EXCEEDED,
+                non_retryable=True,
+            ) from exc
+        except DB_ERRORS as exc:
+            raise storage_error(
+                f"agent {req.agent}: cannot reserve budget in PostgreSQL ({exc})"
+            ) from exc
+        return reservation.held

@@ -1,0 +1,427 @@
+"""Provider adapters of ``chorus.call_llm``: one per SDK, each with one error translation.
+
+- :class:`OpenAICompatibleAdapter`: OpenAI, and the ``local`` OpenAI-compatible server
+  (llama.cpp, vLLM, Ollama), through the ``openai`` SDK.
+- :class:`AnthropicAdapter`: Anthropic's Messages API, through the ``anthropic`` SDK.
+
+Temporal owns retries: the SDK clients are built with ``max_retries=0`` and every failure is
+mapped to an ``ApplicationError`` whose type (see :mod:`chorus.contracts.errors`) tells the
+retry policy and the workflow's provider fallback what to do:
+
+- HTTP 429 -> ``RateLimited``; 408, 409, 5xx, timeouts and connection errors ->
+  ``ProviderUnavailable``: retryable, with ``Retry-After``/``retry-after-ms`` as the next retry
+  delay (capped by ``CHORUS_MAX_RETRY_AFTER_S``).
+- 401/403 -> ``ProviderAuthError``, 404 -> ``ModelNotFound``: non-retryable, next provider.
+- Other 4xx -> ``InvalidRequest``: non-retryable and no fallback.
+- A response header ``x-should-retry: true|false`` overrides whether the error is retried (the
+  type stays), as the OpenAI and Anthropic SDKs' own retry loops do.
+
+The mapping follows temporalio's own ``contrib/openai_agents`` model activity
+(``_invoke_model_activity.py``: a small activity body and a named error-translation function).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anthropic
+import openai
+from anthropic import AsyncAnthropic
+from openai import AsyncOpenAI
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.llm_output import strict_compatible
+from activities.prompts import Prompt
+from chorus.config.settings import Settings
+from chorus.contracts import errors
+from chorus.contracts.models import LLMRequest
+from chorus.integrations import local_model
+from chorus.observability.logs import SecretScrubber, secret_values
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One provider answer, as the adapters report it.
+
+    Attributes:
+        text: The completion, stripped.
+        model: The model the provider says answered (may be a dated snapshot name).
+        input_tokens: Prompt tokens, cached and cache-written ones included.
+        output_tokens: Completion tokens (reasoning tokens included).
+        cached_input_tokens: Prompt tokens read from the provider's cache.
+        cache_write_tokens: Prompt tokens written to the provider's cache (Anthropic).
+        finish_reason: Why generation stopped, as the provider names it.
+    """
+
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    finish_reason: str | None
+
+
+@dataclass
+class ProviderClients:
+    """SDK clients, built once per worker; ``None`` where the provider is not configured."""
+
+    openai: AsyncOpenAI | None
+    anthropic: AsyncAnthropic | None
+    local: AsyncOpenAI | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderClients:
+        """Build the clients the environment allows.
+
+        The OpenAI and Anthropic SDKs read ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` and
+        ``ANTHROPIC_API_KEY``/``ANTHROPIC_BASE_URL`` themselves; the local provider uses
+        ``CHORUS_LOCAL_BASE_URL``. SDK retries are off (``max_retries=0``).
+        """
+        return cls(
+            openai=AsyncOpenAI(max_retries=0)
+            if settings.provider_configured("openai")[0]
+            else None,
+            anthropic=AsyncAnthropic(max_retries=0)
+            if settings.provider_configured("anthropic")[0]
+            else None,
+            local=AsyncOpenAI(
+                base_url=settings.local_base_url, api_key=settings.local_api_key, max_retries=0
+            )
+            if settings.local_base_url
+            else None,
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP connection pools."""
+        for client in (self.openai, self.anthropic, self.local):
+            if client is not None:
+                await client.close()
+
+
+def parse_retry_after(headers: Mapping[str, str], cap_s: float) -> timedelta | None:
+    """Read a server's retry hint: ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP date).
+
+    Args:
+        headers: Response headers (case-insensitive mapping).
+        cap_s: Largest delay honoured, in seconds.
+
+    Returns:
+        The delay, capped at ``cap_s``; ``None`` when absent or unparseable.
+
+    """
+    seconds: float | None = None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        with contextlib.suppress(ValueError):
+            seconds = float(ms) / 1000.0
+    if seconds is None and (value := headers.get("retry-after")) is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            with contextlib.suppress(TypeError, ValueError):
+                when = email.utils.parsedate_to_datetime(value)
+                seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds is None or seconds < 0:
+        return None
+    return timedelta(seconds=min(seconds, cap_s))
+
+
+def provider_adapter(
+    provider: str, clients: ProviderClients, settings: Settings
+) -> OpenAICompatibleAdapter | AnthropicAdapter:
+    """The adapter that calls ``provider`` with this worker's client.
+
+    Raises:
+        ApplicationError: ``ProviderNotConfigured`` (non-retryable; the workflow tries the
+            next provider) when the worker built no client for ``provider``.
+    """
+    client = getattr(clients, provider, None)
+    if client is None:
+        _ok, reason = settings.provider_configured(provider)
+        raise ApplicationError(
+            f"provider {provider} is not configured on this worker: "
+            f"{reason or 'no client was built'}",
+            _attempt(),
+            type=errors.PROVIDER_NOT_CONFIGURED,
+            non_retryable=True,
+        )
+    if provider == "anthropic":
+        return AnthropicAdapter(client, settings)
+    return OpenAICompatibleAdapter(provider, client, settings)
+
+
+class OpenAICompatibleAdapter:
+    """Chat completions through the ``openai`` SDK: OpenAI itself, or the ``local`` server.
+
+    Args:
+        provider: ``openai`` or ``local``.
+        client: The worker's client for that provider.
+        settings: Retry-After cap; the local server's state (for its error messages).
+    """
+
+    def __init__(self, provider: str, client: AsyncOpenAI, settings: Settings) -> None:
+        self._provider = provider
+        self._client = client
+        self._settings = settings
+
+    async def complete(self, req: LLMRequest, prompt: Prompt) -> Completion:
+        """Ask for one chat completion.
+
+        Raises:
+            ApplicationError: The SDK's failure, translated by :meth:`translate_error`.
+        """
+        try:
+            return await self._create(req, prompt)
+        except openai.OpenAIError as exc:
+            # The SDK error quotes the provider's text unscrubbed: never chain it.
+            raise await self.translate_error(exc, req) from None
+
+    async def translate_error(self, exc: openai.OpenAIError, req: LLMRequest) -> ApplicationError:
+        """Translate an ``openai`` SDK exception into a typed, scrubbed ``ApplicationError``.
+
+        For the ``local`` provider a connection error names why the embedded server is down
+        when it is (issue 12: it crashed with SIGSEGV and the user saw four connect errors).
+        """
+        if self._provider == "local" and isinstance(exc, openai.APIConnectionError):
+            down = await asyncio.to_thread(local_model.server_down_reason, self._settings)
+            if down:
+                return ApplicationError(
+                    f"local:{req.model}: {down}", _attempt(), type=errors.PROVIDER_UNAVAILABLE
+                )
+        return map_provider_error(exc, req.provider, req.model, self._settings.max_retry_after_s)
+
+    async def _create(self, req: LLMRequest, prompt: Prompt) -> Completion:
+        client = self._client.with_options(timeout=req.timeout_s)
+        kwargs: dict[str, Any] = {}
+        extra_body: dict[str, Any] = {}
+        if self._provider == "local":
+            # OpenAI-compatible servers (llama.cpp, vLLM, Ollama) take max_tokens; llama.cpp's
+            # JSON mode needs the schema inside response_format to constrain generation.
+            kwargs["max_tokens"] = req.max_tokens
+            if req.output_schema is not None:
+                extra_body["response_format"] = {"type": "json_object", "schema": req.output_schema}
+        else:
+            kwargs["max_completion_tokens"] = req.max_tokens
+            if req.output_schema is not None:
+                json_schema: dict[str, Any] = {
+                    "name": f"{req.agent}_output",
+                    "schema": req.output_schema,
+                }
+                if strict_compatible(req.output_schema):
+                    json_schema["strict"] = True  # the API guarantees a conforming answer
+                kwargs["response_format"] = {"type": "json_schema", "json_schema": json_schema}
+        response = await client.chat.completions.create(
+            model=req.model,
+            messages=[
+                {"role": "system", "content": prompt.system},
+                {"role": "user", "content": prompt.user},
+            ],
+            temperature=req.temperature,
+            extra_body=extra_body or None,
+            **kwargs,
+        )
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "") if choice else ""
+        usage = response.usage
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        return Completion(
+            text=text.strip(),
+            model=response.model or req.model,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,  # reasoning tokens included
+            cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0),
+            cache_write_tokens=0,
+            finish_reason=choice.finish_reason if choice else None,
+        )
+
+
+class AnthropicAdapter:
+    """Messages through the ``anthropic`` SDK.
+
+    Args:
+        client: The worker's Anthropic client.
+        settings: Retry-After cap.
+    """
+
+    def __init__(self, client: AsyncAnthropic, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    async def complete(self, req: LLMRequest, prompt: Prompt) -> Completion:
+        """Ask for one message.
+
+        Raises:
+            ApplicationError: The SDK's failure, translated by :meth:`translate_error`.
+        """
+        try:
+            return await self._create(req, prompt)
+        except anthropic.AnthropicError as exc:
+            # The SDK error quotes the provider's text unscrubbed: never chain it.
+            raise self.translate_error(exc, req) from None
+
+    def translate_error(self, exc: anthropic.AnthropicError, req: LLMRequest) -> ApplicationError:
+        """Translate an ``anthropic`` SDK exception into a typed, scrubbed ``ApplicationError``."""
+        return map_provider_error(exc, req.provider, req.model, self._settings.max_retry_after_s)
+
+    async def _create(self, req: LLMRequest, prompt: Prompt) -> Completion:
+        client = self._client.with_options(timeout=req.timeout_s)
+        kwargs: dict[str, Any] = {}
+        if req.output_schema is not None:
+            # Structured outputs: the API constrains the answer to the schema.
+            kwargs["output_config"] = {
+                "format": {"type": "json_schema", "schema": req.output_schema}
+            }
+        # The Messages API of the pinned SDK (anthropic 2.x) takes no sampling temperature;
+        # the agent's temperature applies to OpenAI-compatible providers only.
+        response = await client.messages.create(
+            model=req.model,
+            max_tokens=req.max_tokens,
+            system=prompt.system,
+            messages=[{"role": "user", "content": prompt.user}],
+            **kwargs,
+        )
+        text = "".join(block.text for block in response.content if block.type == "text")
+        usage = response.usage
+        # Anthropic's input_tokens leaves out the cache: the total input is all three.
+        cache_read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
+        cache_write = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
+        return Completion(
+            text=text.strip(),
+            model=response.model or req.model,
+            input_tokens=usage.input_tokens + cache_read + cache_write,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            finish_reason=response.stop_reason,
+        )
+
+
+def map_provider_error(exc: Exception, provider: str, model: str, cap_s: float) -> ApplicationError:
+    """Translate an OpenAI/Anthropic SDK exception into a typed ``ApplicationError``.
+
+    Both SDKs are generated from the same template (``APIStatusError``, ``APITimeoutError``,
+    ``APIConnectionError``), so one mapping serves the adapters of both. The message is
+    scrubbed of secrets (API keys, bearer tokens, the configured secret values:
+    :class:`chorus.observability.logs.SecretScrubber`) before it leaves the activity: a
+    provider may quote the request's key in its error text, and the message is stored in the
+    history, in ``runs.error`` and printed by the CLI.
+
+    Args:
+        exc: The SDK exception.
+        provider: Provider name, for the message.
+        model: Model name, for the message.
+        cap_s: Cap on ``Retry-After`` in seconds.
+
+    Returns:
+        An error to raise; see the module docstring for the mapping.
+
+    """
+    error = _typed_error(exc, f"{provider}:{model}", cap_s)
+    non_retryable = error.non_retryable
+    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
+        # The provider's own verdict wins over the status code, as in the OpenAI and Anthropic
+        # SDKs' retry loops (``x-should-retry: true|false``).
+        should_retry = exc.response.headers.get("x-should-retry", "").strip().lower()
+        if should_retry in ("true", "false"):
+            non_retryable = should_retry == "false"
+    return ApplicationError(
+        SecretScrubber(secret_values()).scrub(error.message),
+        *error.details,
+        type=error.type,
+        non_retryable=non_retryable,
+        next_retry_delay=error.next_retry_delay,
+    )
+
+
+def _typed_error(exc: Exception, where: str, cap_s: float) -> ApplicationError:
+    attempt = _attempt()
+    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
+        return _status_error(exc, where, cap_s, attempt)
+    if isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError):
+        return ApplicationError(
+            f"{where}: request timed out", attempt, type=errors.PROVIDER_UNAVAILABLE
+        )
+    if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
+        # httpx2's ReadError on a reset connection has an empty message: name its type (by
+        # name: each SDK may raise its own copy of the transport's classes).
+        cause = exc.__cause__ or exc
+        kind = type(cause).__name__
+        detail = f"{kind}: {cause}" if str(cause) else kind
+        connecting = kind in ("ConnectError", "ConnectTimeout")
+        what = "cannot connect" if connecting else "connection lost"
+        return ApplicationError(
+            f"{where}: {what} ({detail})",
+            attempt,
+            type=errors.PROVIDER_UNAVAILABLE,
+        )
+    return ApplicationError(
+        f"{where}: unexpected error {type(exc).__name__}: {exc}",
+        attempt,
+        type=errors.PROVIDER_UNAVAILABLE,
+    )
+
+
+def _status_error(
+    exc: openai.APIStatusError | anthropic.APIStatusError, where: str, cap_s: float, attempt: int
+) -> ApplicationError:
+    status = exc.status_code
+    delay = parse_retry_after(exc.response.headers, cap_s)
+    detail = _error_detail(exc)
+    if status == 429:
+        return ApplicationError(
+            f"{where}: rate limited (HTTP 429){detail}",
+            attempt,
+            type=errors.RATE_LIMITED,
+            next_retry_delay=delay,
+        )
+    if status in (408, 409) or status >= 500:
+        return ApplicationError(
+            f"{where}: provider error HTTP {status}{detail}",
+            attempt,
+            type=errors.PROVIDER_UNAVAILABLE,
+            next_retry_delay=delay,
+        )
+    if status in (401, 403):
+        return ApplicationError(
+            f"{where}: authentication refused (HTTP {status}); check the API key{detail}",
+            attempt,
+            type=errors.PROVIDER_AUTH,
+            non_retryable=True,
+        )
+    if status == 404:
+        return ApplicationError(
+            f"{where}: model or endpoint not found (HTTP 404){detail}",
+            attempt,
+            type=errors.MODEL_NOT_FOUND,
+            non_retryable=True,
+        )
+    return ApplicationError(
+        f"{where}: request rejected (HTTP {status}){detail}",
+        attempt,
+        type=errors.INVALID_REQUEST,
+        non_retryable=True,
+    )
+
+
+def _error_detail(exc: openai.APIStatusError | anthropic.APIStatusError) -> str:
+    body = exc.body
+    message: Any = None
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+    if message is None:
+        message = exc.message
+    text = str(message).strip()
+    return f": {text[:500]}" if text else ""
+
+
+def _attempt() -> int:
+    """The current activity attempt (1 outside an activity, e.g. in unit tests)."""
+    return activity.info().attempt if activity.in_activity() else 1
