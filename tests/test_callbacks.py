@@ -7,11 +7,13 @@ way the README tells receivers to, and deduplicates on ``X-Chorus-Delivery``.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 import uvicorn
@@ -22,9 +24,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
+from activities import CallbackActivities
 from chorus.config.settings import Settings
+from chorus.contracts import errors
+from chorus.contracts.models import BudgetAlert
 from chorus.contracts.names import DELIVER_CALLBACK_ACTIVITY
 from chorus.integrations import webhooks as callbacks_module
 from chorus.integrations.webhooks import (
@@ -34,6 +41,7 @@ from chorus.integrations.webhooks import (
     SignatureError,
     sign,
     signed_headers,
+    url_host,
     validate_callback_url,
     verify,
 )
@@ -229,8 +237,33 @@ class Receiver:
         return Response(status_code=500 if step == "store-then-fail" else 200)
 
 
+R = TypeVar("R", "Receiver", "AlertReceiver")
+
+
+@dataclass
+class AlertReceiver:
+    """A budget-alert receiver: records every request and answers ``script[n]`` (an HTTP
+    status, with ``Retry-After: 7`` on a 503), then 200."""
+
+    script: list[int] = field(default_factory=list)
+    url: str = ""
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    async def endpoint(self, request: Request) -> Response:
+        body = await request.body()
+        try:
+            Webhook(SECRET.encode()).verify(body, dict(request.headers))
+            verified = True
+        except WebhookVerificationError:
+            verified = False
+        self.deliveries.append(Delivery(dict(request.headers), body, time.monotonic(), verified))
+        n = len(self.deliveries) - 1
+        status = self.script[n] if n < len(self.script) else 200
+        return Response(status_code=status, headers={"Retry-After": "7"} if status == 503 else {})
+
+
 @asynccontextmanager
-async def serve(receiver: Receiver) -> AsyncIterator[Receiver]:
+async def serve(receiver: R) -> AsyncIterator[R]:
     """Serve ``receiver`` on a free loopback port for the duration of the block."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -415,3 +448,100 @@ async def test_cancel_during_delivery_neither_stops_it_nor_changes_the_result(
     )
     assert history.events[-1].HasField("workflow_execution_completed_event_attributes")
     assert await callback_attempts(client, handle.workflow_id) == [("completed", 1)]
+
+
+# --- budget alerts: the chorus.deliver_budget_alert activity --------------------------------
+
+ALERT = BudgetAlert(period="day:2026-11-30", spent_usd=0.31, alert_usd=0.3, limit_usd=1.0)
+
+
+def alert_settings(tmp_path, url: str | None, secret: str | None = SECRET) -> Settings:
+    return Settings(
+        database_url="postgresql://unused",
+        data_dir=tmp_path / "data",
+        budget_alert_webhook_url=url,
+        callback_secret=secret,
+        max_retry_after_s=60,
+    )
+
+
+@pytest.mark.parametrize("secret", [SECRET, None], ids=["signed", "no-secret"])
+async def test_budget_alert_is_posted_with_its_period_as_delivery_id(tmp_path, secret):
+    async with serve(AlertReceiver()) as receiver:
+        activities = CallbackActivities(alert_settings(tmp_path, receiver.url, secret))
+        await ActivityEnvironment().run(activities.deliver_budget_alert, ALERT)
+    (delivery,) = receiver.deliveries
+    assert json.loads(delivery.body) == {
+        "event": "budget_alert",
+        "period": "day:2026-11-30",
+        "spent_usd": 0.31,
+        "alert_usd": 0.3,
+        "limit_usd": 1.0,
+    }
+    if secret is None:  # as before the activity: sent, unsigned
+        assert not delivery.verified and "webhook-signature" not in delivery.headers
+    else:
+        assert delivery.verified
+        assert delivery.headers["webhook-id"] == "budget-alert:day:2026-11-30"
+
+
+async def test_budget_alert_without_a_webhook_url_sends_nothing(tmp_path):
+    activities = CallbackActivities(alert_settings(tmp_path, None))
+    await ActivityEnvironment().run(activities.deliver_budget_alert, ALERT)  # no error, no POST
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "retried", "delay_s"),
+    [
+        (503, errors.CALLBACK_UNAVAILABLE, True, 7),
+        (429, errors.CALLBACK_UNAVAILABLE, True, None),
+        (408, errors.CALLBACK_UNAVAILABLE, True, None),
+        (404, errors.CALLBACK_REJECTED, False, None),
+        (302, errors.CALLBACK_REJECTED, False, None),
+    ],
+)
+async def test_budget_alert_failures_map_like_callbacks(
+    tmp_path, status, error_type, retried, delay_s
+):
+    async with serve(AlertReceiver(script=[status])) as receiver:
+        activities = CallbackActivities(alert_settings(tmp_path, receiver.url))
+        with pytest.raises(ApplicationError) as failure:
+            await ActivityEnvironment().run(activities.deliver_budget_alert, ALERT)
+    assert failure.value.type == error_type
+    assert failure.value.non_retryable is not retried
+    assert f"budget alert to {url_host(receiver.url)}: receiver answered HTTP {status}" in str(
+        failure.value
+    )
+    delay = failure.value.next_retry_delay
+    assert (delay.total_seconds() if delay else None) == delay_s
+
+
+async def test_budget_alert_to_an_unreachable_receiver_is_retried(tmp_path):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/alerts"
+        activities = CallbackActivities(alert_settings(tmp_path, url))
+        with pytest.raises(ApplicationError) as failure:
+            await ActivityEnvironment().run(activities.deliver_budget_alert, ALERT)
+    finally:
+        sock.close()
+    assert failure.value.type == errors.CALLBACK_UNAVAILABLE
+    assert not failure.value.non_retryable
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "message"),
+    [
+        ("http://127.0.0.1:9/alerts", "whsec_not*base64", "must be base64"),
+        ("ftp://example.com/alerts", SECRET, "CHORUS_BUDGET_ALERT_WEBHOOK_URL: scheme"),
+    ],
+    ids=["malformed-secret", "bad-url"],
+)
+async def test_budget_alert_misconfiguration_is_not_retried(tmp_path, url, secret, message):
+    activities = CallbackActivities(alert_settings(tmp_path, url, secret))
+    with pytest.raises(ApplicationError) as failure:
+        await ActivityEnvironment().run(activities.deliver_budget_alert, ALERT)
+    assert failure.value.type == errors.CALLBACK_NOT_CONFIGURED
+    assert failure.value.non_retryable
+    assert message in str(failure.value)
