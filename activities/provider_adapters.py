@@ -28,7 +28,7 @@ import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import anthropic
 import openai
@@ -67,6 +67,22 @@ class Completion:
     cached_input_tokens: int
     cache_write_tokens: int
     finish_reason: str | None
+
+
+class ProviderAdapter(Protocol):
+    """One provider's SDK behind one call; its failures come out translated.
+
+    Each adapter has one error-mapping function (``translate_error``) that turns its SDK's
+    exceptions into the :mod:`chorus.contracts.errors` types, scrubbed of secrets.
+    """
+
+    async def complete(self, req: LLMRequest, prompt: Prompt) -> Completion:
+        """Ask the provider for one completion of ``prompt``.
+
+        Raises:
+            ApplicationError: Typed per :mod:`chorus.contracts.errors`.
+        """
+        ...
 
 
 @dataclass
@@ -135,7 +151,7 @@ def parse_retry_after(headers: Mapping[str, str], cap_s: float) -> timedelta | N
 
 def provider_adapter(
     provider: str, clients: ProviderClients, settings: Settings
-) -> OpenAICompatibleAdapter | AnthropicAdapter:
+) -> ProviderAdapter:
     """The adapter that calls ``provider`` with this worker's client.
 
     Raises:
