@@ -17,9 +17,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chorus.contracts.models import RecordPiiPolicy
+from chorus.contracts.models import DEFAULT_PROVIDER_LIMITS, ProviderLimit, RecordPiiPolicy
 from chorus.contracts.names import DEFAULT_TASK_QUEUE
-from chorus.governance.provider_limits import DEFAULT_PROVIDER_LIMITS, ProviderLimit
 
 BUNDLED_AGENTS_FILE = Path(__file__).with_name("agents.yaml")
 

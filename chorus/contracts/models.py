@@ -10,6 +10,7 @@ milliseconds.
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -160,6 +161,41 @@ class AgentSpec(WireModel):
             if len(json.dumps(value)) > 20_000:
                 raise ValueError("output_schema must be at most 20,000 characters as JSON")
         return value
+
+
+# --- Provider limits (settings) ----------------------------------------------------------
+
+
+class ProviderLimit(WireModel):
+    """Limits of one provider across the fleet.
+
+    Attributes:
+        concurrency: Calls in flight at once, all workers together (0 = unlimited).
+        rpm: Calls started per minute, all workers together (0 = unlimited).
+        burst: Calls that may start at once when the provider has been idle; ``None`` means
+            one second's worth, ``max(1, ceil(rpm / 60))``.
+    """
+
+    concurrency: int = Field(0, ge=0, le=10_000)
+    rpm: float = Field(0.0, ge=0)
+    burst: int | None = Field(None, ge=1, le=10_000)
+
+    @property
+    def effective_burst(self) -> int:
+        """``burst``, or one second's worth of calls (at least 1) when unset."""
+        if self.burst is not None:
+            return self.burst
+        return max(1, math.ceil(self.rpm / 60))
+
+
+DEFAULT_PROVIDER_LIMITS: dict[str, ProviderLimit] = {
+    "openai": ProviderLimit(concurrency=16, rpm=500),
+    "anthropic": ProviderLimit(concurrency=8, rpm=50),
+    "local": ProviderLimit(concurrency=1, rpm=0),
+}
+"""Default fleet-wide limits per provider (``CHORUS_PROVIDER_LIMITS`` overrides): OpenAI's
+tier-1 500 RPM and Anthropic's tier-1 50 RPM (their "Rate limits" guides, 2026); the local
+llama.cpp server answers one request at a time. Details: :mod:`chorus.governance.provider_limits`."""
 
 
 # --- Orchestration plans -------------------------------------------------------------------

@@ -31,6 +31,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from chorus.config.settings import Settings
+from chorus.contracts.errors import ChorusRefusedError
 from chorus.governance.pricing import cost_usd
 from chorus.storage import budget_ledger
 from chorus.storage.budget_ledger import Conn
@@ -45,7 +46,7 @@ STALE_RESERVATION_MINUTES = 60
 activity was never retried) is released by the next sweep (``STALE_SWEEP_INTERVAL_S``)."""
 
 
-class BudgetExceededError(Exception):
+class BudgetExceededError(ChorusRefusedError):
     """A call would pass a budget.
 
     Attributes:

@@ -30,15 +30,16 @@ requests/minute may be enforced as 1,000 requests/second").
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 from collections.abc import Callable, Mapping
 
 import asyncpg
-from pydantic import BaseModel, Field
 
+from chorus.contracts.errors import ChorusUnavailableError
 from chorus.contracts.limits import SLOT_WAIT_S as SLOT_WAIT_S  # workflows read it there
+from chorus.contracts.models import DEFAULT_PROVIDER_LIMITS as DEFAULT_PROVIDER_LIMITS
+from chorus.contracts.models import ProviderLimit as ProviderLimit
 from chorus.storage import provider_rates
 
 RATE_HEARTBEAT_S = 5.0
@@ -46,40 +47,11 @@ RATE_HEARTBEAT_S = 5.0
 heartbeats there; its heartbeat timeout is 30 s)."""
 
 
-class ProviderLimit(BaseModel):
-    """Limits of one provider across the fleet.
-
-    Attributes:
-        concurrency: Calls in flight at once, all workers together (0 = unlimited).
-        rpm: Calls started per minute, all workers together (0 = unlimited).
-        burst: Calls that may start at once when the provider has been idle; ``None`` means
-            one second's worth, ``max(1, ceil(rpm / 60))``.
-    """
-
-    concurrency: int = Field(0, ge=0, le=10_000)
-    rpm: float = Field(0.0, ge=0)
-    burst: int | None = Field(None, ge=1, le=10_000)
-
-    @property
-    def effective_burst(self) -> int:
-        """``burst``, or one second's worth of calls (at least 1) when unset."""
-        if self.burst is not None:
-            return self.burst
-        return max(1, math.ceil(self.rpm / 60))
-
-
-DEFAULT_PROVIDER_LIMITS: dict[str, ProviderLimit] = {
-    "openai": ProviderLimit(concurrency=16, rpm=500),
-    "anthropic": ProviderLimit(concurrency=8, rpm=50),
-    "local": ProviderLimit(concurrency=1, rpm=0),
-}
-
-
-class SlotTimeoutError(Exception):
+class SlotTimeoutError(ChorusUnavailableError):
     """No concurrency slot of a provider became free in time."""
 
 
-class RateBacklogError(Exception):
+class RateBacklogError(ChorusUnavailableError):
     """A provider's calls already queued across the fleet would delay this one too long.
 
     Attributes:
