@@ -195,7 +195,7 @@ DEFAULT_PROVIDER_LIMITS: dict[str, ProviderLimit] = {
 }
 """Default fleet-wide limits per provider (``CHORUS_PROVIDER_LIMITS`` overrides): OpenAI's
 tier-1 500 RPM and Anthropic's tier-1 50 RPM (their "Rate limits" guides, 2026); the local
-llama.cpp server answers one request at a time. Details: :mod:`chorus.governance.provider_limits`."""
+llama.cpp server answers one request at a time. See :mod:`chorus.governance.provider_limits`."""
 
 
 # --- Orchestration plans -------------------------------------------------------------------
