@@ -330,8 +330,9 @@ async def test_call_llm_returns_the_budget_alert_and_posts_nothing(database_url,
 
 
 async def test_budget_alert_webhook_is_delivered_once_during_runs(client, make_settings, stub):
-    """A run whose call crosses the daily alert threshold delivers the alert, signed, once."""
-    pytest.skip("wired by the workflow in the same change; lead adds it")
+    """A run whose call crosses the daily alert threshold delivers the alert once, by its own
+    retried activity (``chorus.deliver_budget_alert``, issue 18), not inside the LLM call."""
+    from temporalio.api.enums.v1 import EventType
     settings = make_settings(
         [{**agent("analyst", ["openai:gpt-4o-mini"]), "max_tokens": 100}],
         daily_budget_usd=1.0,
@@ -344,13 +345,25 @@ async def test_budget_alert_webhook_is_delivered_once_during_runs(client, make_s
         async with running_worker(
             client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
         ) as chorus:
+            ids = []
             for n in range(3):
-                await chorus.run_sequential(f"Summarize report {n}", ["analyst"])
+                handle = await chorus.start_sequential(f"Summarize report {n}", ["analyst"])
+                await handle.result()
+                ids.append(handle.workflow_id)
     finally:
         await clients.close()
     alerts = [r for r in stub.requests if r.path.endswith("/budget-alerts")]
     assert len(alerts) == 1 and alerts[0].body["event"] == "budget_alert"  # once per day
     assert alerts[0].body["alert_usd"] == 0.000001
+    scheduled = []
+    for workflow_id in ids:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        scheduled += [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        ]
+    assert scheduled.count("chorus.deliver_budget_alert") == 1
 
 
 async def test_models_the_old_table_lacked_are_priced_and_budgeted(client, make_settings, stub):
