@@ -64,7 +64,7 @@ from chorus.contracts.drafting import MAX_UPDATE_BYTES
 from chorus.contracts.names import SEARCH_ATTRIBUTES, search_attribute_types
 from chorus.integrations import local_model
 from chorus.runtime.converter import connect
-from chorus.storage import db
+from chorus.storage import db, health_checks
 from starter.sdk import ChorusClient
 
 SERVICES = ("postgres", "temporal", "llm", "worker")
@@ -408,7 +408,7 @@ async def _postgres_healthy(settings: Settings) -> tuple[bool, str]:
     try:
         conn = await asyncio.wait_for(asyncpg.connect(url), timeout=5)
         try:
-            version = await conn.fetchval("SHOW server_version")
+            version = await health_checks.server_version(conn)
         finally:
             await conn.close()
     except db.DB_ERRORS as exc:  # TimeoutError is an OSError

@@ -26,7 +26,7 @@ from chorus.config.catalog import CatalogError, load_catalog
 from chorus.config.settings import Settings
 from chorus.contracts.models import AgentSpec
 from chorus.runtime.converter import connect
-from chorus.storage import db
+from chorus.storage import db, health_checks
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 CHECK_TIMEOUT_S = 5.0
@@ -79,7 +79,7 @@ async def _postgres(settings: Settings) -> str:
     url = db.database_url(settings)
     pool = await db.create_pool(settings, min_size=1, max_size=1)
     try:
-        version = await pool.fetchval("SHOW server_version")
+        version = await health_checks.server_version(pool)
         schema = await db.schema_version(pool)
     finally:
         await pool.close()

@@ -1,4 +1,6 @@
-"""SQL of the worker's readiness probe (``/readyz``, :mod:`chorus.observability.probes`)."""
+"""SQL of the health checks: the worker's ``/readyz`` (:mod:`chorus.observability.probes`),
+``chorus health`` and ``chorus dev up``.
+"""
 
 from __future__ import annotations
 
@@ -20,3 +22,12 @@ async def ping(pool: asyncpg.Pool, timeout_s: float) -> None:
         OSError, asyncpg.PostgresError, asyncpg.InterfaceError: PostgreSQL failed.
     """
     await pool.fetchval(PING_SQL, timeout=timeout_s)
+
+
+async def server_version(conn: asyncpg.Connection | asyncpg.Pool) -> str:
+    """The PostgreSQL server's version string (``SHOW server_version``), e.g. ``"18.1"``.
+
+    Raises:
+        OSError, asyncpg.PostgresError, asyncpg.InterfaceError: PostgreSQL failed.
+    """
+    return str(await conn.fetchval("SHOW server_version"))
