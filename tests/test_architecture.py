@@ -65,7 +65,9 @@ def test_module_names_are_unique():
     assert [name for name, count in names.items() if count > 1] == []
 
 
-SQL = re.compile(r"\b(SELECT .* FROM|SELECT \d|SHOW \w+|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b", re.S)
+SQL = re.compile(
+    r"\b(SELECT .* FROM|SELECT \d|SHOW \w+|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b", re.S
+)
 
 
 def _code_strings(path: Path) -> list[str]:

@@ -1,5 +1,7 @@
-"""SQL of the health checks: the worker's ``/readyz`` (:mod:`chorus.observability.probes`),
-``chorus health`` and ``chorus dev up``.
+"""SQL of the health checks.
+
+The worker's ``/readyz`` (:mod:`chorus.observability.probes`), ``chorus health`` and
+``chorus dev up``.
 """
 
 from __future__ import annotations
