@@ -61,6 +61,7 @@ from temporalio.api.operatorservice.v1 import (
 
 from chorus.config.settings import Settings
 from chorus.contracts.drafting import MAX_UPDATE_BYTES
+from chorus.contracts.errors import ChorusUnavailableError
 from chorus.contracts.names import SEARCH_ATTRIBUTES, search_attribute_types
 from chorus.integrations import local_model
 from chorus.runtime.converter import connect
@@ -71,7 +72,7 @@ SERVICES = ("postgres", "temporal", "llm", "worker")
 LOCAL_MODEL_ALIAS = local_model.MODEL_ALIAS
 
 
-class DevStackError(RuntimeError):
+class DevStackError(ChorusUnavailableError):
     """A service of the embedded stack could not be started or did not become healthy."""
 
 

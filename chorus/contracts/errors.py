@@ -14,7 +14,7 @@ Two halves, side by side:
   the error-type string it corresponds to, where one exists (``error_type``).
 """
 
-from typing import ClassVar, Final
+from typing import Final
 
 RATE_LIMITED: Final = "RateLimited"
 """HTTP 429: retried, honouring ``Retry-After``; fallback once retries are exhausted."""
@@ -75,19 +75,19 @@ class ChorusError(Exception):
             type above), or the class name when it never crosses the wire.
     """
 
-    error_type: ClassVar[str] = "ChorusError"
+    error_type: str = "ChorusError"
 
 
 class ChorusInputError(ChorusError, ValueError):
     """Bad input: the message names the field and the limit or rule broken (CLI exit code 2)."""
 
-    error_type: ClassVar[str] = INVALID_INPUT
+    error_type: str = INVALID_INPUT
 
 
 class ChorusUnavailableError(ChorusError, RuntimeError):
     """A service Chorus needs (Temporal, PostgreSQL, the local model server) does not answer."""
 
-    error_type: ClassVar[str] = "Unavailable"
+    error_type: str = "Unavailable"
 
 
 class ChorusRefusedError(ChorusError, RuntimeError):
@@ -96,4 +96,4 @@ class ChorusRefusedError(ChorusError, RuntimeError):
     For example a budget, an edit conflict, a permission, or a failed run's result.
     """
 
-    error_type: ClassVar[str] = "Refused"
+    error_type: str = "Refused"

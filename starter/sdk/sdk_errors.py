@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from temporalio.service import RPCError
 
+from chorus.contracts.errors import ChorusInputError as ChorusInputError
+from chorus.contracts.errors import ChorusRefusedError, ChorusUnavailableError
 from chorus.contracts.models import RunResult
 from chorus.contracts.names import search_attribute_types
 from chorus.storage.db import AgentConfigError, DatabaseError
@@ -23,11 +25,7 @@ __all__ = [
 ]
 
 
-class ChorusInputError(ValueError):
-    """Input refused before a run starts; the message names the field and the limit."""
-
-
-class RunFailedError(RuntimeError):
+class RunFailedError(ChorusRefusedError):
     """A run ended in failure, cancellation or termination.
 
     Attributes:
@@ -46,7 +44,7 @@ class RunFailedError(RuntimeError):
         self.partial = partial
 
 
-class DraftRefusedError(RuntimeError):
+class DraftRefusedError(ChorusRefusedError):
     """A draft update was refused; ``error_type`` names the rule (e.g. EditConflict)."""
 
     def __init__(self, message: str, error_type: str) -> None:
@@ -54,7 +52,7 @@ class DraftRefusedError(RuntimeError):
         self.error_type = error_type
 
 
-class SearchAttributesMissingError(RuntimeError):
+class SearchAttributesMissingError(ChorusUnavailableError):
     """The Temporal namespace lacks the Chorus search attributes (see ``raise_if_unregistered``)."""
 
 
