@@ -221,6 +221,7 @@ def test_validation_strips_controls_and_names_fields(monkeypatch):
     import pytest
 
     from chorus.contracts import validation
+    from chorus.governance import content_check
 
     assert validation.strip_controls("a\x00b\x1bc\td\ne\r\x85f") == "abc\td\ne\rf"
     assert validation.control_problem("task", "ok\x07") == (
@@ -235,11 +236,11 @@ def test_validation_strips_controls_and_names_fields(monkeypatch):
         validation.check_identifier("draft_id", "bad id")
     validation.check_identifier("draft_id", "draft-release-notes-1a2b3c4d")
     monkeypatch.setenv("CHORUS_BLOCKED_TERMS", r"top secret,\bproject x\b")
-    check = validation.load_content_check(None)
+    check = content_check.load_content_check(None)
     with pytest.raises(validation.InputValidationError, match="document: contains blocked"):
-        validation.check_content(check, {"task": "fine", "document": "About Project X today"})
+        content_check.check_content(check, {"task": "fine", "document": "About Project X today"})
     with pytest.raises(validation.InputValidationError, match="CHORUS_CONTENT_CHECK"):
-        validation.load_content_check("no_such_module:check")
+        content_check.load_content_check("no_such_module:check")
 
 
 def test_provider_rate_burst_defaults_to_one_seconds_worth():

@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     content_check: str | None = None
     """Prohibited-content check run on task, document and draft text at the SDK/CLI boundary,
     as ``module:function`` taking ``(field, text)`` and returning a reason or ``None``;
-    default ``chorus.contracts.validation.blocked_terms_check`` (regexes in
+    default ``chorus.governance.content_check.blocked_terms_check`` (regexes in
     ``CHORUS_BLOCKED_TERMS``)."""
 
     record_pii: RecordPiiPolicy = "off"

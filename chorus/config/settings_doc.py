@@ -43,7 +43,7 @@ EXTERNAL_VARIABLES: tuple[Variable, ...] = (
         "CHORUS_BLOCKED_TERMS",
         "unset",
         "Comma-separated regexes the default content check refuses"
-        " (`chorus/contracts/validation.py`).",
+        " (`chorus/governance/content_check.py`).",
     ),
     Variable(
         "OPENAI_API_KEY", "unset", "Read by the OpenAI SDK; a key enables the `openai` provider."

@@ -2,11 +2,11 @@
 
 Two layers, on purpose:
 
-- **At the boundary** (``starter/sdk.py``, so the CLI too): text is *cleaned* — control
+- **At the boundary** (the SDK, ``starter/sdk/``, so the CLI too): text is *cleaned* — control
   characters other than tab, newline and carriage return are stripped — then checked for size,
-  ids and nesting depth, then passed to the **prohibited-content check**, a pluggable function
-  (``CHORUS_CONTENT_CHECK=module:function``; default :func:`blocked_terms_check`, driven by
-  ``CHORUS_BLOCKED_TERMS``).
+  ids and nesting depth, then passed to the **prohibited-content check**
+  (:mod:`chorus.governance.content_check`: it reads the environment and imports the configured
+  function, so it is policy, not a contract).
 - **In workflows and update validators** (deterministic, no I/O): the same size, character and
   id rules are checked again, because a plain Temporal client can start a workflow or send an
   update without the SDK. There, control characters are refused (a validator cannot change its
@@ -17,10 +17,7 @@ Every error names the field and the limit.
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from chorus.contracts.errors import ChorusInputError
@@ -37,10 +34,6 @@ LINE_SEPARATORS = re.compile("[\u2028\u2029]")
 """U+2028/U+2029: allowed, but turned into a newline by the SDK (terminals print them raw)."""
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
 """Workflow ids (runs, drafts) and user ids: 1-200 characters, no spaces or controls."""
-
-ContentCheck = Callable[[str, str], str | None]
-"""``check(field, text) -> reason or None``; a reason refuses the input."""
-
 
 class InputValidationError(ChorusInputError):
     """Input breaks a rule; the message names the field and the limit."""
@@ -115,53 +108,6 @@ def check_identifier(field: str, value: str) -> None:
             f"{field}: {value[:60]!r} is not a valid id (1-200 characters of letters, digits "
             "and . _ : @ -, starting with a letter or digit)"
         )
-
-
-def blocked_terms_check(field: str, text: str) -> str | None:
-    """Default prohibited-content check: refuse text matching ``CHORUS_BLOCKED_TERMS``.
-
-    ``CHORUS_BLOCKED_TERMS`` is a comma-separated list of case-insensitive regular
-    expressions (unset: nothing is blocked).
-
-    Returns:
-        A reason naming the matched term, or ``None``.
-    """
-    terms = [t.strip() for t in os.environ.get("CHORUS_BLOCKED_TERMS", "").split(",")]
-    for term in filter(None, terms):
-        if re.search(term, text, flags=re.IGNORECASE):
-            return f"{field}: contains blocked content (matches {term!r}, CHORUS_BLOCKED_TERMS)"
-    return None
-
-
-def load_content_check(spec: str | None) -> ContentCheck:
-    """The prohibited-content check named by ``module:function`` (default: blocked terms).
-
-    Raises:
-        InputValidationError: The module or function cannot be loaded (names the setting).
-    """
-    if not spec:
-        return blocked_terms_check
-    module_name, _, attr = spec.partition(":")
-    try:
-        check = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise InputValidationError(
-            f"CHORUS_CONTENT_CHECK: cannot load {spec!r} (expected module:function): {exc}"
-        ) from exc
-    if not callable(check):
-        raise InputValidationError(f"CHORUS_CONTENT_CHECK: {spec!r} is not callable")
-    return check  # type: ignore[no-any-return]
-
-
-def check_content(check: ContentCheck, fields: dict[str, str]) -> None:
-    """Run the prohibited-content check over each field.
-
-    Raises:
-        InputValidationError: The check refused a field (its reason is the message).
-    """
-    for field, text in fields.items():
-        if text and (reason := check(field, text)):
-            raise InputValidationError(reason)
 
 
 def validate_callback_url(url: str, field: str = "callback_url") -> str:

@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from chorus.config.settings import Settings
 from chorus.contracts import validation
+from chorus.governance import content_check
 from chorus.runtime.converter import describe_decode_error
 from starter.sdk.sdk_errors import ChorusInputError
 
@@ -38,7 +39,7 @@ class FocusedClient:
         self.client = client
         self.settings = settings
         self._pool = pool
-        self._check: validation.ContentCheck | None = None
+        self._check: content_check.ContentCheck | None = None
 
     def ui_url(self, workflow_id: str) -> str:
         """Link to the workflow (run or draft) in the Temporal UI."""
@@ -58,8 +59,8 @@ class FocusedClient:
         """
         with input_refusals():
             if self._check is None:
-                self._check = validation.load_content_check(self.settings.content_check)
-            validation.check_content(self._check, fields)
+                self._check = content_check.load_content_check(self.settings.content_check)
+            content_check.check_content(self._check, fields)
 
 
 @contextmanager
