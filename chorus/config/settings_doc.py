@@ -3,8 +3,9 @@
 ``python -m chorus.config.settings_doc`` prints a Markdown table (variable, default, meaning) built
 from :class:`chorus.config.settings.Settings` — each field's environment name, its default and its
 attribute docstring — followed by the variables read outside ``Settings``
-(:data:`EXTERNAL_VARIABLES`). ``tests/test_deploy.py`` uses :func:`environment_names` to check
-that the deployment files set only variables Chorus reads and that the README lists them all.
+(:data:`EXTERNAL_VARIABLES`). ``tests/system/test_deploy.py`` uses :func:`environment_names` to
+check that the deployment files set only variables Chorus reads and that the README lists them
+all.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ instead of an activity name and a ``result_type=``, so mypy checks each argument
 type end to end and go-to-definition lands here. Each declaration carries the activity's
 Temporal name (:mod:`chorus.contracts.names`) and its signature; its body only raises, because
 the worker registers the implementation (the class methods in ``activities/``) under the same
-name. ``tests/test_replay.py`` checks that every implementation's parameter and return types
-match its declaration, so the two cannot drift apart.
+name. ``tests/workflows/test_replay.py`` checks that every implementation's parameter and
+return types match its declaration, so the two cannot drift apart.
 
 This is the interface pattern of Temporal's Java and Go SDKs (an activity interface the
 workflow stub calls, an implementation the worker registers), in Python: the declarations

@@ -23,7 +23,7 @@ if ! temporal operator namespace describe --address "$ADDRESS" -n "$NAMESPACE" >
   temporal operator namespace create --address "$ADDRESS" -n "$NAMESPACE" --retention "$RETENTION"
 fi
 
-# name:type pairs; keep in step with chorus/contracts/names.py (tests/test_deploy.py checks it).
+# name:type pairs; keep in step with chorus/contracts/names.py (tests/system/test_deploy.py checks it).
 existing="$(temporal operator search-attribute list --address "$ADDRESS" -n "$NAMESPACE")"
 for pair in ChorusPattern:Keyword ChorusAgents:KeywordList ChorusStatus:Keyword \
             ChorusCostUsd:Double ChorusDraftStatus:Keyword; do

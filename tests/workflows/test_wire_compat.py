@@ -26,7 +26,7 @@ from starter.plan import load_plan
 from starter.sdk import ChorusInputError
 from workflows import WORKFLOWS
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).parents[1] / "histories"
 NEW_FIELD = "field_from_the_next_version"
 
 

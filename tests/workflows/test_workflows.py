@@ -27,7 +27,7 @@ from tests.conftest import agent, running_worker, sdk
 LOCAL = ["local:fake"]
 
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).parents[1] / "histories"
 
 
 async def replay(client: Client, workflow_id: str, record_as: str | None = None) -> None:

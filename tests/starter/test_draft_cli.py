@@ -9,7 +9,7 @@ import sys
 
 from starter.dev import temporal_binary
 from tests.conftest import agent, running_worker
-from tests.test_drafts import no_llm, wait_saved
+from tests.workflows.test_drafts import no_llm, wait_saved
 
 
 async def run(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:

@@ -129,7 +129,7 @@ async def test_run_budget_refuses_a_call_that_could_pass_it(client, make_setting
 
 async def test_budget_limits_are_validated(client, make_settings):
     settings = make_settings([agent("analyst", ["local:fake"])])
-    from tests.test_drafts import no_llm
+    from tests.workflows.test_drafts import no_llm
 
     async with running_worker(client, settings, no_llm) as chorus:
         pool = await chorus.pool()
@@ -151,7 +151,7 @@ async def test_budget_cli_sets_and_shows(client, make_settings):
     import os
     import sys
 
-    from tests.test_draft_cli import run
+    from tests.starter.test_draft_cli import run
 
     settings = make_settings([agent("analyst", ["local:fake"])])
     env = {
@@ -333,6 +333,7 @@ async def test_budget_alert_webhook_is_delivered_once_during_runs(client, make_s
     """A run whose call crosses the daily alert threshold delivers the alert once, by its own
     retried activity (``chorus.deliver_budget_alert``, issue 18), not inside the LLM call."""
     from temporalio.api.enums.v1 import EventType
+
     settings = make_settings(
         [{**agent("analyst", ["openai:gpt-4o-mini"]), "max_tokens": 100}],
         daily_budget_usd=1.0,

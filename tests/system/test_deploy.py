@@ -21,7 +21,7 @@ import yaml
 from chorus.config.settings_doc import all_variables, is_read_by_chorus
 from chorus.contracts.names import search_attribute_types
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 CHORUS_SERVICES = ("worker", "codec-server")
 

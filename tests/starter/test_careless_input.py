@@ -16,7 +16,7 @@ from chorus.contracts.drafting import EditRequest, RevisionRequest
 from starter.plan import load_plan
 from starter.sdk import ChorusInputError
 from tests.conftest import agent, running_worker
-from tests.test_drafts import no_llm
+from tests.workflows.test_drafts import no_llm
 
 
 def chorus_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -75,7 +75,7 @@ async def test_edit_result_never_silently_misses_a_revision(client, make_setting
     wrong text and no error."""
     from chorus.contracts.drafting import EditRequest, TextEdit, apply_edit
     from tests.conftest import running_worker
-    from tests.test_drafts import no_llm
+    from tests.workflows.test_drafts import no_llm
 
     def insert(base: int, at: int, text: str) -> EditRequest:
         return EditRequest(

@@ -11,7 +11,7 @@ from tests.stub_llm import StubLLM
 
 VALUES = sorted({value for sample in POSITIVES for _kind, value in sample.expected})
 # Near misses that contain a value as a substring (a card inside a longer digit run, which must
-# stay unredacted) would trip the substring check below; tests/test_pii.py covers them.
+# stay unredacted) would trip the substring check below; tests/governance/test_pii.py covers them.
 DOCUMENT = "\n".join(
     sample.text
     for sample in POSITIVES + [n for n in NEAR_MISSES if not any(v in n.text for v in VALUES)]

@@ -22,7 +22,7 @@ from chorus.contracts.drafting import (
 )
 from starter.sdk import ChorusInputError, DraftRefusedError
 from tests.conftest import agent, running_worker
-from tests.test_workflows import replay
+from tests.workflows.test_workflows import replay
 
 
 def no_llm(_pool):

@@ -33,7 +33,7 @@ from starter.dev import free_port
 from tests.conftest import agent, running_worker
 from tests.stub_llm import Reply, StubLLM
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
 SDK_METRICS_FILE = ROOT / "deploy" / "prometheus" / "sdk-metric-names.txt"

@@ -25,9 +25,9 @@ from chorus.contracts.names import (
 from starter.dev import temporal_argv, temporal_binary
 from starter.sdk import RunFailedError
 from tests.conftest import agent, running_worker
-from tests.test_draft_cli import run
-from tests.test_drafts import no_llm, wait_saved
-from tests.test_workflows import replay
+from tests.starter.test_draft_cli import run
+from tests.workflows.test_drafts import no_llm, wait_saved
+from tests.workflows.test_workflows import replay
 
 LOCAL = ["local:fake"]
 

@@ -1,8 +1,8 @@
 """Replay checked-in histories: a change that breaks determinism fails here.
 
 The files in tests/histories were recorded from real runs on the dev server
-(``CHORUS_RECORD_HISTORIES=1 CHORUS_RECORD_SUFFIX=_vN pytest tests/test_workflows.py
-tests/test_drafts.py``; the suffix names the code version, the recorder never overwrites).
+(``CHORUS_RECORD_HISTORIES=1 CHORUS_RECORD_SUFFIX=_vN pytest tests/workflows/test_workflows.py
+tests/workflows/test_drafts.py``; the suffix names the code version, the recorder never overwrites).
 Never re-record them to make this test pass: a failure means old runs in flight would break on
 the new code; gate the change with ``workflow.patched`` instead.
 """
@@ -18,7 +18,7 @@ from temporalio.worker import Replayer
 
 from chorus.runtime.plugin import ChorusPlugin
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = sorted((Path(__file__).parents[1] / "histories").glob("*.json"))
 
 
 def test_histories_are_checked_in():
@@ -75,7 +75,7 @@ def test_workflow_code_imports_only_the_contracts():
 
     from chorus.runtime.plugin import SANDBOX_PASSTHROUGH
 
-    root = Path(__file__).resolve().parent.parent / "workflows"
+    root = Path(__file__).resolve().parents[2] / "workflows"
     offenders = []
     for path in sorted(root.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
