@@ -35,6 +35,7 @@ LINE_SEPARATORS = re.compile("[\u2028\u2029]")
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
 """Workflow ids (runs, drafts) and user ids: 1-200 characters, no spaces or controls."""
 
+
 class InputValidationError(ChorusInputError):
     """Input breaks a rule; the message names the field and the limit."""
 
