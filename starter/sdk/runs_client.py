@@ -19,6 +19,7 @@ from chorus.contracts.models import (
     ParallelInput,
     RunProgress,
     RunResult,
+    RunSubject,
     SequentialInput,
     Step,
     plan_agents,
@@ -234,6 +235,31 @@ class RunsClient(FocusedClient):
             "callback_retry_initial_s": self.settings.callback_retry_initial_s,
         }
 
+    async def _subject(
+        self,
+        task: str,
+        document: str,
+        document_name: str | None,
+        workflow_id: str | None,
+        steps: Sequence[Step],
+        extra_agents: Sequence[str],
+    ) -> RunSubject:
+        """The run subject the workflow gets: text cleaned and checked, a large document stored.
+
+        Raises:
+            ChorusInputError: Names the field and the rule or limit (see :meth:`validate`).
+        """
+        task, document, document_name = self._clean_run_text(
+            task, document, document_name, workflow_id
+        )
+        await self.validate(task, document, steps, extra_agents)
+        return validated(
+            RunSubject,
+            task=task,
+            document_name=document_name,
+            **await self._document_fields(document),
+        )
+
     async def _document_fields(self, document: str) -> dict[str, Any]:
         """Inline a small document; store a large one in PostgreSQL and pass its reference."""
         if len(document.encode("utf-8")) <= self.settings.inline_text_bytes:
@@ -273,18 +299,8 @@ class RunsClient(FocusedClient):
         """
         steps = _to_steps(agents)
         callback = self._callback_fields(callback_url)
-        task, document, document_name = self._clean_run_text(
-            task, document, document_name, workflow_id
-        )
-        await self.validate(task, document, steps, [])
-        run_input = validated(
-            SequentialInput,
-            task=task,
-            document_name=document_name,
-            steps=steps,
-            **await self._document_fields(document),
-            **callback,
-        )
+        subject = await self._subject(task, document, document_name, workflow_id, steps, [])
+        run_input = validated(SequentialInput, **dict(subject), steps=steps, **callback)
         plan = " → ".join(step_label(s) for s in steps)
         return await self._start("sequential", run_input, plan, workflow_id)
 
@@ -326,15 +342,11 @@ class RunsClient(FocusedClient):
                 f"min_successes: {min_successes}, must be between 1 and the number of "
                 f"branches ({len(steps)})"
             )
-        task, document, document_name = self._clean_run_text(
-            task, document, document_name, workflow_id
-        )
-        await self.validate(task, document, steps, [aggregator] if aggregator else [])
+        extra = [aggregator] if aggregator else []
+        subject = await self._subject(task, document, document_name, workflow_id, steps, extra)
         run_input = validated(
             ParallelInput,
-            task=task,
-            **await self._document_fields(document),
-            document_name=document_name,
+            **dict(subject),
             branches=steps,
             aggregator=aggregator,
             min_successes=min_successes,
