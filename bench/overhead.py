@@ -45,7 +45,6 @@ import yaml
 from temporalio import activity
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-import worker as worker_module
 from activities import ProviderClients, RunActivities
 from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
 from bench.naive import NaiveActivities, NaiveWorkflow
@@ -122,13 +121,9 @@ async def chorus_worker(
 ) -> AsyncIterator[ChorusClient]:
     """Run the production worker (or the same one unsandboxed) and yield an SDK client."""
     pool = await db.open_store(settings, max_size=20)
-    saved = vars(worker_module)["SandboxedWorkflowRunner"]
-    if not sandbox:  # bench-only: price the sandbox; production always sandboxes
-        setattr(worker_module, "SandboxedWorkflowRunner", lambda **_: UnsandboxedWorkflowRunner())  # noqa: B010
-    try:
-        built = build_worker(client, settings, activities(pool), OPTIONS)
-    finally:
-        setattr(worker_module, "SandboxedWorkflowRunner", saved)  # noqa: B010
+    # bench-only: price the sandbox (ChorusPlugin keeps an explicit UnsandboxedWorkflowRunner)
+    runner = {} if sandbox else {"workflow_runner": UnsandboxedWorkflowRunner()}
+    built = build_worker(client, settings, activities(pool), OPTIONS, **runner)
     try:
         async with built:
             yield ChorusClient(client, settings, pool)

@@ -32,7 +32,12 @@ from typing import Any, Final
 from temporalio.activity import _Definition
 from temporalio.converter import DataConverter
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import ReplayerConfig, WorkerConfig
+from temporalio.worker import (
+    ReplayerConfig,
+    UnsandboxedWorkflowRunner,
+    WorkerConfig,
+    WorkflowRunner,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from chorus.config.settings import Settings
@@ -62,6 +67,17 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     """Return the workflow runner with Chorus's pass-through (:data:`SANDBOX_PASSTHROUGH`)."""
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
     return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+def _runner(existing: WorkflowRunner | None) -> WorkflowRunner:
+    """Return Chorus's sandbox, unless the worker was given ``UnsandboxedWorkflowRunner``.
+
+    An explicit unsandboxed runner (a benchmark pricing the sandbox, or a debugger) is kept;
+    production always sandboxes.
+    """
+    if isinstance(existing, UnsandboxedWorkflowRunner):
+        return existing
+    return sandbox_runner()
 
 
 def activity_name(fn: Callable[..., Any]) -> str | None:
@@ -108,7 +124,7 @@ class ChorusPlugin(SimplePlugin):
             PLUGIN_NAME,
             data_converter=converter,
             interceptors=tracing.client_interceptors(),  # [] unless OTLP is configured
-            workflow_runner=sandbox_runner(),
+            workflow_runner=_runner,
         )
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
