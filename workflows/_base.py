@@ -26,6 +26,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from chorus.contracts import activities, errors
+    from chorus.contracts.activities import RunBookkeeping
     from chorus.contracts.limits import SLOT_WAIT_S
     from chorus.contracts.models import (
         AgentStep,
@@ -146,8 +147,8 @@ def start_budget_alert(alert: BudgetAlert) -> workflow.ActivityHandle[None]:
     as new.
     """
     workflow.patched(BUDGET_ALERT_ACTIVITY_PATCH)  # a marker: only runs that had alerts
-    return workflow.start_activity(
-        activities.deliver_budget_alert,
+    return workflow.start_activity_method(
+        activities.Deliveries.deliver_budget_alert,
         alert,
         start_to_close_timeout=CALLBACK_ATTEMPT_TIMEOUT,
         schedule_to_close_timeout=BUDGET_ALERT_WINDOW,
@@ -333,8 +334,8 @@ async def call_agent(
         attempt_s = spec.timeout_s + 10 + SLOT_WAIT_S
         wait_cancellation = workflow.patched(LLM_WAIT_CANCELLATION_PATCH)
         try:
-            response = await workflow.execute_activity(
-                activities.call_llm,
+            response = await workflow.execute_activity_method(
+                activities.LLMCalls.call_llm,
                 request,
                 task_queue=task_queue,
                 start_to_close_timeout=timedelta(seconds=attempt_s),
@@ -541,7 +542,7 @@ class RunWorkflowBase:
             raise ApplicationError(problem, type=errors.INVALID_INPUT, non_retryable=True)
         try:
             result = await self._bookkeeping(
-                activities.start_run,
+                activities.RunBookkeeping.start_run,
                 StartRunInput.for_run(
                     s.subject,
                     pattern=self.pattern,
@@ -575,7 +576,7 @@ class RunWorkflowBase:
 
     async def _bookkeeping(
         self,
-        activity: Callable[[ArgT], Awaitable[ResultT]],
+        activity: Callable[[RunBookkeeping, ArgT], Awaitable[ResultT]],
         arg: ArgT,
         *,
         start_to_close_timeout: timedelta,
@@ -588,14 +589,14 @@ class RunWorkflowBase:
         workflow timer once past a few seconds (``LOCAL_RETRY_THRESHOLD``).
 
         Args:
-            activity: The activity's declaration (:mod:`chorus.contracts.activities`).
+            activity: The activity's interface method (:mod:`chorus.contracts.activities`).
             arg: Its input.
             start_to_close_timeout: One attempt's limit.
             summary: Shown in the Temporal UI.
             shield: A cancellation request arriving meanwhile does not cancel it (the run has
                 ended and must be recorded).
         """
-        handle = workflow.start_local_activity(
+        handle = workflow.start_local_activity_method(
             activity,
             arg,
             start_to_close_timeout=start_to_close_timeout,
@@ -632,7 +633,7 @@ class RunWorkflowBase:
         output = result.output if result and status == "succeeded" else None
         self._set_end_attributes(status, totals.cost_usd)
         await self._bookkeeping(
-            activities.finish_run,
+            activities.RunBookkeeping.finish_run,
             FinishRunInput(
                 status=status,
                 finished_at=finished,
@@ -691,8 +692,8 @@ class RunWorkflowBase:
             ),
             finished_at=finished_at,
         )
-        delivery = workflow.start_activity(
-            activities.deliver_callback,
+        delivery = workflow.start_activity_method(
+            activities.Deliveries.deliver_callback,
             DeliverCallbackInput(url=url, payload=payload),
             start_to_close_timeout=CALLBACK_ATTEMPT_TIMEOUT,
             schedule_to_close_timeout=CALLBACK_DELIVERY_WINDOW,

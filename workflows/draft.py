@@ -211,8 +211,8 @@ class DraftWorkflow:
     async def _agent_text(self, agent: str, *, task: str, document: str) -> str:
         """Ask ``agent`` (with provider fallback) and return its text, or raise AgentFailed."""
         try:
-            resolved = await workflow.execute_activity(
-                activities.resolve_agents,
+            resolved = await workflow.execute_activity_method(
+                activities.RunBookkeeping.resolve_agents,
                 ResolveAgentsInput(names=[agent]),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=SAVE_RETRY_POLICY,
@@ -246,8 +246,8 @@ class DraftWorkflow:
         batch, self._unsaved, self._dirty = self._unsaved, [], False
         s = self.state
         sha = None if s.content is None else hashlib.sha256(s.content.encode()).hexdigest()
-        await workflow.execute_activity(
-            activities.save_draft,
+        await workflow.execute_activity_method(
+            activities.DraftSaving.save_draft,
             SaveDraftInput(
                 title=s.title,
                 status=s.status,

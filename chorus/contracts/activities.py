@@ -1,12 +1,12 @@
-"""Typed declarations of Chorus's activities, for workflow code to call.
+"""Typed interfaces of Chorus's activities, for workflow code to call.
 
-Workflows call ``workflow.execute_activity(call_llm, request, ...)`` with these declarations
-instead of an activity name and a ``result_type=``, so mypy checks each argument and result
-type end to end and go-to-definition lands here. Each declaration carries the activity's
-Temporal name (:mod:`chorus.contracts.names`) and its signature; its body only raises, because
-the worker registers the implementation (the class methods in ``activities/``) under the same
-name. ``tests/workflows/test_replay.py`` checks that every implementation's parameter and
-return types match its declaration, so the two cannot drift apart.
+Workflows call ``workflow.execute_activity_method(LLMCalls.call_llm, request, ...)`` with these
+interfaces instead of an activity name and a ``result_type=``, so mypy checks each argument and
+result type end to end and go-to-definition lands here. Each is a ``typing.Protocol`` whose
+methods carry the activity's Temporal name (:mod:`chorus.contracts.names`) and signature; the
+worker registers the class that implements it (in ``activities/``) under the same names.
+``tests/workflows/test_replay.py`` checks that every implementation's parameter and return
+types match its interface, so the two cannot drift apart.
 
 This is the interface pattern of Temporal's Java and Go SDKs (an activity interface the
 workflow stub calls, an implementation the worker registers), in Python: the declarations
@@ -16,7 +16,7 @@ and workflow code never imports provider SDKs or database drivers.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Protocol
 
 from temporalio import activity
 
@@ -42,61 +42,56 @@ from chorus.contracts.names import (
 )
 
 
-def _declaration(name: str) -> NoReturn:
-    raise NotImplementedError(
-        f"{name} is a declaration for workflow code; the worker registers its implementation"
-    )
+class LLMCalls(Protocol):
+    """Implemented by ``activities.llm.LLMActivities``."""
+
+    @activity.defn(name=CALL_LLM_ACTIVITY)
+    async def call_llm(self, req: LLMRequest) -> LLMResponse:
+        """One completion from one provider, recorded in PostgreSQL."""
+        ...
 
 
-@activity.defn(name=CALL_LLM_ACTIVITY)
-async def call_llm(request: LLMRequest) -> LLMResponse:
-    """One completion from one provider: ``activities.llm.LLMActivities.call_llm``."""
-    _declaration(CALL_LLM_ACTIVITY)
+class RunBookkeeping(Protocol):
+    """Implemented by ``activities.runs.RunActivities``."""
+
+    @activity.defn(name=START_RUN_ACTIVITY)
+    async def start_run(self, input: StartRunInput) -> ResolveAgentsResult:
+        """Pin a run's agent configurations and record its row."""
+        ...
+
+    @activity.defn(name=RESOLVE_AGENTS_ACTIVITY)
+    async def resolve_agents(self, input: ResolveAgentsInput) -> ResolveAgentsResult:
+        """The current configurations of the named agents."""
+        ...
+
+    @activity.defn(name=FINISH_RUN_ACTIVITY)
+    async def finish_run(self, input: FinishRunInput) -> None:
+        """Close a run's row; archive the transcript of a top-level run."""
+        ...
 
 
-@activity.defn(name=START_RUN_ACTIVITY)
-async def start_run(input: StartRunInput) -> ResolveAgentsResult:
-    """Pin a run's agents and record its row: ``activities.runs.RunActivities.start_run``."""
-    _declaration(START_RUN_ACTIVITY)
+class DraftSaving(Protocol):
+    """Implemented by ``activities.drafts.DraftActivities``."""
+
+    @activity.defn(name=SAVE_DRAFT_ACTIVITY)
+    async def save_draft(self, input: SaveDraftInput) -> None:
+        """Save a draft's text, revisions and comments."""
+        ...
 
 
-@activity.defn(name=RESOLVE_AGENTS_ACTIVITY)
-async def resolve_agents(input: ResolveAgentsInput) -> ResolveAgentsResult:
-    """Current agent configurations: ``activities.runs.RunActivities.resolve_agents``."""
-    _declaration(RESOLVE_AGENTS_ACTIVITY)
+class Deliveries(Protocol):
+    """Implemented by ``activities.callbacks.CallbackActivities``."""
+
+    @activity.defn(name=DELIVER_CALLBACK_ACTIVITY)
+    async def deliver_callback(self, input: DeliverCallbackInput) -> None:
+        """POST a run's result to its callback URL, signed."""
+        ...
+
+    @activity.defn(name=DELIVER_BUDGET_ALERT_ACTIVITY)
+    async def deliver_budget_alert(self, alert: BudgetAlert) -> None:
+        """POST a budget alert to ``CHORUS_BUDGET_ALERT_WEBHOOK_URL``, signed."""
+        ...
 
 
-@activity.defn(name=FINISH_RUN_ACTIVITY)
-async def finish_run(input: FinishRunInput) -> None:
-    """Close a run's row and archive it: ``activities.runs.RunActivities.finish_run``."""
-    _declaration(FINISH_RUN_ACTIVITY)
-
-
-@activity.defn(name=SAVE_DRAFT_ACTIVITY)
-async def save_draft(input: SaveDraftInput) -> None:
-    """Save a draft's text and revisions: ``activities.drafts.DraftActivities.save_draft``."""
-    _declaration(SAVE_DRAFT_ACTIVITY)
-
-
-@activity.defn(name=DELIVER_CALLBACK_ACTIVITY)
-async def deliver_callback(input: DeliverCallbackInput) -> None:
-    """POST a run's result to its callback URL: ``activities.callbacks``."""
-    _declaration(DELIVER_CALLBACK_ACTIVITY)
-
-
-@activity.defn(name=DELIVER_BUDGET_ALERT_ACTIVITY)
-async def deliver_budget_alert(alert: BudgetAlert) -> None:
-    """POST a budget alert to the alert webhook: ``activities.callbacks``."""
-    _declaration(DELIVER_BUDGET_ALERT_ACTIVITY)
-
-
-DECLARATIONS = (
-    call_llm,
-    start_run,
-    resolve_agents,
-    finish_run,
-    save_draft,
-    deliver_callback,
-    deliver_budget_alert,
-)
-"""Every declared activity (the test matches each against its implementation)."""
+INTERFACES: tuple[type, ...] = (LLMCalls, RunBookkeeping, DraftSaving, Deliveries)
+"""Every activity interface (the test matches each method against its implementation)."""

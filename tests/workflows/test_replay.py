@@ -103,7 +103,7 @@ def test_activity_declarations_match_their_implementations():
     import typing
 
     import activities as implementations
-    from chorus.contracts.activities import DECLARATIONS
+    from chorus.contracts.activities import INTERFACES
     from chorus.runtime.plugin import activity_name
 
     implemented = {}
@@ -113,7 +113,14 @@ def test_activity_declarations_match_their_implementations():
                 name = activity_name(fn)
                 if name is not None:
                     implemented[name] = fn
-    for declaration in DECLARATIONS:
+    declarations = [
+        fn
+        for interface in INTERFACES
+        for _, fn in inspect.getmembers(interface, inspect.isfunction)
+        if activity_name(fn) is not None
+    ]
+    assert len(declarations) == 7
+    for declaration in declarations:
         name = activity_name(declaration)
         assert name in implemented, f"{name} has no implementation in activities/"
         declared = typing.get_type_hints(declaration)
