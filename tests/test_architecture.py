@@ -20,6 +20,7 @@ ORDER = [
     "storage",
     "governance",
     "observability",
+    "tools",
     "runtime",
 ]
 """The README's order: each package may import only those before it (and itself)."""

@@ -141,6 +141,23 @@ class Settings(BaseSettings):
     prompts
     and completions follow each agent's own ``record_pii``."""
 
+    tool_roots: str = "/var/log"
+    """Comma-separated directories the built-in file tools (``chorus.read_log_tail``,
+    ``chorus.search_log``, ``chorus.list_logs``, ``chorus.disk_usage``) may read; the data
+    directory's ``logs`` is always allowed. Paths are resolved (symlinks followed) before the
+    check, so nothing outside them can be reached."""
+    tool_allowed_hosts: str = "localhost,127.0.0.1,::1"
+    """Comma-separated host names or IP addresses the network tools (``chorus.resolve_dns``,
+    ``chorus.tcp_check``, ``chorus.http_check``) may contact; ``*`` allows any (not advised)."""
+    tool_modules: str = ""
+    """Comma-separated Python modules a worker imports at start-up to register their
+    ``@tool`` functions (``chorus.tools.registry``)."""
+    mcp_servers: str | None = None
+    """MCP servers agents' ``mcp:<server>/<tool>`` tools come from: JSON, or the path of a
+    JSON/YAML file, mapping a server name to ``{"transport": "stdio", "command": ...,
+    "args": [...], "env": {...}}`` or ``{"transport": "http", "url": ...,
+    "headers_env": {"Authorization": "ENV_VAR_NAME"}}`` (``chorus/config/mcp_config.py``)."""
+
     log_level: str = "INFO"
 
     codec_keys: SecretStr | None = None

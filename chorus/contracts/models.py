@@ -14,14 +14,26 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from chorus.contracts.limits import MAX_CALLBACK_URL_CHARS
 from chorus.contracts.limits import MAX_INSTRUCTIONS_CHARS as MAX_INSTRUCTIONS_CHARS
 from chorus.contracts.limits import MAX_PLAN_DEPTH as MAX_PLAN_DEPTH
 from chorus.contracts.limits import MAX_PLAN_STEPS as MAX_PLAN_STEPS
 from chorus.contracts.limits import MAX_PROVIDER_CHAIN as MAX_PROVIDER_CHAIN
+from chorus.contracts.tools import (
+    MAX_TOOL_CALLS_PER_STEP,
+    MAX_TOOLS_PER_AGENT,
+    ToolCall,
+    ToolCallRecord,
+    ToolRef,
+    ToolSpec,
+    ToolTurn,
+)
 from chorus.contracts.validation import control_problem
+from chorus.contracts.wire import FILE_STRICTNESS as FILE_STRICTNESS
+from chorus.contracts.wire import TextRef as TextRef
+from chorus.contracts.wire import WireModel as WireModel
 
 ProviderName = Literal["openai", "anthropic", "local"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "anthropic", "local")
@@ -34,24 +46,6 @@ PiiPolicy = Literal["off", "redact", "mask", "placeholder"]
 # What happens to PII in the stored record (PostgreSQL): no placeholders, since the mapping
 # never leaves the worker and a stored token could never be restored.
 RecordPiiPolicy = Literal["off", "redact", "mask"]
-
-
-class WireModel(BaseModel):
-    """Base of every payload model: unknown fields are ignored, never an error.
-
-    Payloads cross versions during a rolling upgrade (a worker one version older than the
-    client, a history written by the next version), so a field added later must not break the
-    code of today: ``extra="ignore"``. Files a person writes (agent catalogs, plan files,
-    price files) are validated strictly with ``model_validate(..., extra="forbid")`` (which
-    applies to nested models too), so a misspelt key there is still an error
-    (:data:`FILE_STRICTNESS`).
-    """
-
-    model_config = ConfigDict(extra="ignore")
-
-
-FILE_STRICTNESS: Literal["forbid"] = "forbid"
-"""``extra=`` for validating what a person wrote in a file: unknown keys are errors."""
 
 
 class EntryInput(WireModel):
@@ -129,6 +123,13 @@ class AgentSpec(WireModel):
             (use the codec for history). A retry that reuses a recorded completion returns
             the recorded (redacted) text.
         version: Configuration version; bumped by whoever edits the catalog.
+        tools: Tools the agent may call (at most 32): built-in ``package.tool`` names or
+            ``mcp:<server>/<tool>``, each a string or a mapping with per-agent overrides
+            (:class:`~chorus.contracts.tools.ToolRef`). Empty: one completion, no tools.
+        max_tool_calls: Most tool calls in one step (0-64, default 8); the next one fails
+            the step with ``ToolCallLimit``.
+        tool_choice: ``auto`` (the model decides) or ``required`` (the first model turn of a
+            step must call a tool; later turns decide freely).
 
     """
 
@@ -144,6 +145,18 @@ class AgentSpec(WireModel):
     pii: PiiPolicy = "redact"
     record_pii: RecordPiiPolicy = "off"
     version: int = Field(1, ge=1)
+    tools: list[ToolRef] = Field(default_factory=list, max_length=MAX_TOOLS_PER_AGENT)
+    max_tool_calls: int = Field(8, ge=0, le=MAX_TOOL_CALLS_PER_STEP)
+    tool_choice: Literal["auto", "required"] = "auto"
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[ToolRef]) -> list[ToolRef]:
+        names = [ref.name for ref in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tools: {', '.join(dupes)} listed more than once")
+        return value
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -290,24 +303,6 @@ def plan_depth(steps: list[Step]) -> int:
         return 1 + max(depth(s) for s in inner)
 
     return 1 + max((depth(s) for s in steps), default=0)
-
-
-class TextRef(WireModel):
-    """Large text stored in PostgreSQL (claim check); workflows carry this, not the text.
-
-    Attributes:
-        blob_id: Id of the ``blobs`` row (UUID).
-        size_bytes: UTF-8 size of the text.
-        sha256: Hex SHA-256 of the UTF-8 text (the store is content-addressed).
-        preview: The first 200 characters, for people reading the history.
-        chars: Length in characters (references made before it was recorded have ``None``).
-    """
-
-    blob_id: str
-    size_bytes: int = Field(ge=0)
-    sha256: str
-    preview: str = ""
-    chars: int | None = Field(None, ge=0)
 
 
 class PriorOutput(WireModel):
@@ -593,6 +588,12 @@ class LLMRequest(RunSubject):
     """The agent's PII policy, applied to the prompt before it leaves the worker."""
     record_pii: RecordPiiPolicy = "off"
     """The agent's PII policy for the stored record (prompts and completion in PostgreSQL)."""
+    tools: list[ToolSpec] = Field(default_factory=list)
+    """Tools the model may call this turn (empty: a plain completion)."""
+    turns: list[ToolTurn] = Field(default_factory=list)
+    """Earlier turns of this step that called tools, with the tools' results, in order."""
+    tool_choice: Literal["auto", "required"] = "auto"
+    """``required``: the model must call a tool this turn (where the provider supports it)."""
 
 
 class LLMResponse(WireModel):
@@ -612,6 +613,7 @@ class LLMResponse(WireModel):
         attempt: Activity attempt that succeeded (1 = first try).
         finish_reason: Provider's stop reason (``stop``, ``length``, ``end_turn``...).
         truncated_chars: Characters cut from the document/context to fit the context window.
+        tool_calls: Tools the model asked for (then ``output`` is any text it wrote with them).
 
     """
 
@@ -631,6 +633,7 @@ class LLMResponse(WireModel):
     budget_alerts: list[BudgetAlert] = Field(default_factory=list)
     """Daily budget alert thresholds this call's cost crossed (each fires once per period);
     the workflow delivers each with the ``chorus.deliver_budget_alert`` activity."""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class BudgetAlert(WireModel):
@@ -670,6 +673,9 @@ class StepResult(WireModel):
     """Outcome of one step: an agent call, or a child workflow with its own steps.
 
     For a child workflow, tokens and cost are the child's totals and ``latency_ms`` its wall time.
+    An agent that used tools sums every model turn of the step (tokens, cost, latency,
+    attempts); ``tool_calls`` lists its calls in order and ``llm_calls`` counts its model turns
+    (``None``: one, as before tools existed).
     """
 
     name: str
@@ -690,6 +696,8 @@ class StepResult(WireModel):
     error: str | None = None
     child_workflow_id: str | None = None
     steps: list[StepResult] = Field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    llm_calls: int | None = None
 
     @property
     def output_json(self) -> dict[str, Any] | None:
