@@ -25,7 +25,9 @@ from activities import (
     LLMActivities,
     ProviderClients,
     RunActivities,
+    ToolActivities,
 )
+from chorus.config.mcp_config import load_mcp_servers
 from chorus.config.settings import Settings, get_settings
 from chorus.contracts.names import CALL_LLM_ACTIVITY, llm_task_queue
 from chorus.observability import probes as health
@@ -34,6 +36,8 @@ from chorus.runtime.code_cache import install_code_cache
 from chorus.runtime.converter import connect, sdk_metrics_runtime
 from chorus.runtime.plugin import ChorusPlugin, activity_name
 from chorus.storage import db
+from chorus.tools import DEFAULT_REGISTRY, ToolRegistry
+from chorus.tools.mcp_servers import MCPServers
 
 log = structlog.get_logger("chorus.worker")
 
@@ -58,6 +62,8 @@ def default_activities(
     clients: ProviderClients | None = None,
     *,
     call_llm: Callable[..., Any] | None = None,
+    tools: ToolRegistry | None = None,
+    mcp: MCPServers | None = None,
 ) -> list[Callable[..., Any]]:
     """Return the activities a Chorus worker registers, bound to shared clients and the pool.
 
@@ -66,9 +72,14 @@ def default_activities(
         pool: PostgreSQL pool shared by every activity.
         clients: Provider SDK clients for ``chorus.call_llm``.
         call_llm: Use this ``chorus.call_llm`` instead (tests: :class:`chorus.testing.FakeLLM`).
+        tools: The Python tools served (default: the built-in ``chorus.*`` tools and the
+            modules of ``CHORUS_TOOL_MODULES``, in :data:`chorus.tools.DEFAULT_REGISTRY`).
+        mcp: The MCP servers agents' ``mcp:`` tools reach (the caller closes them).
 
     Raises:
         ValueError: Neither ``clients`` nor ``call_llm`` is given.
+        chorus.contracts.errors.ChorusInputError: A ``CHORUS_TOOL_MODULES`` module cannot be
+            imported.
     """
     if call_llm is None:
         if clients is None:
@@ -76,6 +87,13 @@ def default_activities(
         call_llm = LLMActivities(clients, settings, pool).call_llm
     runs = RunActivities(pool, settings)
     callbacks = CallbackActivities(settings)
+    if tools is None:
+        from chorus.tools.builtin import load_builtin_tools, load_tool_modules  # psutil, httpx
+
+        load_builtin_tools()
+        load_tool_modules(settings.tool_modules)
+        tools = DEFAULT_REGISTRY
+    tool_calls = ToolActivities(settings, pool, tools, mcp)
     return [
         call_llm,
         runs.start_run,
@@ -84,6 +102,8 @@ def default_activities(
         DraftActivities(pool).save_draft,
         callbacks.deliver_callback,
         callbacks.deliver_budget_alert,
+        tool_calls.resolve_tools,
+        tool_calls.call_tool,
     ]
 
 
@@ -202,7 +222,14 @@ async def run_worker(
     client = await connect(settings, runtime=sdk_metrics_runtime(settings))
     pool = await db.open_store(settings, max_size=20)
     clients = ProviderClients.from_settings(settings)
-    worker = build_worker(client, settings, default_activities(settings, pool, clients), options)
+    mcp = (
+        MCPServers(load_mcp_servers(settings.mcp_servers), log_dir=settings.data_dir / "logs")
+        if settings.mcp_servers
+        else None
+    )
+    worker = build_worker(
+        client, settings, default_activities(settings, pool, clients, mcp=mcp), options
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -233,6 +260,8 @@ async def run_worker(
             log.info("worker stopping")
     finally:
         await clients.close()
+        if mcp is not None:
+            await mcp.aclose()
         await pool.close()
     log.info("worker stopped")
 

@@ -8,6 +8,7 @@ from activities.callbacks import CallbackActivities
 from activities.drafts import DraftActivities
 from activities.llm import LLMActivities, ProviderClients
 from activities.runs import RunActivities
+from activities.tool_calls import ToolActivities
 
 __all__ = [
     "CallbackActivities",
@@ -15,4 +16,5 @@ __all__ = [
     "LLMActivities",
     "ProviderClients",
     "RunActivities",
+    "ToolActivities",
 ]

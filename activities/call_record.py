@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 import asyncpg
 from temporalio import activity
 
-from activities.prompts import Prompt
+from activities.prompts import Prompt, transcript_of
 from activities.storage_outage import (
     RECORD_RETRY_INITIAL_S,
     RECORD_RETRY_MAX_S,
@@ -33,6 +34,7 @@ from activities.storage_outage import (
 )
 from chorus.config.settings import Settings
 from chorus.contracts.models import LLMRequest, LLMResponse
+from chorus.contracts.tools import ToolCall
 from chorus.governance import budget
 from chorus.governance.pii import Redactor
 from chorus.governance.pricing import PRICE_DATA_VERSION
@@ -177,7 +179,14 @@ class CallRecorder:
         workflow_id: str,
         info: activity.Info,
     ) -> list[str]:
-        stored = self._for_record(req, prompt, response.output)
+        completion = response.output
+        if response.tool_calls:
+            calls = [{"name": c.name, "arguments": c.arguments} for c in response.tool_calls]
+            completion = f"{completion}\n[tool calls] {json.dumps(calls)}".strip()
+        user = prompt.user
+        if prompt.turns:
+            user = f"{user}\n\n{transcript_of(prompt.turns)}"
+        stored = self._for_record(req, Prompt(prompt.system, user, 0), completion)
         await db.record_call(
             self._pool,
             workflow_id=workflow_id,
@@ -200,6 +209,7 @@ class CallRecorder:
             cached_input_tokens=response.cached_input_tokens,
             cache_write_tokens=response.cache_write_tokens,
             price_data=PRICE_DATA_VERSION if response.provider != "local" else None,
+            tool_calls=[c.model_dump(mode="json") for c in response.tool_calls],
         )
         return await budget.settle(
             self._pool,
@@ -251,6 +261,7 @@ class CallRecorder:
             truncated_chars=row["truncated_chars"],
             cached_input_tokens=row["cached_input_tokens"],
             cache_write_tokens=row["cache_write_tokens"],
+            tool_calls=[ToolCall.model_validate(c) for c in row["tool_calls"] or []],
         )
 
 

@@ -16,17 +16,16 @@ The activity body is a short sequence of named parts, each in its own module:
 
 from __future__ import annotations
 
-import asyncio
+import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.call_record import CallRecorder
+from activities.heartbeats import with_heartbeats
 from activities.llm_guard import ProviderCallGuard
 from activities.llm_output import (
     check_json,
@@ -48,6 +47,7 @@ from chorus.config.settings import Settings
 from chorus.contracts import errors
 from chorus.contracts.models import BudgetAlert, LLMRequest, LLMResponse
 from chorus.contracts.names import CALL_LLM_ACTIVITY
+from chorus.contracts.tools import ToolTurn
 from chorus.governance import budget
 from chorus.governance.pii import Redactor, restore
 from chorus.governance.pricing import context_window, cost_usd
@@ -64,32 +64,10 @@ __all__ = [
     "strict_compatible",
 ]
 
-T = TypeVar("T")
 
 RECORD_DEADLINE_MARGIN_S = 5.0
 """Recording tries stop this long before the attempt's start-to-close deadline (s), so the
 attempt fails cleanly with the completion in its heartbeat details."""
-
-
-async def _with_heartbeats(call: Awaitable[T]) -> T:
-    """Await ``call`` while heartbeating, so a crashed worker's call is retried quickly."""
-    if not activity.in_activity():
-        return await call
-    timeout = activity.info().heartbeat_timeout
-    if not timeout:
-        return await call
-    interval = max(0.5, timeout.total_seconds() / 3)
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(interval)
-
-    beater = asyncio.create_task(beat())
-    try:
-        return await call
-    finally:
-        beater.cancel()
 
 
 class LLMActivities:
@@ -160,7 +138,8 @@ class LLMActivities:
         """
         window = context_window(req.provider, req.model, self._settings.local_context_tokens)
         document = await self._document(req)
-        prompt = build_prompt(req.model_copy(update={"document": document}), window)
+        turns = await self._turns(req)
+        prompt = build_prompt(req.model_copy(update={"document": document, "turns": turns}), window)
         if prompt.truncated_chars:
             activity.logger.warning(
                 "agent %s: cut %d characters of input to fit %s:%s's %d-token context window",
@@ -193,6 +172,23 @@ class LLMActivities:
             self._documents.popitem(last=False)
         return text
 
+    async def _turns(self, req: LLMRequest) -> list[ToolTurn]:
+        """The step's tool turns with every by-reference tool result loaded."""
+        if not any(r.output_ref for t in req.turns for r in t.results):
+            return req.turns
+        turns = [t.model_copy(deep=True) for t in req.turns]
+        for turn in turns:
+            for result in turn.results:
+                if result.output_ref is not None:
+                    try:
+                        result.output = await db.get_text(self._pool, result.output_ref)
+                    except DB_ERRORS as exc:
+                        raise storage_error(
+                            f"cannot load the result of tool {result.name} from PostgreSQL: {exc}"
+                        ) from exc
+                    result.output_ref = None
+        return turns
+
     def _redact(self, req: LLMRequest, prompt: Prompt) -> tuple[Prompt, dict[str, str]]:
         """Apply the agent's PII policy to both messages (``chorus/governance/pii.py``).
 
@@ -203,10 +199,31 @@ class LLMActivities:
             return prompt, {}
         system = self._redactor.redact(prompt.system, req.pii)
         user = self._redactor.redact(prompt.user, req.pii, placeholders=system.placeholders)
-        for result in (system, user):
-            for kind, n in result.counts.items():
+        redactions = [system, user]
+        turns = []
+        for original in prompt.turns:  # tool results, and the model's own text and arguments
+            turn = original.model_copy(deep=True)
+            text = self._redactor.redact(turn.text, req.pii, placeholders=user.placeholders)
+            turn.text = text.text
+            redactions.append(text)
+            for result in turn.results:
+                done = self._redactor.redact(result.output, req.pii, placeholders=user.placeholders)
+                result.output = done.text
+                redactions.append(done)
+            for call in turn.calls:
+                done = self._redactor.redact(
+                    json.dumps(call.arguments, ensure_ascii=False),
+                    req.pii,
+                    placeholders=user.placeholders,
+                )
+                redactions.append(done)
+                if sum(done.counts.values()):
+                    call.arguments = json.loads(done.text)
+            turns.append(turn)
+        for redaction in redactions:
+            for kind, n in redaction.counts.items():
                 metrics.PII_REDACTIONS.labels(kind=kind, policy=req.pii).inc(n)
-        found = sum(system.counts.values()) + sum(user.counts.values())
+        found = sum(sum(r.counts.values()) for r in redactions)
         if found:
             activity.logger.info(
                 "agent %s: %d PII item(s) %s before the call",
@@ -215,7 +232,10 @@ class LLMActivities:
                 "replaced by placeholders" if req.pii == "placeholder" else f"{req.pii}ed",
             )
         redacted = Prompt(
-            system=system.text, user=user.text, truncated_chars=prompt.truncated_chars
+            system=system.text,
+            user=user.text,
+            truncated_chars=prompt.truncated_chars,
+            turns=tuple(turns),
         )
         return redacted, user.placeholders
 
@@ -269,10 +289,10 @@ class LLMActivities:
         """One provider call through its adapter, checked against the schema and priced."""
         started = time.perf_counter()
         adapter = provider_adapter(req.provider, self._clients, self._settings)
-        answer = await _with_heartbeats(adapter.complete(req, prompt))
+        answer = await with_heartbeats(adapter.complete(req, prompt))
         latency_ms = (time.perf_counter() - started) * 1000.0
         output = answer.text
-        if req.output_schema is not None:
+        if req.output_schema is not None and not answer.tool_calls:
             output = check_json(output, req)
         tin, tout = answer.input_tokens, answer.output_tokens
         cache = {
@@ -305,6 +325,7 @@ class LLMActivities:
             attempt=attempt,
             finish_reason=answer.finish_reason,
             truncated_chars=prompt.truncated_chars,
+            tool_calls=list(answer.tool_calls),
             **cache,
         )
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chorus.contracts.models import LLMRequest, PriorOutput
+from chorus.contracts.tools import ToolTurn
 
 CHARS_PER_TOKEN = 3.0
 PROMPT_MARGIN_TOKENS = 96
@@ -20,11 +21,16 @@ PROMPT_MARGIN_TOKENS = 96
 
 @dataclass(frozen=True)
 class Prompt:
-    """System and user messages for one call, and how much was cut to fit."""
+    """System and user messages for one call, the step's tool turns, and how much was cut.
+
+    ``turns`` are the earlier model turns of this step that called tools, with the results
+    (each provider adapter renders them in its own wire format).
+    """
 
     system: str
     user: str
     truncated_chars: int
+    turns: tuple[ToolTurn, ...] = field(default=())
 
 
 def estimate_tokens(text: str) -> int:
@@ -91,6 +97,9 @@ def build_prompt(req: LLMRequest, window_tokens: int) -> Prompt:
     system = system_prompt(req)
     budget = window_tokens - req.max_tokens - PROMPT_MARGIN_TOKENS
     document, context = req.document, list(req.context)
+    turns, turns_cut = fit_turns(req.turns, max(0, budget // 2))
+    budget -= sum(estimate_tokens(transcript_of((t,))) for t in turns)
+    budget -= sum(estimate_tokens(json.dumps(t.parameters)) for t in req.tools)
 
     def over() -> int:
         user = user_prompt(req.task, document, req.document_name, context)
@@ -98,8 +107,9 @@ def build_prompt(req: LLMRequest, window_tokens: int) -> Prompt:
 
     excess = over()
     if excess <= 0:
-        return Prompt(system, user_prompt(req.task, document, req.document_name, context), 0)
-    cut = 0
+        user = user_prompt(req.task, document, req.document_name, context)
+        return Prompt(system, user, turns_cut, turns)
+    cut = turns_cut
     excess_chars = math.ceil(excess * CHARS_PER_TOKEN) + 120  # + room for the cut marker
     if document:
         keep = max(0, len(document) - excess_chars)
@@ -117,4 +127,44 @@ def build_prompt(req: LLMRequest, window_tokens: int) -> Prompt:
         excess_chars = math.ceil(max(0, over()) * CHARS_PER_TOKEN)
         if excess_chars:
             excess_chars += 120
-    return Prompt(system, user_prompt(req.task, document, req.document_name, context), cut)
+    return Prompt(system, user_prompt(req.task, document, req.document_name, context), cut, turns)
+
+
+def fit_turns(turns: list[ToolTurn], budget_tokens: int) -> tuple[tuple[ToolTurn, ...], int]:
+    """Shorten tool results so the step's tool turns fit ``budget_tokens``.
+
+    The newest results are what the model needs next, so the oldest are cut first (head and
+    tail kept, the cut marked); calls and the model's own text are kept.
+
+    Returns:
+        The turns as they will be sent, and the characters removed.
+    """
+    kept = [t.model_copy(deep=True) for t in turns]
+    over = sum(estimate_tokens(transcript_of((t,))) for t in kept) - budget_tokens
+    cut = 0
+    for turn in kept:
+        for result in turn.results:
+            if over <= 0:
+                return tuple(kept), cut
+            excess = math.ceil(over * CHARS_PER_TOKEN) + 120
+            keep = max(0, len(result.output) - excess)
+            removed = len(result.output) - keep
+            if removed <= 0:
+                continue
+            result.output = _shorten(result.output, keep)
+            cut += removed
+            over -= math.floor(removed / CHARS_PER_TOKEN)
+    return tuple(kept), cut
+
+
+def transcript_of(turns: tuple[ToolTurn, ...] | list[ToolTurn]) -> str:
+    """The tool turns as plain text: what the stored record and the local model read."""
+    parts: list[str] = []
+    for turn in turns:
+        if turn.text:
+            parts.append(f"Assistant: {turn.text}")
+        for call, result in zip(turn.calls, turn.results, strict=False):
+            args = json.dumps(call.arguments, ensure_ascii=False)
+            status = "error" if result.is_error else "result"
+            parts.append(f"Tool call {call.name}({args}) -> {status}:\n{result.output}")
+    return "\n\n".join(parts)

@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -42,6 +43,7 @@ from activities.prompts import Prompt
 from chorus.config.settings import Settings
 from chorus.contracts import errors
 from chorus.contracts.models import LLMRequest
+from chorus.contracts.tools import MAX_TOOL_ARGUMENTS_CHARS, ToolCall, ToolSpec, wire_name
 from chorus.integrations import local_model
 from chorus.observability.logs import SecretScrubber, secret_values
 
@@ -58,6 +60,7 @@ class Completion:
         cached_input_tokens: Prompt tokens read from the provider's cache.
         cache_write_tokens: Prompt tokens written to the provider's cache (Anthropic).
         finish_reason: Why generation stopped, as the provider names it.
+        tool_calls: Tools the model asked for, names translated back from wire names.
     """
 
     text: str
@@ -67,6 +70,7 @@ class Completion:
     cached_input_tokens: int
     cache_write_tokens: int
     finish_reason: str | None
+    tool_calls: tuple[ToolCall, ...] = field(default=())
 
 
 class ProviderAdapter(Protocol):
@@ -233,18 +237,48 @@ class OpenAICompatibleAdapter:
                 if strict_compatible(req.output_schema):
                     json_schema["strict"] = True  # the API guarantees a conforming answer
                 kwargs["response_format"] = {"type": "json_schema", "json_schema": json_schema}
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": prompt.system},
+            {"role": "user", "content": prompt.user},
+        ]
+        local_tools = self._provider == "local" and bool(req.tools)
+        if local_tools:
+            messages, extra_body["response_format"] = local_tool_messages(
+                req, prompt, self._settings.local_tool_rounds
+            )
+        elif req.tools:
+            messages += openai_tool_messages(prompt)
+            kwargs["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": spec.wire_name,
+                        "description": spec.description[:1024],
+                        "parameters": spec.parameters,
+                    },
+                }
+                for spec in req.tools
+            ]
+            if req.tool_choice == "required":
+                kwargs["tool_choice"] = "required"
         response = await client.chat.completions.create(
             model=req.model,
-            messages=[
-                {"role": "system", "content": prompt.system},
-                {"role": "user", "content": prompt.user},
-            ],
+            messages=messages,  # type: ignore[arg-type]
             temperature=req.temperature,
             extra_body=extra_body or None,
             **kwargs,
         )
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice else ""
+        calls: tuple[ToolCall, ...] = ()
+        if local_tools:
+            text, calls = parse_local_tool_answer(text, req, turn=len(prompt.turns) + 1)
+        elif choice is not None and choice.message.tool_calls:
+            calls = tuple(
+                tool_call(c.id, c.function.name, c.function.arguments, req.tools)
+                for c in choice.message.tool_calls
+                if c.type == "function"
+            )
         usage = response.usage
         details = getattr(usage, "prompt_tokens_details", None) if usage else None
         return Completion(
@@ -255,6 +289,7 @@ class OpenAICompatibleAdapter:
             cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0),
             cache_write_tokens=0,
             finish_reason=choice.finish_reason if choice else None,
+            tool_calls=calls,
         )
 
 
@@ -296,14 +331,32 @@ class AnthropicAdapter:
             }
         # The Messages API of the pinned SDK (anthropic 2.x) takes no sampling temperature;
         # the agent's temperature applies to OpenAI-compatible providers only.
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt.user}]
+        if req.tools:
+            messages += anthropic_tool_messages(prompt)
+            kwargs["tools"] = [
+                {
+                    "name": spec.wire_name,
+                    "description": spec.description[:1024],
+                    "input_schema": spec.parameters,
+                }
+                for spec in req.tools
+            ]
+            if req.tool_choice == "required":
+                kwargs["tool_choice"] = {"type": "any"}
         response = await client.messages.create(
             model=req.model,
             max_tokens=req.max_tokens,
             system=prompt.system,
-            messages=[{"role": "user", "content": prompt.user}],
+            messages=messages,  # type: ignore[arg-type]
             **kwargs,
         )
         text = "".join(block.text for block in response.content if block.type == "text")
+        calls = tuple(
+            tool_call(block.id, block.name, block.input, req.tools)
+            for block in response.content
+            if block.type == "tool_use"
+        )
         usage = response.usage
         # Anthropic's input_tokens leaves out the cache: the total input is all three.
         cache_read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
@@ -316,7 +369,201 @@ class AnthropicAdapter:
             cached_input_tokens=cache_read,
             cache_write_tokens=cache_write,
             finish_reason=response.stop_reason,
+            tool_calls=calls,
         )
+
+
+def tool_call(call_id: str, wire: str, arguments: Any, tools: list[ToolSpec]) -> ToolCall:
+    """A provider's tool call, its wire name translated back to the catalog name.
+
+    ``arguments`` is a JSON text (OpenAI) or an object (Anthropic). Arguments that are not a
+    JSON object, or longer than ``MAX_TOOL_ARGUMENTS_CHARS``, and a name the agent was not
+    offered are kept as ``arguments_error``: the workflow answers the call with that error.
+    """
+    by_wire = {spec.wire_name: spec.name for spec in tools}
+    name = by_wire.get(wire)
+    if name is None:
+        return ToolCall(id=call_id, name=wire, arguments_error=f"no tool named {wire} was offered")
+    if isinstance(arguments, str):
+        if len(arguments) > MAX_TOOL_ARGUMENTS_CHARS:
+            return ToolCall(
+                id=call_id,
+                name=name,
+                arguments_error=f"arguments longer than {MAX_TOOL_ARGUMENTS_CHARS} characters",
+            )
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError as exc:
+            return ToolCall(
+                id=call_id, name=name, arguments_error=f"arguments are not valid JSON: {exc}"
+            )
+    if not isinstance(arguments, dict):
+        return ToolCall(id=call_id, name=name, arguments_error="arguments must be a JSON object")
+    return ToolCall(id=call_id, name=name, arguments=arguments)
+
+
+def openai_tool_messages(prompt: Prompt) -> list[dict[str, Any]]:
+    """The step's tool turns as Chat Completions messages (assistant ``tool_calls``, ``tool``)."""
+    messages: list[dict[str, Any]] = []
+    for turn in prompt.turns:
+        wires = {c.id: wire_name(c.name) for c in turn.calls}
+        messages.append(
+            {
+                "role": "assistant",
+                "content": turn.text or None,
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": wires[c.id], "arguments": json.dumps(c.arguments)},
+                    }
+                    for c in turn.calls
+                ],
+            }
+        )
+        messages += [
+            {"role": "tool", "tool_call_id": r.call_id, "content": r.output or "(empty)"}
+            for r in turn.results
+        ]
+    return messages
+
+
+def anthropic_tool_messages(prompt: Prompt) -> list[dict[str, Any]]:
+    """The step's tool turns as Messages API blocks (``tool_use``, then ``tool_result``)."""
+    messages: list[dict[str, Any]] = []
+    for turn in prompt.turns:
+        content: list[dict[str, Any]] = [{"type": "text", "text": turn.text}] if turn.text else []
+        content += [
+            {"type": "tool_use", "id": c.id, "name": wire_name(c.name), "input": c.arguments}
+            for c in turn.calls
+        ]
+        messages.append({"role": "assistant", "content": content})
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": r.call_id,
+                        "content": r.output or "(empty)",
+                        "is_error": r.is_error,
+                    }
+                    for r in turn.results
+                ],
+            }
+        )
+    return messages
+
+
+LOCAL_TOOL_INSTRUCTIONS = """
+
+You can call these tools:
+{tools}
+
+Reply with one JSON object only: {{"tool_calls": [{{"name": "<tool>", "arguments": {{...}}}}]}}
+to call tools (they run and their results come back to you), or {{"answer": "<your answer>"}}
+when you can answer the task."""
+
+
+def local_tool_messages(
+    req: LLMRequest, prompt: Prompt, tool_rounds: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Messages and grammar for a tool turn of the ``local`` (llama.cpp) server.
+
+    The tools are described in the system message and the answer is constrained by a JSON
+    Schema grammar (llama.cpp's ``response_format`` with ``schema``) to either
+    ``{"tool_calls": [...]}`` (each call's arguments constrained by the tool's schema) or the
+    answer (``{"answer": ...}``, or the agent's output schema). llama-cpp-python's own
+    ``chatml-function-calling`` format is not used: its template drops ``tool`` messages,
+    HTML-escapes the prompt and lets generation run past ``max_tokens``
+    (llama-cpp-python 0.3.x, ``llama_chat_format.py``). After ``CHORUS_LOCAL_TOOL_ROUNDS``
+    tool turns only the answer is allowed: small local models otherwise call tools forever.
+
+    Returns:
+        The messages, and the ``response_format`` to send.
+    """
+    listing = "\n".join(
+        f"- {spec.wire_name}: {spec.description[:300]} Arguments schema: "
+        f"{json.dumps(spec.parameters)}"
+        for spec in req.tools
+    )
+    system = prompt.system + LOCAL_TOOL_INSTRUCTIONS.format(tools=listing)
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": prompt.user},
+    ]
+    for turn in prompt.turns:
+        calls = [{"name": wire_name(c.name), "arguments": c.arguments} for c in turn.calls]
+        messages.append({"role": "assistant", "content": json.dumps({"tool_calls": calls})})
+        results = "\n\n".join(
+            f"[{wire_name(c.name)}] {'error' if r.is_error else 'result'}:\n{r.output}"
+            for c, r in zip(turn.calls, turn.results, strict=False)
+        )
+        messages.append(
+            {"role": "user", "content": f"Tool results:\n{results}\n\nContinue the task."}
+        )
+    answer: dict[str, Any] = req.output_schema or {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+    }
+    call_schemas = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": spec.wire_name}, "arguments": spec.parameters},
+            "required": ["name", "arguments"],
+        }
+        for spec in req.tools
+    ]
+    calling: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "tool_calls": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 4,
+                "items": {"anyOf": call_schemas},
+            }
+        },
+        "required": ["tool_calls"],
+    }
+    schema: dict[str, Any]
+    if req.tool_choice == "required":
+        schema = calling
+    elif len(prompt.turns) >= tool_rounds:
+        schema = answer
+    else:
+        schema = {"anyOf": [calling, answer]}
+    return messages, {"type": "json_object", "schema": schema}
+
+
+def parse_local_tool_answer(
+    text: str, req: LLMRequest, *, turn: int
+) -> tuple[str, tuple[ToolCall, ...]]:
+    """Split the local model's JSON into tool calls or the answer text.
+
+    Returns:
+        ``(answer, ())`` or ``("", calls)``; text that is not the expected JSON is returned as
+        the answer unchanged (the output schema check, if any, judges it).
+    """
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text, ()
+    if isinstance(data, dict) and isinstance(data.get("tool_calls"), list):
+        calls = tuple(
+            tool_call(
+                f"call_{turn}_{index}",
+                str(item.get("name", "")) if isinstance(item, dict) else "",
+                item.get("arguments", {}) if isinstance(item, dict) else None,
+                req.tools,
+            )
+            for index, item in enumerate(data["tool_calls"], 1)
+        )
+        return "", calls
+    if req.output_schema is None and isinstance(data, dict) and "answer" in data:
+        return str(data["answer"]), ()
+    return text, ()
 
 
 def map_provider_error(exc: Exception, provider: str, model: str, cap_s: float) -> ApplicationError:

@@ -111,7 +111,13 @@ class FakeLLM:
 
 @asynccontextmanager
 async def running_worker(
-    client: Client, settings: Settings, llm: LLMFactory, **worker_options: Any
+    client: Client,
+    settings: Settings,
+    llm: LLMFactory,
+    *,
+    tools: Any = None,
+    mcp: Any = None,
+    **worker_options: Any,
 ) -> AsyncIterator[Any]:
     """Run a production-configured Chorus worker with ``llm(pool)`` as ``chorus.call_llm``.
 
@@ -123,6 +129,8 @@ async def running_worker(
         client: A client connected with :class:`chorus.runtime.plugin.ChorusPlugin`.
         settings: Task queue, database and agent catalog of the test.
         llm: Builds the ``chorus.call_llm`` activity from the pool.
+        tools: A :class:`chorus.tools.ToolRegistry` to serve instead of the default one.
+        mcp: :class:`chorus.tools.mcp_servers.MCPServers` for ``mcp:`` tools.
         **worker_options: Further ``temporalio.worker.Worker`` arguments (e.g.
             ``max_cached_workflows=0`` to replay every workflow task from history).
 
@@ -133,7 +141,7 @@ async def running_worker(
     from worker import build_worker, default_activities
 
     pool = await db.open_store(settings)
-    activities = default_activities(settings, pool, call_llm=llm(pool))
+    activities = default_activities(settings, pool, call_llm=llm(pool), tools=tools, mcp=mcp)
     worker = build_worker(client, settings, activities, **worker_options)
     try:
         async with worker:

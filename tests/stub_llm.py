@@ -29,6 +29,9 @@ class Reply:
     """Close the connection with a TCP reset (after ``delay_s``) instead of answering."""
     usage: dict[str, Any] | None = None
     """Usage to report instead of the default (merged into the format's usage object)."""
+    tool_calls: list[tuple[str, dict[str, Any]]] | None = None
+    """Ask for these tools (wire name, arguments) in the format's own way: OpenAI
+    ``message.tool_calls`` (arguments as JSON text) or Anthropic ``tool_use`` blocks."""
 
 
 @dataclass
@@ -60,6 +63,7 @@ class StubLLM:
         """Answer with the request's last user message (unscripted replies)."""
         self.in_flight = 0
         self.max_in_flight = 0
+        self.call_ids = 0
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -112,14 +116,23 @@ class StubLLM:
                 prompt_tokens = 13
                 if stub.usage_from_body:
                     prompt_tokens = len(json.dumps(body.get("messages", []))) // 4 + 1
+                calls = reply.tool_calls or []
+                with stub._lock:
+                    stub.call_ids += len(calls)
+                    first_id = stub.call_ids - len(calls) + 1
                 if self.path.endswith("/messages"):
+                    content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+                    content += [
+                        {"type": "tool_use", "id": f"toolu_{first_id + i}", "name": n, "input": a}
+                        for i, (n, a) in enumerate(calls)
+                    ]
                     payload: dict[str, Any] = {
                         "id": "msg_stub",
                         "type": "message",
                         "role": "assistant",
                         "model": model,
-                        "content": [{"type": "text", "text": text}],
-                        "stop_reason": "end_turn",
+                        "content": content,
+                        "stop_reason": "tool_use" if calls else "end_turn",
                         "stop_sequence": None,
                         "usage": {"input_tokens": 11, "output_tokens": 7, **(reply.usage or {})},
                     }
@@ -132,8 +145,28 @@ class StubLLM:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
+                                "message": {
+                                    "role": "assistant",
+                                    "content": None if calls else text,
+                                    **(
+                                        {
+                                            "tool_calls": [
+                                                {
+                                                    "id": f"call_{first_id + i}",
+                                                    "type": "function",
+                                                    "function": {
+                                                        "name": n,
+                                                        "arguments": json.dumps(a),
+                                                    },
+                                                }
+                                                for i, (n, a) in enumerate(calls)
+                                            ]
+                                        }
+                                        if calls
+                                        else {}
+                                    ),
+                                },
+                                "finish_reason": "tool_calls" if calls else "stop",
                             }
                         ],
                         "usage": {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -39,10 +40,12 @@ with workflow.unsafe.imports_passed_through():
         FailedBranch,
         FinishRunInput,
         LLMRequest,
+        LLMResponse,
         ParallelInput,
         ParallelStep,
         PriorOutput,
         ProviderAttempt,
+        ProviderModel,
         ResolvedAgent,
         RunProgress,
         RunResult,
@@ -66,6 +69,17 @@ with workflow.unsafe.imports_passed_through():
         SEQUENTIAL_WORKFLOW,
         STATUS_ATTR,
         llm_task_queue,
+    )
+    from chorus.contracts.tools import (
+        MAX_TOOL_CALLS_PER_RUN,
+        MAX_TOOL_ROUNDS,
+        CallToolInput,
+        ResolveToolsInput,
+        ToolCall,
+        ToolCallRecord,
+        ToolResult,
+        ToolSpec,
+        ToolTurn,
     )
     from chorus.contracts.validation import url_host
 
@@ -257,7 +271,10 @@ def totals_of(steps: list[StepResult], started: datetime, finished: datetime) ->
 
     def add(step: StepResult) -> None:
         if step.kind == "agent":
-            totals.llm_calls += 1 if step.status == "succeeded" else 0
+            if step.llm_calls is not None:  # a tool-using agent: every model turn
+                totals.llm_calls += step.llm_calls
+            else:
+                totals.llm_calls += 1 if step.status == "succeeded" else 0
             totals.attempts += step.attempts
             totals.input_tokens += step.input_tokens
             totals.output_tokens += step.output_tokens
@@ -272,6 +289,39 @@ def totals_of(steps: list[StepResult], started: datetime, finished: datetime) ->
     return totals
 
 
+@dataclasses.dataclass
+class ToolUse:
+    """What a run remembers about tools between steps (workflow state).
+
+    Attributes:
+        specs: Each tool-using agent's resolved tools, by ``name@version`` (resolved once per
+            run workflow, pinned in its history by ``chorus.resolve_tools``).
+        calls: Tool calls this run workflow has made, all steps together (capped at
+            ``MAX_TOOL_CALLS_PER_RUN``).
+    """
+
+    specs: dict[str, list[ToolSpec]] = dataclasses.field(default_factory=dict)
+    calls: int = 0
+
+
+@dataclasses.dataclass
+class _Chain:
+    """An agent's provider chain as one step walks it (workflow code)."""
+
+    resolved: ResolvedAgent
+    usable: list[ProviderModel]
+    tried: list[ProviderAttempt]
+    position: int = 0
+
+
+@dataclasses.dataclass
+class _Answer:
+    """One successful model turn of a step."""
+
+    response: LLMResponse
+    link: ProviderModel
+
+
 async def call_agent(
     resolved: ResolvedAgent,
     subject: RunSubject,
@@ -281,12 +331,21 @@ async def call_agent(
     name: str | None = None,
     on_provider: Callable[[str], None] | None = None,
     on_budget_alert: Callable[[BudgetAlert], None] | None = None,
+    tool_use: ToolUse | None = None,
 ) -> StepResult:
     """Run one agent, falling back along its provider chain (workflow code).
 
     A provider is abandoned when its retries are exhausted or it fails for a provider reason
     (auth, missing model, not configured); a malformed request (``InvalidRequest``) ends the
     chain because every provider would refuse it.
+
+    An agent with tools runs the model->tool loop here: each model turn is a
+    ``chorus.call_llm`` activity, and the tools a turn asks for run as ``chorus.call_tool``
+    activities, in parallel, their results going back to the model in the next turn, until a
+    turn answers without calling tools. A provider that fails mid-loop hands the conversation
+    to the next one in the chain. The loop ends with ``ToolCallLimit`` at the agent's
+    ``max_tool_calls``, after ``MAX_TOOL_ROUNDS`` turns, or at the run's
+    ``MAX_TOOL_CALLS_PER_RUN``.
 
     Args:
         resolved: The agent's pinned configuration and the providers skipped on this fleet.
@@ -298,15 +357,53 @@ async def call_agent(
         on_provider: Called with ``provider:model`` before each provider is tried.
         on_budget_alert: Called with each budget alert the successful call crossed (the
             caller delivers it: :func:`start_budget_alert`); alerts are dropped without it.
+        tool_use: The run's tool state (resolved tools, calls made); a fresh one if omitted.
     """
     spec = resolved.spec
     skipped = {(s.provider, s.model): s.reason for s in resolved.skipped}
-    tried: list[ProviderAttempt] = [
-        ProviderAttempt(provider=s.provider, model=s.model, status="skipped", error=s.reason)
-        for s in resolved.skipped
-    ]
-    usable = [link for link in spec.providers if (link.provider, link.model) not in skipped]
-    for position, link in enumerate(usable, 1):
+    chain = _Chain(
+        resolved=resolved,
+        usable=[link for link in spec.providers if (link.provider, link.model) not in skipped],
+        tried=[
+            ProviderAttempt(provider=s.provider, model=s.model, status="skipped", error=s.reason)
+            for s in resolved.skipped
+        ],
+    )
+    step_name = name or spec.name
+    ask = functools.partial(
+        _ask_chain,
+        chain,
+        subject,
+        root_workflow_id=root_workflow_id,
+        provider_queues=provider_queues,
+        on_provider=on_provider,
+        on_budget_alert=on_budget_alert,
+    )
+    if not spec.tools:
+        answer = await ask()
+        if answer is None:
+            return _failed_step(chain, step_name)
+        return _agent_step(chain, step_name, [answer.response], [])
+    return await _tool_loop(chain, step_name, ask, root_workflow_id, tool_use or ToolUse())
+
+
+async def _ask_chain(
+    chain: _Chain,
+    subject: RunSubject,
+    *,
+    root_workflow_id: str,
+    provider_queues: bool,
+    on_provider: Callable[[str], None] | None,
+    on_budget_alert: Callable[[BudgetAlert], None] | None,
+    tools: list[ToolSpec] | None = None,
+    turns: list[ToolTurn] | None = None,
+    tool_choice: Literal["auto", "required"] = "auto",
+) -> _Answer | None:
+    """One model turn, from the chain's current provider on; ``None`` when all failed."""
+    spec = chain.resolved.spec
+    while chain.position < len(chain.usable):
+        position = chain.position + 1
+        link = chain.usable[chain.position]
         if on_provider is not None:
             on_provider(str(link))
         request = LLMRequest(
@@ -324,8 +421,12 @@ async def call_agent(
             timeout_s=spec.timeout_s,
             pii=spec.pii,
             record_pii=spec.record_pii,
+            tools=tools or [],
+            turns=turns or [],
+            tool_choice=tool_choice,
         )
-        fallback_note = f", fallback {position}/{len(usable)}" if position > 1 else ""
+        fallback_note = f", fallback {position}/{len(chain.usable)}" if position > 1 else ""
+        turn_note = f", turn {len(turns) + 1}" if turns else ""
         # Each provider's calls run on its own task queue, whose workers cap concurrency per
         # provider (fleet-wide limits: chorus/governance/provider_limits.py).
         task_queue = None
@@ -347,13 +448,13 @@ async def call_agent(
                     if wait_cancellation
                     else ActivityCancellationType.TRY_CANCEL
                 ),
-                summary=f"{spec.name} via {link}{fallback_note}",
+                summary=f"{spec.name} via {link}{fallback_note}{turn_note}",
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 raise
             error_type, message, attempts = describe_activity_failure(err)
-            tried.append(
+            chain.tried.append(
                 ProviderAttempt(
                     provider=link.provider,
                     model=link.model,
@@ -370,7 +471,8 @@ async def call_agent(
                     link,
                     message,
                 )
-                break
+                chain.position = len(chain.usable)
+                return None
             workflow.logger.warning(
                 "agent %s: provider %s failed after %d attempt(s) (%s: %s)%s",
                 spec.name,
@@ -378,8 +480,9 @@ async def call_agent(
                 attempts,
                 error_type,
                 message,
-                "; falling back" if position < len(usable) else "",
+                "; falling back" if position < len(chain.usable) else "",
             )
+            chain.position += 1
             continue
         if wait_cancellation and workflow.cancellation_reason() is not None:
             # The call finished (and was recorded) after the run was cancelled: the run still
@@ -388,44 +491,218 @@ async def call_agent(
         if on_budget_alert is not None:
             for alert in response.budget_alerts:
                 on_budget_alert(alert)
-        tried.append(
-            ProviderAttempt(
-                provider=link.provider,
-                model=link.model,
-                status="succeeded",
-                attempts=response.attempt,
+        previous = chain.tried[-1] if chain.tried else None
+        if (
+            previous is not None
+            and previous.status == "succeeded"
+            and (previous.provider, previous.model) == (link.provider, link.model)
+        ):
+            previous.attempts += response.attempt  # a later turn of the same provider
+        else:
+            chain.tried.append(
+                ProviderAttempt(
+                    provider=link.provider,
+                    model=link.model,
+                    status="succeeded",
+                    attempts=response.attempt,
+                )
             )
-        )
-        return StepResult(
-            name=name or spec.name,
-            kind="agent",
-            status="succeeded",
-            agent=spec.name,
-            agent_version=spec.version,
-            provider=response.provider,
-            model=response.model,
-            output=response.output,
-            input_tokens=response.input_tokens,
-            output_tokens=response.output_tokens,
-            cost_usd=response.cost_usd,
-            latency_ms=response.latency_ms,
-            attempts=sum(t.attempts for t in tried),
-            providers_tried=tried,
-            truncated_chars=response.truncated_chars,
-        )
-    reasons = "; ".join(
-        f"{t.provider}:{t.model} {t.status}: {t.error}" for t in tried if t.status != "succeeded"
-    )
+        return _Answer(response=response, link=link)
+    return None
+
+
+def _agent_step(
+    chain: _Chain,
+    name: str,
+    responses: list[LLMResponse],
+    tool_calls: list[ToolCallRecord],
+    *,
+    error: str | None = None,
+) -> StepResult:
+    """The step result of an agent's model turns (the last one's output, all turns' costs)."""
+    spec = chain.resolved.spec
+    last = responses[-1] if responses else None
     return StepResult(
-        name=name or spec.name,
+        name=name,
+        kind="agent",
+        status="failed" if error else "succeeded",
+        agent=spec.name,
+        agent_version=spec.version,
+        provider=last.provider if last else None,
+        model=last.model if last else None,
+        output="" if error or last is None else last.output,
+        input_tokens=sum(r.input_tokens for r in responses),
+        output_tokens=sum(r.output_tokens for r in responses),
+        cost_usd=sum(r.cost_usd for r in responses),
+        latency_ms=sum(r.latency_ms for r in responses),
+        attempts=sum(t.attempts for t in chain.tried),
+        providers_tried=chain.tried,
+        truncated_chars=max((r.truncated_chars for r in responses), default=0),
+        error=error,
+        tool_calls=tool_calls,
+        llm_calls=len(responses) if spec.tools else None,
+    )
+
+
+def _failed_step(chain: _Chain, name: str) -> StepResult:
+    reasons = "; ".join(
+        f"{t.provider}:{t.model} {t.status}: {t.error}"
+        for t in chain.tried
+        if t.status != "succeeded"
+    )
+    spec = chain.resolved.spec
+    return StepResult(
+        name=name,
         kind="agent",
         status="failed",
         agent=spec.name,
         agent_version=spec.version,
-        attempts=sum(t.attempts for t in tried),
-        providers_tried=tried,
+        attempts=sum(t.attempts for t in chain.tried),
+        providers_tried=chain.tried,
         error=f"every provider failed ({reasons})",
     )
+
+
+TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+"""A tool activity heartbeats every ~3 s: a crashed worker's call is noticed in <= 10 s."""
+
+
+async def _tool_loop(
+    chain: _Chain,
+    name: str,
+    ask: Callable[..., Awaitable[_Answer | None]],
+    root_workflow_id: str,
+    tool_use: ToolUse,
+) -> StepResult:
+    """The model->tool loop of one step (see :func:`call_agent`)."""
+    spec = chain.resolved.spec
+    key = f"{spec.name}@{spec.version}"
+    if key not in tool_use.specs:
+        try:
+            tool_use.specs[key] = await workflow.execute_activity_method(
+                activities.ToolCalls.resolve_tools,
+                ResolveToolsInput(agent=spec.name, tools=spec.tools),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=10),
+                    maximum_attempts=5,
+                ),
+                summary=f"{spec.name}: resolve tools {', '.join(t.name for t in spec.tools)}",
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            _, message, _ = describe_activity_failure(err)
+            return _agent_step(chain, name, [], [], error=f"cannot resolve tools: {message}")
+    specs = tool_use.specs[key]
+    by_name = {s.name: s for s in specs}
+    responses: list[LLMResponse] = []
+    records: list[ToolCallRecord] = []
+    turns: list[ToolTurn] = []
+    made = 0
+    while True:
+        required = spec.tool_choice == "required" and not turns
+        answer = await ask(tools=specs, turns=turns, tool_choice="required" if required else "auto")
+        if answer is None:
+            failed = _failed_step(chain, name)
+            return _agent_step(chain, name, responses, records, error=failed.error)
+        responses.append(answer.response)
+        calls = answer.response.tool_calls
+        if not calls:
+            return _agent_step(chain, name, responses, records)
+        limit = None
+        if made + len(calls) > spec.max_tool_calls:
+            limit = (
+                f"{errors.TOOL_CALL_LIMIT}: agent {spec.name} asked for {made + len(calls)} "
+                f"tool calls in this step; its max_tool_calls is {spec.max_tool_calls}"
+            )
+        elif tool_use.calls + len(calls) > MAX_TOOL_CALLS_PER_RUN:
+            limit = (
+                f"{errors.TOOL_CALL_LIMIT}: the run reached {MAX_TOOL_CALLS_PER_RUN} tool calls "
+                "(MAX_TOOL_CALLS_PER_RUN)"
+            )
+        elif len(turns) >= MAX_TOOL_ROUNDS:
+            limit = (
+                f"{errors.TOOL_CALL_LIMIT}: agent {spec.name} still asked for tools after "
+                f"{MAX_TOOL_ROUNDS} model turns"
+            )
+        if limit is not None:
+            workflow.logger.warning("%s", limit)
+            return _agent_step(chain, name, responses, records, error=limit)
+        made += len(calls)
+        tool_use.calls += len(calls)
+        results = await asyncio.gather(
+            *(_call_tool(spec.name, call, by_name, root_workflow_id) for call in calls)
+        )
+        records += [ToolCallRecord.of(c, r) for c, r in zip(calls, results, strict=True)]
+        turns.append(
+            ToolTurn(text=answer.response.output, calls=list(calls), results=list(results))
+        )
+        fatal = next(
+            (
+                r
+                for c, r in zip(calls, results, strict=True)
+                if r.is_error and c.name in by_name and by_name[c.name].fatal
+            ),
+            None,
+        )
+        if fatal is not None:
+            return _agent_step(
+                chain,
+                name,
+                responses,
+                records,
+                error=f"{errors.TOOL_ERROR}: fatal tool {fatal.name} failed: {fatal.output[:500]}",
+            )
+
+
+async def _call_tool(
+    agent: str, call: ToolCall, by_name: dict[str, ToolSpec], root_workflow_id: str
+) -> ToolResult:
+    """Run one tool call as a ``chorus.call_tool`` activity; a failure becomes its result."""
+    spec = by_name.get(call.name)
+    if spec is None:  # the adapter already said why (a name the agent was not offered)
+        return ToolResult(
+            call_id=call.id,
+            name=call.name,
+            output=call.arguments_error or f"no tool named {call.name} was offered",
+            is_error=True,
+            error_type=errors.UNKNOWN_TOOL,
+            attempts=0,
+        )
+    try:
+        return await workflow.execute_activity_method(
+            activities.ToolCalls.call_tool,
+            CallToolInput(agent=agent, root_workflow_id=root_workflow_id, call=call, spec=spec),
+            start_to_close_timeout=timedelta(seconds=spec.timeout_s + 10),
+            heartbeat_timeout=TOOL_HEARTBEAT_TIMEOUT,
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=10),
+                maximum_attempts=spec.max_attempts,
+            ),
+            summary=f"{agent} → {call.summary()}",
+        )
+    except ActivityError as err:
+        if isinstance(err.cause, CancelledError):
+            raise
+        error_type, message, _ = describe_activity_failure(err)
+        note = (
+            "; the call was not repeated (the tool is not idempotent), so whether it took "
+            "effect is unknown"
+            if not spec.idempotent
+            else ""
+        )
+        return ToolResult(
+            call_id=call.id,
+            name=call.name,
+            output=f"the tool did not answer ({error_type}: {message}){note}",
+            is_error=True,
+            error_type=error_type,
+            attempts=spec.max_attempts,
+        )
 
 
 @dataclasses.dataclass
@@ -444,6 +721,7 @@ class RunState:
         provider_queues: LLM calls go to ``<task queue>-llm-<provider>`` (the choice the
             worker that started the run recorded: ``CHORUS_LLM_TASK_QUEUES``).
         alerts: Budget alert deliveries started, awaited before the run ends.
+        tool_use: Tools resolved and tool calls made by this run workflow.
     """
 
     started_at: datetime
@@ -458,6 +736,7 @@ class RunState:
     agents: dict[str, ResolvedAgent] = dataclasses.field(default_factory=dict)
     provider_queues: bool = True
     alerts: list[workflow.ActivityHandle[None]] = dataclasses.field(default_factory=list)
+    tool_use: ToolUse = dataclasses.field(default_factory=ToolUse)
 
 
 class RunWorkflowBase:
@@ -763,6 +1042,7 @@ class RunWorkflowBase:
             name=name,
             on_provider=mark,
             on_budget_alert=lambda alert: s.alerts.append(start_budget_alert(alert)),
+            tool_use=s.tool_use,
         )
 
     async def _run_step(self, index: int, step: Step, context: list[PriorOutput]) -> StepResult:

@@ -31,8 +31,11 @@ from chorus.contracts.models import (
     ResolveAgentsResult,
     StartRunInput,
 )
+from chorus.contracts.tools import CallToolInput, ResolveToolsInput, ToolResult, ToolSpec
 from chorus.contracts.names import (
     CALL_LLM_ACTIVITY,
+    CALL_TOOL_ACTIVITY,
+    RESOLVE_TOOLS_ACTIVITY,
     DELIVER_BUDGET_ALERT_ACTIVITY,
     DELIVER_CALLBACK_ACTIVITY,
     FINISH_RUN_ACTIVITY,
@@ -93,5 +96,19 @@ class Deliveries(Protocol):
         ...
 
 
-INTERFACES: tuple[type, ...] = (LLMCalls, RunBookkeeping, DraftSaving, Deliveries)
+class ToolCalls(Protocol):
+    """Implemented by ``activities.tool_calls.ToolActivities``."""
+
+    @activity.defn(name=RESOLVE_TOOLS_ACTIVITY)
+    async def resolve_tools(self, input: ResolveToolsInput) -> list[ToolSpec]:
+        """The specs of an agent's tools (registry and MCP servers), pinned in the history."""
+        ...
+
+    @activity.defn(name=CALL_TOOL_ACTIVITY)
+    async def call_tool(self, input: CallToolInput) -> ToolResult:
+        """Run one tool call, recorded in PostgreSQL."""
+        ...
+
+
+INTERFACES: tuple[type, ...] = (LLMCalls, RunBookkeeping, DraftSaving, Deliveries, ToolCalls)
 """Every activity interface (the test matches each method against its implementation)."""

@@ -22,6 +22,8 @@ FINISH_RUN_ACTIVITY: Final = "chorus.finish_run"
 SAVE_DRAFT_ACTIVITY: Final = "chorus.save_draft"
 DELIVER_CALLBACK_ACTIVITY: Final = "chorus.deliver_callback"
 DELIVER_BUDGET_ALERT_ACTIVITY: Final = "chorus.deliver_budget_alert"
+RESOLVE_TOOLS_ACTIVITY: Final = "chorus.resolve_tools"
+CALL_TOOL_ACTIVITY: Final = "chorus.call_tool"
 
 PROGRESS_QUERY: Final = "progress"
 

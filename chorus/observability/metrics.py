@@ -93,6 +93,18 @@ LLM_REQUEST_DURATION = Histogram(
     [*LLM_LABELS, "outcome"],
     buckets=LLM_LATENCY_BUCKETS,
 )
+TOOL_CALLS = Counter(
+    "chorus_tool_calls_total",
+    "Tool calls by tool and outcome (ok, or the error type: ToolError, ToolArgumentsInvalid,"
+    " Timeout, MCPUnavailable...); one per activity attempt.",
+    ["tool", "outcome"],
+)
+TOOL_CALL_DURATION = Histogram(
+    "chorus_tool_call_duration_seconds",
+    "Time in one tool call attempt in seconds, by tool.",
+    ["tool"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 LLM_TOKENS = Counter(
     "chorus_llm_tokens_total",
     "Tokens reported by providers; direction is input (prompt) or output (completion).",

@@ -553,8 +553,11 @@ async def record_call(
     cached_input_tokens: int = 0,
     cache_write_tokens: int = 0,
     price_data: str | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write one agent call's message row and cost-ledger row, in one transaction.
+
+    ``tool_calls`` are the tools the model asked for in this turn (``ToolCall`` dumps).
 
     The ledger row also keeps the cached input tokens and cache writes of the call and the
     price data that priced it (``chorus.governance.pricing.PRICE_DATA_VERSION``).
@@ -569,14 +572,16 @@ async def record_call(
         "WITH message AS ("
         " INSERT INTO messages (workflow_id, root_workflow_id, activity_id, agent,"
         " agent_version, provider, model, system_prompt, user_prompt, completion,"
-        " input_tokens, output_tokens, cost_usd, latency_ms, attempt, truncated_chars)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
+        " input_tokens, output_tokens, cost_usd, latency_ms, attempt, truncated_chars,"
+        " tool_calls)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$21)"
         " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET provider = EXCLUDED.provider,"
         " model = EXCLUDED.model, system_prompt = EXCLUDED.system_prompt,"
         " user_prompt = EXCLUDED.user_prompt, completion = EXCLUDED.completion,"
         " input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,"
         " cost_usd = EXCLUDED.cost_usd, latency_ms = EXCLUDED.latency_ms,"
-        " attempt = EXCLUDED.attempt, truncated_chars = EXCLUDED.truncated_chars"
+        " attempt = EXCLUDED.attempt, truncated_chars = EXCLUDED.truncated_chars,"
+        " tool_calls = EXCLUDED.tool_calls"
         " RETURNING 1)"
         " INSERT INTO cost_ledger (workflow_id, root_workflow_id, activity_id, agent, provider,"
         " model, input_tokens, output_tokens, cost_usd, cost_known, cached_input_tokens,"
@@ -607,18 +612,22 @@ async def record_call(
         cached_input_tokens,
         cache_write_tokens,
         price_data,
+        tool_calls or None,
     )
 
 
 async def recorded_call(
     pool: asyncpg.Pool, workflow_id: str, activity_id: str
 ) -> asyncpg.Record | None:
-    """The recorded completion of one LLM activity (message joined with its ledger row)."""
+    """The recorded completion of one LLM activity (message joined with its ledger row).
+
+    ``tool_calls`` is the turn's tool calls (a list of ``ToolCall`` dumps), or ``None``.
+    """
     return await pool.fetchrow(
         "SELECT m.provider, m.model, m.completion, m.input_tokens, m.output_tokens, m.cost_usd,"
         " coalesce(l.cost_known, true) AS cost_known, m.latency_ms, m.attempt,"
         " m.truncated_chars, coalesce(l.cached_input_tokens, 0) AS cached_input_tokens,"
-        " coalesce(l.cache_write_tokens, 0) AS cache_write_tokens"
+        " coalesce(l.cache_write_tokens, 0) AS cache_write_tokens, m.tool_calls"
         " FROM messages m LEFT JOIN cost_ledger l"
         " ON l.workflow_id = m.workflow_id AND l.activity_id = m.activity_id"
         " WHERE m.workflow_id = $1 AND m.activity_id = $2",

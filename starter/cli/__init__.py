@@ -13,6 +13,7 @@ One module per group of commands, each over the SDK (:mod:`starter.sdk`) only:
 - :mod:`~starter.cli.agent_commands`, :mod:`~starter.cli.draft_commands`,
   :mod:`~starter.cli.codec_commands`, :mod:`~starter.cli.callback_commands`: ``agents``,
   ``draft``, ``codec``, ``callbacks``.
+- :mod:`~starter.cli.tool_commands`: ``tools list`` and ``tools call``.
 - :mod:`~starter.cli.support`: the consoles, ``--json``, exit codes, the SDK client.
 
 This module builds the root app: the commands are registered here, in the order ``chorus
@@ -35,6 +36,7 @@ from starter.cli import (
     draft_commands,
     fleet_commands,
     run_commands,
+    tool_commands,
 )
 
 app = typer.Typer(
@@ -58,6 +60,7 @@ app.add_typer(draft_commands.draft_app, name="draft")
 app.add_typer(budget_commands.budget_app, name="budget")
 app.add_typer(codec_commands.codec_app, name="codec")
 app.add_typer(callback_commands.callbacks_app, name="callbacks")
+app.add_typer(tool_commands.tools_app, name="tools")
 
 
 def main() -> None:

@@ -125,7 +125,10 @@ def _run_reporting_failures(coro: Coroutine[Any, Any, None], as_json: bool) -> N
 
 
 def steps_table(steps: list[StepResult]) -> Table:
-    """A run's steps, nested ones numbered ``1.2``: provider, tokens, USD, latency (ms)."""
+    """A run's steps, nested ones numbered ``1.2``: provider, tokens, USD, latency (ms).
+
+    An agent's tool calls follow it, one row each (``↳ tool(arguments)``).
+    """
     table = Table(show_lines=False)
     for col in (
         "#",
@@ -164,6 +167,21 @@ def steps_table(steps: list[StepResult]) -> Table:
             str(step.attempts),
             status,
         )
+        for call in step.tool_calls:
+            args = ", ".join(f"{k}={json.dumps(v)[:30]}" for k, v in call.arguments.items())
+            table.add_row(
+                "",
+                "  " * (depth + 1) + f"↳ {call.name}({args})"[:70],
+                "tool",
+                "",
+                "",
+                f"{call.latency_ms:.0f}",
+                str(call.attempts),
+                Text(
+                    call.error_type or "error" if call.is_error else "ok",
+                    style="red" if call.is_error else "green",
+                ),
+            )
         for j, child in enumerate(step.steps, 1):
             add(child, f"{number}.{j}", depth + 1)
 
