@@ -15,7 +15,6 @@ import asyncio
 import time
 
 import asyncpg
-from chorus.tools.mcp_servers import MCPServers, MCPUnavailable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -40,6 +39,7 @@ from chorus.observability.logs import SecretScrubber, secret_values
 from chorus.storage import db
 from chorus.storage.db import DB_ERRORS
 from chorus.storage.tool_records import record_tool_call
+from chorus.tools.mcp_servers import MCPServers, MCPUnavailable
 from chorus.tools.registry import ToolArgumentsError, ToolError, ToolRegistry
 
 RECORD_BUDGET_S = 20.0

@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     tool_modules: str = ""
     """Comma-separated Python modules a worker imports at start-up to register their
     ``@tool`` functions (``chorus.tools.registry``)."""
+    local_tool_rounds: int = Field(1, ge=0, le=32)
+    """Model turns of a step in which the ``local`` model may call tools; the turn after
+    them must answer (small local models otherwise call tools until ``max_tool_calls``)."""
     mcp_servers: str | None = None
     """MCP servers agents' ``mcp:<server>/<tool>`` tools come from: JSON, or the path of a
     JSON/YAML file, mapping a server name to ``{"transport": "stdio", "command": ...,

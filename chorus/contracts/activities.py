@@ -31,18 +31,18 @@ from chorus.contracts.models import (
     ResolveAgentsResult,
     StartRunInput,
 )
-from chorus.contracts.tools import CallToolInput, ResolveToolsInput, ToolResult, ToolSpec
 from chorus.contracts.names import (
     CALL_LLM_ACTIVITY,
     CALL_TOOL_ACTIVITY,
-    RESOLVE_TOOLS_ACTIVITY,
     DELIVER_BUDGET_ALERT_ACTIVITY,
     DELIVER_CALLBACK_ACTIVITY,
     FINISH_RUN_ACTIVITY,
     RESOLVE_AGENTS_ACTIVITY,
+    RESOLVE_TOOLS_ACTIVITY,
     SAVE_DRAFT_ACTIVITY,
     START_RUN_ACTIVITY,
 )
+from chorus.contracts.tools import CallToolInput, ResolveToolsInput, ToolResult, ToolSpec
 
 
 class LLMCalls(Protocol):

@@ -29,9 +29,20 @@ async def record_tool_call(
     attempt that answered it.
 
     Args:
+        pool: PostgreSQL pool.
+        workflow_id: The workflow that made the call.
+        root_workflow_id: Its top-level run.
+        activity_id: The ``chorus.call_tool`` activity's id.
+        agent: The agent that asked.
+        tool: Tool name.
+        call_id: The provider's call id.
+        arguments: The arguments object.
         output: The result text (the whole of it, also when the history holds a reference),
             or the error message.
+        is_error: The call failed.
+        error_type: The failure's type, if it failed.
         latency_ms: Time in the tool, milliseconds.
+        attempt: The activity attempt that answered.
     """
     await pool.execute(
         "INSERT INTO tool_calls (workflow_id, root_workflow_id, activity_id, agent, tool,"

@@ -205,9 +205,7 @@ def _arguments_model(
             pydantic.Field(default, description=docs.get(param.name)),
         )
     model_name = "".join(part.title() for part in re.split(r"[._]", name)) + "Arguments"
-    return pydantic.create_model(
-        model_name, __config__=ConfigDict(extra="forbid"), **fields
-    )
+    return pydantic.create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def _summary(doc: str) -> str:
