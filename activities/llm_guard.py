@@ -18,6 +18,7 @@ step to settle at the real cost.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -26,7 +27,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.prompts import Prompt
+from activities.prompts import Prompt, transcript_of
 from activities.storage_outage import STORAGE_WAIT_S, retry_storage, storage_error
 from chorus.config.settings import Settings
 from chorus.contracts import errors
@@ -171,6 +172,9 @@ class ProviderCallGuard:
                 PostgreSQL does not answer.
         """
         prompt_bytes = len(prompt.system.encode()) + len(prompt.user.encode())
+        # A tool turn also sends the step's earlier calls and results, and the tools' schemas.
+        prompt_bytes += len(transcript_of(prompt.turns).encode())
+        prompt_bytes += sum(len(json.dumps(t.parameters)) + len(t.description) for t in req.tools)
         amount, priced = budget.worst_case_usd(
             req.provider, req.model, prompt_bytes, req.max_tokens
         )

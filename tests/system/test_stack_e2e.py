@@ -7,6 +7,7 @@ through the real LLM activity and the real local model, once per test session.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -139,6 +140,55 @@ def parallel_run(stack: Stack) -> dict[str, Any]:
         str(SAMPLES / "sshd-auth.log"),
     )
     return run
+
+
+async def activity_summaries(stack: Stack, workflow_id: str) -> list[tuple[str, str]]:
+    """``(activity type, summary)`` of every activity a run scheduled."""
+    from temporalio.api.enums.v1 import EventType
+
+    client = await Client.connect(stack.address, data_converter=chorus_data_converter)
+    found = []
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            summary = await chorus_data_converter.decode([event.user_metadata.summary])
+            found.append(
+                (event.activity_task_scheduled_event_attributes.activity_type.name, summary[0])
+            )
+    return found
+
+
+@pytest.fixture(scope="module")
+def sysmon_run(stack: Stack) -> dict[str, Any]:
+    run: dict[str, Any] = stack.chorus_json(
+        "run", "sequential", "--agents", "sysmon", "--task", "Is this host healthy?"
+    )
+    return run
+
+
+SYSMON_TOOLS = {"chorus.cpu_memory", "chorus.disk_usage", "chorus.top_processes"}
+
+
+def test_sysmon_calls_host_tools_on_the_local_model(stack, sysmon_run: dict[str, Any]):
+    """Issue 14: the bundled ``sysmon`` agent on the embedded stack, through the CLI. The
+    local model must call a tool in its first turn (``tool_choice: required``) and answer in
+    the next (``CHORUS_LOCAL_TOOL_ROUNDS=1``); each call is an activity in the history."""
+    assert sysmon_run["status"] == "succeeded"
+    step = sysmon_run["result"]["steps"][0]
+    assert step["provider"] == "local" and step["llm_calls"] == 2
+    assert 1 <= len(step["tool_calls"]) <= 4
+    assert {c["name"] for c in step["tool_calls"]} <= SYSMON_TOOLS
+    assert all(c["output"] for c in step["tool_calls"])
+    assert sysmon_run["result"]["totals"]["llm_calls"] == 2
+    summaries = asyncio.run(activity_summaries(stack, sysmon_run["result"]["workflow_id"]))
+    tool_summaries = [text for kind, text in summaries if kind == "chorus.call_tool"]
+    assert len(tool_summaries) == len(step["tool_calls"])
+    assert all(text.startswith("sysmon → chorus.") for text in tool_summaries), tool_summaries
+    listed = stack.chorus_json("tools", "list")
+    assert SYSMON_TOOLS | {"chorus.read_log_tail", "chorus.http_check"} <= {
+        t["name"] for t in listed["tools"]
+    }
+    direct = stack.chorus_json("tools", "call", "chorus.cpu_memory")
+    assert direct["is_error"] is False and "memory" in direct["output"]
 
 
 def test_sequential_run_on_the_local_model(sequential_run: dict[str, Any]):

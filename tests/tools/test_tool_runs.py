@@ -333,3 +333,33 @@ async def test_an_mcp_tool_in_a_run(client, make_settings, stub, tmp_path):
     assert first["tools"][0]["function"]["name"] == "mcp__files__read_text_file"
     assert "path" in schema["properties"]
     await replay(client, handle.workflow_id, record_as="tools_mcp_stdio")
+
+
+async def test_local_model_tool_calls_through_a_json_grammar(client, make_settings, stub):
+    """The ``local`` (llama.cpp) provider: tools described in the system message, the answer
+    constrained to ``{"tool_calls": [...]}`` or ``{"answer": ...}``; after one tool round
+    (``CHORUS_LOCAL_TOOL_ROUNDS``) only the answer is allowed."""
+    stub.script(
+        "tiny",
+        Reply(
+            text=json.dumps({"tool_calls": [{"name": "acme__add", "arguments": {"a": 1, "b": 2}}]})
+        ),
+        Reply(text=json.dumps({"answer": "It is 3."})),
+    )
+    settings = make_settings(
+        [agent("calc", ["local:tiny"], tools=["acme.add"])],
+        local_base_url=stub.base_url,
+    )
+    _, result, _ = await run(client, settings, ["calc"])
+
+    assert result.output == "It is 3."
+    assert result.steps[0].tool_calls[0].arguments == {"a": 1, "b": 2}
+    first, second = stub.for_model("tiny")
+    assert "acme__add" in first.body["messages"][0]["content"]
+    either = first.body["response_format"]["schema"]["anyOf"]
+    assert either[0]["properties"]["tool_calls"]["items"]["anyOf"][0]["properties"]["name"] == {
+        "const": "acme__add"
+    }
+    assert second.body["response_format"]["schema"]["required"] == ["answer"]
+    assert [m["role"] for m in second.body["messages"]] == ["system", "user", "assistant", "user"]
+    assert '{"total":3,"terms":[1,2]}' in second.body["messages"][3]["content"]
