@@ -579,7 +579,9 @@ async def _tool_loop(
     key = f"{spec.name}@{spec.version}"
     if key not in tool_use.specs:
         try:
-            tool_use.specs[key] = await workflow.execute_activity_method(
+            # A local activity: the registry is in this worker and an MCP listing is cached
+            # for 60 s, so a task dispatch would cost more than the lookup (bench/tool_calls.py).
+            tool_use.specs[key] = await workflow.execute_local_activity_method(
                 activities.ToolCalls.resolve_tools,
                 ResolveToolsInput(agent=spec.name, tools=spec.tools),
                 start_to_close_timeout=timedelta(seconds=60),

@@ -1,7 +1,7 @@
 """Tools agents call: Python tools registered with the worker, and MCP servers' tools.
 
 - :mod:`chorus.tools.registry`: the ``@tool`` decorator and :class:`ToolRegistry`;
-- :mod:`chorus.tools.host`, :mod:`chorus.tools.logs`, :mod:`chorus.tools.network`: the
+- :mod:`chorus.tools.host`, :mod:`chorus.tools.log_files`, :mod:`chorus.tools.network`: the
   built-in ``chorus.*`` tools (read-only; confined to ``CHORUS_TOOL_ROOTS`` and
   ``CHORUS_TOOL_ALLOWED_HOSTS``);
 - :mod:`chorus.tools.mcp_servers`: MCP servers (``CHORUS_MCP_SERVERS``) over stdio or

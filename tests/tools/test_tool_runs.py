@@ -260,6 +260,7 @@ async def test_a_non_idempotent_tool_is_not_repeated_after_a_worker_kill_9(
         worker = WorkerProcess(settings, tmp_path, "worker", stub.base_url)
         worker.env["CHORUS_TOOL_MODULES"] = "tests.tools.tool_fixtures"
         worker.env["CHORUS_TEST_TOOL_LOG"] = str(log)
+        worker.env["CHORUS_ALLOW_UNPRICED_MODELS"] = "true"
         async with sdk(client, settings) as chorus:
             try:
                 worker.start()
