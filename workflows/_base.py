@@ -332,6 +332,7 @@ async def call_agent(
     on_provider: Callable[[str], None] | None = None,
     on_budget_alert: Callable[[BudgetAlert], None] | None = None,
     tool_use: ToolUse | None = None,
+    on_tool_calls: Callable[[int], None] | None = None,
 ) -> StepResult:
     """Run one agent, falling back along its provider chain (workflow code).
 
@@ -358,6 +359,7 @@ async def call_agent(
         on_budget_alert: Called with each budget alert the successful call crossed (the
             caller delivers it: :func:`start_budget_alert`); alerts are dropped without it.
         tool_use: The run's tool state (resolved tools, calls made); a fresh one if omitted.
+        on_tool_calls: Called with the step's tool-call count each time tools are called.
     """
     spec = resolved.spec
     skipped = {(s.provider, s.model): s.reason for s in resolved.skipped}
@@ -384,7 +386,9 @@ async def call_agent(
         if answer is None:
             return _failed_step(chain, step_name)
         return _agent_step(chain, step_name, [answer.response], [])
-    return await _tool_loop(chain, step_name, ask, root_workflow_id, tool_use or ToolUse())
+    return await _tool_loop(
+        chain, step_name, ask, root_workflow_id, tool_use or ToolUse(), on_tool_calls
+    )
 
 
 async def _ask_chain(
@@ -573,6 +577,7 @@ async def _tool_loop(
     ask: Callable[..., Awaitable[_Answer | None]],
     root_workflow_id: str,
     tool_use: ToolUse,
+    on_tool_calls: Callable[[int], None] | None,
 ) -> StepResult:
     """The model->tool loop of one step (see :func:`call_agent`)."""
     spec = chain.resolved.spec
@@ -634,6 +639,8 @@ async def _tool_loop(
             return _agent_step(chain, name, responses, records, error=limit)
         made += len(calls)
         tool_use.calls += len(calls)
+        if on_tool_calls is not None:
+            on_tool_calls(made)
         results = await asyncio.gather(
             *(_call_tool(spec.name, call, by_name, root_workflow_id) for call in calls)
         )
@@ -790,7 +797,10 @@ class RunWorkflowBase:
         for number, step in enumerate(progress, 1):
             via = f" via `{step.provider}`" if step.provider else ""
             err = f" — {step.error[:120]}" if step.error else ""
-            lines.append(f"{number}. {icons[step.status]} {step.name} ({step.kind}){via}{err}")
+            tools = f", {step.tool_calls} tool calls" if step.tool_calls else ""
+            lines.append(
+                f"{number}. {icons[step.status]} {step.name} ({step.kind}){via}{tools}{err}"
+            )
         workflow.set_current_details("\n".join(lines))
 
     async def _start_run(self, input: SequentialInput | ParallelInput, names: list[str]) -> None:
@@ -1035,6 +1045,11 @@ class RunWorkflowBase:
             if progress_index is not None:
                 self._mark(progress_index, "running", provider=provider)
 
+        def count_tools(made: int) -> None:
+            if progress_index is not None:
+                self.state.progress[progress_index].tool_calls = made
+                self._publish_details()
+
         s = self.state
         return await call_agent(
             resolved,
@@ -1045,6 +1060,7 @@ class RunWorkflowBase:
             on_provider=mark,
             on_budget_alert=lambda alert: s.alerts.append(start_budget_alert(alert)),
             tool_use=s.tool_use,
+            on_tool_calls=count_tools,
         )
 
     async def _run_step(self, index: int, step: Step, context: list[PriorOutput]) -> StepResult:

@@ -755,6 +755,8 @@ class StepProgress(WireModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+    tool_calls: int = 0
+    """Tool calls the step's agent has made so far."""
 
 
 class RunProgress(WireModel):

@@ -80,6 +80,12 @@ def agents_show(
             f"temperature {spec.temperature}, max_tokens {spec.max_tokens}, "
             f"timeout {spec.timeout_s} s"
         )
+        if spec.tools:
+            out.print(
+                f"tools ({spec.tool_choice}, at most {spec.max_tool_calls} calls per step): "
+                + ", ".join(t.name for t in spec.tools),
+                highlight=False,
+            )
         out.print(
             f"set by {chosen.author} at {chosen.created_at:%Y-%m-%d %H:%M:%S %Z}"
             + (f" — {chosen.comment}" if chosen.comment else ""),

@@ -193,7 +193,7 @@ async def _wait_with_progress(handle: RunHandle, *, show: bool) -> RunResult:
 
 def _progress_view(progress: RunProgress | None, elapsed: float) -> Table:
     table = Table(title=f"running… {elapsed:5.1f} s", title_justify="left")
-    for col in ("#", "step", "kind", "status", "provider", "time"):
+    for col in ("#", "step", "kind", "status", "provider", "tool calls", "time"):
         table.add_column(col)
     styles = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red"}
     for i, step in enumerate(progress.steps if progress else [], 1):
@@ -207,6 +207,7 @@ def _progress_view(progress: RunProgress | None, elapsed: float) -> Table:
             step.kind,
             Text(step.status, style=styles[step.status]),
             step.provider or "",
+            str(step.tool_calls) if step.tool_calls else "",
             took,
         )
     return table

@@ -48,7 +48,9 @@ async def run(client, settings, agents, **kwargs):
         ) as chorus:
             handle = await chorus.start_sequential("Check the numbers", agents, **kwargs)
             try:
-                return handle, await handle.result(), chorus
+                result = await handle.result()
+                handle.final_progress = await handle.progress()  # type: ignore[attr-defined]
+                return handle, result, chorus
             except RunFailedError as err:
                 return handle, err, chorus
     finally:
@@ -88,6 +90,7 @@ async def test_openai_parallel_tool_calls_run_as_parallel_activities(
     assert json.loads(step.tool_calls[0].output) == {"total": 5, "terms": [2, 3]}
     assert step.llm_calls == 2 and result.totals.llm_calls == 2
     assert step.input_tokens == 26  # both turns counted (13 each)
+    assert handle.final_progress.steps[0].tool_calls == 2  # the progress query counts them
     first, second = stub.for_model("gpt-tools")
     assert [t["function"]["name"] for t in first.body["tools"]] == ["acme__add", "acme__echo"]
     assert first.body["tools"][0]["function"]["parameters"]["required"] == ["a"]
