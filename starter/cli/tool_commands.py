@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -11,7 +11,17 @@ from rich.table import Table
 from chorus.config.settings import get_settings
 from chorus.contracts.errors import ChorusInputError
 from starter.cli.support import JsonOpt, fail, out, run_async
-from starter.sdk.tool_catalog import ToolCatalog
+
+if TYPE_CHECKING:
+    from starter.sdk.tool_catalog import ToolCatalog
+
+
+def _catalog() -> ToolCatalog:
+    """The tool catalog (imported here: the MCP SDK costs ~1 s, other commands skip it)."""
+    from starter.sdk.tool_catalog import ToolCatalog
+
+    return ToolCatalog(get_settings())
+
 
 tools_app = typer.Typer(
     help="Tools agents call: built-in, CHORUS_TOOL_MODULES and MCP servers.",
@@ -27,7 +37,7 @@ def tools_list(
     """List every tool this machine can see, with its arguments (and MCP servers' tools)."""
 
     async def go() -> None:
-        catalog = ToolCatalog(get_settings())
+        catalog = _catalog()
         try:
             listing = await catalog.list()
         finally:
@@ -85,7 +95,7 @@ def tools_call(
         fail("--args: must be a JSON object", 2, as_json)
 
     async def go() -> Any:
-        catalog = ToolCatalog(get_settings())
+        catalog = _catalog()
         try:
             return await catalog.call(name, arguments)
         finally:
