@@ -47,7 +47,7 @@ from chorus.config.settings import Settings
 from chorus.contracts import errors
 from chorus.contracts.models import BudgetAlert, LLMRequest, LLMResponse
 from chorus.contracts.names import CALL_LLM_ACTIVITY
-from chorus.contracts.tools import ToolTurn
+from chorus.contracts.tools import ToolCall, ToolTurn
 from chorus.governance import budget
 from chorus.governance.pii import Redactor, restore
 from chorus.governance.pricing import context_window, cost_usd
@@ -112,7 +112,10 @@ class LLMActivities:
                 response = await self._ask(req, prompt, info.attempt, output_failures)
             if placeholders:  # put the originals back; the mapping never left the worker
                 response = response.model_copy(
-                    update={"output": restore(response.output, placeholders)}
+                    update={
+                        "output": restore(response.output, placeholders),
+                        "tool_calls": [_restored(c, placeholders) for c in response.tool_calls],
+                    }
                 )
         else:
             activity.logger.info(
@@ -218,7 +221,10 @@ class LLMActivities:
                 )
                 redactions.append(done)
                 if sum(done.counts.values()):
-                    call.arguments = json.loads(done.text)
+                    try:
+                        call.arguments = json.loads(done.text)
+                    except ValueError:  # never send what could not be redacted as JSON
+                        call.arguments = {"redacted": done.text}
             turns.append(turn)
         for redaction in redactions:
             for kind, n in redaction.counts.items():
@@ -357,3 +363,19 @@ class LLMActivities:
             alert.limit_usd,
         )
         return alert
+
+
+def _restored(call: ToolCall, placeholders: dict[str, str]) -> ToolCall:
+    """``call`` with the PII placeholders in its arguments replaced by the originals.
+
+    The tool gets the real values (``pii: placeholder``); the next turn redacts them again
+    before the arguments go back to the provider.
+    """
+    text = json.dumps(call.arguments, ensure_ascii=False)
+    restored = restore(text, placeholders)
+    if restored == text:
+        return call
+    try:
+        return call.model_copy(update={"arguments": json.loads(restored)})
+    except ValueError:
+        return call

@@ -399,6 +399,12 @@ def tool_call(call_id: str, wire: str, arguments: Any, tools: list[ToolSpec]) ->
             )
     if not isinstance(arguments, dict):
         return ToolCall(id=call_id, name=name, arguments_error="arguments must be a JSON object")
+    if len(json.dumps(arguments)) > MAX_TOOL_ARGUMENTS_CHARS:
+        return ToolCall(
+            id=call_id,
+            name=name,
+            arguments_error=f"arguments longer than {MAX_TOOL_ARGUMENTS_CHARS} characters",
+        )
     return ToolCall(id=call_id, name=name, arguments=arguments)
 
 

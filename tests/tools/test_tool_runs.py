@@ -367,3 +367,35 @@ async def test_local_model_tool_calls_through_a_json_grammar(client, make_settin
     assert second.body["response_format"]["schema"]["required"] == ["answer"]
     assert [m["role"] for m in second.body["messages"]] == ["system", "user", "assistant", "user"]
     assert '{"total":3,"terms":[1,2]}' in second.body["messages"][3]["content"]
+
+
+async def test_placeholders_in_arguments_reach_the_tool_as_the_originals(
+    client, make_settings, stub
+):
+    """``pii: placeholder``: the model sees ``<<EMAIL_1>>``, writes it into a call; the tool gets
+    the real address, and the next turn's request carries the placeholder again, not the value."""
+    stub.script(
+        "gpt-tools", Reply(tool_calls=[("acme__echo", {"text": "mail <<EMAIL_1>>"})]), Reply()
+    )
+    settings = make_settings(
+        [agent("mailer", ["openai:gpt-tools"], tools=["acme.echo"], pii="placeholder")]
+    )
+    clients = ProviderClients.from_settings(settings)
+    try:
+        async with running_worker(
+            client,
+            settings,
+            lambda pool: LLMActivities(clients, settings, pool).call_llm,
+            tools=REGISTRY,
+        ) as chorus:
+            handle = await chorus.start_sequential("Write to jane.doe@example.com", ["mailer"])
+            result = await handle.result()
+    finally:
+        await clients.close()
+
+    call = result.steps[0].tool_calls[0]
+    assert call.arguments == {"text": "mail jane.doe@example.com"}
+    assert call.output == "mail jane.doe@example.com"
+    for request in stub.for_model("gpt-tools"):
+        assert "jane.doe@example.com" not in json.dumps(request.body)
+    assert "<<EMAIL_1>>" in json.dumps(stub.for_model("gpt-tools")[1].body["messages"][3])
