@@ -12,13 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from chorus.tools.builtin import load_builtin_tools, load_tool_modules
-
 from chorus.config.mcp_config import load_mcp_servers
 from chorus.config.settings import Settings
 from chorus.contracts.errors import ChorusInputError, ChorusUnavailableError
 from chorus.contracts.tools import ToolSpec
 from chorus.tools import DEFAULT_REGISTRY, ToolError, ToolRegistry
+from chorus.tools.builtin import load_builtin_tools, load_tool_modules
 from chorus.tools.mcp_servers import MCPServers
 
 
