@@ -49,7 +49,7 @@ async def run(client, settings, agents, **kwargs):
             handle = await chorus.start_sequential("Check the numbers", agents, **kwargs)
             try:
                 result = await handle.result()
-                handle.final_progress = await handle.progress()  # type: ignore[attr-defined]
+                handle.final_progress = await handle.progress()
                 return handle, result, chorus
             except RunFailedError as err:
                 return handle, err, chorus
