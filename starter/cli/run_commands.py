@@ -25,8 +25,8 @@ from starter.cli.support import (
     err,
     fail,
     out,
+    print_steps,
     run_async,
-    steps_table,
     with_chorus,
 )
 from starter.plan import Plan, load_plan, parse_agents
@@ -222,7 +222,7 @@ def _print_result(result: RunResult, ui_url: str, as_json: bool) -> None:
         )
         return
     t = result.totals
-    out.print(steps_table(result.steps))
+    print_steps(result.steps)
     for branch in result.failed_branches:
         error = escape(branch.error or "")
         out.print(f"[red]failed branch[/] {branch.name}: {error}", highlight=False)

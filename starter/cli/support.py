@@ -119,7 +119,7 @@ def _run_reporting_failures(coro: Coroutine[Any, Any, None], as_json: bool) -> N
             )
         else:
             if exc.partial and exc.partial.steps:
-                out.print(steps_table(exc.partial.steps))
+                print_steps(exc.partial.steps)
             err.print(f"[bold red]{escape(str(exc))}[/]", highlight=False)
         raise typer.Exit(1) from None
 
@@ -127,7 +127,7 @@ def _run_reporting_failures(coro: Coroutine[Any, Any, None], as_json: bool) -> N
 def steps_table(steps: list[StepResult]) -> Table:
     """A run's steps, nested ones numbered ``1.2``: provider, tokens, USD, latency (ms).
 
-    An agent's tool calls follow it, one row each (``↳ tool(arguments)``).
+    Agents' tool calls are listed by :func:`print_steps` below the table.
     """
     table = Table(show_lines=False)
     for col in (
@@ -167,27 +167,36 @@ def steps_table(steps: list[StepResult]) -> Table:
             str(step.attempts),
             status,
         )
-        for call in step.tool_calls:
-            args = ", ".join(f"{k}={json.dumps(v)[:30]}" for k, v in call.arguments.items())
-            table.add_row(
-                "",
-                "  " * (depth + 1) + f"↳ {call.name}({args})"[:70],
-                "tool",
-                "",
-                "",
-                f"{call.latency_ms:.0f}",
-                str(call.attempts),
-                Text(
-                    call.error_type or "error" if call.is_error else "ok",
-                    style="red" if call.is_error else "green",
-                ),
-            )
         for j, child in enumerate(step.steps, 1):
             add(child, f"{number}.{j}", depth + 1)
 
     for i, step in enumerate(steps, 1):
         add(step, str(i), 0)
     return table
+
+
+def print_steps(steps: list[StepResult]) -> None:
+    """Print the steps table, then each agent's tool calls (one line each)."""
+    out.print(steps_table(steps))
+
+    def calls(step: StepResult, number: str) -> None:
+        if step.tool_calls:
+            out.print(f"tool calls of step {number} ({step.name}):", highlight=False)
+        for call in step.tool_calls:
+            args = ", ".join(f"{k}={json.dumps(v)[:40]}" for k, v in call.arguments.items())
+            mark = "[red]✗[/]" if call.is_error else "[green]✓[/]"
+            outcome = f" — {call.error_type}: {escape(call.output[:100])}" if call.is_error else ""
+            tries = f", {call.attempts} attempts" if call.attempts > 1 else ""
+            out.print(
+                f"  {mark} {escape(call.name)}({escape(args)}) {call.latency_ms:.0f} ms"
+                f"{tries}{outcome}",
+                highlight=False,
+            )
+        for j, child in enumerate(step.steps, 1):
+            calls(child, f"{number}.{j}")
+
+    for i, step in enumerate(steps, 1):
+        calls(step, str(i))
 
 
 def default_author() -> str:

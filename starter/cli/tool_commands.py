@@ -53,7 +53,8 @@ def tools_list(
             )
             return
         table = Table()
-        for col in ("tool", "arguments", "idempotent", "timeout s", "description"):
+        table.add_column("tool", no_wrap=True)
+        for col in ("arguments", "idempotent", "timeout s", "description"):
             table.add_column(col)
         for spec in listing.tools:
             props = spec.parameters.get("properties", {})
@@ -67,7 +68,7 @@ def tools_list(
                 args,
                 "yes" if spec.idempotent else "no",
                 f"{spec.timeout_s:g}",
-                spec.description[:80],
+                spec.description.split(". ")[0][:60],
             )
         out.print(table)
         if schemas:
