@@ -314,14 +314,6 @@ class _Chain:
     position: int = 0
 
 
-@dataclasses.dataclass
-class _Answer:
-    """One successful model turn of a step."""
-
-    response: LLMResponse
-    link: ProviderModel
-
-
 async def call_agent(
     resolved: ResolvedAgent,
     subject: RunSubject,
@@ -382,10 +374,10 @@ async def call_agent(
         on_budget_alert=on_budget_alert,
     )
     if not spec.tools:
-        answer = await ask()
-        if answer is None:
-            return _failed_step(chain, step_name)
-        return _agent_step(chain, step_name, [answer.response], [])
+        response = await ask()
+        if response is None:
+            return _agent_step(chain, step_name, [], [], error=_chain_error(chain))
+        return _agent_step(chain, step_name, [response], [])
     return await _tool_loop(
         chain, step_name, ask, root_workflow_id, tool_use or ToolUse(), on_tool_calls
     )
@@ -402,7 +394,7 @@ async def _ask_chain(
     tools: list[ToolSpec] | None = None,
     turns: list[ToolTurn] | None = None,
     tool_choice: Literal["auto", "required"] = "auto",
-) -> _Answer | None:
+) -> LLMResponse | None:
     """One model turn, from the chain's current provider on; ``None`` when all failed."""
     spec = chain.resolved.spec
     while chain.position < len(chain.usable):
@@ -511,7 +503,7 @@ async def _ask_chain(
                     attempts=response.attempt,
                 )
             )
-        return _Answer(response=response, link=link)
+        return response
     return None
 
 
@@ -548,23 +540,14 @@ def _agent_step(
     )
 
 
-def _failed_step(chain: _Chain, name: str) -> StepResult:
+def _chain_error(chain: _Chain) -> str:
+    """Why no provider of the chain answered."""
     reasons = "; ".join(
         f"{t.provider}:{t.model} {t.status}: {t.error}"
         for t in chain.tried
         if t.status != "succeeded"
     )
-    spec = chain.resolved.spec
-    return StepResult(
-        name=name,
-        kind="agent",
-        status="failed",
-        agent=spec.name,
-        agent_version=spec.version,
-        attempts=sum(t.attempts for t in chain.tried),
-        providers_tried=chain.tried,
-        error=f"every provider failed ({reasons})",
-    )
+    return f"every provider failed ({reasons})"
 
 
 TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
@@ -574,7 +557,7 @@ TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 async def _tool_loop(
     chain: _Chain,
     name: str,
-    ask: Callable[..., Awaitable[_Answer | None]],
+    ask: Callable[..., Awaitable[LLMResponse | None]],
     root_workflow_id: str,
     tool_use: ToolUse,
     on_tool_calls: Callable[[int], None] | None,
@@ -610,12 +593,13 @@ async def _tool_loop(
     made = 0
     while True:
         required = spec.tool_choice == "required" and not turns
-        answer = await ask(tools=specs, turns=turns, tool_choice="required" if required else "auto")
-        if answer is None:
-            failed = _failed_step(chain, name)
-            return _agent_step(chain, name, responses, records, error=failed.error)
-        responses.append(answer.response)
-        calls = answer.response.tool_calls
+        response = await ask(
+            tools=specs, turns=turns, tool_choice="required" if required else "auto"
+        )
+        if response is None:
+            return _agent_step(chain, name, responses, records, error=_chain_error(chain))
+        responses.append(response)
+        calls = response.tool_calls
         if not calls:
             return _agent_step(chain, name, responses, records)
         limit = None
@@ -645,9 +629,7 @@ async def _tool_loop(
             *(_call_tool(spec.name, call, by_name, root_workflow_id) for call in calls)
         )
         records += [ToolCallRecord.of(c, r) for c, r in zip(calls, results, strict=True)]
-        turns.append(
-            ToolTurn(text=answer.response.output, calls=list(calls), results=list(results))
-        )
+        turns.append(ToolTurn(text=response.output, calls=list(calls), results=list(results)))
         fatal = next(
             (
                 r
