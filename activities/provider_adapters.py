@@ -385,12 +385,6 @@ def tool_call(call_id: str, wire: str, arguments: Any, tools: list[ToolSpec]) ->
     if name is None:
         return ToolCall(id=call_id, name=wire, arguments_error=f"no tool named {wire} was offered")
     if isinstance(arguments, str):
-        if len(arguments) > MAX_TOOL_ARGUMENTS_CHARS:
-            return ToolCall(
-                id=call_id,
-                name=name,
-                arguments_error=f"arguments longer than {MAX_TOOL_ARGUMENTS_CHARS} characters",
-            )
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except ValueError as exc:

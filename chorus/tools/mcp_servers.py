@@ -532,24 +532,18 @@ class MCPServers:
         known to be harmless: ``resend`` (read-only requests), or the server never got it (an
         HTTP server that no longer knows the session, or could not be connected to).
         """
-        connection, fresh = await self._live(server)
-        try:
-            return await operation(await connection.session())
-        except MCPError as exc:
-            if not (_connection_lost(exc) or _session_unknown(exc)):
-                raise
-            await self._drop(server, connection)
-            not_run = _session_unknown(exc) or connection.undelivered
-            if fresh or not (resend or not_run):
-                raise self._lost(server, connection, exc) from None
-        connection, _ = await self._live(server)
-        try:
-            return await operation(await connection.session())
-        except MCPError as exc:
-            if not (_connection_lost(exc) or _session_unknown(exc)):
-                raise
-            await self._drop(server, connection)
-            raise self._lost(server, connection, exc) from None
+        for retry in (False, True):
+            connection, fresh = await self._live(server)
+            try:
+                return await operation(await connection.session())
+            except MCPError as exc:
+                if not (_connection_lost(exc) or _session_unknown(exc)):
+                    raise
+                await self._drop(server, connection)
+                not_run = _session_unknown(exc) or connection.undelivered
+                if retry or fresh or not (resend or not_run):
+                    raise self._lost(server, connection, exc) from None
+        raise AssertionError("unreachable: the second try returns or raises")
 
     @staticmethod
     def _lost(server: str, connection: _Connection, exc: MCPError) -> MCPUnavailable:
