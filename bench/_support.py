@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import platform
 import subprocess
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from importlib import metadata
 from pathlib import Path
 
 from temporalio.client import Client
@@ -21,6 +24,36 @@ CHORUS_DEV_FLAGS = (
     *dynamic_config_flags(),
 )  # fmt: skip
 """The flags ``chorus dev up`` passes to the dev server (see ``starter/dev.py``)."""
+
+
+def machine(packages: Sequence[str] = ()) -> str:
+    """One line: CPU model, cores, RAM, Python, temporalio, the temporal CLI, ``packages``."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
+        platform.processor() or platform.machine(),
+    )
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem_kb = next(
+        (int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")),
+        0,
+    )
+    cli = subprocess.run(
+        [temporal_binary(), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    versions = "".join(f"; {name} {version(name)}" for name in packages)
+    return (
+        f"{model}, {os.cpu_count()} cores, {mem_kb / 2**20:.0f} GiB RAM; "
+        f"Python {platform.python_version()}; temporalio {version('temporalio')}; {cli}"
+        f"{versions}"
+    )
 
 
 @contextmanager

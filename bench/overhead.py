@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +44,13 @@ from temporalio import activity
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities import ProviderClients, RunActivities
-from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
+from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, machine, temporal_dev_server
 from bench.naive import NaiveActivities, NaiveWorkflow
 from chorus.config.settings import Settings
 from chorus.contracts.models import LLMRequest, LLMResponse
 from chorus.contracts.names import CALL_LLM_ACTIVITY
 from chorus.storage import db
-from starter.dev import free_port, llm_argv, temporal_binary
+from starter.dev import free_port, llm_argv
 from starter.sdk import ChorusClient
 from tests.stub_llm import StubLLM
 from worker import WorkerOptions, build_worker, default_activities
@@ -431,23 +429,6 @@ def progress(key: str, value: dict[str, Any]) -> None:
         return [round(x, 1) for x in v] if isinstance(v, list) else round(v, 2)
 
     print(key, {k: fmt(v) for k, v in value.items()}, file=sys.stderr, flush=True)
-
-
-def machine() -> str:
-    """One line describing this machine and the versions measured."""
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    cli = subprocess.run(
-        [temporal_binary(), "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return (
-        f"{os.cpu_count()} CPUs ({platform.machine()}), {mem_kb / 2**20:.0f} GiB RAM; "
-        f"Python {platform.python_version()}; temporalio {metadata.version('temporalio')}; "
-        f"{cli}"
-    )
 
 
 def report(r: dict[str, Any], args: argparse.Namespace) -> str:

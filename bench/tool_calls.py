@@ -48,16 +48,13 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +64,18 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
+from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, machine, temporal_dev_server
 from bench.overhead import NO_LIMITS, chorus_worker, history_breakdown, pct
 from chorus.config.settings import Settings
 from chorus.contracts.tools import CallToolInput, ToolCall
 from chorus.runtime.converter import chorus_data_converter
 from chorus.runtime.plugin import SANDBOX_PASSTHROUGH
 from chorus.tools import ToolRegistry
-from starter.dev import temporal_binary
 from starter.sdk import ChorusClient
 from tests.stub_llm import Reply, StubLLM
+
+AGENT_PACKAGES = ("openai", "openai-agents", "temporalio-openai-agents")
+"""Versions printed with the machine line."""
 
 LLM_DELAY_S = 0.05
 IO_DELAY_S = 0.02
@@ -590,39 +589,6 @@ def derived(t: dict[str, list[float]], d: dict[str, list[float]]) -> dict[str, l
     return out
 
 
-def machine() -> str:
-    """CPU model, cores, RAM and the versions measured."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
-        platform.processor() or platform.machine(),
-    )
-    mem_kb = next(
-        (
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        ),
-        0,
-    )
-    cli = subprocess.run(
-        [temporal_binary(), "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return (
-        f"{model}, {os.cpu_count()} cores, {mem_kb / 2**20:.0f} GiB RAM; "
-        f"Python {platform.python_version()}; temporalio {version('temporalio')}; {cli}; "
-        f"openai {version('openai')}; openai-agents {version('openai-agents')}; "
-        f"temporalio-openai-agents {version('temporalio-openai-agents')}"
-    )
-
-
 def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     """The Markdown table: wall times, then the derived overheads (median (p90))."""
     has_agents = not r["agents_skipped"] and bool(r["agents"]["k0"])
@@ -734,11 +700,11 @@ async def main() -> None:
         f"{' --quick' if args.quick else ''}`), {datetime.now(UTC):%Y-%m-%d}"
     )
     print(title)
-    print(machine())
+    print(machine(AGENT_PACKAGES))
     print(table)
     if args.write:
         with RESULTS.open("a") as f:
-            f.write(f"\n{title}\n\nMachine: {machine()}.\n\n{table}")
+            f.write(f"\n{title}\n\nMachine: {machine(AGENT_PACKAGES)}.\n\n{table}")
 
 
 if __name__ == "__main__":
