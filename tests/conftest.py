@@ -24,6 +24,7 @@ from chorus.testing import LLMFactory as LLMFactory
 from chorus.testing import running_worker as running_worker
 from starter.dev import dynamic_config_flags, temporal_binary
 from starter.sdk import ChorusClient
+from tests.stub_llm import StubLLM
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "docs" / "samples"
@@ -161,3 +162,17 @@ async def sdk(client: Client, settings: Settings) -> AsyncIterator[ChorusClient]
         yield chorus
     finally:
         await chorus.close()
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[StubLLM]:
+    """A loopback stub as both OpenAI and Anthropic (their SDKs' base URLs and keys set).
+
+    Modules that need the stub another way define their own ``stub``.
+    """
+    with StubLLM() as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.port}")
+        yield server

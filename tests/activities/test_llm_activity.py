@@ -7,7 +7,6 @@ ANTHROPIC_BASE_URL/ANTHROPIC_API_KEY read by the official SDKs, CHORUS_LOCAL_BAS
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,17 +14,7 @@ from activities import LLMActivities, ProviderClients
 from starter.dev import free_port
 from starter.sdk import RunFailedError
 from tests.conftest import agent, running_worker
-from tests.stub_llm import Reply, StubLLM
-
-
-@pytest.fixture
-def stub(monkeypatch) -> Iterator[StubLLM]:
-    with StubLLM() as server:
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.port}")
-        yield server
+from tests.stub_llm import Reply
 
 
 async def run_one(client, settings, agents, plan, **kwargs):

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
 
 import asyncpg
-import pytest
 from temporalio.api.enums.v1 import EventType
 
 from activities import LLMActivities, ProviderClients
@@ -27,17 +25,9 @@ from tests.worker_procs import WorkerProcess
 from tests.workflows.test_workflows import replay
 
 
-@pytest.fixture
-def stub(monkeypatch) -> Iterator[StubLLM]:
-    with StubLLM() as server:
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.port}")
-        yield server
-
-
-async def run(client, settings, agents, **kwargs):
+async def run(client, settings, agents, task="Check the numbers", mcp=None, **kwargs):
+    """Run ``agents`` in sequence with the real LLM activity and the test tools; return
+    ``(handle, result or RunFailedError, client)``."""
     clients = ProviderClients.from_settings(settings)
     try:
         async with running_worker(
@@ -45,8 +35,9 @@ async def run(client, settings, agents, **kwargs):
             settings,
             lambda pool: LLMActivities(clients, settings, pool).call_llm,
             tools=REGISTRY,
+            mcp=mcp,
         ) as chorus:
-            handle = await chorus.start_sequential("Check the numbers", agents, **kwargs)
+            handle = await chorus.start_sequential(task, agents, **kwargs)
             try:
                 result = await handle.result()
                 handle.final_progress = await handle.progress()
@@ -314,19 +305,11 @@ async def test_an_mcp_tool_in_a_run(client, make_settings, stub, tmp_path):
     settings = make_settings(
         [agent("reader", ["openai:gpt-tools"], tools=["mcp:files/read_text_file"])]
     )
-    clients = ProviderClients.from_settings(settings)
     try:
-        async with running_worker(
-            client,
-            settings,
-            lambda pool: LLMActivities(clients, settings, pool).call_llm,
-            tools=REGISTRY,
-            mcp=servers,
-        ) as chorus:
-            handle = await chorus.start_sequential("How full is /var?", ["reader"])
-            result = await handle.result()
+        handle, result, _ = await run(
+            client, settings, ["reader"], task="How full is /var?", mcp=servers
+        )
     finally:
-        await clients.close()
         await servers.aclose()
 
     ok, escape = result.steps[0].tool_calls
@@ -380,18 +363,7 @@ async def test_placeholders_in_arguments_reach_the_tool_as_the_originals(
     settings = make_settings(
         [agent("mailer", ["openai:gpt-tools"], tools=["acme.echo"], pii="placeholder")]
     )
-    clients = ProviderClients.from_settings(settings)
-    try:
-        async with running_worker(
-            client,
-            settings,
-            lambda pool: LLMActivities(clients, settings, pool).call_llm,
-            tools=REGISTRY,
-        ) as chorus:
-            handle = await chorus.start_sequential("Write to jane.doe@example.com", ["mailer"])
-            result = await handle.result()
-    finally:
-        await clients.close()
+    _, result, _ = await run(client, settings, ["mailer"], task="Write to jane.doe@example.com")
 
     call = result.steps[0].tool_calls[0]
     assert call.arguments == {"text": "mail jane.doe@example.com"}
