@@ -48,6 +48,7 @@ from chorus.contracts import errors
 from chorus.contracts.models import BudgetAlert, LLMRequest, LLMResponse
 from chorus.contracts.names import CALL_LLM_ACTIVITY
 from chorus.contracts.tools import ToolCall, ToolTurn
+from chorus.contracts.wire import TextRef
 from chorus.governance import budget
 from chorus.governance.pii import Redactor, restore
 from chorus.governance.pricing import context_window, cost_usd
@@ -159,21 +160,10 @@ class LLMActivities:
         return prompt, placeholders, output_failures
 
     async def _document(self, req: LLMRequest) -> str:
-        """The request's document: inline, or loaded by reference (a few kept in memory)."""
+        """The request's document: inline, or loaded by reference."""
         if req.document_ref is None:
             return req.document
-        key = req.document_ref.blob_id
-        if key in self._documents:
-            self._documents.move_to_end(key)
-            return self._documents[key]
-        try:
-            text = await db.get_text(self._pool, req.document_ref)
-        except DB_ERRORS as exc:
-            raise storage_error(f"cannot load document {key} from PostgreSQL: {exc}") from exc
-        self._documents[key] = text
-        while len(self._documents) > 4:
-            self._documents.popitem(last=False)
-        return text
+        return await self._stored_text(req.document_ref, f"document {req.document_ref.blob_id}")
 
     async def _turns(self, req: LLMRequest) -> list[ToolTurn]:
         """The step's tool turns with every by-reference tool result loaded."""
@@ -183,14 +173,31 @@ class LLMActivities:
         for turn in turns:
             for result in turn.results:
                 if result.output_ref is not None:
-                    try:
-                        result.output = await db.get_text(self._pool, result.output_ref)
-                    except DB_ERRORS as exc:
-                        raise storage_error(
-                            f"cannot load the result of tool {result.name} from PostgreSQL: {exc}"
-                        ) from exc
+                    what = f"the result of tool {result.name}"
+                    result.output = await self._stored_text(result.output_ref, what)
                     result.output_ref = None
         return turns
+
+    async def _stored_text(self, ref: TextRef, what: str) -> str:
+        """Text stored by reference, the last few kept in memory.
+
+        Every later turn of a tool loop sends the same large results again.
+
+        Raises:
+            ApplicationError: ``StorageUnavailable`` when PostgreSQL does not answer.
+        """
+        key = ref.blob_id
+        if key in self._documents:
+            self._documents.move_to_end(key)
+            return self._documents[key]
+        try:
+            text = await db.get_text(self._pool, ref)
+        except DB_ERRORS as exc:
+            raise storage_error(f"cannot load {what} from PostgreSQL: {exc}") from exc
+        self._documents[key] = text
+        while len(self._documents) > 4:
+            self._documents.popitem(last=False)
+        return text
 
     def _redact(self, req: LLMRequest, prompt: Prompt) -> tuple[Prompt, dict[str, str]]:
         """Apply the agent's PII policy to both messages (``chorus/governance/pii.py``).
