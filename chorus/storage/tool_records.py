@@ -64,14 +64,3 @@ async def record_tool_call(
         latency_ms,
         attempt,
     )
-
-
-async def tool_calls_of(pool: asyncpg.Pool, root_workflow_id: str) -> list[dict[str, Any]]:
-    """Every tool call recorded under a top-level run, oldest first."""
-    rows = await pool.fetch(
-        "SELECT workflow_id, agent, tool, call_id, arguments, output, is_error, error_type,"
-        " latency_ms, attempt, created_at FROM tool_calls WHERE root_workflow_id = $1"
-        " ORDER BY id",
-        root_workflow_id,
-    )
-    return [dict(row) for row in rows]
