@@ -20,6 +20,7 @@ from typing import Protocol
 
 from temporalio import activity
 
+from chorus.contracts.control import CloseGateInput, OpenGateInput
 from chorus.contracts.drafting import SaveDraftInput
 from chorus.contracts.models import (
     BudgetAlert,
@@ -34,9 +35,11 @@ from chorus.contracts.models import (
 from chorus.contracts.names import (
     CALL_LLM_ACTIVITY,
     CALL_TOOL_ACTIVITY,
+    CLOSE_GATE_ACTIVITY,
     DELIVER_BUDGET_ALERT_ACTIVITY,
     DELIVER_CALLBACK_ACTIVITY,
     FINISH_RUN_ACTIVITY,
+    OPEN_GATE_ACTIVITY,
     RESOLVE_AGENTS_ACTIVITY,
     RESOLVE_TOOLS_ACTIVITY,
     SAVE_DRAFT_ACTIVITY,
@@ -110,5 +113,26 @@ class ToolCalls(Protocol):
         ...
 
 
-INTERFACES: tuple[type, ...] = (LLMCalls, RunBookkeeping, DraftSaving, Deliveries, ToolCalls)
+class Approvals(Protocol):
+    """Implemented by ``activities.approvals.ApprovalActivities``."""
+
+    @activity.defn(name=OPEN_GATE_ACTIVITY)
+    async def open_gate(self, input: OpenGateInput) -> list[str]:
+        """Record a gate that starts waiting; return its approvers with roles expanded."""
+        ...
+
+    @activity.defn(name=CLOSE_GATE_ACTIVITY)
+    async def close_gate(self, input: CloseGateInput) -> None:
+        """Record a gate's outcome: the decision, its author and comment, or the time-out."""
+        ...
+
+
+INTERFACES: tuple[type, ...] = (
+    LLMCalls,
+    RunBookkeeping,
+    DraftSaving,
+    Deliveries,
+    ToolCalls,
+    Approvals,
+)
 """Every activity interface (the test matches each method against its implementation)."""

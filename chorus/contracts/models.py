@@ -11,11 +11,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from chorus.contracts.control import (
+    MAX_LOOP_ITERATIONS,
+    MAX_ROUTES_TAKEN,
+    CONTINUE_AS_NEW_EVERY,
+    ControlOutcome,
+    GateRecord,
+    RouteChoice,
+    GateStep,
+    GroupChatStep,
+    HandoffStep,
+    Until,
+)
 from chorus.contracts.limits import MAX_CALLBACK_URL_CHARS
 from chorus.contracts.limits import MAX_INSTRUCTIONS_CHARS as MAX_INSTRUCTIONS_CHARS
 from chorus.contracts.limits import MAX_PLAN_DEPTH as MAX_PLAN_DEPTH
@@ -258,7 +271,86 @@ class ParallelStep(WireModel):
         return self
 
 
-Step = Annotated[AgentStep | SequentialStep | ParallelStep, Field(discriminator="kind")]
+class LoopStep(WireModel):
+    """Repeat a body (e.g. writer then critic) until a predicate holds or a limit is reached.
+
+    Each iteration runs ``body`` in order and sees the previous iteration's outputs. The step
+    ends at the first of: ``until`` holds (``ended_by: predicate``), ``max_iterations``
+    (``max_iterations``), or the loop's calls cost ``max_cost_usd`` (``max_cost``). Runs as a
+    child workflow (``ChorusControl``) that continues as new every ``CONTINUE_AS_NEW_EVERY``
+    iterations.
+
+    Attributes:
+        body: Steps of one iteration (agents, groups, gates).
+        until: The predicate that ends the loop (e.g. ``critic.verdict == ready``).
+        max_iterations: Iterations at most (1-50).
+        max_cost_usd: Ends the loop once its calls cost this much (USD).
+        output_from: Whose output is the loop's output (an agent or step name of the body;
+            default the body's last step), e.g. ``writer`` for a writer/critic loop.
+    """
+
+    kind: Literal["loop"] = "loop"
+    name: str | None = Field(None, max_length=64)
+    body: list[Step] = Field(min_length=1, max_length=MAX_PLAN_STEPS)
+    until: Until | None = None
+    max_iterations: int = Field(3, ge=1, le=MAX_LOOP_ITERATIONS)
+    max_cost_usd: float | None = Field(None, gt=0, le=10_000)
+    output_from: str | None = Field(None, max_length=64)
+
+
+class RouterStep(WireModel):
+    """An agent picks which named route runs next, or ``done``.
+
+    The router agent answers ``{"route": <route name or "done">, "reason": ...}`` (the workflow
+    sets that output schema, replacing the agent's own). After a route runs, the router is
+    asked again (seeing the route's output) while fewer than ``max_routes`` ran; choosing one
+    more fails the step with ``RouteLimit``.
+
+    Attributes:
+        agent: The router agent.
+        routes: Route name -> the step it runs (an agent or a group).
+        max_routes: Routes one router step may run (1: pick once).
+    """
+
+    kind: Literal["router"] = "router"
+    name: str | None = Field(None, max_length=64)
+    agent: str = Field(pattern=AGENT_NAME_PATTERN)
+    routes: dict[str, Step] = Field(min_length=1, max_length=20)
+    max_routes: int = Field(1, ge=1, le=MAX_ROUTES_TAKEN)
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.match(AGENT_NAME_PATTERN, name) or name == "done":
+                raise ValueError(
+                    f"routes: {name!r} is not a route name (lower-case letters, digits, - and "
+                    f"_; not 'done')"
+                )
+        return value
+
+
+Step = Annotated[
+    AgentStep | SequentialStep | ParallelStep | LoopStep | RouterStep | HandoffStep
+    | GroupChatStep | GateStep,
+    Field(discriminator="kind"),
+]
+ControlStep = LoopStep | RouterStep | HandoffStep | GroupChatStep
+"""Steps that run as a ``ChorusControl`` child workflow."""
+CONTROL_KINDS: tuple[str, ...] = ("loop", "router", "handoff", "group_chat")
+
+
+def _inner(step: Step) -> list[Step]:
+    """The steps a step contains (routes and loop bodies included)."""
+    if isinstance(step, SequentialStep):
+        return list(step.steps)
+    if isinstance(step, ParallelStep):
+        return list(step.branches)
+    if isinstance(step, LoopStep):
+        return list(step.body)
+    if isinstance(step, RouterStep):
+        return list(step.routes.values())
+    return []
 
 
 def step_label(step: Step) -> str:
@@ -267,39 +359,65 @@ def step_label(step: Step) -> str:
         return step.agent
     if step.name:
         return step.name
-    inner = step.steps if isinstance(step, SequentialStep) else step.branches
+    if isinstance(step, GateStep):
+        return step.name
+    if isinstance(step, LoopStep):
+        return "loop(" + " > ".join(step_label(s) for s in step.body) + ")"
+    if isinstance(step, RouterStep):
+        return f"router {step.agent}(" + " / ".join(step.routes) + ")"
+    if isinstance(step, HandoffStep):
+        return "handoff(" + " -> ".join(step.agents) + ")"
+    if isinstance(step, GroupChatStep):
+        return f"chat {step.manager}(" + ", ".join(step.participants) + ")"
     sep = " > " if isinstance(step, SequentialStep) else " | "
-    return "(" + sep.join(step_label(s) for s in inner) + ")"
+    return "(" + sep.join(step_label(s) for s in _inner(step)) + ")"
 
 
 def plan_agents(steps: list[Step]) -> list[str]:
-    """All agent names a plan uses, aggregators included, in first-use order without repeats."""
+    """All agent names a plan uses (aggregators, routers, managers included), first-use order."""
     names: list[str] = []
 
     def visit(step: Step) -> None:
         if isinstance(step, AgentStep):
             names.append(step.agent)
-        elif isinstance(step, SequentialStep):
-            for s in step.steps:
-                visit(s)
-        else:
-            for s in step.branches:
-                visit(s)
-            if step.aggregator:
-                names.append(step.aggregator)
+        elif isinstance(step, RouterStep):
+            names.append(step.agent)
+        elif isinstance(step, HandoffStep):
+            names.extend([step.start, *step.agents])
+        elif isinstance(step, GroupChatStep):
+            names.extend([step.manager, *step.participants])
+        for s in _inner(step):
+            visit(s)
+        if isinstance(step, ParallelStep) and step.aggregator:
+            names.append(step.aggregator)
 
     for s in steps:
         visit(s)
     return list(dict.fromkeys(names))
 
 
+def plan_gates(steps: list[Step]) -> list[str]:
+    """Names of every gate in a plan, in order (repeats included: the caller refuses them)."""
+    names: list[str] = []
+
+    def visit(step: Step) -> None:
+        if isinstance(step, GateStep):
+            names.append(step.name)
+        for s in _inner(step):
+            visit(s)
+
+    for s in steps:
+        visit(s)
+    return names
+
+
 def plan_depth(steps: list[Step]) -> int:
-    """Nesting depth of a plan: 1 for a flat list of agents."""
+    """Nesting depth of a plan: 1 for a flat list of agents (a loop or router body nests)."""
 
     def depth(step: Step) -> int:
-        if isinstance(step, AgentStep):
+        inner = _inner(step)
+        if not inner:
             return 0
-        inner = step.steps if isinstance(step, SequentialStep) else step.branches
         return 1 + max(depth(s) for s in inner)
 
     return 1 + max((depth(s) for s in steps), default=0)
@@ -404,7 +522,7 @@ class ParallelInput(_RunInput):
 # --- Activities ----------------------------------------------------------------------------
 
 
-CallbackStatus = Literal["succeeded", "failed", "cancelled"]
+CallbackStatus = Literal["succeeded", "failed", "cancelled", "awaiting_approval"]
 
 
 class CallbackTotals(WireModel):
@@ -433,11 +551,14 @@ class CallbackPayload(WireModel):
         workflow_id: The run's workflow id (``seq-...``/``par-...``).
         run_id: Temporal run id of that workflow execution.
         workflow_type: ``ChorusSequential`` or ``ChorusParallel``.
-        status: ``succeeded``, ``failed`` or ``cancelled``.
+        status: ``succeeded``, ``failed`` or ``cancelled``; or ``awaiting_approval`` while
+            the run waits at a gate (announced when it opens, again as a reminder).
         output: The final output (``succeeded`` only).
         error: Why the run failed or ``"cancelled"``; ``None`` on success.
         totals: Tokens and cost of the run (partial for failed runs, zero when cancelled).
-        finished_at: When the run ended (UTC, workflow time).
+        finished_at: When the run ended (UTC, workflow time); for ``awaiting_approval``, when
+            the announcement was made.
+        gate: The pending gate (``awaiting_approval`` only).
 
     """
 
@@ -449,6 +570,7 @@ class CallbackPayload(WireModel):
     error: str | None = None
     totals: CallbackTotals = CallbackTotals()
     finished_at: datetime
+    gate: GateRecord | None = None
 
 
 class DeliverCallbackInput(WireModel):
@@ -655,7 +777,30 @@ class BudgetAlert(WireModel):
 # --- Results and progress ------------------------------------------------------------------
 
 StepStatus = Literal["pending", "running", "succeeded", "failed"]
-StepKind = Literal["agent", "sequential", "parallel", "aggregator"]
+StepKind = Literal[
+    "agent",
+    "sequential",
+    "parallel",
+    "aggregator",
+    "loop",
+    "router",
+    "handoff",
+    "group_chat",
+    "gate",
+    "iteration",
+]
+ResultKind = Literal[
+    "agent",
+    "sequential",
+    "parallel",
+    "loop",
+    "router",
+    "handoff",
+    "group_chat",
+    "gate",
+    "iteration",
+]
+"""``iteration``: one pass of a loop's body (its ``steps``)."""
 
 
 class ProviderAttempt(WireModel):
@@ -679,7 +824,7 @@ class StepResult(WireModel):
     """
 
     name: str
-    kind: Literal["agent", "sequential", "parallel"] = "agent"
+    kind: ResultKind = "agent"
     status: Literal["succeeded", "failed"]
     agent: str | None = None
     agent_version: int | None = None
@@ -698,6 +843,8 @@ class StepResult(WireModel):
     steps: list[StepResult] = Field(default_factory=list)
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     llm_calls: int | None = None
+    control: ControlOutcome | None = None
+    """What a control step (loop, router, handoff, group chat, gate) did and what ended it."""
 
     @property
     def output_json(self) -> dict[str, Any] | None:
@@ -757,19 +904,79 @@ class StepProgress(WireModel):
     error: str | None = None
     tool_calls: int = 0
     """Tool calls the step's agent has made so far."""
+    child_workflow_id: str | None = None
+    """The child workflow running this step (groups and control steps), once started."""
+    note: str | None = None
+    """What a control step is doing, e.g. ``iteration 2 of 3`` or ``route billing``."""
 
 
 class RunProgress(WireModel):
-    """Result of the ``progress`` query."""
+    """Result of the ``progress`` query.
 
-    pattern: Literal["sequential", "parallel"]
+    Attributes:
+        pattern: ``sequential``/``parallel`` for runs; the control kind (``loop``, ``router``,
+            ``handoff``, ``group_chat``) for a ``ChorusControl`` child workflow.
+        gates: This workflow's gates, pending and decided.
+        rounds: Iterations, routes, hops or turns a control workflow has run.
+    """
+
+    pattern: Literal["sequential", "parallel", "loop", "router", "handoff", "group_chat"]
     started_at: datetime
     steps: list[StepProgress]
     done: bool = False
+    gates: list[GateRecord] = Field(default_factory=list)
+    rounds: int = 0
+
+
+class ControlCarry(WireModel):
+    """State a ``ChorusControl`` workflow carries across continue-as-new.
+
+    Attributes:
+        rounds: Iterations, routes, hops or turns done.
+        results: Every step result so far (the step's ``steps``).
+        choices: Decisions so far (routes, speakers, hand-offs).
+        transcript: What the next round sees beyond the run's context: the previous
+            iteration's outputs (loop) or the conversation (handoff, group chat, router).
+        current: The agent holding the conversation (handoff).
+        continued_as_new: Times continued as new so far.
+        gate_seq: Gates opened so far (keys stay unique across runs of the chain).
+        tool_calls: Tool calls made so far (the run's cap holds across the chain).
+    """
+
+    rounds: int = 0
+    results: list[StepResult] = Field(default_factory=list)
+    choices: list[RouteChoice] = Field(default_factory=list)
+    transcript: list[PriorOutput] = Field(default_factory=list)
+    current: str | None = None
+    continued_as_new: int = 0
+    gate_seq: int = 0
+    tool_calls: int = 0
+
+
+class ControlInput(_RunInput):
+    """Input of the ``ChorusControl`` workflow: one control step of a run, as a child workflow.
+
+    Attributes:
+        step: The loop, router, handoff or group chat to run.
+        provider_task_queues: The parent's choice of LLM task queues.
+        carry: State carried over by continue-as-new (``None`` on the first run).
+        continue_as_new_every: Rounds per workflow run before continuing as new.
+    """
+
+    step: Annotated[
+        LoopStep | RouterStep | HandoffStep | GroupChatStep, Field(discriminator="kind")
+    ]
+    provider_task_queues: bool = True
+    carry: ControlCarry | None = None
+    continue_as_new_every: int = Field(CONTINUE_AS_NEW_EVERY, ge=1, le=1000)
 
 
 SequentialStep.model_rebuild()
 ParallelStep.model_rebuild()
+LoopStep.model_rebuild()
+RouterStep.model_rebuild()
+ControlCarry.model_rebuild()
+ControlInput.model_rebuild()
 StepResult.model_rebuild()
 SequentialInput.model_rebuild()
 ParallelInput.model_rebuild()

@@ -13,6 +13,8 @@ DEFAULT_TASK_QUEUE: Final = "chorus-agents"
 SEQUENTIAL_WORKFLOW: Final = "ChorusSequential"
 PARALLEL_WORKFLOW: Final = "ChorusParallel"
 DRAFT_WORKFLOW: Final = "ChorusDraft"
+CONTROL_WORKFLOW: Final = "ChorusControl"
+"""A run's loop, router, handoff or group chat step, as a child workflow."""
 WORKFLOW_TYPES: Final = (SEQUENTIAL_WORKFLOW, PARALLEL_WORKFLOW)
 
 CALL_LLM_ACTIVITY: Final = "chorus.call_llm"
@@ -24,6 +26,8 @@ DELIVER_CALLBACK_ACTIVITY: Final = "chorus.deliver_callback"
 DELIVER_BUDGET_ALERT_ACTIVITY: Final = "chorus.deliver_budget_alert"
 RESOLVE_TOOLS_ACTIVITY: Final = "chorus.resolve_tools"
 CALL_TOOL_ACTIVITY: Final = "chorus.call_tool"
+OPEN_GATE_ACTIVITY: Final = "chorus.open_gate"
+CLOSE_GATE_ACTIVITY: Final = "chorus.close_gate"
 
 PROGRESS_QUERY: Final = "progress"
 
@@ -54,6 +58,9 @@ COST_ATTR: Final = SearchAttributeKey.for_float("ChorusCostUsd")
 """Total cost of a run in USD (set when it ends; child runs included in the parent's total)."""
 DRAFT_STATUS_ATTR: Final = SearchAttributeKey.for_keyword("ChorusDraftStatus")
 """Draft status: ``drafting``, ``in_review``, ``approved``, ``published`` or ``archived``."""
+AWAITING_ATTR: Final = SearchAttributeKey.for_keyword_list("ChorusAwaiting")
+"""Gates a workflow waits at (``chorus approvals list`` queries ``ChorusAwaiting IS NOT NULL``);
+emptied when they are decided."""
 
 SEARCH_ATTRIBUTES: Final[tuple[SearchAttributeKey[Any], ...]] = (
     PATTERN_ATTR,
@@ -61,6 +68,7 @@ SEARCH_ATTRIBUTES: Final[tuple[SearchAttributeKey[Any], ...]] = (
     STATUS_ATTR,
     COST_ATTR,
     DRAFT_STATUS_ATTR,
+    AWAITING_ATTR,
 )
 """Every Chorus search attribute, in registration order."""
 
