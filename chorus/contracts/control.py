@@ -267,7 +267,7 @@ class GateRecord(WireModel):
             PostgreSQL).
         approvers: As the plan says (users and ``role:`` entries).
         allowed_users: ``approvers`` with roles expanded (from ``CHORUS_APPROVER_ROLES`` when
-            the gate opened); empty: anyone.
+            the gate opened; pinned in the history by ``chorus.open_gate``).
         opened_at: When the gate opened (workflow time).
         deadline: When ``on_timeout`` applies, if ever.
         on_timeout: What happens at the deadline.
@@ -299,8 +299,12 @@ class GateRecord(WireModel):
         return self.outcome is None
 
     def may_decide(self, user: str) -> bool:
-        """Whether ``user`` may decide this gate (anyone when no approver is listed)."""
-        return not self.allowed_users or user in self.allowed_users
+        """Whether ``user`` may decide this gate (anyone when the plan lists no approver).
+
+        A gate whose approvers are only roles with no members can be decided by nobody
+        (until its time-out): an empty role never means "anyone".
+        """
+        return not self.approvers or user in self.allowed_users
 
 
 class OpenGateInput(WireModel):
