@@ -845,6 +845,9 @@ class StepResult(WireModel):
     llm_calls: int | None = None
     control: ControlOutcome | None = None
     """What a control step (loop, router, handoff, group chat, gate) did and what ended it."""
+    error_type: str | None = None
+    """Why a control step failed, when it was its own rule (``GateRejected``, ``GateTimedOut``,
+    ``RouteLimit``, ``HandoffLimit``, ``ControlAnswerInvalid``); the run fails with it."""
 
     @property
     def output_json(self) -> dict[str, Any] | None:
