@@ -38,6 +38,7 @@ from chorus.contracts.names import (
 from chorus.integrations.webhooks import validate_callback_url
 from chorus.storage import db
 from starter.sdk.client_base import FocusedClient, input_refusals, validated
+from starter.sdk.plans import check_plan
 from starter.sdk.sdk_errors import ChorusInputError, RunFailedError, raise_if_unregistered
 from starter.sdk.workflow_ids import Pattern, id_taken, make_workflow_id
 
@@ -122,7 +123,11 @@ async def _result(handle: WorkflowHandle[object, RunResult]) -> RunResult:
             status = type(cause).__name__.replace("Error", "").upper() or status
             message = getattr(cause, "message", "") or message
         raise RunFailedError(
-            f"run {handle.id} {status.lower()}: {message}", handle.id, status, partial
+            f"run {handle.id} {status.lower()}: {message}",
+            handle.id,
+            status,
+            partial,
+            error_type=cause.type if isinstance(cause, ApplicationError) else None,
         ) from exc
 
 
@@ -166,7 +171,9 @@ class RunsClient(FocusedClient):
         Raises:
             ChorusInputError: ``task`` empty or longer than ``CHORUS_MAX_TASK_CHARS``;
                 ``document`` larger than ``CHORUS_MAX_DOCUMENT_BYTES``; plan deeper than 4
-                levels; an agent unknown to PostgreSQL.
+                levels; a gate name used twice, or a loop's ``until``/``output_from`` naming
+                none of its steps (:func:`~starter.sdk.plans.check_plan`); an agent unknown
+                to PostgreSQL (routers, managers and hand-off agents included).
             DatabaseError: PostgreSQL not configured or unreachable.
         """
         s = self.settings
@@ -190,6 +197,7 @@ class RunsClient(FocusedClient):
             raise ChorusInputError(
                 f"plan: nested {depth} levels deep, the limit is {MAX_PLAN_DEPTH}"
             )
+        check_plan(steps)
         known = await db.current_agents(await self._pool())
         missing = [n for n in plan_agents(list(steps)) + list(extra_agents) if n not in known]
         if missing:
@@ -283,7 +291,9 @@ class RunsClient(FocusedClient):
         Args:
             task: What to do, plain words (<= ``CHORUS_MAX_TASK_CHARS`` characters).
             agents: Steps in order: agent names, or nested
-                :class:`~chorus.contracts.models.SequentialStep`/:class:`~chorus.contracts.models.ParallelStep`.
+                :class:`~chorus.contracts.models.SequentialStep`/:class:`~chorus.contracts.models.ParallelStep`,
+                or control steps built with :mod:`starter.sdk.plans` (loop, router, handoff,
+                group chat, gate).
             document: Input document text (<= ``CHORUS_MAX_DOCUMENT_BYTES`` UTF-8 bytes).
             document_name: Shown to the agents and in the UI.
             workflow_id: Override the generated ``seq-<slug>-<id>``.

@@ -32,16 +32,24 @@ class RunFailedError(ChorusRefusedError):
         workflow_id: The run's workflow id.
         status: ``FAILED``, ``CANCELED``, ``TERMINATED`` or ``TIMED_OUT``.
         partial: The steps that finished before the failure, when the workflow reported them.
+        error_type: The failure's type (e.g. ``StepFailed``, ``GateRejected``, ``RouteLimit``),
+            when the workflow failed with one.
 
     """
 
     def __init__(
-        self, message: str, workflow_id: str, status: str, partial: RunResult | None = None
+        self,
+        message: str,
+        workflow_id: str,
+        status: str,
+        partial: RunResult | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.workflow_id = workflow_id
         self.status = status
         self.partial = partial
+        self.error_type = error_type
 
 
 class DraftRefusedError(ChorusRefusedError):
