@@ -53,6 +53,20 @@ class FakeLLM:
         self.failures: dict[tuple[str, str], tuple[str, bool]] = {}
         self.gates: dict[str, asyncio.Event] = {}
         self.started: dict[str, asyncio.Event] = {}
+        self.scripts: dict[str, list[str]] = {}
+        self.costs: dict[str, float] = {}
+
+    def script(self, agent: str, *answers: str, cost_usd: float | None = None) -> None:
+        """Make ``agent`` answer ``answers`` in order (the last one repeats).
+
+        Args:
+            agent: Agent name.
+            *answers: Completions, e.g. ``'{"verdict": "ready"}'`` for a structured agent.
+            cost_usd: Cost of each of its calls (default $0.001).
+        """
+        self.scripts[agent] = list(answers)
+        if cost_usd is not None:
+            self.costs[agent] = cost_usd
 
     def fail(self, agent: str, provider: str, error_type: str, non_retryable: bool = True) -> None:
         """Make every call of ``agent`` on ``provider`` fail with ``error_type``.
@@ -97,13 +111,17 @@ class FakeLLM:
                 activity.heartbeat()
                 await asyncio.sleep(0.05)
         seen = ",".join(c.name for c in req.context)
+        output = f"{req.agent} output [saw: {seen}]"
+        script = self.scripts.get(req.agent)
+        if script:
+            output = script.pop(0) if len(script) > 1 else script[0]
         return LLMResponse(
             provider=req.provider,
             model=req.model,
-            output=f"{req.agent} output [saw: {seen}]",
+            output=output,
             input_tokens=100 + 10 * len(req.context),
             output_tokens=20,
-            cost_usd=0.001,
+            cost_usd=self.costs.get(req.agent, 0.001),
             latency_ms=5.0,
             attempt=attempt,
         )

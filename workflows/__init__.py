@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from workflows.control import ControlWorkflow
     from workflows.draft import DraftWorkflow
     from workflows.parallel import ParallelWorkflow
     from workflows.sequential import SequentialWorkflow
@@ -24,15 +25,25 @@ _CLASSES = {
     "SequentialWorkflow": "workflows.sequential",
     "ParallelWorkflow": "workflows.parallel",
     "DraftWorkflow": "workflows.draft",
+    "ControlWorkflow": "workflows.control",
 }
 
-__all__ = ["WORKFLOWS", "DraftWorkflow", "ParallelWorkflow", "SequentialWorkflow"]
+__all__ = [
+    "WORKFLOWS",
+    "ControlWorkflow",
+    "DraftWorkflow",
+    "ParallelWorkflow",
+    "SequentialWorkflow",
+]
 
 
 def __getattr__(name: str) -> Any:
     """Load ``WORKFLOWS`` or a workflow class on first access (PEP 562)."""
     if name == "WORKFLOWS":
-        return [__getattr__(n) for n in ("SequentialWorkflow", "ParallelWorkflow", "DraftWorkflow")]
+        return [
+            __getattr__(n)
+            for n in ("SequentialWorkflow", "ParallelWorkflow", "DraftWorkflow", "ControlWorkflow")
+        ]
     if name in _CLASSES:
         return getattr(importlib.import_module(_CLASSES[name]), name)
     raise AttributeError(f"module 'workflows' has no attribute {name!r}")

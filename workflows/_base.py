@@ -25,9 +25,12 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ActivityCancellationType
 
+from workflows._gates import GateKeeping
+
 with workflow.unsafe.imports_passed_through():
     from chorus.contracts import activities, errors
     from chorus.contracts.activities import RunBookkeeping
+    from chorus.contracts.control import GateRecord, GateStep
     from chorus.contracts.limits import SLOT_WAIT_S
     from chorus.contracts.models import (
         AgentStep,
@@ -35,6 +38,8 @@ with workflow.unsafe.imports_passed_through():
         CallbackPayload,
         CallbackStatus,
         CallbackTotals,
+        ControlInput,
+        ControlStep,
         DeliverCallbackInput,
         EntryInput,
         FailedBranch,
@@ -62,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from chorus.contracts.names import (
         AGENTS_ATTR,
+        CONTROL_WORKFLOW,
         COST_ATTR,
         PARALLEL_WORKFLOW,
         PATTERN_ATTR,
@@ -263,6 +269,39 @@ def failure_message(err: BaseException) -> str:
             messages.append(text)
         current = current.__cause__
     return messages[-1] if messages else type(err).__name__
+
+
+CONTROL_ERRORS = frozenset(
+    {
+        errors.GATE_REJECTED,
+        errors.GATE_TIMED_OUT,
+        errors.ROUTE_LIMIT,
+        errors.HANDOFF_LIMIT,
+        errors.CONTROL_ANSWER_INVALID,
+    }
+)
+"""Failure types a run keeps when a control step fails by its own rule (else ``StepFailed``)."""
+
+
+def run_error_type(result: StepResult) -> str:
+    """The error type a run fails with when ``result`` (a failed step) sinks it."""
+    return result.error_type if result.error_type in CONTROL_ERRORS else errors.STEP_FAILED
+
+
+def pass_on(context: list[PriorOutput], result: StepResult) -> list[PriorOutput]:
+    """The context later steps see after ``result``.
+
+    A gate replaces the text under review (an edit; approval keeps it); every other step adds
+    its output.
+    """
+    if result.kind != "gate":
+        return [*context, PriorOutput(name=result.name, output=result.output)]
+    if not context:
+        return [PriorOutput(name=result.name, output=result.output)]
+    last = context[-1]
+    if last.output == result.output:
+        return context
+    return [*context[:-1], PriorOutput(name=last.name, output=result.output)]
 
 
 def totals_of(steps: list[StepResult], started: datetime, finished: datetime) -> RunTotals:
@@ -711,8 +750,15 @@ class RunState:
         agents: Agent configurations pinned at start (by ``chorus.start_run`` or the parent).
         provider_queues: LLM calls go to ``<task queue>-llm-<provider>`` (the choice the
             worker that started the run recorded: ``CHORUS_LLM_TASK_QUEUES``).
-        alerts: Budget alert deliveries started, awaited before the run ends.
+        alerts: Budget alert and gate announcement deliveries started, awaited before the
+            run ends.
         tool_use: Tools resolved and tool calls made by this run workflow.
+        gates: This workflow's gates, pending and decided (``gates`` query).
+        gate_seq: Gates opened so far (each opening's key is ``<run id>:<n>``).
+        gate_edits: Replacement text of ``edit`` decisions, by gate key.
+        gate_callback_url: Where pending gates are announced (the run's callback URL; child
+            workflows inherit it for gates inside loops).
+        rounds: Iterations, routes, hops or turns of a control workflow.
     """
 
     started_at: datetime
@@ -728,12 +774,17 @@ class RunState:
     provider_queues: bool = True
     alerts: list[workflow.ActivityHandle[None]] = dataclasses.field(default_factory=list)
     tool_use: ToolUse = dataclasses.field(default_factory=ToolUse)
+    gates: list[GateRecord] = dataclasses.field(default_factory=list)
+    gate_seq: int = 0
+    gate_edits: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    gate_callback_url: str | None = None
+    rounds: int = 0
 
 
-class RunWorkflowBase:
-    """State and helpers common to both orchestration workflows."""
+class RunWorkflowBase(GateKeeping):
+    """State and helpers common to the run workflows (sequential, parallel, control)."""
 
-    pattern: Literal["sequential", "parallel"]
+    pattern: Literal["sequential", "parallel", "loop", "router", "handoff", "group_chat"]
     state: RunState
 
     def _init_progress(self, names: list[tuple[str, StepKind]]) -> None:
@@ -747,7 +798,12 @@ class RunWorkflowBase:
         """Live state of every step (name, status, provider, timings)."""
         s = self.state
         return RunProgress(
-            pattern=self.pattern, started_at=s.started_at, steps=s.progress, done=s.done
+            pattern=self.pattern,
+            started_at=s.started_at,
+            steps=s.progress,
+            done=s.done,
+            gates=s.gates,
+            rounds=s.rounds,
         )
 
     def _mark(
@@ -780,10 +836,46 @@ class RunWorkflowBase:
             via = f" via `{step.provider}`" if step.provider else ""
             err = f" — {step.error[:120]}" if step.error else ""
             tools = f", {step.tool_calls} tool calls" if step.tool_calls else ""
+            note = f" — {step.note}" if step.note else ""
             lines.append(
-                f"{number}. {icons[step.status]} {step.name} ({step.kind}){via}{tools}{err}"
+                f"{number}. {icons[step.status]} {step.name} ({step.kind}){via}{tools}{note}{err}"
             )
+        for gate in self.state.gates:
+            if gate.pending:
+                who = ", ".join(gate.approvers) or "anyone"
+                lines.append(f"**waiting at gate `{gate.gate}`** ({who}): {gate.question}")
         workflow.set_current_details("\n".join(lines))
+
+    def _gate_changed(self) -> None:
+        self._publish_details()
+
+    def _announce_gate(self, record: GateRecord) -> None:
+        """POST the pending gate to the run's callback URL (``awaiting_approval``), if any.
+
+        The delivery is awaited with the budget alerts before the workflow ends.
+        """
+        url = self.state.gate_callback_url
+        if url is None:
+            return
+        info = workflow.info()
+        payload = CallbackPayload(
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            workflow_type=info.workflow_type,
+            status="awaiting_approval",
+            finished_at=workflow.now(),
+            gate=record,
+        )
+        self.state.alerts.append(
+            workflow.start_activity_method(
+                activities.Deliveries.deliver_callback,
+                DeliverCallbackInput(url=url, payload=payload),
+                start_to_close_timeout=CALLBACK_ATTEMPT_TIMEOUT,
+                schedule_to_close_timeout=BUDGET_ALERT_WINDOW,
+                retry_policy=CALLBACK_RETRY_POLICY,
+                summary=f"Callback: gate {record.gate} awaits a decision → {url_host(url)}",
+            )
+        )
 
     async def _start_run(self, input: SequentialInput | ParallelInput, names: list[str]) -> None:
         """Pin agent configurations and record the run row (``chorus.start_run``).
@@ -806,6 +898,7 @@ class RunWorkflowBase:
         s.subject = input.subject()
         s.root_workflow_id = info.root.workflow_id if info.root else info.workflow_id
         s.callback_url = input.callback_url if info.parent is None else None
+        s.gate_callback_url = input.callback_url
         s.callback_retry_initial_s = input.callback_retry_initial_s
         problem = s.subject.problem()
         if problem is not None:
@@ -818,7 +911,7 @@ class RunWorkflowBase:
                 activities.RunBookkeeping.start_run,
                 StartRunInput.for_run(
                     s.subject,
-                    pattern=self.pattern,
+                    pattern="parallel" if self.pattern == "parallel" else "sequential",
                     names=names,
                     pinned=input.agents,
                     parent_workflow_id=info.parent.workflow_id if info.parent else None,
@@ -1046,22 +1139,79 @@ class RunWorkflowBase:
         )
 
     async def _run_step(self, index: int, step: Step, context: list[PriorOutput]) -> StepResult:
-        """Run step ``index``: an agent call, or a nested group as a child workflow."""
+        """Run step ``index``: an agent call, a gate, or a group/control step as a child."""
         self._mark(index, "running")
         if isinstance(step, AgentStep):
             result = await self._run_agent(
                 self.state.agents[step.agent], context=context, progress_index=index
             )
-        else:
+        elif isinstance(step, GateStep):
+            self.state.progress[index].note = "waiting for a decision"
+            result = await self._run_gate(step, context)
+            gate = result.control.gate if result.control else None
+            if gate is not None and gate.outcome is not None:
+                by = f" by {gate.decided_by}" if gate.decided_by else ""
+                self.state.progress[index].note = f"{gate.outcome}{by}"
+        elif isinstance(step, SequentialStep | ParallelStep):
             result = await self._run_child(index, step, context)
+        else:
+            result = await self._run_control(index, step, context)
         self._mark(index, result.status, error=result.error)
+        return result
+
+    def _child_id(self, index: int) -> str:
+        """Workflow id of the child running step ``index`` (``<id>-s<n>``)."""
+        return f"{workflow.info().workflow_id}-s{index + 1}"
+
+    async def _run_control(
+        self, index: int, step: ControlStep, context: list[PriorOutput]
+    ) -> StepResult:
+        """Run a loop, router, handoff or group chat as a ``ChorusControl`` child workflow."""
+        label = step_label(step)
+        child_id = self._child_id(index)
+        self.state.progress[index].child_workflow_id = child_id
+        self._publish_details()
+        started = workflow.now()
+        try:
+            result: StepResult = await workflow.execute_child_workflow(
+                CONTROL_WORKFLOW,
+                ControlInput(
+                    **self._child_material(context),
+                    step=step,
+                    provider_task_queues=self.state.provider_queues,
+                ),
+                id=child_id,
+                result_type=StepResult,
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                static_summary=f"{step.kind} step {index + 1} of {workflow.info().workflow_id}: "
+                f"{label}",
+            )
+        except ChildWorkflowError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            cause = err.cause
+            return StepResult(
+                name=label,
+                kind=step.kind,
+                status="failed",
+                error=failure_message(err),
+                error_type=cause.type if isinstance(cause, ApplicationError) else None,
+                child_workflow_id=child_id,
+                latency_ms=(workflow.now() - started).total_seconds() * 1000.0,
+            )
+        result.child_workflow_id = child_id
+        if result.control is not None:
+            self.state.progress[
+                index
+            ].note = f"{result.control.rounds} round(s), ended by {result.control.ended_by}"
         return result
 
     async def _run_child(
         self, index: int, step: SequentialStep | ParallelStep, context: list[PriorOutput]
     ) -> StepResult:
         label = step_label(step)
-        child_id = f"{workflow.info().workflow_id}-s{index + 1}"
+        child_id = self._child_id(index)
+        self.state.progress[index].child_workflow_id = child_id
         child_input: SequentialInput | ParallelInput
         if isinstance(step, SequentialStep):
             child_type = SEQUENTIAL_WORKFLOW
@@ -1113,7 +1263,12 @@ class RunWorkflowBase:
     def _child_material(self, context: list[PriorOutput]) -> dict[str, Any]:
         """What a child workflow inherits: the run subject (with ``context``) and the agents."""
         subject = self.state.subject.model_copy(update={"context": context})
-        return {**dict(subject), "agents": self.state.agents}
+        return {
+            **dict(subject),
+            "agents": self.state.agents,
+            "callback_url": self.state.gate_callback_url,
+            "callback_retry_initial_s": self.state.callback_retry_initial_s,
+        }
 
     def _finish(
         self,

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from workflows._base import RunWorkflowBase, require_input
+from workflows._base import RunWorkflowBase, pass_on, require_input, run_error_type
 
 with workflow.unsafe.imports_passed_through():
-    from chorus.contracts import errors
     from chorus.contracts.models import (
-        PriorOutput,
         RunResult,
         SequentialInput,
         StepResult,
@@ -60,8 +58,8 @@ class SequentialWorkflow(RunWorkflowBase):
                 raise self._fail(
                     f"step {index + 1} of {len(input.steps)} ({result.name}) failed: "
                     f"{result.error}",
-                    errors.STEP_FAILED,
+                    run_error_type(result),
                     partial,
                 )
-            context.append(PriorOutput(name=result.name, output=result.output))
+            context = pass_on(context, result)
         return self._finish(output=results[-1].output, steps=results)

@@ -222,9 +222,7 @@ class GateStep(WireModel):
 
         for item in value:
             if not re.match(APPROVER_PATTERN, item):
-                raise ValueError(
-                    f"approvers: {item!r} is neither a user name nor 'role:<role>'"
-                )
+                raise ValueError(f"approvers: {item!r} is neither a user name nor 'role:<role>'")
         return value
 
 
@@ -250,7 +248,9 @@ class GateDecision(WireModel):
         if self.decision == "edit" and not (self.content or "").strip():
             raise ValueError("content: an 'edit' decision needs the replacement text")
         if self.decision != "edit" and self.content is not None:
-            raise ValueError(f"content: only an 'edit' decision carries text, not {self.decision!r}")
+            raise ValueError(
+                f"content: only an 'edit' decision carries text, not {self.decision!r}"
+            )
         return self
 
 

@@ -18,15 +18,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from chorus.contracts.control import (
+    CONTINUE_AS_NEW_EVERY,
     MAX_LOOP_ITERATIONS,
     MAX_ROUTES_TAKEN,
-    CONTINUE_AS_NEW_EVERY,
     ControlOutcome,
     GateRecord,
-    RouteChoice,
     GateStep,
     GroupChatStep,
     HandoffStep,
+    RouteChoice,
     Until,
 )
 from chorus.contracts.limits import MAX_CALLBACK_URL_CHARS
@@ -331,8 +331,14 @@ class RouterStep(WireModel):
 
 
 Step = Annotated[
-    AgentStep | SequentialStep | ParallelStep | LoopStep | RouterStep | HandoffStep
-    | GroupChatStep | GateStep,
+    AgentStep
+    | SequentialStep
+    | ParallelStep
+    | LoopStep
+    | RouterStep
+    | HandoffStep
+    | GroupChatStep
+    | GateStep,
     Field(discriminator="kind"),
 ]
 ControlStep = LoopStep | RouterStep | HandoffStep | GroupChatStep
