@@ -27,6 +27,7 @@ from activities import (
     RunActivities,
     ToolActivities,
 )
+from activities.approvals import ApprovalActivities
 from chorus.config.mcp_config import load_mcp_servers
 from chorus.config.settings import Settings, get_settings
 from chorus.contracts.names import CALL_LLM_ACTIVITY, llm_task_queue
@@ -94,6 +95,7 @@ def default_activities(
         load_tool_modules(settings.tool_modules)
         tools = DEFAULT_REGISTRY
     tool_calls = ToolActivities(settings, pool, tools, mcp)
+    approvals = ApprovalActivities(settings, pool)
     return [
         call_llm,
         runs.start_run,
@@ -104,6 +106,8 @@ def default_activities(
         callbacks.deliver_budget_alert,
         tool_calls.resolve_tools,
         tool_calls.call_tool,
+        approvals.open_gate,
+        approvals.close_gate,
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -17,10 +18,13 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chorus.contracts.control import USER_PATTERN
 from chorus.contracts.models import DEFAULT_PROVIDER_LIMITS, ProviderLimit, RecordPiiPolicy
 from chorus.contracts.names import DEFAULT_TASK_QUEUE
 
 BUNDLED_AGENTS_FILE = Path(__file__).with_name("agents.yaml")
+ROLE_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+"""A role name of ``CHORUS_APPROVER_ROLES`` (as gates' ``approvers`` spell it: ``role:<role>``)."""
 
 
 def bundled_model_path() -> Path | None:
@@ -160,6 +164,11 @@ class Settings(BaseSettings):
     JSON/YAML file, mapping a server name to ``{"transport": "stdio", "command": ...,
     "args": [...], "env": {...}}`` or ``{"transport": "http", "url": ...,
     "headers_env": {"Authorization": "ENV_VAR_NAME"}}`` (``chorus/config/mcp_config.py``)."""
+    approver_roles: dict[str, list[str]] = Field(default_factory=dict)
+    """Members of the roles a gate's ``approvers`` name as ``role:<role>``, JSON:
+    ``{"editor": ["alice", "bob"]}``; read by workers when a gate opens (the members are pinned
+    in the run's history). A role missing here, or without members, adds nobody: a gate whose
+    approvers are only such roles waits for its time-out."""
 
     log_level: str = "INFO"
 
@@ -184,6 +193,23 @@ class Settings(BaseSettings):
     sdk_metrics_port: int = Field(9465, ge=0, le=65535)
     """Port of the Temporal SDK's own Prometheus endpoint (``temporal_*`` worker and client
     metrics, served by the SDK's Rust core); 0 disables it."""
+
+    @field_validator("approver_roles", mode="after")
+    @classmethod
+    def _check_approver_roles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for role, users in value.items():
+            if not re.fullmatch(ROLE_PATTERN, role):
+                raise ValueError(
+                    f"CHORUS_APPROVER_ROLES: role name {role!r} must match {ROLE_PATTERN} "
+                    "(lower-case letters, digits, '_' and '-')"
+                )
+            for user in users:
+                if not re.fullmatch(USER_PATTERN, user):
+                    raise ValueError(
+                        f"CHORUS_APPROVER_ROLES: role {role!r}: {user!r} is not a user name "
+                        f"(it must match {USER_PATTERN})"
+                    )
+        return value
 
     @field_validator("provider_limits", mode="after")
     @classmethod
