@@ -5,10 +5,26 @@
 - ``a>b>c`` is a sequential sub-pipeline (run as a child workflow), handy inside a parallel run;
 - ``a|b|c`` is a parallel group merged by the run's aggregator, handy inside a sequential run.
 
+With ``--loop-until``/``--max-iterations`` (:func:`loop_from_flags`) a sequential run's steps
+become the body of one loop.
+
 Deeper nesting comes from a plan file: YAML with ``pattern`` (``sequential``/``parallel``),
-``steps`` (a list whose items are agent names or ``{kind: sequential, steps: [...]}`` /
-``{kind: parallel, branches: [...], aggregator: NAME, min_successes: N}``), and for a parallel
-plan ``aggregator`` and ``min_successes``.
+``steps`` (a list of steps), and for a parallel plan ``aggregator`` and ``min_successes``.
+A step is an agent name (a string) or a mapping with a ``kind``:
+
+- ``{kind: sequential, steps: [...]}``: steps in order, as a child workflow;
+- ``{kind: parallel, branches: [...], aggregator: NAME, min_successes: N}``: fan out, fan in;
+- ``{kind: loop, body: [...], until: "critic.verdict=ready", max_iterations: 3,
+  max_cost_usd: 0.5, output_from: writer}``: repeat the body until the predicate holds
+  (``until`` also as a mapping: ``{agent, field, equals | one_of}`` or ``{phrase}``);
+- ``{kind: router, agent: NAME, routes: {billing: agent-or-step, ...}, max_routes: 1}``: an
+  agent picks the route that runs;
+- ``{kind: handoff, start: NAME, agents: {triage: [billing], billing: []}, max_hops: 4}``:
+  agents hand the conversation on until one answers;
+- ``{kind: group_chat, manager: NAME, participants: [a, b], until: ..., max_turns: 6}``: a
+  manager picks each next speaker;
+- ``{kind: gate, name: NAME, question: ..., approvers: [alice, "role:legal"], timeout_s: N,
+  on_timeout: fail}``: wait for people to approve, reject or edit (names unique in a plan).
 """
 
 from __future__ import annotations
@@ -20,6 +36,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from chorus.contracts.control import MAX_LOOP_ITERATIONS
 from chorus.contracts.models import (
     FILE_STRICTNESS,
     MAX_PLAN_DEPTH,
@@ -27,8 +44,11 @@ from chorus.contracts.models import (
     ParallelStep,
     SequentialStep,
     Step,
+    plan_agents,
+    step_label,
 )
 from starter.sdk import ChorusInputError
+from starter.sdk.plans import check_plan, loop, parse_until
 
 _STEP = TypeAdapter(Step)
 _PLAN_KEYS = ("pattern", "steps", "aggregator", "min_successes")
@@ -120,6 +140,7 @@ def load_plan(path: Path) -> Plan:
             f"--plan: {path} nests too deep or refers to itself through a YAML alias; a plan "
             f"has at most {MAX_PLAN_DEPTH} levels"
         ) from None
+    check_plan(steps, where=f"--plan: {path}")
     aggregator = data.get("aggregator", "aggregator")
     if aggregator is not None and str(aggregator).lower() in NO_AGGREGATOR:
         aggregator = None  # as `--aggregator none`: join the outputs under headings
@@ -148,9 +169,13 @@ def _normalise(item: Any, depth: int = 0) -> Any:
         aggregator = out.get("aggregator")
         if isinstance(aggregator, str) and aggregator.lower() in NO_AGGREGATOR:
             out["aggregator"] = None
-        for key in ("steps", "branches"):
+        for key in ("steps", "branches", "body"):
             if isinstance(out.get(key), list):
                 out[key] = [_normalise(x, depth + 1) for x in out[key]]
+        if isinstance(out.get("routes"), dict):
+            out["routes"] = {k: _normalise(v, depth + 1) for k, v in out["routes"].items()}
+        if isinstance(out.get("until"), str):
+            out["until"] = parse_until(out["until"], where="until").model_dump(exclude_none=True)
         if "kind" not in out and "agent" in out:
             out["kind"] = "agent"
         return out
@@ -162,6 +187,77 @@ def _step(item: Any, where: str) -> Step:
         return _STEP.validate_python(_normalise(item), extra=FILE_STRICTNESS)
     except ValidationError as exc:
         raise ChorusInputError(f"--plan: {where}: {_first(exc)}") from exc
+    except ChorusInputError as exc:  # a predicate's text form (parse_until)
+        raise ChorusInputError(f"--plan: {where}: {exc}") from exc
+
+
+def loop_from_flags(
+    steps: list[Step],
+    *,
+    until_text: str | None,
+    max_iterations: int | None,
+    max_cost_usd: float | None,
+    output_from: str | None,
+) -> list[Step]:
+    """``chorus run sequential``'s loop flags: the steps become the body of one loop.
+
+    Without ``--loop-until`` and ``--max-iterations`` the steps come back unchanged (and
+    ``--max-cost-usd``/``--loop-output`` are refused: they only shape a loop).
+
+    Args:
+        steps: The ``--agents`` steps (the loop's body).
+        until_text: ``--loop-until``, the predicate's text form (see
+            :func:`starter.sdk.plans.parse_until`).
+        max_iterations: ``--max-iterations`` (1-50; default 3).
+        max_cost_usd: ``--max-cost-usd``: ends the loop once its calls cost this much (USD,
+            > 0, <= 10,000).
+        output_from: ``--loop-output``: the agent whose output is the loop's output.
+
+    Returns:
+        ``[loop]``, or ``steps`` unchanged.
+
+    Raises:
+        ChorusInputError: A bad value; the message names the flag and the limit.
+    """
+    if until_text is None and max_iterations is None:
+        given = [
+            flag
+            for flag, value in (("--max-cost-usd", max_cost_usd), ("--loop-output", output_from))
+            if value is not None
+        ]
+        if given:
+            raise ChorusInputError(
+                f"{given[0]}: only shapes a loop; add --loop-until or --max-iterations"
+            )
+        return steps
+    if max_iterations is not None and not 1 <= max_iterations <= MAX_LOOP_ITERATIONS:
+        raise ChorusInputError(
+            f"--max-iterations: {max_iterations}, must be between 1 and {MAX_LOOP_ITERATIONS}"
+        )
+    if max_cost_usd is not None and not 0 < max_cost_usd <= 10_000:
+        raise ChorusInputError(
+            f"--max-cost-usd: {max_cost_usd:g}, must be more than 0 and at most 10000 (USD)"
+        )
+    until = parse_until(until_text, where="--loop-until") if until_text is not None else None
+    agents = plan_agents(steps)
+    names = list(dict.fromkeys([*agents, *(step_label(s) for s in steps)]))
+    if output_from is not None and output_from not in names:
+        raise ChorusInputError(
+            f"--loop-output: {output_from!r} is not one of the loop's steps ({', '.join(names)})"
+        )
+    if until is not None and until.agent is not None and until.agent not in agents:
+        raise ChorusInputError(
+            f"--loop-until: {until.agent!r} is not one of the --agents ({', '.join(agents)})"
+        )
+    return [
+        loop(
+            steps,
+            until=until,
+            max_iterations=max_iterations or 3,
+            max_cost_usd=max_cost_usd,
+            output_from=output_from,
+        )
+    ]
 
 
 def _first(exc: ValidationError) -> str:

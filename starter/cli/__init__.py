@@ -14,6 +14,7 @@ One module per group of commands, each over the SDK (:mod:`starter.sdk`) only:
   :mod:`~starter.cli.codec_commands`, :mod:`~starter.cli.callback_commands`: ``agents``,
   ``draft``, ``codec``, ``callbacks``.
 - :mod:`~starter.cli.tool_commands`: ``tools list`` and ``tools call``.
+- :mod:`~starter.cli.approval_commands`: ``approvals list``, ``approve``, ``reject``, ``edit``.
 - :mod:`~starter.cli.support`: the consoles, ``--json``, exit codes, the SDK client.
 
 This module builds the root app: the commands are registered here, in the order ``chorus
@@ -29,6 +30,7 @@ import typer
 
 from starter.cli import (
     agent_commands,
+    approval_commands,
     budget_commands,
     callback_commands,
     codec_commands,
@@ -61,6 +63,7 @@ app.add_typer(budget_commands.budget_app, name="budget")
 app.add_typer(codec_commands.codec_app, name="codec")
 app.add_typer(callback_commands.callbacks_app, name="callbacks")
 app.add_typer(tool_commands.tools_app, name="tools")
+app.add_typer(approval_commands.approvals_app, name="approvals")
 
 
 def main() -> None:

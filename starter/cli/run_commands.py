@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from chorus.contracts.control import GateRecord
 from chorus.contracts.models import RunProgress, RunResult
 from starter.cli.support import (
     JsonOpt,
@@ -25,12 +26,13 @@ from starter.cli.support import (
     err,
     fail,
     out,
+    pending_gate_lines,
     print_steps,
     run_async,
     with_chorus,
 )
-from starter.plan import Plan, load_plan, parse_agents
-from starter.sdk import ChorusClient, RunHandle
+from starter.plan import Plan, load_plan, loop_from_flags, parse_agents
+from starter.sdk import ChorusClient, RunHandle, RunStatus
 
 
 class Pattern(StrEnum):
@@ -74,10 +76,45 @@ def run(
             "CHORUS_CALLBACK_SECRET).",
         ),
     ] = None,
+    loop_until: Annotated[
+        str | None,
+        typer.Option(
+            "--loop-until",
+            help="Sequential: repeat the --agents steps until this holds, e.g. "
+            "'critic.verdict=ready', 'critic.verdict=ready|approved' or 'phrase:APPROVED'.",
+        ),
+    ] = None,
+    max_iterations: Annotated[
+        int | None,
+        typer.Option(help="Sequential: repeat the --agents steps at most N times (1-50)."),
+    ] = None,
+    max_cost_usd: Annotated[
+        float | None, typer.Option(help="Loop: stop once its calls cost this much (USD).")
+    ] = None,
+    loop_output: Annotated[
+        str | None,
+        typer.Option(help="Loop: the agent whose output is the loop's (default: the last)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a run and wait for its result with live progress (or --detach)."""
     agg = None if aggregator.lower() == "none" else aggregator
+    looping = [
+        flag
+        for flag, value in (
+            ("--loop-until", loop_until),
+            ("--max-iterations", max_iterations),
+            ("--max-cost-usd", max_cost_usd),
+            ("--loop-output", loop_output),
+        )
+        if value is not None
+    ]
+    if looping and (plan_file is not None or pattern != Pattern.sequential):
+        fail(
+            f"{looping[0]}: loops the --agents of a sequential run; in a plan file write a "
+            "{kind: loop, body: [...]} step",
+            as_json=as_json,
+        )
     if plan_file is not None:
         if agents:
             fail("give either --agents or --plan, not both", as_json=as_json)
@@ -89,6 +126,18 @@ def run(
             )
     elif agents:
         steps = run_async(as_coroutine(lambda: parse_agents(agents, pattern.value, agg)), as_json)
+        steps = run_async(
+            as_coroutine(
+                lambda: loop_from_flags(
+                    steps,
+                    until_text=loop_until,
+                    max_iterations=max_iterations,
+                    max_cost_usd=max_cost_usd,
+                    output_from=loop_output,
+                )
+            ),
+            as_json,
+        )
         plan = Plan(pattern.value, steps, agg, min_successes)
     else:
         fail("--agents or --plan is required, e.g. --agents analyst,writer,critic", as_json=as_json)
@@ -179,29 +228,48 @@ async def _wait_with_progress(handle: RunHandle, *, show: bool) -> RunResult:
         while not result_task.done():
             last = await poll()
             for step in last.steps if last else []:
-                key = f"{step.status}:{step.provider}"
+                key = f"{step.status}:{step.provider}:{step.note}"
                 if seen.get(step.name) != key:
                     seen[step.name] = key
                     via = f" via {step.provider}" if step.provider else ""
+                    note = f" ({step.note})" if step.note else ""
                     err.print(
-                        f"[{time.monotonic() - started:6.1f}s] {step.name}: {step.status}{via}",
+                        f"[{time.monotonic() - started:6.1f}s] {step.name}: {step.status}{via}"
+                        f"{note}",
                         highlight=False,
+                        markup=False,
                     )
+            for gate in last.gates if last else []:
+                if gate.pending and seen.get(f"gate:{gate.key}") is None:
+                    seen[f"gate:{gate.key}"] = "pending"
+                    for line in pending_gate_lines(handle.workflow_id, [gate]):
+                        err.print(line, highlight=False, markup=False, soft_wrap=True)
             await asyncio.wait({result_task}, timeout=0.5)
     return await result_task
 
 
-def _progress_view(progress: RunProgress | None, elapsed: float) -> Table:
+def _progress_view(
+    progress: RunProgress | None, elapsed: float, *, gates_caption: bool = True
+) -> Table:
+    """The steps of a run as they stand, with a caption naming the gates it waits at.
+
+    A ``note`` column (``iteration 2 of 3``) is added when a control step has one;
+    ``gates_caption=False`` leaves the caption out (``chorus status`` lists the gates).
+    """
     table = Table(title=f"running… {elapsed:5.1f} s", title_justify="left")
+    steps = progress.steps if progress else []
+    notes = any(step.note for step in steps)
     for col in ("#", "step", "kind", "status", "provider", "tool calls", "time"):
         table.add_column(col)
+    if notes:
+        table.add_column("note")
     styles = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red"}
-    for i, step in enumerate(progress.steps if progress else [], 1):
+    for i, step in enumerate(steps, 1):
         if step.started_at and step.finished_at:
             took = f"{(step.finished_at - step.started_at).total_seconds():.1f} s"
         else:
             took = ""
-        table.add_row(
+        cells: list[str | Text] = [
             str(i),
             step.name,
             step.kind,
@@ -209,7 +277,12 @@ def _progress_view(progress: RunProgress | None, elapsed: float) -> Table:
             step.provider or "",
             str(step.tool_calls) if step.tool_calls else "",
             took,
-        )
+        ]
+        table.add_row(*cells, *([Text(step.note or "")] if notes else []))
+    waiting = [g.gate for g in (progress.gates if progress else []) if g.pending]
+    if waiting and gates_caption:
+        table.caption = "waiting for approval at gate " + ", ".join(waiting)
+        table.caption_justify = "left"
     return table
 
 
@@ -246,6 +319,7 @@ def status(workflow_id: str, as_json: JsonOpt = False) -> None:
 
     async def go(chorus: ChorusClient) -> None:
         st = await chorus.runs.status(workflow_id)
+        gates = await _pending_gates(chorus, st.workflow_id, st) if st.status == "RUNNING" else []
         if as_json:
             out.print_json(
                 json.dumps(
@@ -261,6 +335,7 @@ def status(workflow_id: str, as_json: JsonOpt = False) -> None:
                         "error_type": st.error_type,
                         "ui_url": st.ui_url,
                         "progress": st.progress.model_dump(mode="json") if st.progress else None,
+                        "pending_gates": [g.model_dump(mode="json") for g in gates],
                     },
                     default=str,
                 )
@@ -274,10 +349,23 @@ def status(workflow_id: str, as_json: JsonOpt = False) -> None:
         out.print(f"started {st.started_at}  closed {st.closed_at or '-'}", highlight=False)
         if st.progress:
             elapsed = ((st.closed_at or datetime.now(UTC)) - st.progress.started_at).total_seconds()
-            out.print(_progress_view(st.progress, elapsed))
+            out.print(_progress_view(st.progress, elapsed, gates_caption=False))
+        for line in pending_gate_lines(st.workflow_id, gates):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
         out.print(f"Temporal UI: {st.ui_url}", highlight=False)
 
     with_chorus(go, as_json)
+
+
+async def _pending_gates(chorus: ChorusClient, workflow_id: str, st: RunStatus) -> list[GateRecord]:
+    """The run's pending gates, its child workflows' included.
+
+    Best effort: on any error, the pending ones its own ``progress`` lists.
+    """
+    try:
+        return await chorus.approvals.pending_in(workflow_id)
+    except Exception:  # best effort: a child that does not answer, the run just ended
+        return [g for g in (st.progress.gates if st.progress else []) if g.pending]
 
 
 def result(workflow_id: str, as_json: JsonOpt = False) -> None:

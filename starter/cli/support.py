@@ -21,6 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from chorus.config.catalog import CatalogError
+from chorus.contracts import validation
+from chorus.contracts.control import GateRecord
 from chorus.contracts.models import StepResult
 from starter import dev
 from starter.sdk import AgentConfigError, ChorusClient, ChorusInputError, RunFailedError
@@ -149,11 +151,7 @@ def steps_table(steps: list[StepResult]) -> Table:
 
     def add(step: StepResult, number: str, depth: int) -> None:
         fallbacks = [t for t in step.providers_tried if t.status == "failed"]
-        provider = (
-            f"{step.provider}:{step.model}"
-            if step.provider
-            else ("child workflow" if step.kind != "agent" else "")
-        )
+        provider = f"{step.provider}:{step.model}" if step.provider else _runs_as(step)
         if fallbacks:
             provider += f" (after {len(fallbacks)} fallback{'s' * (len(fallbacks) > 1)})"
         status = Text(step.status, style="green" if step.status == "succeeded" else "red")
@@ -175,8 +173,17 @@ def steps_table(steps: list[StepResult]) -> Table:
     return table
 
 
+def _runs_as(step: StepResult) -> str:
+    """The provider column of a step without a provider: how the step ran."""
+    if step.kind == "gate":
+        return "gate"
+    if step.kind in ("agent", "iteration"):
+        return ""
+    return "child workflow"
+
+
 def print_steps(steps: list[StepResult]) -> None:
-    """Print the steps table, then each agent's tool calls (one line each)."""
+    """Print the steps table, then each agent's tool calls and each control step's outcome."""
     out.print(steps_table(steps))
 
     def calls(step: StepResult, number: str) -> None:
@@ -192,11 +199,98 @@ def print_steps(steps: list[StepResult]) -> None:
                 f"{tries}{outcome}",
                 highlight=False,
             )
+        for line in control_lines(step, number):
+            out.print(line, highlight=False, markup=False)
         for j, child in enumerate(step.steps, 1):
             calls(child, f"{number}.{j}")
 
     for i, step in enumerate(steps, 1):
         calls(step, str(i))
+
+
+_ROUNDS = {"loop": "iteration", "router": "route", "handoff": "hop", "group_chat": "turn"}
+"""What one round of each control kind is called (``rounds`` counts them)."""
+
+
+def control_lines(step: StepResult, number: str) -> list[str]:
+    """What a control step did, as plain lines (empty for other steps).
+
+    A loop, router, hand-off or group chat: what ended it, its rounds and each choice (route
+    chosen and why). A gate: its outcome and who decided. Nothing for a step without
+    ``control`` (e.g. one that failed before it started).
+
+    Args:
+        step: One step of a result.
+        number: Its number in the steps table (``2``, ``2.1``).
+    """
+    control = step.control
+    if control is None:
+        return []
+    if step.kind == "gate" or control.gate is not None:
+        gate = control.gate
+        outcome = gate.outcome if gate and gate.outcome else control.ended_by
+        by = f" by {gate.decided_by}" if gate and gate.decided_by else ""
+        when = f" at {gate.decided_at:%Y-%m-%d %H:%M:%S}" if gate and gate.decided_at else ""
+        why = f" — {_one_line(gate.comment, 200)}" if gate and gate.comment else ""
+        return [f"gate of step {number} ({step.name}): {outcome}{by}{when}{why}"]
+    unit = _ROUNDS.get(step.kind, "round")
+    rounds = f"{control.rounds} {unit}{'s' * (control.rounds != 1)}"
+    again = f", continued as new {control.continued_as_new}x" if control.continued_as_new else ""
+    lines = [
+        f"{step.kind} of step {number} ({step.name}): ended by {control.ended_by} after "
+        f"{rounds}{again}"
+    ]
+    for choice in control.choices:
+        reason = f": {_one_line(choice.reason, 120)}" if choice.reason else ""
+        lines.append(f"  {choice.by} → {choice.choice}{reason}")
+    return lines
+
+
+def _one_line(text: str, chars: int) -> str:
+    flat = " ".join(validation.for_display(text).split())
+    return flat if len(flat) <= chars else flat[: chars - 1] + "…"
+
+
+PREVIEW_CHARS = 80
+"""Characters of the text under review shown by ``chorus approvals list`` and ``status``."""
+
+
+def under_review(record: GateRecord, chars: int = PREVIEW_CHARS) -> str:
+    """``<step>: <first chars of its output>…`` on one line (no rich markup escaping)."""
+    text = _one_line(record.subject_preview, chars)
+    return f"{record.subject_name}: {text}" if record.subject_name else text
+
+
+def approvers_text(record: GateRecord) -> str:
+    """The gate's approvers as the plan lists them, or ``anyone``."""
+    return ", ".join(record.approvers) or "anyone"
+
+
+def decide_hint(workflow_id: str, gate: str) -> str:
+    """The command that approves ``gate`` of the run ``workflow_id`` (``U``: the user)."""
+    return f"chorus approvals approve {workflow_id} --gate {gate} --user U"
+
+
+def pending_gate_lines(workflow_id: str, records: list[GateRecord]) -> list[str]:
+    """The pending gates of a run, for ``chorus status`` (plain lines, no markup).
+
+    Args:
+        workflow_id: The run, as the user named it (decisions are sent there).
+        records: Its pending gates (its own and its child workflows').
+    """
+    lines: list[str] = []
+    for r in records:
+        where = "" if r.workflow_id == workflow_id else f" (in {r.workflow_id})"
+        deadline = (
+            f"; at {r.deadline:%Y-%m-%d %H:%M:%S} it will {r.on_timeout}" if r.deadline else ""
+        )
+        lines += [
+            f"waiting at gate {r.gate}{where}: {_one_line(r.question, 200)}",
+            f"  approvers: {approvers_text(r)}{deadline}",
+            f"  under review: {under_review(r)}",
+            f"  decide with: {decide_hint(workflow_id, r.gate)}",
+        ]
+    return lines
 
 
 def default_author() -> str:

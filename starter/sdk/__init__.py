@@ -23,6 +23,10 @@ exposes one focused client per concern:
 - ``chorus.catalog`` (:class:`AgentCatalogClient`): versioned agent configurations.
 - ``chorus.spend`` (:class:`SpendClient`): the cost ledger and budgets, in USD.
 - ``chorus.fleet`` (:class:`FleetClient`): pollers, runs in flight, failures, provider latency.
+- ``chorus.approvals`` (:class:`ApprovalsClient`): gates waiting for a decision; decide them.
+
+Plan builders (:mod:`starter.sdk.plans`) make the control-flow steps: :func:`loop`,
+:func:`until`, :func:`router`, :func:`handoff`, :func:`group_chat` and :func:`gate`.
 
 The facade's older methods (``chorus.start_sequential(...)``, ``chorus.costs()``, ...) stay as
 thin delegations to these. Inputs are validated before anything is started: errors name the
@@ -40,9 +44,11 @@ from chorus.runtime.converter import connect
 from chorus.storage import db
 from chorus.storage.db import AgentVersion, CostGrouping, CostRow
 from chorus.storage.reports import ProviderHealth, RecentFailure
+from starter.sdk.approvals_client import ApprovalsClient
 from starter.sdk.catalog_client import AgentCatalogClient
 from starter.sdk.drafts_client import DraftsClient
 from starter.sdk.fleet_client import FleetClient, RunInFlight
+from starter.sdk.plans import gate, group_chat, handoff, loop, parse_until, router, until
 from starter.sdk.runs_client import RunHandle, RunsClient, RunStatus, RunSummary, is_running
 from starter.sdk.sdk_errors import (
     AgentConfigError,
@@ -60,6 +66,7 @@ __all__ = [
     "AgentCatalogClient",
     "AgentConfigError",
     "AgentVersion",
+    "ApprovalsClient",
     "BudgetLine",
     "ChorusClient",
     "ChorusInputError",
@@ -80,10 +87,17 @@ __all__ = [
     "RunsClient",
     "SearchAttributesMissingError",
     "SpendClient",
+    "gate",
+    "group_chat",
+    "handoff",
     "is_running",
+    "loop",
     "make_workflow_id",
+    "parse_until",
     "raise_if_unregistered",
+    "router",
     "slugify",
+    "until",
 ]
 
 
@@ -102,6 +116,7 @@ class ChorusClient:
         catalog: The agent catalog (:class:`AgentCatalogClient`).
         spend: Cost ledger and budgets (:class:`SpendClient`).
         fleet: Pollers, runs in flight, failures, provider latency (:class:`FleetClient`).
+        approvals: Gates waiting for a decision, and decisions (:class:`ApprovalsClient`).
     """
 
     def __init__(
@@ -117,6 +132,7 @@ class ChorusClient:
         self.catalog = AgentCatalogClient(*parts)
         self.spend = SpendClient(*parts)
         self.fleet = FleetClient(*parts)
+        self.approvals = ApprovalsClient(*parts)
         # The methods of earlier releases, bound to the focused client that does the work (one
         # signature and one docstring each, in that client).
         self.ui_url = self.runs.ui_url
@@ -144,6 +160,8 @@ class ChorusClient:
         self.draft_signal = self.drafts.signal
         self.check_reader = self.drafts.check_reader
         self.draft = self.drafts.view
+        self.pending_approvals = self.approvals.pending
+        self.decide = self.approvals.decide
 
     async def pool(self) -> asyncpg.Pool:
         """The PostgreSQL pool, opened (schema migrated, agents seeded) on first use.
