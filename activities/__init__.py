@@ -4,6 +4,7 @@ Activities are methods of classes that receive their clients and the connection 
 ``__init__`` (built once per worker in ``worker.py``).
 """
 
+from activities.approvals import ApprovalActivities
 from activities.callbacks import CallbackActivities
 from activities.drafts import DraftActivities
 from activities.llm import LLMActivities, ProviderClients
@@ -11,6 +12,7 @@ from activities.runs import RunActivities
 from activities.tool_calls import ToolActivities
 
 __all__ = [
+    "ApprovalActivities",
     "CallbackActivities",
     "DraftActivities",
     "LLMActivities",

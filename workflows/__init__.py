@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workflows.control import ControlWorkflow
+    from workflows.control_flow import ControlWorkflow
     from workflows.draft import DraftWorkflow
     from workflows.parallel import ParallelWorkflow
     from workflows.sequential import SequentialWorkflow
@@ -25,7 +25,7 @@ _CLASSES = {
     "SequentialWorkflow": "workflows.sequential",
     "ParallelWorkflow": "workflows.parallel",
     "DraftWorkflow": "workflows.draft",
-    "ControlWorkflow": "workflows.control",
+    "ControlWorkflow": "workflows.control_flow",
 }
 
 __all__ = [

@@ -191,6 +191,14 @@ class GroupChatStep(WireModel):
             raise ValueError("participants: each agent once")
         return value
 
+    @model_validator(mode="after")
+    def _manager_apart(self) -> GroupChatStep:
+        if self.manager in self.participants:
+            raise ValueError(
+                f"participants: the manager {self.manager!r} picks the speakers and cannot be one"
+            )
+        return self
+
 
 class GateStep(WireModel):
     """Stop and wait for people to approve, reject or edit the text that flows on.

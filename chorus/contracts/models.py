@@ -511,6 +511,26 @@ class SequentialInput(_RunInput):
 
     steps: list[Step] = Field(min_length=1, max_length=MAX_PLAN_STEPS)
 
+    @model_validator(mode="after")
+    def _unique_gates(self) -> SequentialInput:
+        check_unique_gates(self.steps)
+        return self
+
+
+def check_unique_gates(steps: list[Step]) -> None:
+    """Refuse a plan that names one gate twice (a decision names the gate).
+
+    Raises:
+        ValueError: Naming the repeated gate.
+    """
+    names = plan_gates(steps)
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(
+                f"gate {name!r} appears {names.count(name)} times; gate names must be unique "
+                "in a plan (decisions name the gate)"
+            )
+
 
 class ParallelInput(_RunInput):
     """Input of the parallel fan-out/fan-in workflow; see :class:`ParallelStep` for fields."""
@@ -522,6 +542,7 @@ class ParallelInput(_RunInput):
     @model_validator(mode="after")
     def _check_min_successes(self) -> ParallelInput:
         _check_min_successes(self.min_successes, self.branches)
+        check_unique_gates(self.branches)
         return self
 
 

@@ -33,7 +33,7 @@ class RunFailedError(ChorusRefusedError):
         status: ``FAILED``, ``CANCELED``, ``TERMINATED`` or ``TIMED_OUT``.
         partial: The steps that finished before the failure, when the workflow reported them.
         error_type: The failure's type (e.g. ``StepFailed``, ``GateRejected``, ``RouteLimit``),
-            when the workflow failed with one.
+            when the workflow failed with one; else ``RunFailed``.
 
     """
 
@@ -49,7 +49,7 @@ class RunFailedError(ChorusRefusedError):
         self.workflow_id = workflow_id
         self.status = status
         self.partial = partial
-        self.error_type = error_type
+        self.error_type = error_type or "RunFailed"
 
 
 class DraftRefusedError(ChorusRefusedError):

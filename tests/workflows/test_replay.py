@@ -124,7 +124,7 @@ def test_activity_declarations_match_their_implementations():
         for _, fn in inspect.getmembers(interface, inspect.isfunction)
         if activity_name(fn) is not None
     ]
-    assert len(declarations) == 9
+    assert len(declarations) == 11
     for declaration in declarations:
         name = activity_name(declaration)
         assert name in implemented, f"{name} has no implementation in activities/"
