@@ -378,7 +378,7 @@ class ControlWorkflow(RunWorkflowBase):
                 label=f"{current} (hop {len(c.choices)})",
             )
             if targets:
-                reply, target = _choice(
+                target, reply = _choice(
                     answer.output, "handoff_to", [*targets, "none"], current, text_key="reply"
                 )
             else:

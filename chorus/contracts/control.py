@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from chorus.contracts.wire import WireModel
+from chorus.contracts.wire import EntryInput, WireModel
 
 AGENT_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 """Same as :data:`chorus.contracts.models.AGENT_NAME_PATTERN` (repeated: no import cycle)."""
@@ -234,7 +234,7 @@ class GateStep(WireModel):
         return value
 
 
-class GateDecision(WireModel):
+class GateDecision(EntryInput):
     """A person's decision on a pending gate: the ``decide`` update's argument.
 
     Attributes:

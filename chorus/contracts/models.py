@@ -45,6 +45,7 @@ from chorus.contracts.tools import (
 )
 from chorus.contracts.validation import control_problem
 from chorus.contracts.wire import FILE_STRICTNESS as FILE_STRICTNESS
+from chorus.contracts.wire import EntryInput as EntryInput
 from chorus.contracts.wire import TextRef as TextRef
 from chorus.contracts.wire import WireModel as WireModel
 
@@ -59,16 +60,6 @@ PiiPolicy = Literal["off", "redact", "mask", "placeholder"]
 # What happens to PII in the stored record (PostgreSQL): no placeholders, since the mapping
 # never leaves the worker and a stored token could never be restored.
 RecordPiiPolicy = Literal["off", "redact", "mask"]
-
-
-class EntryInput(WireModel):
-    """A payload that arrives from outside Chorus's own code.
-
-    A workflow's input, an update's or a signal's argument: anyone with Temporal access can
-    send one (the plain ``temporal`` CLI skips the SDK's checks), so when it cannot be decoded
-    the data converter raises a non-retryable ``InvalidInput`` naming the field
-    (:mod:`chorus.runtime.converter`) instead of failing the workflow task over and over.
-    """
 
 
 class ProviderModel(WireModel):

@@ -45,3 +45,13 @@ class TextRef(WireModel):
     sha256: str
     preview: str = ""
     chars: int | None = Field(None, ge=0)
+
+
+class EntryInput(WireModel):
+    """A payload that arrives from outside Chorus's own code.
+
+    A workflow's input, an update's or a signal's argument: anyone with Temporal access can
+    send one (the plain ``temporal`` CLI skips the SDK's checks), so when it cannot be decoded
+    the data converter raises a non-retryable ``InvalidInput`` naming the field
+    (:mod:`chorus.runtime.converter`) instead of failing the workflow task over and over.
+    """

@@ -119,7 +119,7 @@ async def test_long_loop_continues_as_new_carrying_its_state(client, make_settin
     assert [c.name for c in last_writer.context] == ["writer (iteration 4)", "critic (iteration 4)"]
     first = client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
     assert (await first.describe()).status.name == "CONTINUED_AS_NEW"
-    await replay(client, handle.workflow_id, record_as="loop_continued_as_new")
+    await replay(client, handle.id, record_as="loop_continued_as_new")
 
 
 async def test_router_runs_the_route_it_picks(client, make_settings, fake_llm):

@@ -44,6 +44,16 @@ def test_histories_are_checked_in():
         "tools_anthropic",
         "tools_errors_to_model",
         "tools_mcp_stdio",
+        # control flow and gates (issue 15): ChorusControl children, decide updates
+        "loop_in_sequential",
+        "loop_predicate",
+        "loop_continued_as_new",
+        "router_routed",
+        "handoff_answered",
+        "group_chat_phrase",
+        "gate_approved",
+        "gate_edited",
+        "gate_in_loop",
     } <= names
 
 
