@@ -250,6 +250,13 @@ class ControlWorkflow(RunWorkflowBase):
             ),
         )
 
+    def _choose(self, choice: RouteChoice) -> None:
+        """Record a decision; the deciding step's progress entry (and the UI) shows it."""
+        self.carry.choices.append(choice)
+        why = f": {choice.reason[:100]}" if choice.reason else ""
+        self.state.progress[-1].note = f"chose {choice.choice}{why}"
+        self._publish_details()
+
     def _cost(self) -> float:
         return totals_of(self.carry.results, self.state.started_at, workflow.now()).cost_usd
 
@@ -325,7 +332,7 @@ class ControlWorkflow(RunWorkflowBase):
                 label=f"{step.agent} (router)",
             )
             route, reason = _choice(answer.output, "route", [*step.routes, "done"], step.agent)
-            c.choices.append(RouteChoice(by=step.agent, choice=route, reason=reason))
+            self._choose(RouteChoice(by=step.agent, choice=route, reason=reason))
             if route == "done":
                 output = c.transcript[-1].output if c.transcript else reason
                 return self._result(step, "succeeded", output, "done")
@@ -384,7 +391,7 @@ class ControlWorkflow(RunWorkflowBase):
             else:
                 reply, target = answer.output, "none"
             c.transcript = [*c.transcript, PriorOutput(name=current, output=reply)]
-            c.choices.append(RouteChoice(by=current, choice=target, reason=""))
+            self._choose(RouteChoice(by=current, choice=target, reason=""))
             if target == "none":
                 return self._result(step, "succeeded", reply, "answered")
             hops = sum(ch.choice != "none" for ch in c.choices)
@@ -433,7 +440,7 @@ class ControlWorkflow(RunWorkflowBase):
             speaker, reason = _choice(
                 pick.output, "route", [*step.participants, "done"], step.manager
             )
-            c.choices.append(RouteChoice(by=step.manager, choice=speaker, reason=reason))
+            self._choose(RouteChoice(by=step.manager, choice=speaker, reason=reason))
             if speaker == "done":
                 ended_by = "done"
                 break

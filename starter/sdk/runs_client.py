@@ -14,6 +14,7 @@ from temporalio.service import RPCError
 
 from chorus.contracts import validation
 from chorus.contracts.models import (
+    CONTROL_KINDS,
     MAX_PLAN_DEPTH,
     AgentStep,
     ParallelInput,
@@ -471,6 +472,8 @@ class RunsClient(FocusedClient):
             progress = await handle.query(PROGRESS_QUERY, result_type=RunProgress)
         except Exception:  # best effort: no worker to answer, or history gone
             progress = None
+        if progress is not None:
+            await self._live_control_notes(progress)
         summary = await desc.static_summary()
         error, error_type = None, None
         if desc.status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED):
@@ -488,6 +491,28 @@ class RunsClient(FocusedClient):
             error=error,
             error_type=error_type,
         )
+
+    async def _live_control_notes(self, progress: RunProgress) -> None:
+        """Fill the note of each running loop/router/handoff/chat step from its child workflow.
+
+        The parent learns a control step's rounds only when it ends; while it runs, its
+        ``ChorusControl`` child answers ``progress`` (best effort: a child without a worker
+        leaves the note as it was).
+        """
+        for step in progress.steps:
+            if step.status != "running" or step.kind not in CONTROL_KINDS:
+                continue
+            if step.child_workflow_id is None:
+                continue
+            try:
+                child = await self.client.get_workflow_handle(step.child_workflow_id).query(
+                    PROGRESS_QUERY, result_type=RunProgress
+                )
+            except Exception:  # best effort, as the run's own query
+                continue
+            latest = next((s.note for s in reversed(child.steps) if s.note), None)
+            noun = {"loop": "iteration", "group_chat": "turn"}.get(step.kind, "round")
+            step.note = f"{noun} {child.rounds}" + (f"; {latest}" if latest else "")
 
     async def result(self, workflow_id: str) -> RunResult:
         """Wait for a run to end and return its result.

@@ -8,6 +8,7 @@ under ``tests/histories``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -255,3 +256,18 @@ async def test_loop_body_may_hold_a_group(client, make_settings, fake_llm):
     group = result.steps[0].steps[1].steps[0]
     assert group.kind == "sequential" and group.child_workflow_id == f"{handle.workflow_id}-s1-s3"
     assert result.totals.llm_calls == 6
+
+
+async def test_status_shows_a_running_loops_iteration(client, make_settings, fake_llm):
+    fake_llm.script("critic", '{"verdict": "revise"}')
+    held = fake_llm.gate("critic")
+    settings = make_settings(catalog("writer", "critic"))
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
+        handle = await chorus.start_sequential("Write", [review_loop(max_iterations=2)])
+        await asyncio.wait_for(fake_llm.started["critic"].wait(), 20)
+        status = await chorus.status(handle.workflow_id)
+        held.set()
+        await handle.result()
+    step = status.progress.steps[0]
+    assert step.kind == "loop" and step.status == "running"
+    assert step.note == "iteration 1" and step.child_workflow_id == f"{handle.workflow_id}-s1"
