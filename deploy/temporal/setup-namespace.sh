@@ -26,7 +26,7 @@ fi
 # name:type pairs; keep in step with chorus/contracts/names.py (tests/system/test_deploy.py checks it).
 existing="$(temporal operator search-attribute list --address "$ADDRESS" -n "$NAMESPACE")"
 for pair in ChorusPattern:Keyword ChorusAgents:KeywordList ChorusStatus:Keyword \
-            ChorusCostUsd:Double ChorusDraftStatus:Keyword; do
+            ChorusCostUsd:Double ChorusDraftStatus:Keyword ChorusAwaiting:KeywordList; do
   name="${pair%%:*}"
   type="${pair#*:}"
   if printf '%s\n' "$existing" | grep -qw "$name"; then

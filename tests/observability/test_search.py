@@ -167,6 +167,7 @@ def test_dev_server_registers_every_attribute(tmp_path):
         "ChorusStatus=Keyword",
         "ChorusCostUsd=Double",
         "ChorusDraftStatus=Keyword",
+        "ChorusAwaiting=KeywordList",
     }
     assert len(registered) == len(SEARCH_ATTRIBUTES)
 
