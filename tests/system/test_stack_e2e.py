@@ -25,7 +25,7 @@ from chorus.config.settings import bundled_model_path
 from chorus.runtime.converter import chorus_data_converter
 from chorus.runtime.plugin import ChorusPlugin
 from starter.dev import free_port, temporal_binary
-from tests.conftest import SAMPLES
+from tests.conftest import ROOT, SAMPLES
 
 pytestmark = [
     pytest.mark.llm,
@@ -220,6 +220,51 @@ def test_parallel_run_on_the_local_model(parallel_run: dict[str, Any]):
     assert schema is not None
     Draft202012Validator(schema).validate(verdict)  # the real local model, schema-valid
     assert result["output"].strip() and result["failed_branches"] == []
+
+
+def test_review_loop_runs_on_the_local_model(stack, tmp_path: Path):
+    """Issue 15: ``examples/plans/review-loop.yaml`` (writer then reviewer until the
+    reviewer's JSON verdict is ready) through the CLI on the real local model, bounded to 2
+    iterations by a copy of the plan."""
+    plan = yaml.safe_load((ROOT / "examples" / "plans" / "review-loop.yaml").read_text())
+    plan["steps"][0]["max_iterations"] = 2
+    path = tmp_path / "review-loop.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    run = stack.chorus_json(
+        "run",
+        "sequential",
+        "--plan",
+        str(path),
+        "--task",
+        "Write a short note for the team about the two incidents",
+        "--input",
+        str(SAMPLES / "debian-history-excerpt.txt"),
+    )
+    assert run["status"] == "succeeded", run
+    result = run["result"]
+    (loop,) = result["steps"]
+    assert (loop["kind"], loop["status"]) == ("loop", "succeeded")
+    control = loop["control"]
+    assert control["ended_by"] in ("predicate", "max_iterations")
+    iterations = loop["steps"]
+    assert 1 <= control["rounds"] == len(iterations) <= 2
+    verdicts = []
+    for number, iteration in enumerate(iterations, 1):
+        assert (iteration["name"], iteration["kind"]) == (f"iteration {number}", "iteration")
+        assert [s["agent"] for s in iteration["steps"]] == ["writer", "reviewer"]
+        assert all(s["provider"] == "local" for s in iteration["steps"])
+        review = json.loads(iteration["steps"][1]["output"])  # schema-bound JSON
+        assert review["verdict"] in ("ready", "revise") and isinstance(review["notes"], str)
+        verdicts.append(review["verdict"])
+    # The predicate is tested after each iteration: only the last may say ready.
+    assert all(v == "revise" for v in verdicts[:-1])
+    if control["ended_by"] == "predicate":
+        assert verdicts[-1] == "ready"
+    else:
+        assert control["rounds"] == 2 and verdicts == ["revise", "revise"]
+    draft = iterations[-1]["steps"][0]["output"]
+    assert draft.strip() and result["output"] == loop["output"] == draft  # output_from: writer
+    assert result["totals"]["llm_calls"] == 2 * len(iterations)
 
 
 def test_temporal_cli_shows_runs_with_summaries(stack, sequential_run, parallel_run):
