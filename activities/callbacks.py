@@ -78,7 +78,11 @@ class CallbackActivities:
                 type=errors.CALLBACK_NOT_CONFIGURED,
                 non_retryable=True,
             )
-        delivery = delivery_id(input.payload.workflow_id, input.payload.run_id)
+        payload = input.payload
+        announcement = None
+        if payload.gate is not None:  # each announcement of a gate is its own delivery
+            announcement = f"{payload.gate.key}:{int(payload.finished_at.timestamp() * 1000)}"
+        delivery = delivery_id(payload.workflow_id, payload.run_id, announcement)
         await self._post(
             "callback",
             input.url,

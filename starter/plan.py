@@ -14,7 +14,7 @@ A step is an agent name (a string) or a mapping with a ``kind``:
 
 - ``{kind: sequential, steps: [...]}``: steps in order, as a child workflow;
 - ``{kind: parallel, branches: [...], aggregator: NAME, min_successes: N}``: fan out, fan in;
-- ``{kind: loop, body: [...], until: "critic.verdict=ready", max_iterations: 3,
+- ``{kind: loop, body: [...], until: "reviewer.verdict=ready", max_iterations: 3,
   max_cost_usd: 0.5, output_from: writer}``: repeat the body until the predicate holds
   (``until`` also as a mapping: ``{agent, field, equals | one_of}`` or ``{phrase}``);
 - ``{kind: router, agent: NAME, routes: {billing: agent-or-step, ...}, max_routes: 1}``: an

@@ -359,9 +359,10 @@ class ControlOutcome(WireModel):
     """What a control step did: rounds, choices, and what ended it.
 
     Attributes:
-        ended_by: ``predicate``, ``max_iterations``, ``max_cost``, ``done`` (router or
-            manager said so), ``answered`` (hand-off), ``phrase``, ``max_turns``, or for a
-            gate its outcome.
+        ended_by: ``predicate``, ``max_iterations``, ``max_cost`` (loop, chat), ``done``
+            (router or manager said so), ``routed`` (a router with ``max_routes: 1`` ran its
+            route), ``answered`` (hand-off), ``phrase``, ``max_turns``, or for a gate its
+            outcome (``approved``, ``edited``, ``rejected``, ``timed_out``).
         rounds: Iterations (loop), routes taken (router), hops (handoff) or turns (chat).
         choices: Each decision, in order.
         gate: The gate's record (gate steps).

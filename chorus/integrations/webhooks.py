@@ -89,9 +89,15 @@ class SignatureError(ChorusInputError):
     """A callback request failed verification; the message says which check failed."""
 
 
-def delivery_id(workflow_id: str, run_id: str) -> str:
-    """Return the id of a run's callback delivery, stable across attempts: ``<wf id>:<run id>``."""
-    return f"{workflow_id}:{run_id}"
+def delivery_id(workflow_id: str, run_id: str, gate: str | None = None) -> str:
+    """Return the id of a callback delivery, stable across its attempts.
+
+    ``<wf id>:<run id>`` for a run's outcome; ``<wf id>:<run id>:gate:<announcement>`` for a
+    pending gate's announcement or reminder (``gate``: the gate's key and the announcement's
+    time), so a receiver that drops repeated ids never drops the outcome after a gate.
+    """
+    base = f"{workflow_id}:{run_id}"
+    return base if gate is None else f"{base}:gate:{gate}"
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:

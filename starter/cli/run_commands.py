@@ -81,7 +81,7 @@ def run(
         typer.Option(
             "--loop-until",
             help="Sequential: repeat the --agents steps until this holds, e.g. "
-            "'critic.verdict=ready', 'critic.verdict=ready|approved' or 'phrase:APPROVED'.",
+            "'reviewer.verdict=ready', 'reviewer.verdict=ready|approved' or 'phrase:APPROVED'.",
         ),
     ] = None,
     max_iterations: Annotated[

@@ -15,7 +15,7 @@ expected is an agent step. Errors name the field and the limit (:class:`ChorusIn
     await chorus.runs.start_sequential("Write the launch note", steps)
 
 :func:`parse_until` reads the short text form the CLI's ``--loop-until`` and plan files
-take (``critic.verdict=ready``, ``critic.verdict=ready|approved``, ``phrase:APPROVED``).
+take (``reviewer.verdict=ready``, ``reviewer.verdict=ready|approved``, ``phrase:APPROVED``).
 :func:`check_plan` holds the rules across steps that no single model can check (gate names
 unique in a plan; a loop's ``until`` and ``output_from`` naming one of its steps).
 """

@@ -502,7 +502,7 @@ class RunsClient(FocusedClient):
         for step in progress.steps:
             if step.status != "running" or step.kind not in CONTROL_KINDS:
                 continue
-            if step.child_workflow_id is None:
+            if step.child_workflow_id is None or step.note:
                 continue
             try:
                 child = await self.client.get_workflow_handle(step.child_workflow_id).query(

@@ -327,13 +327,6 @@ async def test_callback_announces_and_reminds_a_pending_gate(
     print(f"gate announced, reminded {gap:.2f} s later, result delivered after the decision")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: gate announcements and the run's result share one webhook-id "
-    "(activities/callbacks.py derives it from workflow and run id only), so a receiver that "
-    "deduplicates on it, as documented, drops the reminder and the final result",
-)
 async def test_deduplicating_receiver_gets_the_result_after_a_gate(
     client: Client, make_settings: Any, fake_llm: FakeLLM
 ) -> None:
