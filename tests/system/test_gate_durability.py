@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 
