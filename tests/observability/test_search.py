@@ -246,7 +246,7 @@ async def test_unregistered_attributes_fail_clearly(make_settings):
         # `chorus dev up` repairs such a server (e.g. a dev database from an older Chorus)
         from starter.dev import ensure_search_attributes
 
-        assert len(await ensure_search_attributes(settings)) == 5
+        assert len(await ensure_search_attributes(settings)) == len(SEARCH_ATTRIBUTES)
         assert await ensure_search_attributes(settings) == []
         assert await chorus.start_draft("Somewhere", "alice", content="text")
     finally:
