@@ -304,6 +304,24 @@ def pass_on(context: list[PriorOutput], result: StepResult) -> list[PriorOutput]
     return [*context[:-1], PriorOutput(name=last.name, output=result.output)]
 
 
+def _failed_child(
+    err: ChildWorkflowError, label: str, kind: Any, child_id: str, started: datetime
+) -> StepResult:
+    """The failed step result of a child workflow (its cancellation is raised, not returned)."""
+    if isinstance(err.cause, CancelledError):
+        raise err
+    cause = err.cause
+    return StepResult(
+        name=label,
+        kind=kind,
+        status="failed",
+        error=failure_message(err),
+        error_type=cause.type if isinstance(cause, ApplicationError) else None,
+        child_workflow_id=child_id,
+        latency_ms=(workflow.now() - started).total_seconds() * 1000.0,
+    )
+
+
 def totals_of(steps: list[StepResult], started: datetime, finished: datetime) -> RunTotals:
     """Sum tokens, cost, calls and attempts over ``steps`` and their child workflows' steps."""
     totals = RunTotals(wall_ms=(finished - started).total_seconds() * 1000.0)
@@ -1187,18 +1205,7 @@ class RunWorkflowBase(GateKeeping):
                 f"{label}",
             )
         except ChildWorkflowError as err:
-            if isinstance(err.cause, CancelledError):
-                raise
-            cause = err.cause
-            return StepResult(
-                name=label,
-                kind=step.kind,
-                status="failed",
-                error=failure_message(err),
-                error_type=cause.type if isinstance(cause, ApplicationError) else None,
-                child_workflow_id=child_id,
-                latency_ms=(workflow.now() - started).total_seconds() * 1000.0,
-            )
+            return _failed_child(err, label, step.kind, child_id, started)
         result.child_workflow_id = child_id
         if result.control is not None:
             self.state.progress[
@@ -1236,16 +1243,7 @@ class RunWorkflowBase(GateKeeping):
                 f"{label}",
             )
         except ChildWorkflowError as err:
-            if isinstance(err.cause, CancelledError):
-                raise
-            return StepResult(
-                name=label,
-                kind=step.kind,
-                status="failed",
-                error=failure_message(err),
-                child_workflow_id=child_id,
-                latency_ms=(workflow.now() - started).total_seconds() * 1000.0,
-            )
+            return _failed_child(err, label, step.kind, child_id, started)
         return StepResult(
             name=label,
             kind=step.kind,

@@ -13,6 +13,7 @@ checked when a plan is validated, so a run never starts with an unbounded loop.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -182,8 +183,6 @@ class GroupChatStep(WireModel):
     @field_validator("participants")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
-        import re
-
         for name in value:
             if not re.match(AGENT_NAME_PATTERN, name):
                 raise ValueError(f"participants: {name!r} is not an agent name")
@@ -226,8 +225,6 @@ class GateStep(WireModel):
     @field_validator("approvers")
     @classmethod
     def _approvers(cls, value: list[str]) -> list[str]:
-        import re
-
         for item in value:
             if not re.match(APPROVER_PATTERN, item):
                 raise ValueError(f"approvers: {item!r} is neither a user name nor 'role:<role>'")
