@@ -221,6 +221,7 @@ class CallRecorder:
             agent=req.agent,
             provider=response.provider,
             model=response.model,
+            api_key=req.api_key,
         )
 
     def _for_record(self, req: LLMRequest, prompt: Prompt, completion: str) -> _StoredTexts:

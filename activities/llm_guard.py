@@ -201,6 +201,7 @@ class ProviderCallGuard:
                 provider=req.provider,
                 model=req.model,
                 amount_usd=amount,
+                api_key=req.api_key,
             )
         except budget.BudgetExceededError as exc:
             metrics.BUDGET_REFUSALS.labels(budget=exc.budget.split(":")[0]).inc()

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     (newest first) while rotating; needed by workers only. A run with a callback URL on a
     worker without it gets no callback: the delivery fails non-retryably
     (``CallbackNotConfigured``), the run's result is unaffected. Never printed."""
+    api_key_secret: SecretStr | None = None
+    """Server secret(s) that API keys are hashed with (HMAC-SHA256, at least 32 characters
+    each, ``chorus/governance/api_keys.py``); several comma-separated (newest first) while
+    rotating it. Needed by ``chorus keys`` and the HTTP API; unset: the one ``chorus dev up``
+    wrote to ``<data dir>/run/api-key-secret``, else API keys cannot be created or checked.
+    Never printed."""
     allow_unpriced_models: bool = False
     """Call paid models that have no price (genai-prices, ``CHORUS_PRICES_FILE``) anyway, at
     $0 with ``cost_known`` false; by default such a call is refused (``UnpricedModel``),

@@ -53,6 +53,9 @@ ProviderName = Literal["openai", "anthropic", "local"]
 PROVIDERS: tuple[ProviderName, ...] = ("openai", "anthropic", "local")
 
 AGENT_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+API_KEY_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+"""Names of API keys (``chorus keys create --name``): no ``:``, since budget periods are
+``key:<name>:<day>``."""
 
 
 PiiKind = Literal["email", "phone", "ssn", "card", "ip"]
@@ -458,10 +461,16 @@ class RunSubject(RunDocument):
     Attributes:
         task: What the agents should do, in plain words.
         context: Outputs of steps that ran before (set by a parent workflow).
+        api_key: Name of the API key whose request started the run (set by the HTTP API;
+            ``None`` for runs started otherwise). Recorded on the run's row; every priced LLM
+            call of the run, its child workflows' included, reserves against the key's daily
+            budget (budget scope ``key:<name>``, :mod:`chorus.governance.budget`). Payloads
+            written before the field existed decode with ``None``.
     """
 
     task: str = Field(min_length=1)
     context: list[PriorOutput] = Field(default_factory=list)
+    api_key: str | None = Field(None, pattern=API_KEY_NAME_PATTERN)
 
     def subject(self) -> RunSubject:
         """This model's run subject alone (for a workflow input or an ``LLMRequest``)."""
@@ -624,6 +633,7 @@ class StartRunInput(WireModel):
         parent_workflow_id: Parent run, for child workflows.
         root_workflow_id: Top-level run (itself for a top-level run).
         started_at: Workflow start time (``workflow.now()``).
+        api_key: Name of the API key that started the run (its subject's ``api_key``).
     """
 
     pattern: Literal["sequential", "parallel"]
@@ -636,6 +646,7 @@ class StartRunInput(WireModel):
     parent_workflow_id: str | None = None
     root_workflow_id: str
     started_at: datetime
+    api_key: str | None = None
 
     @classmethod
     def for_run(
@@ -661,6 +672,7 @@ class StartRunInput(WireModel):
             parent_workflow_id=parent_workflow_id,
             root_workflow_id=root_workflow_id,
             started_at=started_at,
+            api_key=subject.api_key,
         )
 
 

@@ -12,9 +12,13 @@ calls on any number of workers can never together pass a limit:
   when the call fails it is **released**; a retry of the same activity re-reserves.
 
 Budgets (USD; any may be unset): ``daily`` (all spend per UTC day, with an alert threshold),
-``run`` (each top-level run), ``agent:<name>`` (one agent per UTC day). Limits live in the
-``budgets`` table (``chorus budget set``); ``CHORUS_DAILY_BUDGET_USD``,
-``CHORUS_BUDGET_ALERT_USD`` and ``CHORUS_RUN_BUDGET_USD`` are the defaults when no row exists.
+``run`` (each top-level run), ``agent:<name>`` (one agent per UTC day) and ``key:<name>`` (the
+runs one API key started, per UTC day). Limits live in the ``budgets`` table (``chorus budget
+set``); ``CHORUS_DAILY_BUDGET_USD``, ``CHORUS_BUDGET_ALERT_USD`` and ``CHORUS_RUN_BUDGET_USD``
+are the defaults when no row exists. A ``key:<name>`` limit is the ``budget_daily_usd`` of the
+API key of that name (``chorus keys create --budget-daily``, :mod:`chorus.governance.api_keys`),
+read by the same reserve statement; the period follows the name, so a rotated key keeps the
+day's spend.
 
 Unpriced models (local servers, or models missing from the price table) cost 0 and are never
 refused; their calls are not reserved.
@@ -33,7 +37,7 @@ from pydantic import BaseModel
 from chorus.config.settings import Settings
 from chorus.contracts.errors import ChorusRefusedError
 from chorus.governance.pricing import cost_usd
-from chorus.storage import budget_ledger
+from chorus.storage import api_key_rows, budget_ledger
 from chorus.storage.budget_ledger import Conn
 
 WORST_CASE_OVERHEAD_TOKENS = 32
@@ -50,7 +54,7 @@ class BudgetExceededError(ChorusRefusedError):
     """A call would pass a budget.
 
     Attributes:
-        budget: The budget's scope (``daily``, ``run``, ``agent:<name>``).
+        budget: The budget's scope (``daily``, ``run``, ``agent:<name>``, ``key:<name>``).
         period: The period it applies to (``day:2026-11-21``, ``run:<workflow id>``...).
         limit_usd: The limit.
         committed_usd: Spent plus reserved in that period before this request.
@@ -71,10 +75,13 @@ class BudgetExceededError(ChorusRefusedError):
         self.limit_usd = limit_usd
         self.committed_usd = committed_usd
         self.request_usd = request_usd
+        whose = (
+            f" (the daily budget of API key {budget[4:]!r})" if budget.startswith("key:") else ""
+        )
         super().__init__(
-            f"budget {budget!r} ({period}) would be exceeded: limit ${limit_usd:.6f}, already "
-            f"spent or reserved ${committed_usd:.6f}, this request (${request_usd:.6f} worst "
-            f"case) is {what}"
+            f"budget {budget!r}{whose} ({period}) would be exceeded: limit ${limit_usd:.6f}, "
+            f"already spent or reserved ${committed_usd:.6f}, this request (${request_usd:.6f} "
+            f"worst case) is {what}"
         )
 
 
@@ -125,13 +132,25 @@ def worst_case_usd(
     return cost_usd(provider, model, prompt_bytes + WORST_CASE_OVERHEAD_TOKENS, max_tokens)
 
 
-def periods_for(agent: str, root_workflow_id: str, day: date) -> dict[str, str]:
-    """Budget scope -> the period row a call counts against."""
-    return {
+def periods_for(
+    agent: str, root_workflow_id: str, day: date, api_key: str | None = None
+) -> dict[str, str]:
+    """Budget scope -> the period row a call counts against.
+
+    Args:
+        agent: The calling agent.
+        root_workflow_id: The top-level run.
+        day: The UTC day.
+        api_key: Name of the API key that started the run, if any (scope ``key:<name>``).
+    """
+    periods = {
         "daily": f"day:{day.isoformat()}",
         "run": f"run:{root_workflow_id}",
         f"agent:{agent}": f"agent:{agent}:{day.isoformat()}",
     }
+    if api_key:
+        periods[f"key:{api_key}"] = f"key:{api_key}:{day.isoformat()}"
+    return periods
 
 
 def _default_limits(settings: Settings) -> dict[str, Decimal]:
@@ -168,9 +187,13 @@ async def reserve(
     provider: str,
     model: str,
     amount_usd: float,
+    api_key: str | None = None,
     now: datetime | None = None,
 ) -> Reservation:
     """Hold ``amount_usd`` against every budget the call counts toward, or refuse.
+
+    ``api_key`` is the name of the API key that started the run (``RunSubject.api_key``): the
+    call then also counts against that key's daily budget (``key:<name>``).
 
     Idempotent per ``(workflow_id, activity_id)``: a reservation still held (a retry after a
     crash) is reused; a settled one means the call was already paid for. When no budget limits
@@ -185,7 +208,7 @@ async def reserve(
     if amount_usd <= 0:
         return Reservation(0.0, held=False)
     day = (now or datetime.now(UTC)).date()
-    periods = periods_for(agent, root_workflow_id, day)
+    periods = periods_for(agent, root_workflow_id, day, api_key)
     amount = Decimal(str(round(amount_usd, 8)))
     await _sweep_stale(pool)
     defaults = _default_limits(settings)
@@ -232,6 +255,7 @@ async def settle(
     agent: str = "",
     provider: str = "",
     model: str = "",
+    api_key: str | None = None,
     now: datetime | None = None,
 ) -> list[str]:
     """Replace a held reservation by the call's real cost, or count the cost without one.
@@ -250,6 +274,7 @@ async def settle(
         agent: Agent name (agent budget period).
         provider: Provider name, recorded with the spend.
         model: Model name, recorded with the spend.
+        api_key: Name of the API key that started the run (its ``key:<name>`` period).
         now: Clock for the UTC day (tests).
 
     Returns:
@@ -259,7 +284,7 @@ async def settle(
     cost = Decimal(str(round(cost_usd, 8)))
     alert = settings.budget_alert_usd if settings.daily_budget_usd is not None else None
     day = (now or datetime.now(UTC)).date()
-    periods = periods_for(agent, root_workflow_id or workflow_id, day)
+    periods = periods_for(agent, root_workflow_id or workflow_id, day, api_key)
     crossed = await budget_ledger.settle_call(
         pool,
         workflow_id=workflow_id,
@@ -324,8 +349,14 @@ async def set_limit(
 
     Raises:
         ValueError: Unknown scope, negative amount, or an alert on a non-daily budget or above
-            the limit (the message names the field).
+            the limit (the message names the field). An API key's budget (``key:<name>``) is
+            set on the key, not here.
     """
+    if scope.startswith("key:"):
+        raise ValueError(
+            f"scope: {scope!r} is an API key's daily budget; set it with "
+            "`chorus keys create --budget-daily` (rotation keeps it)"
+        )
     if scope not in ("daily", "run") and not (scope.startswith("agent:") and len(scope) > 6):
         raise ValueError(f"scope: {scope!r} is not 'daily', 'run' or 'agent:<name>'")
     if limit_usd is None:
@@ -350,9 +381,15 @@ async def set_limit(
 async def standing(
     pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None
 ) -> list[BudgetLine]:
-    """Every configured budget (plus today's total) with spent, reserved and remaining USD."""
+    """Every configured budget (plus today's total) with spent, reserved and remaining USD.
+
+    API keys with a daily budget are listed as ``key:<name>``.
+    """
     day = (now or datetime.now(UTC)).date().isoformat()
     configured = await limits(pool, settings)
+    for key_row in await api_key_rows.key_budgets(pool):
+        key_scope = f"key:{key_row['name']}"
+        configured[key_scope] = Limit(key_scope, float(key_row["budget_daily_usd"]))
     scopes = sorted({"daily", *configured} - {"run"})
     lines = []
     for scope in scopes:

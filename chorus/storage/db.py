@@ -395,7 +395,8 @@ async def record_run_started(
     Args:
         pool: The connection pool.
         run: The run as ``chorus.start_run`` received it (pattern, task, agent names,
-            document name/reference/size, lineage, start time), stored as given.
+            document name/reference/size, lineage, start time, the name of the API key that
+            started it), stored as given.
         workflow_id: The run's workflow id (the row's key).
         run_id: Its Temporal run id.
         agent_versions: Configuration version pinned for each agent.
@@ -407,8 +408,8 @@ async def record_run_started(
     stored = await pool.fetchval(
         "WITH ins AS (INSERT INTO runs (workflow_id, run_id, parent_workflow_id, root_workflow_id,"
         " pattern, task, agents, agent_versions, document_name, document_blob_id,"
-        " document_bytes, status, started_at)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12)"
+        " document_bytes, status, started_at, api_key)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13)"
         " ON CONFLICT (workflow_id) DO NOTHING RETURNING run_id)"
         " SELECT run_id FROM ins UNION ALL"
         " SELECT run_id FROM runs WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
@@ -424,6 +425,7 @@ async def record_run_started(
         uuid.UUID(run.document_ref.blob_id) if run.document_ref else None,
         run.document_bytes,
         run.started_at,
+        run.api_key,
     )
     return str(stored)
 

@@ -15,6 +15,7 @@ One module per group of commands, each over the SDK (:mod:`starter.sdk`) only:
   ``draft``, ``codec``, ``callbacks``.
 - :mod:`~starter.cli.tool_commands`: ``tools list`` and ``tools call``.
 - :mod:`~starter.cli.approval_commands`: ``approvals list``, ``approve``, ``reject``, ``edit``.
+- :mod:`~starter.cli.key_commands`: ``keys create``, ``list``, ``revoke``, ``rotate``.
 - :mod:`~starter.cli.support`: the consoles, ``--json``, exit codes, the SDK client.
 
 This module builds the root app: the commands are registered here, in the order ``chorus
@@ -37,6 +38,7 @@ from starter.cli import (
     dev_commands,
     draft_commands,
     fleet_commands,
+    key_commands,
     run_commands,
     tool_commands,
 )
@@ -64,6 +66,7 @@ app.add_typer(codec_commands.codec_app, name="codec")
 app.add_typer(callback_commands.callbacks_app, name="callbacks")
 app.add_typer(tool_commands.tools_app, name="tools")
 app.add_typer(approval_commands.approvals_app, name="approvals")
+app.add_typer(key_commands.keys_app, name="keys")
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ exposes one focused client per concern:
 - ``chorus.spend`` (:class:`SpendClient`): the cost ledger and budgets, in USD.
 - ``chorus.fleet`` (:class:`FleetClient`): pollers, runs in flight, failures, provider latency.
 - ``chorus.approvals`` (:class:`ApprovalsClient`): gates waiting for a decision; decide them.
+- ``chorus.keys`` (:class:`KeysClient`): API keys of the HTTP API (create, list, revoke, rotate).
 
 Plan builders (:mod:`starter.sdk.plans`) make the control-flow steps: :func:`loop`,
 :func:`until`, :func:`router`, :func:`handoff`, :func:`group_chat` and :func:`gate`.
@@ -39,6 +40,7 @@ import asyncpg
 from temporalio.client import Client
 
 from chorus.config.settings import Settings, get_settings
+from chorus.governance.api_keys import ApiKey, ApiKeyNotFound, ApiKeySecretMissing
 from chorus.governance.budget import BudgetLine
 from chorus.runtime.converter import connect
 from chorus.storage import db
@@ -48,6 +50,7 @@ from starter.sdk.approvals_client import ApprovalsClient
 from starter.sdk.catalog_client import AgentCatalogClient
 from starter.sdk.drafts_client import DraftsClient
 from starter.sdk.fleet_client import FleetClient, RunInFlight
+from starter.sdk.keys_client import KeysClient
 from starter.sdk.plans import gate, group_chat, handoff, loop, parse_until, router, until
 from starter.sdk.runs_client import RunHandle, RunsClient, RunStatus, RunSummary, is_running
 from starter.sdk.sdk_errors import (
@@ -66,6 +69,9 @@ __all__ = [
     "AgentCatalogClient",
     "AgentConfigError",
     "AgentVersion",
+    "ApiKey",
+    "ApiKeyNotFound",
+    "ApiKeySecretMissing",
     "ApprovalsClient",
     "BudgetLine",
     "ChorusClient",
@@ -76,6 +82,7 @@ __all__ = [
     "DraftRefusedError",
     "DraftsClient",
     "FleetClient",
+    "KeysClient",
     "Pattern",
     "ProviderHealth",
     "RecentFailure",
@@ -117,6 +124,7 @@ class ChorusClient:
         spend: Cost ledger and budgets (:class:`SpendClient`).
         fleet: Pollers, runs in flight, failures, provider latency (:class:`FleetClient`).
         approvals: Gates waiting for a decision, and decisions (:class:`ApprovalsClient`).
+        keys: API keys of the HTTP API (:class:`KeysClient`).
     """
 
     def __init__(
@@ -133,6 +141,7 @@ class ChorusClient:
         self.spend = SpendClient(*parts)
         self.fleet = FleetClient(*parts)
         self.approvals = ApprovalsClient(*parts)
+        self.keys = KeysClient(*parts)
         # The methods of earlier releases, bound to the focused client that does the work (one
         # signature and one docstring each, in that client).
         self.ui_url = self.runs.ui_url

@@ -252,11 +252,13 @@ class RunsClient(FocusedClient):
         workflow_id: str | None,
         steps: Sequence[Step],
         extra_agents: Sequence[str],
+        api_key: str | None = None,
     ) -> RunSubject:
         """The run subject the workflow gets: text cleaned and checked, a large document stored.
 
         Raises:
-            ChorusInputError: Names the field and the rule or limit (see :meth:`validate`).
+            ChorusInputError: Names the field and the rule or limit (see :meth:`validate`);
+                ``api_key`` not a key name (``API_KEY_NAME_PATTERN``).
         """
         task, document, document_name = self._clean_run_text(
             task, document, document_name, workflow_id
@@ -266,6 +268,7 @@ class RunsClient(FocusedClient):
             RunSubject,
             task=task,
             document_name=document_name,
+            api_key=api_key,
             **await self._document_fields(document),
         )
 
@@ -286,6 +289,7 @@ class RunsClient(FocusedClient):
         document_name: str | None = None,
         workflow_id: str | None = None,
         callback_url: str | None = None,
+        api_key: str | None = None,
     ) -> RunHandle:
         """Start a sequential pipeline.
 
@@ -301,6 +305,10 @@ class RunsClient(FocusedClient):
             callback_url: ``http(s)`` URL (<= 2048 characters) POSTed the signed result when
                 the run ends, whatever the outcome (see :mod:`chorus.integrations.webhooks`); the
                 worker needs ``CHORUS_CALLBACK_SECRET``.
+            api_key: Name of the API key the run is started for (the HTTP API passes the
+                authenticated key's name): recorded on the run's row, and every priced LLM call
+                of the run reserves against that key's daily budget (``key:<name>``). The SDK
+                trusts the caller: it checks the name's form, not the key.
 
         Raises:
             ChorusInputError: Invalid input (see :meth:`validate`) or callback URL, or the
@@ -310,7 +318,9 @@ class RunsClient(FocusedClient):
         """
         steps = _to_steps(agents)
         callback = self._callback_fields(callback_url)
-        subject = await self._subject(task, document, document_name, workflow_id, steps, [])
+        subject = await self._subject(
+            task, document, document_name, workflow_id, steps, [], api_key
+        )
         run_input = validated(SequentialInput, **dict(subject), steps=steps, **callback)
         plan = " → ".join(step_label(s) for s in steps)
         return await self._start("sequential", run_input, plan, workflow_id)
@@ -326,6 +336,7 @@ class RunsClient(FocusedClient):
         document_name: str | None = None,
         workflow_id: str | None = None,
         callback_url: str | None = None,
+        api_key: str | None = None,
     ) -> RunHandle:
         """Start a parallel fan-out/fan-in run.
 
@@ -338,6 +349,8 @@ class RunsClient(FocusedClient):
             document_name: Shown to the agents and in the UI.
             workflow_id: Override the generated ``par-<slug>-<id>``.
             callback_url: ``http(s)`` URL POSTed the signed result when the run ends (see
+                :meth:`start_sequential`).
+            api_key: Name of the API key the run is started for (see
                 :meth:`start_sequential`).
 
         Raises:
@@ -354,7 +367,9 @@ class RunsClient(FocusedClient):
                 f"branches ({len(steps)})"
             )
         extra = [aggregator] if aggregator else []
-        subject = await self._subject(task, document, document_name, workflow_id, steps, extra)
+        subject = await self._subject(
+            task, document, document_name, workflow_id, steps, extra, api_key
+        )
         run_input = validated(
             ParallelInput,
             **dict(subject),
