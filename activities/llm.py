@@ -11,11 +11,14 @@ The activity body is a short sequence of named parts, each in its own module:
 - the provider call and its error translation, one adapter per SDK:
   :mod:`activities.provider_adapters` (which documents the error mapping);
 - the budget alert a call's cost crossed, returned in ``LLMResponse.budget_alerts`` for the
-  workflow to deliver with ``chorus.deliver_budget_alert`` (:mod:`activities.callbacks`).
+  workflow to deliver with ``chorus.deliver_budget_alert`` (:mod:`activities.callbacks`);
+- the live stream of the call for run readers: start, text as it arrives, end
+  (:mod:`chorus.streaming.publisher`; ``CHORUS_STREAM_TOKENS``). It never fails the call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -37,6 +40,7 @@ from activities.llm_output import (
 from activities.prompts import Prompt, build_prompt
 from activities.provider_adapters import (
     ProviderClients,
+    TextSink,
     map_provider_error,
     parse_retry_after,
     provider_adapter,
@@ -55,6 +59,7 @@ from chorus.governance.pricing import context_window, cost_usd
 from chorus.observability import metrics
 from chorus.storage import db
 from chorus.storage.db import DB_ERRORS
+from chorus.streaming import PublishedText, StepKey, StepStream, StreamPublisher, step_key
 
 __all__ = [
     "RECORD_DEADLINE_MARGIN_S",
@@ -82,6 +87,7 @@ class LLMActivities:
         self._redactor = Redactor()
         self._guard = ProviderCallGuard(pool, settings)
         self._recorder = CallRecorder(pool, settings, self._redactor)
+        self._publisher = StreamPublisher.from_settings(pool, settings)
 
     @activity.defn(name=CALL_LLM_ACTIVITY)
     async def call_llm(self, req: LLMRequest) -> LLMResponse:
@@ -104,13 +110,44 @@ class LLMActivities:
         if info.attempt > 1:
             labels = {"provider": req.provider, "model": req.model, "agent": req.agent}
             metrics.LLM_RETRIES.labels(**labels).inc()
+        stream = self._step_stream(req, info)
+        try:
+            response = await self._answer(req, info, stream)
+        except BaseException as exc:
+            await stream.failed(_failure_text(exc))
+            raise
+        await stream.completed(response.output)
+        return response
+
+    def _step_stream(self, req: LLMRequest, info: activity.Info) -> StepStream:
+        """This attempt's live stream, marked started (``attempt_restarted`` from attempt 2)."""
+        workflow_id, temporal_run_id = workflow_ids(info)
+        key = StepKey(
+            run_id=req.root_workflow_id or workflow_id,
+            workflow_id=workflow_id,
+            step=step_key(workflow_id, temporal_run_id, info.activity_id),
+            agent=req.agent,
+            activity_id=info.activity_id,
+            attempt=info.attempt,
+        )
+        text = PublishedText(record_pii=req.record_pii, redactor=self._redactor)
+        stream = self._publisher.step(key, text)
+        stream.started(f"{req.provider}:{req.model}")
+        return stream
+
+    async def _answer(
+        self, req: LLMRequest, info: activity.Info, stream: StepStream
+    ) -> LLMResponse:
+        """The body of :meth:`call_llm`: the completion, reused or asked for, recorded."""
         prompt, placeholders, output_failures = await self._prompt(req, info)
+        stream.text.add_placeholders(placeholders)
         workflow_id, _ = workflow_ids(info)
         # Reuse a completion an earlier attempt paid for instead of paying the provider twice.
         response = await self._recorder.reusable(info, workflow_id)
         if response is None:
+            on_text = stream.token if self._publisher.tokens else None
             async with self._guard.hold(req, prompt, workflow_id, info.activity_id):
-                response = await self._ask(req, prompt, info.attempt, output_failures)
+                response = await self._ask(req, prompt, info.attempt, output_failures, on_text)
             if placeholders:  # put the originals back; the mapping never left the worker
                 response = response.model_copy(
                     update={
@@ -253,22 +290,31 @@ class LLMActivities:
         return redacted, user.placeholders
 
     async def _ask(
-        self, req: LLMRequest, prompt: Prompt, attempt: int, output_failures: int
+        self,
+        req: LLMRequest,
+        prompt: Prompt,
+        attempt: int,
+        output_failures: int,
+        on_text: TextSink | None = None,
     ) -> LLMResponse:
         """Call the provider; an answer that fails the output schema leaves its error behind.
+
+        ``on_text``, when given, gets the completion's text as the provider streams it.
 
         Raises:
             ApplicationError: As :meth:`_complete`; ``InvalidOutput`` becomes non-retryable
                 after the agent's ``output_retries`` (see :func:`invalid_output_error`).
         """
         try:
-            return await self._complete(req, prompt, attempt)
+            return await self._complete(req, prompt, attempt, on_text)
         except ApplicationError as exc:
             if exc.type != errors.INVALID_OUTPUT:
                 raise
             raise invalid_output_error(exc, output_failures, req.output_retries) from None
 
-    async def _complete(self, req: LLMRequest, prompt: Prompt, attempt: int) -> LLMResponse:
+    async def _complete(
+        self, req: LLMRequest, prompt: Prompt, attempt: int, on_text: TextSink | None = None
+    ) -> LLMResponse:
         """Call the provider once and record the call in :mod:`chorus.observability.metrics`.
 
         The outcome label is ``ok`` or the ``ApplicationError`` type the failure was mapped to
@@ -278,7 +324,7 @@ class LLMActivities:
         outcome = "ok"
         response: LLMResponse | None = None
         try:
-            response = await self._call_provider(req, prompt, attempt)
+            response = await self._call_provider(req, prompt, attempt, on_text)
             return response
         except ApplicationError as exc:
             outcome = exc.type or "ApplicationError"
@@ -298,11 +344,16 @@ class LLMActivities:
                 cost_usd=response.cost_usd if response else 0.0,
             )
 
-    async def _call_provider(self, req: LLMRequest, prompt: Prompt, attempt: int) -> LLMResponse:
-        """One provider call through its adapter, checked against the schema and priced."""
+    async def _call_provider(
+        self, req: LLMRequest, prompt: Prompt, attempt: int, on_text: TextSink | None = None
+    ) -> LLMResponse:
+        """One provider call through its adapter, checked against the schema and priced.
+
+        With ``on_text`` the call streams (the activity heartbeats throughout, as without).
+        """
         started = time.perf_counter()
         adapter = provider_adapter(req.provider, self._clients, self._settings)
-        answer = await with_heartbeats(adapter.complete(req, prompt))
+        answer = await with_heartbeats(adapter.complete(req, prompt, on_text))
         latency_ms = (time.perf_counter() - started) * 1000.0
         output = answer.text
         if req.output_schema is not None and not answer.tool_calls:
@@ -370,6 +421,19 @@ class LLMActivities:
             alert.limit_usd,
         )
         return alert
+
+
+def _failure_text(exc: BaseException) -> str:
+    """How a failed attempt is described to run readers (``step_failed``).
+
+    The typed errors' messages are the ones the workflow's history holds (provider text
+    scrubbed of secrets); anything else is named by its type only.
+    """
+    if isinstance(exc, ApplicationError):
+        return f"{exc.type or 'ApplicationError'}: {exc.message}"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return type(exc).__name__
 
 
 def _restored(call: ToolCall, placeholders: dict[str, str]) -> ToolCall:

@@ -26,15 +26,18 @@ import asyncio
 import contextlib
 import email.utils
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import anthropic
+import httpx2
 import openai
 from anthropic import AsyncAnthropic
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletionChunk
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -73,6 +76,10 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = field(default=())
 
 
+TextSink = Callable[[str], None]
+"""Takes each piece of completion text as the provider streams it; must not block."""
+
+
 class ProviderAdapter(Protocol):
     """One provider's SDK behind one call; its failures come out translated.
 
@@ -80,8 +87,16 @@ class ProviderAdapter(Protocol):
     exceptions into the :mod:`chorus.contracts.errors` types, scrubbed of secrets.
     """
 
-    async def complete(self, req: LLMRequest, prompt: Prompt) -> Completion:
+    async def complete(
+        self, req: LLMRequest, prompt: Prompt, on_text: TextSink | None = None
+    ) -> Completion:
         """Ask the provider for one completion of ``prompt``.
+
+        Args:
+            req: The request.
+            prompt: The prompt as it will be sent.
+            on_text: When given, the call streams and each text delta is passed to it as it
+                arrives; the returned completion is the same as without it.
 
         Raises:
             ApplicationError: Typed per :mod:`chorus.contracts.errors`.
@@ -191,17 +206,29 @@ class OpenAICompatibleAdapter:
         self._client = client
         self._settings = settings
 
-    async def complete(self, req: LLMRequest, prompt: Prompt) -> Completion:
-        """Ask for one chat completion.
+    async def complete(
+        self, req: LLMRequest, prompt: Prompt, on_text: TextSink | None = None
+    ) -> Completion:
+        """Ask for one chat completion; stream it to ``on_text`` when given.
+
+        Streaming asks for the usage in the last chunk (``stream_options.include_usage``), so
+        tokens and cost are the same as without it. A local tool turn is never streamed: its
+        text is the JSON the grammar forces, not the answer.
 
         Raises:
-            ApplicationError: The SDK's failure, translated by :meth:`translate_error`.
+            ApplicationError: The SDK's failure, translated by :meth:`translate_error`; a
+                connection lost mid-stream or a stream past ``req.timeout_s`` is
+                ``ProviderUnavailable``.
         """
         try:
-            return await self._create(req, prompt)
+            return await self._create(req, prompt, on_text)
         except openai.OpenAIError as exc:
             # The SDK error quotes the provider's text unscrubbed: never chain it.
             raise await self.translate_error(exc, req) from None
+        except Exception as exc:
+            if (error := stream_failure(exc, req)) is None:
+                raise
+            raise error from None
 
     async def translate_error(self, exc: openai.OpenAIError, req: LLMRequest) -> ApplicationError:
         """Translate an ``openai`` SDK exception into a typed, scrubbed ``ApplicationError``.
@@ -217,8 +244,10 @@ class OpenAICompatibleAdapter:
                 )
         return map_provider_error(exc, req.provider, req.model, self._settings.max_retry_after_s)
 
-    async def _create(self, req: LLMRequest, prompt: Prompt) -> Completion:
-        client = self._client.with_options(timeout=req.timeout_s)
+    def _request(
+        self, req: LLMRequest, prompt: Prompt
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], bool]:
+        """``(messages, kwargs, extra_body, local_tools)`` of the chat completion request."""
         kwargs: dict[str, Any] = {}
         extra_body: dict[str, Any] = {}
         if self._provider == "local":
@@ -261,36 +290,160 @@ class OpenAICompatibleAdapter:
             ]
             if req.tool_choice == "required":
                 kwargs["tool_choice"] = "required"
-        response = await client.chat.completions.create(
-            model=req.model,
-            messages=messages,  # type: ignore[arg-type]
-            temperature=req.temperature,
-            extra_body=extra_body or None,
-            **kwargs,
-        )
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content or "") if choice else ""
+        return messages, kwargs, extra_body, local_tools
+
+    async def _create(
+        self, req: LLMRequest, prompt: Prompt, on_text: TextSink | None
+    ) -> Completion:
+        client = self._client.with_options(timeout=req.timeout_s)
+        messages, kwargs, extra_body, local_tools = self._request(req, prompt)
+        if on_text is not None and not local_tools:
+            answer = await self._streamed(client, req, messages, kwargs, extra_body, on_text)
+        else:
+            response = await client.chat.completions.create(
+                model=req.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=req.temperature,
+                extra_body=extra_body or None,
+                **kwargs,
+            )
+            choice = response.choices[0] if response.choices else None
+            answer = _ChatAnswer(
+                text=(choice.message.content or "") if choice else "",
+                model=response.model or req.model,
+                usage=response.usage,
+                finish_reason=choice.finish_reason if choice else None,
+                calls=[
+                    (c.id, c.function.name, c.function.arguments)
+                    for c in (choice.message.tool_calls or [] if choice else [])
+                    if c.type == "function"
+                ],
+            )
+        text = answer.text
         calls: tuple[ToolCall, ...] = ()
         if local_tools:
             text, calls = parse_local_tool_answer(text, req, turn=len(prompt.turns) + 1)
-        elif choice is not None and choice.message.tool_calls:
-            calls = tuple(
-                tool_call(c.id, c.function.name, c.function.arguments, req.tools)
-                for c in choice.message.tool_calls
-                if c.type == "function"
-            )
-        usage = response.usage
+        elif answer.calls:
+            calls = tuple(tool_call(i, name, args, req.tools) for i, name, args in answer.calls)
+        usage = answer.usage
         details = getattr(usage, "prompt_tokens_details", None) if usage else None
         return Completion(
             text=text.strip(),
-            model=response.model or req.model,
+            model=answer.model,
             input_tokens=usage.prompt_tokens if usage else 0,
             output_tokens=usage.completion_tokens if usage else 0,  # reasoning tokens included
             cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0),
             cache_write_tokens=0,
-            finish_reason=choice.finish_reason if choice else None,
+            finish_reason=answer.finish_reason,
             tool_calls=calls,
         )
+
+    async def _streamed(
+        self,
+        client: AsyncOpenAI,
+        req: LLMRequest,
+        messages: list[dict[str, Any]],
+        kwargs: dict[str, Any],
+        extra_body: dict[str, Any],
+        on_text: TextSink,
+    ) -> _ChatAnswer:
+        """The chat completion streamed: deltas to ``on_text``, chunks assembled as one answer.
+
+        Tool calls arrive in pieces keyed by their index (id and name first, then the
+        arguments' JSON text in fragments); the usage comes in a last chunk without choices.
+        """
+        parts: list[str] = []
+        calls: dict[int, list[str]] = {}
+        answer = _ChatAnswer(text="", model=req.model, usage=None, finish_reason=None, calls=[])
+        # httpx's timeout bounds each read; the whole stream gets the agent's timeout too.
+        async with asyncio.timeout(req.timeout_s):
+            stream: AsyncStream[ChatCompletionChunk]
+            stream = await client.chat.completions.create(  # type: ignore[call-overload]
+                model=req.model,
+                messages=messages,
+                temperature=req.temperature,
+                extra_body=extra_body or None,
+                stream=True,
+                stream_options={"include_usage": True},
+                **kwargs,
+            )
+            async with stream:
+                async for chunk in stream:
+                    answer.model = chunk.model or answer.model
+                    if chunk.usage is not None:
+                        answer.usage = chunk.usage
+                    for choice in chunk.choices:
+                        if choice.index != 0:
+                            continue
+                        if choice.finish_reason:
+                            answer.finish_reason = choice.finish_reason
+                        delta = choice.delta
+                        if delta is None:
+                            continue
+                        if delta.content:
+                            parts.append(delta.content)
+                            on_text(delta.content)
+                        for piece in delta.tool_calls or []:
+                            slot = calls.setdefault(piece.index, ["", "", ""])
+                            slot[0] = piece.id or slot[0]
+                            if piece.function is not None:
+                                slot[1] += piece.function.name or ""
+                                slot[2] += piece.function.arguments or ""
+        answer.text = "".join(parts)
+        answer.calls = [(c[0], c[1], c[2]) for _, c in sorted(calls.items())]
+        if answer.usage is None and self._provider == "local":
+            answer.usage = await self._counted_usage(client, req, messages, answer.text)
+        return answer
+
+    async def _counted_usage(
+        self, client: AsyncOpenAI, req: LLMRequest, messages: list[dict[str, Any]], text: str
+    ) -> CompletionUsage | None:
+        """Count a streamed local completion's tokens with the server's own tokenizer.
+
+        llama-cpp-python's server (the embedded one) sends no usage when streaming, whatever
+        ``stream_options`` says; other OpenAI-compatible servers (llama.cpp's llama-server,
+        vLLM, Ollama) do. Its ``/extras/tokenize/count`` counts the prompt as the server
+        renders it (``--chat_format chatml``: :func:`chatml_prompt`) and, by difference, the
+        completion. ``None`` (tokens recorded as 0, with a warning) when the server has no
+        such endpoint.
+        """
+        root = str(client.base_url).rstrip("/").removesuffix("/v1")
+        prompt = chatml_prompt(messages)
+        try:
+            counts = []
+            for value in (prompt, prompt + text):
+                response = await client.post(
+                    f"{root}/extras/tokenize/count",
+                    cast_to=httpx2.Response,
+                    body={"input": value, "model": req.model},
+                )
+                counts.append(int(response.json()["count"]))
+        except (openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
+            if activity.in_activity():
+                activity.logger.warning(
+                    "local:%s streamed without usage and cannot count tokens (%s): recorded 0",
+                    req.model,
+                    type(exc).__name__,
+                )
+            return None
+        completion = max(counts[1] - counts[0], 0)
+        return CompletionUsage(
+            prompt_tokens=counts[0],
+            completion_tokens=completion,
+            total_tokens=counts[0] + completion,
+        )
+
+
+@dataclass
+class _ChatAnswer:
+    """A chat completion's parts, from a plain or a streamed response."""
+
+    text: str
+    model: str
+    usage: Any
+    finish_reason: str | None
+    calls: list[tuple[str, str, str]]
+    """``(id, wire name, arguments JSON)`` of each tool call."""
 
 
 class AnthropicAdapter:
@@ -305,23 +458,36 @@ class AnthropicAdapter:
         self._client = client
         self._settings = settings
 
-    async def complete(self, req: LLMRequest, prompt: Prompt) -> Completion:
-        """Ask for one message.
+    async def complete(
+        self, req: LLMRequest, prompt: Prompt, on_text: TextSink | None = None
+    ) -> Completion:
+        """Ask for one message; stream it to ``on_text`` when given (``messages.stream``).
+
+        The streamed message is assembled by the SDK (``get_final_message``): text, tool
+        calls and usage are the same as without streaming.
 
         Raises:
-            ApplicationError: The SDK's failure, translated by :meth:`translate_error`.
+            ApplicationError: The SDK's failure, translated by :meth:`translate_error`; a
+                connection lost mid-stream or a stream past ``req.timeout_s`` is
+                ``ProviderUnavailable``.
         """
         try:
-            return await self._create(req, prompt)
+            return await self._create(req, prompt, on_text)
         except anthropic.AnthropicError as exc:
             # The SDK error quotes the provider's text unscrubbed: never chain it.
             raise self.translate_error(exc, req) from None
+        except Exception as exc:
+            if (error := stream_failure(exc, req)) is None:
+                raise
+            raise error from None
 
     def translate_error(self, exc: anthropic.AnthropicError, req: LLMRequest) -> ApplicationError:
         """Translate an ``anthropic`` SDK exception into a typed, scrubbed ``ApplicationError``."""
         return map_provider_error(exc, req.provider, req.model, self._settings.max_retry_after_s)
 
-    async def _create(self, req: LLMRequest, prompt: Prompt) -> Completion:
+    async def _create(
+        self, req: LLMRequest, prompt: Prompt, on_text: TextSink | None
+    ) -> Completion:
         client = self._client.with_options(timeout=req.timeout_s)
         kwargs: dict[str, Any] = {}
         if req.output_schema is not None:
@@ -344,13 +510,30 @@ class AnthropicAdapter:
             ]
             if req.tool_choice == "required":
                 kwargs["tool_choice"] = {"type": "any"}
-        response = await client.messages.create(
-            model=req.model,
-            max_tokens=req.max_tokens,
-            system=prompt.system,
-            messages=messages,  # type: ignore[arg-type]
-            **kwargs,
-        )
+        if on_text is None:
+            response = await client.messages.create(
+                model=req.model,
+                max_tokens=req.max_tokens,
+                system=prompt.system,
+                messages=messages,  # type: ignore[arg-type]
+                **kwargs,
+            )
+        else:
+            # httpx's timeout bounds each read; the whole stream gets the agent's timeout too.
+            async with (
+                asyncio.timeout(req.timeout_s),
+                client.messages.stream(
+                    model=req.model,
+                    max_tokens=req.max_tokens,
+                    system=prompt.system,
+                    messages=messages,  # type: ignore[arg-type]
+                    **kwargs,
+                ) as stream,
+            ):
+                async for event in stream:
+                    if event.type == "text":
+                        on_text(event.text)
+                response = await stream.get_final_message()
         text = "".join(block.text for block in response.content if block.type == "text")
         calls = tuple(
             tool_call(block.id, block.name, block.input, req.tools)
@@ -465,6 +648,27 @@ to call tools (they run and their results come back to you), or {{"answer": "<yo
 when you can answer the task."""
 
 
+def chatml_prompt(messages: list[dict[str, Any]]) -> str:
+    """The prompt text llama-cpp-python's ``chatml`` chat format makes of ``messages``.
+
+    Mirrors ``format_chatml`` of llama-cpp-python 0.3.x (``llama_chat_format.py``): the first
+    system message, then each user/assistant message as ``<|im_start|>`` and its role, a line
+    break, the content and ``<|im_end|>`` (an empty one as the bare role line), then the
+    assistant's opening.
+    """
+    system = next((m.get("content") or "" for m in messages if m["role"] == "system"), "")
+    text = f"<|im_start|>system\n{system}<|im_end|>\n"
+    for message in messages:
+        if message["role"] not in ("user", "assistant"):
+            continue
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            text += f"<|im_start|>{message['role']}\n{content}<|im_end|>\n"
+        else:
+            text += f"<|im_start|>{message['role']}\n"
+    return text + "<|im_start|>assistant\n"
+
+
 def local_tool_messages(
     req: LLMRequest, prompt: Prompt, tool_rounds: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -566,6 +770,36 @@ def parse_local_tool_answer(
     return text, ()
 
 
+_TRANSPORT_PACKAGES = frozenset({"httpx", "httpx2", "httpcore", "httpcore2", "h11"})
+"""Packages whose exceptions escape the SDKs while a stream is read (the SDKs wrap only the
+request, not the iteration over the response body)."""
+
+
+def stream_failure(exc: Exception, req: LLMRequest) -> ApplicationError | None:
+    """Translate a failure while a stream is read; ``None`` if ``exc`` is not one.
+
+    A stream longer than ``req.timeout_s`` (``TimeoutError`` of the call's own deadline) and a
+    transport error (connection reset or closed mid-body: the HTTP client's own exception, as
+    the SDKs let it through) are ``ProviderUnavailable``: retryable, like the same failures
+    before the first byte. The message names the error's type; it quotes no provider text.
+    """
+    where = f"{req.provider}:{req.model}"
+    if isinstance(exc, TimeoutError):
+        return ApplicationError(
+            f"{where}: request timed out (streaming for more than {req.timeout_s:g} s)",
+            _attempt(),
+            type=errors.PROVIDER_UNAVAILABLE,
+        )
+    if any(c.__module__.split(".")[0] in _TRANSPORT_PACKAGES for c in type(exc).__mro__):
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return ApplicationError(
+            f"{where}: connection lost mid-stream ({detail})",
+            _attempt(),
+            type=errors.PROVIDER_UNAVAILABLE,
+        )
+    return None
+
+
 def map_provider_error(exc: Exception, provider: str, model: str, cap_s: float) -> ApplicationError:
     """Translate an OpenAI/Anthropic SDK exception into a typed ``ApplicationError``.
 
@@ -637,6 +871,10 @@ def _status_error(
     status = exc.status_code
     delay = parse_retry_after(exc.response.headers, cap_s)
     detail = _error_detail(exc)
+    if status == 200:
+        # An error event inside a stream whose response began 200 (Anthropic's
+        # ``event: error``, e.g. overloaded_error): the error's type says what happened.
+        status = _STREAM_ERROR_STATUS.get(_error_type(exc), 500)
     if status == 429:
         return ApplicationError(
             f"{where}: rate limited (HTTP 429){detail}",
@@ -671,6 +909,27 @@ def _status_error(
         type=errors.INVALID_REQUEST,
         non_retryable=True,
     )
+
+
+_STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+"""HTTP status of each error type of an error event in a stream (Anthropic's documented error
+types, docs.anthropic.com "Errors"); an unknown type counts as a server error (retried)."""
+
+
+def _error_type(exc: openai.APIStatusError | anthropic.APIStatusError) -> str:
+    body = exc.body
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    kind = inner.get("type") if isinstance(inner, dict) else None
+    return str(kind or "")
 
 
 def _error_detail(exc: openai.APIStatusError | anthropic.APIStatusError) -> str:

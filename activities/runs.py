@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -20,6 +22,7 @@ from chorus.contracts.names import FINISH_RUN_ACTIVITY, RESOLVE_AGENTS_ACTIVITY,
 from chorus.governance.pii import Redactor
 from chorus.observability import metrics
 from chorus.storage import db
+from chorus.streaming import RetentionSweeper, publish_run_finished
 
 
 def workflow_ids(info: activity.Info) -> tuple[str, str]:
@@ -42,6 +45,9 @@ class RunActivities:
         self._pool = pool
         self._settings = settings
         self._redactor = Redactor()
+        self._stream_sweeper = RetentionSweeper(
+            pool, timedelta(hours=settings.stream_retention_hours)
+        )
 
     def _for_record(self, text: str | None) -> str | None:
         """``text`` as ``CHORUS_RECORD_PII`` lets it be stored in the ``runs`` row."""
@@ -145,6 +151,11 @@ class RunActivities:
         duration by pattern, provider fallbacks; :mod:`chorus.observability.metrics`) are recorded
         by the
         attempt that closes the row, so a retry does not count the run twice.
+
+        A top-level run also ends its live stream (``run_finished``, after the row is closed:
+        a reader that stops there finds the run recorded), and expired stream events are swept
+        (:class:`chorus.streaming.RetentionSweeper`). A retry after the event was written writes
+        it again; readers stop at the first.
         """
         workflow_id = workflow_ids(activity.info())[0]
         totals = input.totals.model_dump()
@@ -173,3 +184,6 @@ class RunActivities:
                 else (input.finished_at - run["started_at"]).total_seconds()
             )
             metrics.observe_run_finished(run, input.status, wall_s, run["fallbacks"])
+        if input.archive:  # top-level: its readers follow it under its workflow id
+            await publish_run_finished(self._pool, workflow_id, input.status)
+            await self._stream_sweeper.maybe_sweep()

@@ -165,6 +165,16 @@ class Settings(BaseSettings):
     local_tool_rounds: int = Field(1, ge=0, le=32)
     """Model turns of a step in which the ``local`` model may call tools; the turn after
     them must answer (small local models otherwise call tools until ``max_tool_calls``)."""
+    stream_tokens: bool = True
+    """Whether LLM calls stream their completion (OpenAI and the local server with
+    ``stream=True``, Anthropic's ``messages.stream``) and publish the text to run readers as it
+    is written (``chorus run --follow``, ``RunHandle.stream()``, the HTTP API's
+    ``/v1/runs/{id}/events``); ``false`` makes plain calls and publishes only each step's start
+    and end. The result is the same either way."""
+    stream_retention_hours: float = Field(24.0, ge=0)
+    """How long a finished run's live events (the ``stream_events`` table) are kept, in hours;
+    swept by ``chorus.finish_run`` at most every 10 minutes per worker. Events of runs that never
+    finished (terminated) go after 7 times as long."""
     mcp_servers: str | None = None
     """MCP servers agents' ``mcp:<server>/<tool>`` tools come from: JSON, or the path of a
     JSON/YAML file, mapping a server name to ``{"transport": "stdio", "command": ...,

@@ -24,6 +24,8 @@ Metric families (label values are bounded: providers, configured models, agents,
   ``chorus_budget_limit_usd{scope}``, ``chorus_budget_alert_usd{scope}``,
   ``chorus_budget_remaining_usd{scope}``: today's standing (``chorus budget show``).
 - ``chorus_drafts_active``: drafts not archived (their draft workflows are open).
+- ``chorus_stream_events_total{kind}``, ``chorus_stream_flush_failures_total``: live token
+  streaming (:mod:`chorus.streaming.publisher`).
 - Counters kept from before: ``chorus_budget_refusals_total{budget}``,
   ``chorus_budget_alerts_total``, ``chorus_budget_settled_usd_total``,
   ``chorus_pii_redactions_total{kind,policy}``.
@@ -148,6 +150,17 @@ BUDGET_GAUGES = {
 DRAFTS_ACTIVE = Gauge(
     "chorus_drafts_active",
     "Drafts not archived, i.e. open draft workflows (refreshed from PostgreSQL on scrape).",
+)
+STREAM_EVENTS = Counter(
+    "chorus_stream_events_total",
+    "Live stream events written to PostgreSQL for run readers, by kind (step_started, token,"
+    " step_completed...; a token event holds ~50 ms of text).",
+    ["kind"],
+)
+STREAM_FLUSH_FAILURES = Counter(
+    "chorus_stream_flush_failures_total",
+    "Batches of live stream events dropped because PostgreSQL did not take them in time (the"
+    " LLM call goes on; readers get the whole text with step_completed).",
 )
 GAUGE_REFRESH_ERRORS = Counter(
     "chorus_metrics_refresh_errors_total",
