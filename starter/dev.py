@@ -53,6 +53,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import asyncpg
+import httpx2
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -69,6 +70,11 @@ from chorus.storage import db, health_checks
 from starter.sdk import ChorusClient
 
 SERVICES = ("postgres", "temporal", "llm", "worker")
+"""What ``chorus dev up`` starts by default, in order."""
+OPTIONAL_SERVICES = ("api",)
+"""Started only when asked for (``chorus dev up --api`` or ``--services ...,api``): the HTTP
+API of ``chorus serve``."""
+ALL_SERVICES = SERVICES + OPTIONAL_SERVICES
 LOCAL_MODEL_ALIAS = local_model.MODEL_ALIAS
 
 
@@ -199,6 +205,19 @@ def worker_argv(settings: Settings) -> list[str]:
     return [sys.executable, "-m", "worker"]
 
 
+def api_argv(settings: Settings) -> list[str]:
+    """Command line of the HTTP API (``chorus serve``) on ``CHORUS_API_HOST:CHORUS_API_PORT``.
+
+    Without ``CHORUS_API_KEY_SECRET`` the API and ``chorus keys`` share a generated secret in
+    the data dir (:func:`chorus.governance.api_keys.ensure_dev_secret`), created here.
+    """
+    from chorus.governance import api_keys
+
+    if settings.api_key_secret is None:
+        api_keys.ensure_dev_secret(api_keys.dev_secret_file(settings))
+    return [sys.executable, "-m", "starter.cli", "serve"]
+
+
 def _run_dir(settings: Settings) -> Path:
     path = settings.data_dir / "run"
     path.mkdir(parents=True, exist_ok=True)
@@ -300,6 +319,22 @@ async def _temporal_healthy(settings: Settings) -> tuple[bool, str]:
     except Exception as exc:  # any failure means unhealthy; the reason is reported
         return False, str(exc).splitlines()[0][:200]
     return True, f"UI {settings.temporal_ui_url}"
+
+
+async def _api_healthy(settings: Settings) -> tuple[bool, str]:
+    """``GET /readyz`` of the HTTP API answers 200 (Temporal and PostgreSQL reachable)."""
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
+    url = f"http://{host}:{settings.api_port}"
+    if not local_model.port_open(host, settings.api_port):
+        return False, f"nothing listening on {url}"
+    try:
+        async with httpx2.AsyncClient(timeout=5) as http:
+            answer = await http.get(f"{url}/readyz")
+    except httpx2.HTTPError as exc:
+        return False, f"{url}: {exc}"
+    if answer.status_code != 200:
+        return False, f"{url}/readyz: HTTP {answer.status_code} {answer.text[:200]}"
+    return True, f"{url} (docs {url}/docs)"
 
 
 async def _llm_healthy(settings: Settings) -> tuple[bool, str]:
@@ -436,13 +471,15 @@ _HEALTH: dict[str, Callable[[Settings], object]] = {
     "temporal": _temporal_healthy,
     "llm": _llm_healthy,
     "worker": _worker_healthy,
+    "api": _api_healthy,
 }
 _ARGV: dict[str, Callable[[Settings], list[str]]] = {
     "temporal": temporal_argv,
     "llm": llm_argv,
     "worker": worker_argv,
+    "api": api_argv,
 }
-_START_TIMEOUT_S = {"postgres": 60.0, "temporal": 60.0, "llm": 180.0, "worker": 60.0}
+_START_TIMEOUT_S = {"postgres": 60.0, "temporal": 60.0, "llm": 180.0, "worker": 60.0, "api": 30.0}
 
 
 async def _health(settings: Settings, name: str) -> tuple[bool, str]:
@@ -453,7 +490,8 @@ async def _health(settings: Settings, name: str) -> tuple[bool, str]:
 async def status(settings: Settings) -> list[ServiceStatus]:
     """State of each embedded service (PID, health and a detail line)."""
     rows = []
-    for name in SERVICES:
+    shown = SERVICES + tuple(n for n in OPTIONAL_SERVICES if _read_record(settings, n))
+    for name in shown:
         pid = _postgres_pid(settings) if name == "postgres" else _tracked_pid(settings, name)
         healthy, detail = await _health(settings, name)
         rows.append(
@@ -586,7 +624,7 @@ def down(settings: Settings, on_event: Callable[[str], None] = lambda _msg: None
     Sends SIGTERM, waits up to 15 s, then SIGKILL. PIDs that no longer run the recorded
     command are left alone.
     """
-    for name in reversed(SERVICES):
+    for name in reversed(ALL_SERVICES):
         if name == "postgres":
             _stop_postgres(settings, on_event)
             continue
@@ -637,6 +675,6 @@ def iter_services(names: str | None) -> Iterator[str]:
     """
     for name in (names or ",".join(SERVICES)).split(","):
         name = name.strip()
-        if name not in SERVICES:
-            raise ValueError(f"unknown service {name!r}; choose from {', '.join(SERVICES)}")
+        if name not in ALL_SERVICES:
+            raise ValueError(f"unknown service {name!r}; choose from {', '.join(ALL_SERVICES)}")
         yield name

@@ -121,26 +121,43 @@ def load_plan(path: Path) -> Plan:
         raise ChorusInputError(
             f"--plan: {path} nests too deep to read; a plan has at most {MAX_PLAN_DEPTH} levels"
         ) from None
+    return plan_from_data(data, f"--plan: {path}")
+
+
+def plan_from_data(data: Any, where: str = "plan") -> Plan:
+    """Check a plan already parsed from YAML or JSON (the HTTP API's ``plan`` field).
+
+    Args:
+        data: A mapping with ``pattern``, ``steps`` and, for a parallel plan, ``aggregator``
+            and ``min_successes`` (see the module docstring for the step forms).
+        where: How errors name the plan, e.g. ``"--plan: review.yaml"`` or ``"plan"``.
+
+    Raises:
+        ChorusInputError: Not a mapping, an unknown key, no steps, or a step that fails
+            validation (the message names the step's position and the rule).
+    """
     if not isinstance(data, dict) or data.get("pattern") not in ("sequential", "parallel"):
-        raise ChorusInputError(f"--plan: {path} needs 'pattern: sequential' or 'pattern: parallel'")
+        raise ChorusInputError(f"{where} needs 'pattern: sequential' or 'pattern: parallel'")
     unknown = sorted(str(key) for key in data if key not in _PLAN_KEYS)
     if unknown:
         raise ChorusInputError(
-            f"--plan: {path}: unknown key(s) {', '.join(unknown)} "
-            f"(a plan has {', '.join(_PLAN_KEYS)})"
+            f"{where}: unknown key(s) {', '.join(unknown)} (a plan has {', '.join(_PLAN_KEYS)})"
         )
     items = data.get("steps")
     if not isinstance(items, list) or not items:
-        raise ChorusInputError(f"--plan: {path} needs a non-empty 'steps' list")
+        raise ChorusInputError(f"{where} needs a non-empty 'steps' list")
     try:
-        steps = [_step(item, f"{path}: steps[{i}]") for i, item in enumerate(items)]
+        steps = [
+            _step(item, f"{where.removeprefix('--plan: ')}: steps[{i}]")
+            for i, item in enumerate(items)
+        ]
     except RecursionError:
         # A plan nested hundreds deep, or a YAML alias that contains itself (&a [*a]).
         raise ChorusInputError(
-            f"--plan: {path} nests too deep or refers to itself through a YAML alias; a plan "
+            f"{where} nests too deep or refers to itself through a YAML alias; a plan "
             f"has at most {MAX_PLAN_DEPTH} levels"
         ) from None
-    check_plan(steps, where=f"--plan: {path}")
+    check_plan(steps, where=where)
     aggregator = data.get("aggregator", "aggregator")
     if aggregator is not None and str(aggregator).lower() in NO_AGGREGATOR:
         aggregator = None  # as `--aggregator none`: join the outputs under headings
@@ -148,8 +165,7 @@ def load_plan(path: Path) -> Plan:
         min_successes = int(data.get("min_successes", 1))
     except (TypeError, ValueError):
         raise ChorusInputError(
-            f"--plan: {path}: min_successes must be a whole number, not "
-            f"{data.get('min_successes')!r}"
+            f"{where}: min_successes must be a whole number, not {data.get('min_successes')!r}"
         ) from None
     return Plan(
         pattern=data["pattern"],

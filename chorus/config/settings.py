@@ -13,9 +13,9 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chorus.contracts.control import USER_PATTERN
@@ -54,7 +54,20 @@ class Settings(BaseSettings):
     temporal_address: str = Field(
         "localhost:7233", validation_alias=AliasChoices("TEMPORAL_ADDRESS")
     )
+    """Temporal frontend, ``host:port``; unset: the ``address`` of the Temporal profile
+    (``TEMPORAL_PROFILE``), else ``localhost:7233``."""
     temporal_namespace: str = Field("default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE"))
+    """Temporal namespace of runs and drafts; unset: the profile's ``namespace``, else
+    ``default``."""
+    temporal_profile: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_PROFILE"))
+    """Profile of Temporal's client config file (``temporalio.envconfig``, as the ``temporal``
+    CLI writes it) that supplies the address, namespace, API key and TLS settings the
+    environment does not; unset: ``default`` (a missing ``default`` profile is no error)."""
+    temporal_config_file: Path | None = Field(
+        None, validation_alias=AliasChoices("TEMPORAL_CONFIG_FILE")
+    )
+    """Temporal's client config file (TOML, ``[profile.<name>]`` tables); unset:
+    ``~/.config/temporalio/temporal.toml`` if it exists. A file named here must exist."""
     temporal_ui_url: str = "http://localhost:8233"
     """Base URL of the Temporal UI, used to print links to runs."""
     task_queue: str = DEFAULT_TASK_QUEUE
@@ -199,6 +212,23 @@ class Settings(BaseSettings):
     """Bearer token the codec server requires on ``/encode`` and ``/decode``; unset means anyone
     who can reach its port can decode. Never printed."""
 
+    api_host: str = "127.0.0.1"
+    """Interface ``chorus serve`` (the HTTP API) binds to; ``0.0.0.0`` in a container."""
+    api_port: int = Field(8000, ge=1, le=65535)
+    """Port of ``chorus serve``: the HTTP API, its OpenAPI document (``/openapi.json``), its docs
+    page (``/docs``) and the drafts page (``/drafts/{id}``)."""
+    api_max_body_bytes: int = Field(12_000_000, ge=1024)
+    """Largest request body the HTTP API reads, in bytes (refused with 413 from
+    ``Content-Length`` or while reading, before the whole body is buffered). The default fits
+    a ``CHORUS_MAX_DOCUMENT_BYTES`` document sent as JSON with escapes."""
+    api_cors_origins: str = ""
+    """Comma-separated browser origins allowed to call the HTTP API from another site; empty
+    (the default) turns CORS off: only same-origin pages (the drafts page) can call it."""
+    api_auth: bool = True
+    """Whether the HTTP API requires an API key (``Authorization: Bearer chorus_...`` or
+    ``X-API-Key``); ``false`` only for a loopback development server (``chorus serve`` refuses
+    it on any other interface)."""
+
     metrics_host: str = "127.0.0.1"
     """Interface the worker's HTTP endpoints (``/metrics``, ``/healthz``, ``/readyz``) and the
     Temporal SDK's metrics endpoint bind to; ``0.0.0.0`` lets Prometheus in another container
@@ -209,6 +239,30 @@ class Settings(BaseSettings):
     sdk_metrics_port: int = Field(9465, ge=0, le=65535)
     """Port of the Temporal SDK's own Prometheus endpoint (``temporal_*`` worker and client
     metrics, served by the SDK's Rust core); 0 disables it."""
+
+    @model_validator(mode="after")
+    def _temporal_profile_defaults(self) -> Self:
+        """Fill the address and namespace the environment left unset from the Temporal profile.
+
+        Precedence: ``TEMPORAL_ADDRESS``/``TEMPORAL_NAMESPACE`` (or values passed in code),
+        then the profile's ``address``/``namespace``, then the defaults. Doing it here keeps
+        every reader of these settings (UI links, search attributes, health checks) in step
+        with the connection :func:`chorus.runtime.converter.connect` opens.
+
+        Raises:
+            chorus.config.temporal_profile.TemporalConfigError: The config file or profile
+                cannot be used (not a ``ValueError``: pydantic would quote every setting).
+        """
+        unset = {"temporal_address", "temporal_namespace"} - self.model_fields_set
+        if unset:
+            from chorus.config.temporal_profile import load_profile  # reads a file: only here
+
+            profile, _ = load_profile(self.temporal_profile, self.temporal_config_file)
+            if "temporal_address" in unset and profile.address:
+                self.temporal_address = profile.address
+            if "temporal_namespace" in unset and profile.namespace:
+                self.temporal_namespace = profile.namespace
+        return self
 
     @field_validator("approver_roles", mode="after")
     @classmethod

@@ -16,6 +16,7 @@ One module per group of commands, each over the SDK (:mod:`starter.sdk`) only:
 - :mod:`~starter.cli.tool_commands`: ``tools list`` and ``tools call``.
 - :mod:`~starter.cli.approval_commands`: ``approvals list``, ``approve``, ``reject``, ``edit``.
 - :mod:`~starter.cli.key_commands`: ``keys create``, ``list``, ``revoke``, ``rotate``.
+- :mod:`~starter.cli.serve_commands`: ``serve`` (the HTTP API).
 - :mod:`~starter.cli.support`: the consoles, ``--json``, exit codes, the SDK client.
 
 This module builds the root app: the commands are registered here, in the order ``chorus
@@ -40,6 +41,7 @@ from starter.cli import (
     fleet_commands,
     key_commands,
     run_commands,
+    serve_commands,
     tool_commands,
 )
 
@@ -58,6 +60,7 @@ app.command()(run_commands.history)
 app.command()(fleet_commands.health)
 app.command()(dev_commands.worker)
 app.command()(fleet_commands.top)
+app.command()(serve_commands.serve)
 app.add_typer(agent_commands.agents_app, name="agents")
 app.add_typer(dev_commands.dev_app, name="dev")
 app.add_typer(draft_commands.draft_app, name="draft")

@@ -20,15 +20,21 @@ dev_app = typer.Typer(
 )
 
 ServicesOpt = Annotated[
-    str | None, typer.Option(help="Comma-separated subset of postgres,temporal,llm,worker.")
+    str | None,
+    typer.Option(help="Comma-separated subset of postgres,temporal,llm,worker (and api)."),
+]
+ApiOpt = Annotated[
+    bool, typer.Option("--api", help="Also start the HTTP API (chorus serve) on CHORUS_API_PORT.")
 ]
 
 
 @dev_app.command("up")
-def dev_up(services: ServicesOpt = None, as_json: JsonOpt = False) -> None:
+def dev_up(services: ServicesOpt = None, api: ApiOpt = False, as_json: JsonOpt = False) -> None:
     """Start the embedded stack on loopback and wait until every part is healthy."""
     settings = get_settings()
     names = tuple(_services(services, as_json))
+    if api and "api" not in names:
+        names += ("api",)
     started = time.monotonic()
     rows = run_async(
         dev.up(

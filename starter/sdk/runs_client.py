@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from chorus.contracts import validation
 from chorus.contracts.models import (
@@ -38,7 +45,8 @@ from chorus.contracts.names import (
 )
 from chorus.integrations.webhooks import validate_callback_url
 from chorus.storage import db
-from starter.sdk.client_base import FocusedClient, input_refusals, validated
+from chorus.streaming import StreamEvent, subscribe
+from starter.sdk.client_base import FocusedClient, PoolOpener, input_refusals, validated
 from starter.sdk.plans import check_plan
 from starter.sdk.sdk_errors import ChorusInputError, RunFailedError, raise_if_unregistered
 from starter.sdk.workflow_ids import Pattern, id_taken, make_workflow_id
@@ -78,8 +86,14 @@ class RunSummary:
 class RunHandle:
     """A started run: its ids, its UI link, and ways to wait for or watch it."""
 
-    def __init__(self, handle: WorkflowHandle[object, RunResult], ui_url: str) -> None:
+    def __init__(
+        self,
+        handle: WorkflowHandle[object, RunResult],
+        ui_url: str,
+        pool: PoolOpener | None = None,
+    ) -> None:
         self._handle = handle
+        self._pool = pool
         self.workflow_id = handle.id
         self.run_id = handle.result_run_id
         self.ui_url = ui_url
@@ -97,6 +111,49 @@ class RunHandle:
         """Query the live progress of every step."""
         progress: RunProgress = await self._handle.query(PROGRESS_QUERY, result_type=RunProgress)
         return progress
+
+    async def stream(
+        self, after_id: int = 0, *, heartbeat_s: float = 15.0
+    ) -> AsyncIterator[StreamEvent]:
+        """The run's live events: each LLM call's start, text as it is written, and end.
+
+        Stored events come first (all of them, or those after ``after_id``), then each new one
+        as the worker writes it; the iteration ends after ``run_finished``, or once the
+        workflow is found closed without one (terminated, timed out; checked after each
+        ``heartbeat_s`` of silence). Events are described in
+        :mod:`chorus.streaming.stream_event`; :class:`chorus.streaming.Assembler` turns them
+        into each step's text, dropping what a retried attempt replaced.
+
+        Args:
+            after_id: Resume after this event id (the last one seen); 0 for all.
+            heartbeat_s: Seconds of silence after which the workflow's status is checked.
+
+        Yields:
+            :class:`~chorus.streaming.StreamEvent` in id order.
+
+        Raises:
+            RuntimeError: The handle was made without the client's pool (not through
+                :class:`~starter.sdk.ChorusClient`).
+            DatabaseError: PostgreSQL not configured or unreachable.
+        """
+        if self._pool is None:
+            raise RuntimeError("this RunHandle has no PostgreSQL pool: get it from ChorusClient")
+        pool = await self._pool()
+
+        async def closed() -> bool:
+            try:
+                description = await self._handle.describe()
+            except RPCError:
+                return False
+            return not is_running(description.status)
+
+        events = subscribe(
+            pool, self.workflow_id, after_id=after_id, heartbeat_s=heartbeat_s, closed=closed
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event is not None:
+                    yield event
 
 
 def is_running(status: WorkflowExecutionStatus | None) -> bool:
@@ -290,6 +347,7 @@ class RunsClient(FocusedClient):
         workflow_id: str | None = None,
         callback_url: str | None = None,
         api_key: str | None = None,
+        idempotency_digest: str | None = None,
     ) -> RunHandle:
         """Start a sequential pipeline.
 
@@ -309,6 +367,11 @@ class RunsClient(FocusedClient):
                 authenticated key's name): recorded on the run's row, and every priced LLM call
                 of the run reserves against that key's daily budget (``key:<name>``). The SDK
                 trusts the caller: it checks the name's form, not the key.
+            idempotency_digest: Makes the start idempotent (the HTTP API's
+                ``Idempotency-Key``): a run already running under ``workflow_id`` is returned
+                instead of refused (conflict policy ``USE_EXISTING``), and this digest of the
+                request is kept in the memo (``chorus_request_sha256``) so a different request
+                under the same id can be told apart.
 
         Raises:
             ChorusInputError: Invalid input (see :meth:`validate`) or callback URL, or the
@@ -323,7 +386,7 @@ class RunsClient(FocusedClient):
         )
         run_input = validated(SequentialInput, **dict(subject), steps=steps, **callback)
         plan = " → ".join(step_label(s) for s in steps)
-        return await self._start("sequential", run_input, plan, workflow_id)
+        return await self._start("sequential", run_input, plan, workflow_id, idempotency_digest)
 
     async def start_parallel(
         self,
@@ -337,6 +400,7 @@ class RunsClient(FocusedClient):
         workflow_id: str | None = None,
         callback_url: str | None = None,
         api_key: str | None = None,
+        idempotency_digest: str | None = None,
     ) -> RunHandle:
         """Start a parallel fan-out/fan-in run.
 
@@ -350,6 +414,7 @@ class RunsClient(FocusedClient):
             workflow_id: Override the generated ``par-<slug>-<id>``.
             callback_url: ``http(s)`` URL POSTed the signed result when the run ends (see
                 :meth:`start_sequential`).
+            idempotency_digest: See :meth:`start_sequential`.
             api_key: Name of the API key the run is started for (see
                 :meth:`start_sequential`).
 
@@ -379,7 +444,7 @@ class RunsClient(FocusedClient):
             **callback,
         )
         plan = " | ".join(step_label(s) for s in steps) + (f" ⇒ {aggregator}" if aggregator else "")
-        return await self._start("parallel", run_input, plan, workflow_id)
+        return await self._start("parallel", run_input, plan, workflow_id, idempotency_digest)
 
     async def _start(
         self,
@@ -387,6 +452,7 @@ class RunsClient(FocusedClient):
         run_input: SequentialInput | ParallelInput,
         plan: str,
         workflow_id: str | None,
+        idempotency_digest: str | None = None,
     ) -> RunHandle:
         # With encrypted history the id must not quote the task (ids are never encrypted).
         slug_source = "" if self.settings.codec_keys else run_input.task
@@ -417,6 +483,12 @@ class RunsClient(FocusedClient):
                 SearchAttributePair(STATUS_ATTR, "running"),
             ]
         )
+        idempotent: dict[str, Any] = {}
+        if idempotency_digest is not None:
+            idempotent = {
+                "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+                "memo": {"chorus_request_sha256": idempotency_digest},
+            }
         try:
             handle: WorkflowHandle[object, RunResult] = await self.client.start_workflow(
                 SEQUENTIAL_WORKFLOW if pattern == "sequential" else PARALLEL_WORKFLOW,
@@ -429,13 +501,14 @@ class RunsClient(FocusedClient):
                 search_attributes=search_attributes,
                 # A run's record is keyed on its workflow id: never start a second run under it.
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                **idempotent,
             )
         except WorkflowAlreadyStartedError as exc:
             raise ChorusInputError(id_taken(workflow_id, "run")) from exc
         except RPCError as exc:
             raise_if_unregistered(exc)
             raise
-        return RunHandle(handle, self.ui_url(workflow_id))
+        return RunHandle(handle, self.ui_url(workflow_id), self._pool)
 
     async def run_sequential(
         self, task: str, agents: Sequence[str | Step], **kwargs: object
@@ -468,6 +541,7 @@ class RunsClient(FocusedClient):
         return RunHandle(
             self.client.get_workflow_handle(workflow_id, result_type=RunResult),
             self.ui_url(workflow_id),
+            self._pool,
         )
 
     async def status(self, workflow_id: str) -> RunStatus:
@@ -581,6 +655,55 @@ class RunsClient(FocusedClient):
                 )
             )
         return rows
+
+    async def list_page(
+        self, query: str | None = None, *, page_size: int = 20, page_token: str | None = None
+    ) -> tuple[list[RunSummary], str | None]:
+        """One page of Chorus runs, newest first, and the token of the next page.
+
+        Args:
+            query: Extra Temporal visibility filter, ANDed with the Chorus workflow types.
+            page_size: Rows per page (1-1,000).
+            page_token: The token a previous page returned (opaque, URL-safe base64);
+                ``None`` for the first page.
+
+        Returns:
+            The rows and the next page's token (``None`` on the last page).
+
+        Raises:
+            ChorusInputError: ``page_size`` out of range or a malformed ``page_token``.
+            RPCError: Temporal refused the query.
+        """
+        if not 1 <= page_size <= 1000:
+            raise ChorusInputError(f"page_size: {page_size}, must be between 1 and 1000")
+        token: bytes | None = None
+        if page_token:
+            try:
+                token = base64.urlsafe_b64decode(page_token.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                raise ChorusInputError("page_token: not a token a previous page returned") from None
+        types = ", ".join(f"'{t}'" for t in WORKFLOW_TYPES)
+        q = f"WorkflowType IN ({types})" + (f" AND ({query})" if query else "")
+        listing = self.client.list_workflows(q, page_size=page_size, next_page_token=token)
+        try:
+            await listing.fetch_next_page()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.INVALID_ARGUMENT and page_token:
+                raise ChorusInputError(f"page_token: refused by Temporal ({exc.message})") from None
+            raise
+        rows = [
+            RunSummary(
+                workflow_id=wf.id,
+                workflow_type=wf.workflow_type,
+                status=wf.status.name if wf.status else "UNKNOWN",
+                started_at=wf.start_time,
+                closed_at=wf.close_time,
+                parent_id=wf.parent_id,
+            )
+            for wf in listing.current_page or []
+        ]
+        following = listing.next_page_token
+        return rows, base64.urlsafe_b64encode(following).decode() if following else None
 
     # -- the record in PostgreSQL ------------------------------------------------------------
 

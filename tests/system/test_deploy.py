@@ -23,7 +23,7 @@ from chorus.contracts.names import search_attribute_types
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-CHORUS_SERVICES = ("worker", "codec-server")
+CHORUS_SERVICES = ("worker", "codec-server", "api")
 
 # An exact version tag (`16.11-bookworm`, `v3.5.0`, `1.31.0`; no bare major) and/or a digest.
 PINNED_IMAGE = re.compile(
@@ -75,6 +75,7 @@ def test_compose_parses_and_has_the_stack(services):
         "chorus-db",
         "worker",
         "codec-server",
+        "api",
         "prometheus",
         "grafana",
     }
