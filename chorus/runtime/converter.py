@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from chorus.config.settings import Settings
+from chorus.config.temporal_profile import TemporalConnection, resolve_connection
 from chorus.contracts import errors
 from chorus.contracts.models import EntryInput
 from chorus.observability.logs import core_logging_config
@@ -137,37 +138,89 @@ def data_converter(settings: Settings) -> DataConverter:
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
-    """Connect a client to ``TEMPORAL_ADDRESS``/``TEMPORAL_NAMESPACE`` with ``ChorusPlugin``.
+    """Connect a client to Temporal as configured, with ``ChorusPlugin``.
+
+    Where and how come from :func:`chorus.config.temporal_profile.resolve_connection`:
+    ``TEMPORAL_ADDRESS``/``TEMPORAL_NAMESPACE`` (or the settings' values), else the
+    ``TEMPORAL_PROFILE`` profile of Temporal's TOML config file, else ``localhost:7233`` and
+    ``default``; the API key (``TEMPORAL_API_KEY``, sent as ``authorization: Bearer``), TLS
+    (``TEMPORAL_TLS``, ``TEMPORAL_TLS_*``: server CA, client certificate and key for mTLS,
+    server name) and gRPC metadata (``TEMPORAL_GRPC_META_*``) from the same profile and
+    environment (:mod:`temporalio.envconfig`, the configuration every Temporal SDK and the
+    ``temporal`` CLI read). With nothing configured this is a plaintext connection to
+    ``localhost:7233``, as before.
 
     The plugin (:mod:`chorus.runtime.plugin`) sets :func:`data_converter` and, when an OTLP
     endpoint is configured, tracing (:mod:`chorus.observability.tracing`); workers built on
     the client inherit both.
 
     Args:
-        settings: Address, namespace and codec keys.
+        settings: Address, namespace, Temporal profile and config file, and codec keys.
         runtime: Temporal runtime (telemetry: the worker passes one with a Prometheus
             endpoint, see :func:`sdk_metrics_runtime`); ``None`` uses the SDK's default.
 
     Raises:
-        RuntimeError: When the server cannot be reached (the message names the address).
+        chorus.contracts.errors.ChorusUnavailableError: When the server cannot be reached or
+            refuses the connection (a ``RuntimeError``); the message names the address and
+            namespace, says whether TLS, a client certificate and an API key were used
+            (never the key) and, for TLS failures it recognises, what to check.
+        chorus.config.temporal_profile.TemporalConfigError: The configuration is unusable: a
+            malformed config file, a missing profile, a missing or non-PEM certificate or
+            key (the message names the file and the variable or TOML key).
         chorus.runtime.codec.CodecError: ``CHORUS_CODEC_KEYS`` is malformed.
 
     """
-    try:
-        from chorus.runtime.plugin import ChorusPlugin  # the plugin imports this module
+    from chorus.runtime.plugin import ChorusPlugin  # the plugin imports this module
 
+    connection = resolve_connection(settings)
+    plugin = ChorusPlugin(settings)  # converter, codec, tracing, sandbox
+    try:
         return await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            plugins=[ChorusPlugin(settings)],  # converter, codec, tracing, sandbox
-            runtime=runtime,
+            **connection.connect_kwargs(), plugins=[plugin], runtime=runtime
         )
     except RuntimeError as exc:
-        raise RuntimeError(
-            f"cannot reach Temporal at {settings.temporal_address} "
-            f"(namespace {settings.temporal_namespace}): {exc}. Is it running? "
-            "Try `chorus dev up`, or set TEMPORAL_ADDRESS."
+        detail = str(exc)
+        if connection.api_key:
+            detail = detail.replace(connection.api_key, "<API key>")
+        raise errors.ChorusUnavailableError(
+            f"cannot reach Temporal at {connection.address} (namespace "
+            f"{connection.namespace}; {connection.describe()}): {detail}. "
+            f"{_connect_hint(connection, detail)}"
         ) from exc
+
+
+def _connect_hint(connection: TemporalConnection, detail: str) -> str:
+    """What to check after a failed connection, from the TLS stack's reason when it gave one."""
+    if "UnknownIssuer" in detail:
+        return (
+            "The server's certificate is not signed by the CA in use: set "
+            "TEMPORAL_TLS_SERVER_CA_CERT_PATH (or tls.server_ca_cert_path in the profile) to "
+            "the CA that signed it."
+        )
+    if "NotValidForName" in detail:
+        return (
+            "The server's certificate does not carry the host name dialled: set "
+            "TEMPORAL_TLS_SERVER_NAME to a name it carries."
+        )
+    if connection.uses_tls and "InvalidContentType" in detail:
+        return "The server does not speak TLS on this port: check the address, or TEMPORAL_TLS."
+    closed = any(s in detail for s in ("close_notify", "ConnectionReset", "BrokenPipe"))
+    if connection.uses_tls and closed and not connection.client_certificate:
+        return (
+            "The server closed the TLS connection: it may require a client certificate "
+            "(mTLS): set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH."
+        )
+    if connection.uses_tls and closed:
+        return (
+            "The server closed the TLS connection: it may not accept this client certificate "
+            "(signed by a CA it does not trust, expired, or not allowed on the namespace)."
+        )
+    if closed:
+        return (
+            "The server closed the connection: it may require TLS (TEMPORAL_TLS=true, "
+            "TEMPORAL_TLS_* or TEMPORAL_API_KEY)."
+        )
+    return "Is it running? Try `chorus dev up`, or set TEMPORAL_ADDRESS."
 
 
 def sdk_metrics_runtime(settings: Settings) -> Runtime:
