@@ -67,15 +67,34 @@ EXTERNAL_VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("OTEL_SERVICE_NAME", "`chorus`", "Service name on exported spans."),
     Variable("OTEL_SDK_DISABLED", "`false`", "`true` turns tracing off even with an endpoint."),
+    *(
+        Variable(
+            name,
+            "unset",
+            f'{meaning} (`temporalio.envconfig`; README "Secure Temporal connections").',
+        )
+        for name, meaning in (
+            ("TEMPORAL_API_KEY", "Temporal API key, sent as `authorization: Bearer`; turns TLS on"),
+            ("TEMPORAL_TLS", "`true`/`false`: TLS to Temporal on or off explicitly"),
+            ("TEMPORAL_TLS_SERVER_CA_CERT_PATH", "CA of the Temporal server's certificate, PEM"),
+            ("TEMPORAL_TLS_SERVER_CA_CERT_DATA", "The same CA as PEM text"),
+            ("TEMPORAL_TLS_CLIENT_CERT_PATH", "Client certificate for mTLS, PEM"),
+            ("TEMPORAL_TLS_CLIENT_CERT_DATA", "The same certificate as PEM text"),
+            ("TEMPORAL_TLS_CLIENT_KEY_PATH", "Unencrypted key of the client certificate, PEM"),
+            ("TEMPORAL_TLS_CLIENT_KEY_DATA", "The same key as PEM text"),
+            ("TEMPORAL_TLS_SERVER_NAME", "Name the server certificate is verified against (SNI)"),
+            ("TEMPORAL_GRPC_META_<NAME>", "gRPC header `<name>` on every Temporal call"),
+        )
+    ),
 )
-"""Variables read outside :class:`Settings`: by provider SDKs, OpenTelemetry or one module."""
+"""Variables read outside :class:`Settings`: by provider SDKs, OpenTelemetry, Temporal's client
+configuration (:mod:`chorus.config.temporal_profile`) or one module."""
 
-EXTERNAL_PREFIXES = ("OPENAI_", "ANTHROPIC_", "OTEL_")
-"""Prefixes of variables that provider SDKs and OpenTelemetry read themselves (any of them)."""
+EXTERNAL_PREFIXES = ("OPENAI_", "ANTHROPIC_", "OTEL_", "TEMPORAL_GRPC_META_")
+"""Prefixes of variables that provider SDKs, OpenTelemetry and Temporal's client configuration
+read themselves (any of them)."""
 
 _UNDOCUMENTED = {
-    "temporal_address": "Temporal frontend, `host:port`.",
-    "temporal_namespace": "Temporal namespace of runs and drafts.",
     "task_queue": "Task queue of workflows and activities; LLM calls use "
     "`<task queue>-llm-<provider>`.",
     "local_api_key": "API key sent to the `local` provider's server.",
