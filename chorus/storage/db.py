@@ -221,6 +221,28 @@ async def get_text(pool: asyncpg.Pool, ref: TextRef) -> str:
     return str(content)
 
 
+async def stored_text(pool: asyncpg.Pool, blob_id: str) -> str:
+    """Load stored text by its blob id (the HTTP API's ``document_id``).
+
+    Raises:
+        LookupError: ``blob_id`` is not a UUID, or no blob has that id.
+    """
+    try:
+        key = uuid.UUID(blob_id)
+    except ValueError:
+        raise LookupError(f"{blob_id!r} is not a stored text id") from None
+    content = await pool.fetchval("SELECT content FROM blobs WHERE id = $1", key)
+    if content is None:
+        raise LookupError(f"no stored text with id {blob_id}")
+    return str(content)
+
+
+async def run_api_key(pool: asyncpg.Pool, workflow_id: str) -> str | None:
+    """Name of the API key that started a run (``runs.api_key``), or ``None``."""
+    value = await pool.fetchval("SELECT api_key FROM runs WHERE workflow_id = $1", workflow_id)
+    return str(value) if value is not None else None
+
+
 # --- Agent configuration -------------------------------------------------------------------
 
 

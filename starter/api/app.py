@@ -63,8 +63,7 @@ from chorus.contracts.drafting import (
     UserRequest,
 )
 from chorus.contracts.models import RunResult, Step
-from chorus.contracts.wire import TextRef
-from chorus.storage import db
+from chorus.storage import db, health_checks
 from starter.api import problems
 from starter.api.auth import Caller, requires
 from starter.api.middleware import ApiMiddleware
@@ -237,7 +236,7 @@ def _add_health(app: FastAPI) -> None:
 
     @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {}})
     async def readyz(request: Request, response: Response) -> Health:
-        """Temporal and PostgreSQL answer (a namespace describe and ``SELECT 1``)."""
+        """Temporal and PostgreSQL answer (system info, and the server's version)."""
         state = _state(request)
         checks: dict[str, str] = {}
         try:
@@ -250,8 +249,7 @@ def _add_health(app: FastAPI) -> None:
         except Exception as exc:  # reported, not raised: this is the health check
             checks["temporal"] = f"unavailable: {exc}"
         try:
-            pool = await state.chorus.pool()
-            await pool.fetchval("SELECT 1")
+            await health_checks.ping(await state.chorus.pool(), timeout_s=5)
             checks["postgresql"] = "ok"
         except Exception as exc:
             checks["postgresql"] = f"unavailable: {exc}"
@@ -459,12 +457,7 @@ async def _status(state: ApiState, workflow_id: str) -> Any:
 
 
 async def _run_key(state: ApiState, workflow_id: str) -> str | None:
-    try:
-        pool = await state.chorus.pool()
-        value = await pool.fetchval("SELECT api_key FROM runs WHERE workflow_id = $1", workflow_id)
-    except Exception:  # the column arrives with migration 0010; older databases lack it
-        return None
-    return str(value) if value is not None else None
+    return await db.run_api_key(await state.chorus.pool(), workflow_id)
 
 
 async def _existing_run(
@@ -501,22 +494,10 @@ async def _existing_run(
 
 
 async def _stored_document(state: ApiState, document_id: str) -> str:
-    import uuid
-
     try:
-        uuid.UUID(document_id)
-    except ValueError:
-        raise ChorusInputError(f"document_id: {document_id!r} is not a document id") from None
-    pool = await state.chorus.pool()
-    row = await pool.fetchrow(
-        "SELECT size_bytes, sha256 FROM blobs WHERE id = $1", uuid.UUID(document_id)
-    )
-    if row is None:
-        raise ChorusInputError(f"document_id: no stored document {document_id}")
-    ref = TextRef(
-        blob_id=document_id, size_bytes=row["size_bytes"], sha256=row["sha256"], preview=""
-    )
-    return await db.get_text(pool, ref)
+        return await db.stored_text(await state.chorus.pool(), document_id)
+    except LookupError as exc:
+        raise ChorusInputError(f"document_id: {exc}") from None
 
 
 def _add_documents(app: FastAPI) -> None:
