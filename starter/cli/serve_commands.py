@@ -42,6 +42,13 @@ def serve(
             f"CHORUS_API_AUTH=false serves every request without a key: bind it to a loopback "
             f"address only, not {host}"
         )
+    if settings.api_auth:
+        from chorus.governance import api_keys
+
+        try:
+            api_keys.server_secrets(settings)  # fail now, not on the first request
+        except api_keys.ApiKeySecretMissing as exc:
+            fail(str(exc))
     if workers > 1:
         uvicorn.run(
             "starter.api:app_from_env",

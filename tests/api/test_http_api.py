@@ -493,3 +493,20 @@ def test_steps_are_the_same_as_the_cli() -> None:
         "ParallelStep",
     ]
     assert isinstance(steps[0], AgentStep) and not isinstance(steps[0], GateStep)
+
+
+async def test_cors_is_off_unless_origins_are_listed(
+    client: Any, make_settings: Any, fake_llm: Any
+) -> None:
+    origin = "https://app.example.com"
+    preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+    for origins, allowed in (("", False), (f"{origin}, https://other.example", True)):
+        settings = make_settings(
+            catalog("writer"), api_key_secret=SERVER_SECRET, api_cors_origins=origins
+        )
+        async with _stack(client, settings, fake_llm) as (_chorus, base):
+            async with httpx.AsyncClient(base_url=base) as http:
+                r = await http.options("/v1/runs", headers=preflight)
+                assert (r.headers.get("access-control-allow-origin") == origin) is allowed
+                r = await http.get("/healthz", headers={"Origin": origin})
+                assert ("access-control-allow-origin" in r.headers) is allowed
