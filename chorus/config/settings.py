@@ -264,30 +264,6 @@ class Settings(BaseSettings):
                 self.temporal_namespace = profile.namespace
         return self
 
-    @model_validator(mode="after")
-    def _temporal_profile_defaults(self) -> Self:
-        """Fill the address and namespace the environment left unset from the Temporal profile.
-
-        Precedence: ``TEMPORAL_ADDRESS``/``TEMPORAL_NAMESPACE`` (or values passed in code),
-        then the profile's ``address``/``namespace``, then the defaults. Doing it here keeps
-        every reader of these settings (UI links, search attributes, health checks) in step
-        with the connection :func:`chorus.runtime.converter.connect` opens.
-
-        Raises:
-            chorus.config.temporal_profile.TemporalConfigError: The config file or profile
-                cannot be used (not a ``ValueError``: pydantic would quote every setting).
-        """
-        unset = {"temporal_address", "temporal_namespace"} - self.model_fields_set
-        if unset:
-            from chorus.config.temporal_profile import load_profile  # reads a file: only here
-
-            profile, _ = load_profile(self.temporal_profile, self.temporal_config_file)
-            if "temporal_address" in unset and profile.address:
-                self.temporal_address = profile.address
-            if "temporal_namespace" in unset and profile.namespace:
-                self.temporal_namespace = profile.namespace
-        return self
-
     @field_validator("approver_roles", mode="after")
     @classmethod
     def _check_approver_roles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
