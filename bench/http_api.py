@@ -2,9 +2,10 @@
 and Server-Sent Events fan-out to 100 subscribers of one run.
 
 One throw-away Temporal dev server (``chorus dev up``'s flags) and embedded PostgreSQL; a Chorus
-worker in this process answering with the scripted fake LLM (instant, so the numbers are the
-API's and Temporal's, not a model's); ``chorus serve`` in its own process (one uvicorn worker)
-with an API key. Each measure runs against the API and, for comparison, the same SDK call made
+worker process (``python -m worker``) whose agent calls a loopback OpenAI-compatible stub that
+answers at once (so the numbers are the API's and Temporal's, not a model's); ``chorus serve``
+in its own process (one uvicorn worker) with an API key; the load generator in this one.
+Each measure runs against the API and, for comparison, the same SDK call made
 directly from this process, interleaved in rounds:
 
 1. ``POST /v1/runs`` (a 1-step sequential run) vs ``ChorusClient.start_sequential``;
@@ -40,8 +41,10 @@ from chorus.contracts.control import GateStep
 from chorus.contracts.models import AgentStep
 from chorus.governance import api_keys
 from chorus.streaming.publisher import StepKey, StreamPublisher, publish_run_finished
-from chorus.testing import FakeLLM, running_worker
 from starter.dev import free_port
+from starter.sdk import ChorusClient
+from tests.stub_llm import StubLLM
+from tests.worker_procs import WorkerProcess
 
 SECRET = "b" * 40
 
@@ -112,7 +115,12 @@ async def run(client: Any, url: str, work: Path, args: argparse.Namespace) -> No
         yaml.safe_dump(
             {
                 "agents": [
-                    {"name": n, "instructions": f"You are {n}.", "providers": ["local:fake"]}
+                    {
+                        "name": n,
+                        "instructions": f"You are {n}.",
+                        "providers": ["openai:gpt-4o-mini"],
+                        "max_tokens": 16,
+                    }
                     for n in ("writer", "critic")
                 ]
             }
@@ -127,34 +135,47 @@ async def run(client: Any, url: str, work: Path, args: argparse.Namespace) -> No
         api_key_secret=SECRET,
         allow_unpriced_models=True,
     )
-    fake = FakeLLM()
-    async with running_worker(client, settings, lambda _pool: fake.call_llm) as chorus:
-        pool = await chorus.pool()
-        _, key = await api_keys.create_key(
-            pool, settings, name="bench", scopes=list(api_keys.SCOPES), author="bench"
-        )
-        port = free_port()
-        proc = serve_api(settings, port, work / "api.log")
-        base = f"http://127.0.0.1:{port}"
-        headers = {"Authorization": f"Bearer {key}"}
-        limits = httpx.Limits(max_connections=args.concurrency + 10)
+    chorus = ChorusClient(client, settings)
+    with StubLLM() as stub:
+        worker = WorkerProcess(settings, work, "worker", stub.base_url)
+        worker.start()
         try:
-            async with httpx.AsyncClient(
-                base_url=base, headers=headers, timeout=60, limits=limits
-            ) as http:
-                async with asyncio.timeout(30):
-                    while True:
-                        try:
-                            if (await http.get("/readyz")).status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            pass
-                        await asyncio.sleep(0.2)
-                await measure(http, chorus, args)
-                await fan_out(base, headers, chorus, pool, args)
+            await worker.wait_polling(chorus)
+            await with_worker(chorus, settings, work, args)
         finally:
-            proc.terminate()
-            proc.wait(10)
+            worker.stop()
+            await chorus.close()
+
+
+async def with_worker(
+    chorus: ChorusClient, settings: Settings, work: Path, args: argparse.Namespace
+) -> None:
+    pool = await chorus.pool()
+    _, key = await api_keys.create_key(
+        pool, settings, name="bench", scopes=list(api_keys.SCOPES), author="bench"
+    )
+    port = free_port()
+    proc = serve_api(settings, port, work / "api.log")
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {key}"}
+    limits = httpx.Limits(max_connections=args.concurrency + 10)
+    try:
+        async with httpx.AsyncClient(
+            base_url=base, headers=headers, timeout=60, limits=limits
+        ) as http:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        if (await http.get("/readyz")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.2)
+            await measure(http, chorus, args)
+            await fan_out(base, headers, chorus, pool, args)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 async def measure(http: httpx.AsyncClient, chorus: Any, args: argparse.Namespace) -> None:
