@@ -51,6 +51,11 @@ def dev_up(services: ServicesOpt = None, api: ApiOpt = False, as_json: JsonOpt =
     out.print(
         f"ready in {time.monotonic() - started:.1f} s — Temporal UI: {settings.temporal_ui_url}"
     )
+    if "api" in names:
+        out.print(
+            f"HTTP API: http://{settings.api_host}:{settings.api_port} (docs /docs); create a "
+            "key with `chorus keys create --name NAME --scopes runs:write,runs:read`"
+        )
 
 
 @dev_app.command("down")
