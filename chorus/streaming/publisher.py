@@ -221,15 +221,20 @@ class StepStream:
             metrics.STREAM_EVENTS.labels(kind=kind).inc()
 
     def _failed(self, why: str) -> None:
+        """Count a dropped batch; log only the step's first.
+
+        A database that is down would otherwise be logged every :data:`FLUSH_INTERVAL_S`.
+        """
         self.batches_failed += 1
         metrics.STREAM_FLUSH_FAILURES.inc()
-        _log.warning(
-            "live stream of agent %s (%s, attempt %d): events dropped: %s",
-            self.key.agent,
-            self.key.step,
-            self.key.attempt,
-            why,
-        )
+        if self.batches_failed == 1:
+            _log.warning(
+                "live stream of agent %s (%s, attempt %d): events dropped: %s",
+                self.key.agent,
+                self.key.step,
+                self.key.attempt,
+                why,
+            )
 
 
 class StreamPublisher:

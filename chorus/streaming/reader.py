@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
@@ -137,7 +136,9 @@ class StreamHub:
         queue_limit: See :data:`QUEUE_LIMIT`.
     """
 
-    _hubs: ClassVar[weakref.WeakKeyDictionary[Any, StreamHub]] = weakref.WeakKeyDictionary()
+    _hubs: ClassVar[dict[int, StreamHub]] = {}
+    """Hubs by ``id(pool)`` (asyncpg pools take no weak references). A hub leaves when its
+    last subscriber does, so the registry never keeps a closed pool alive."""
 
     def __init__(
         self, pool: asyncpg.Pool, *, poll_s: float = POLL_S, queue_limit: int = QUEUE_LIMIT
@@ -156,9 +157,9 @@ class StreamHub:
     @classmethod
     def for_pool(cls, pool: asyncpg.Pool) -> StreamHub:
         """The process's hub for ``pool`` (made on first use)."""
-        hub = cls._hubs.get(pool)
-        if hub is None:
-            hub = cls._hubs[pool] = cls(pool)
+        hub = cls._hubs.get(id(pool))
+        if hub is None or hub._pool is not pool:
+            hub = cls._hubs[id(pool)] = cls(pool)
         return hub
 
     @property
@@ -261,9 +262,12 @@ class StreamHub:
 
     def _leave(self) -> None:
         self._users -= 1
-        if self._users == 0 and self._listener is not None:
-            self._listener.cancel()
-            self._listener = None
+        if self._users == 0:
+            if self._hubs.get(id(self._pool)) is self:
+                del self._hubs[id(self._pool)]
+            if self._listener is not None:
+                self._listener.cancel()
+                self._listener = None
             self._listening.clear()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, run_id: str) -> None:

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from chorus.contracts.control import GateRecord
 from chorus.contracts.models import RunProgress, RunResult
+from chorus.streaming.stream_event import Assembler, StreamEvent
 from starter.cli.support import (
     JsonOpt,
     as_coroutine,
@@ -67,6 +68,15 @@ def run(
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Print the workflow id and UI link, don't wait.")
     ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Print each agent's text live as the model writes it, a header per step "
+            "(with --json: one JSON event per line, then the result).",
+        ),
+    ] = False,
     workflow_id: Annotated[str | None, typer.Option(help="Use this workflow id.")] = None,
     callback_url: Annotated[
         str | None,
@@ -109,6 +119,8 @@ def run(
         )
         if value is not None
     ]
+    if follow and detach:
+        fail("give either --follow or --detach, not both", as_json=as_json)
     if looping and (plan_file is not None or pattern != Pattern.sequential):
         fail(
             f"{looping[0]}: loops the --agents of a sequential run; in a plan file write a "
@@ -198,8 +210,12 @@ def run(
             )
         if not as_json:
             err.print(f"started [bold]{handle.workflow_id}[/] — {handle.ui_url}", highlight=False)
-        result = await _wait_with_progress(handle, show=not as_json)
-        _print_result(result, handle.ui_url, as_json)
+        if follow:
+            await _follow(handle, as_json=as_json)
+            result = await handle.result()
+        else:
+            result = await _wait_with_progress(handle, show=not as_json)
+        _print_result(result, handle.ui_url, as_json, show_output=not follow)
 
     with_chorus(go, as_json)
 
@@ -286,7 +302,73 @@ def _progress_view(
     return table
 
 
-def _print_result(result: RunResult, ui_url: str, as_json: bool) -> None:
+async def _follow(handle: RunHandle, *, as_json: bool) -> None:
+    """Print the run's live events until it ends (``chorus run --follow``).
+
+    Each step gets a header (agent, ``provider:model``, the attempt from the second on); its
+    text follows as the model writes it. A retried attempt prints a marker saying that the
+    text above it is void, then the new attempt's text. A step whose text was not streamed
+    (``CHORUS_STREAM_TOKENS=false``, a reused completion) prints its output when it completes.
+    With ``as_json`` each event is printed as one JSON line instead.
+    """
+    assembler = Assembler()
+    shown: str | None = None  # the step whose text the terminal shows last
+    streamed: dict[str, int] = {}  # characters of each step's current attempt printed
+
+    def header(event: StreamEvent, note: str = "") -> None:
+        step = assembler.steps[event.step or ""]
+        attempt = f" · attempt {step.attempt}" if step.attempt > 1 else ""
+        label = f" · {step.label}" if step.label else ""
+        out.print()
+        out.print(f"── {event.agent}{label}{attempt}{note} ──", style="bold", highlight=False)
+
+    async for event in handle.stream():
+        if as_json:
+            out.print(event.model_dump_json(), markup=False, highlight=False, soft_wrap=True)
+            continue
+        if not assembler.apply(event) or event.step is None:
+            continue
+        step = assembler.steps[event.step]
+        if event.kind == "step_started":
+            header(event)
+            shown, streamed[event.step] = event.step, 0
+        elif event.kind == "attempt_restarted":
+            out.print()
+            out.print(
+                f"[attempt {event.attempt} of {event.agent} restarted: its earlier attempt's "
+                "text above is void]",
+                style="yellow",
+                markup=False,
+                highlight=False,
+            )
+        elif event.kind == "token":
+            if shown != event.step:
+                header(event, " (continued)")
+                shown = event.step
+            out.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+            streamed[event.step] = streamed.get(event.step, 0) + len(event.text)
+        elif event.kind == "step_completed":
+            if not streamed.get(event.step):
+                if shown != event.step:
+                    header(event)
+                    shown = event.step
+                out.print(step.text, end="", markup=False, highlight=False, soft_wrap=True)
+            out.print()
+        elif event.kind == "step_failed":
+            out.print()
+            out.print(
+                f"[{event.agent} attempt {event.attempt} failed: {event.text}]",
+                style="red",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            shown = None
+
+
+def _print_result(
+    result: RunResult, ui_url: str, as_json: bool, *, show_output: bool = True
+) -> None:
     if as_json:
         out.print_json(
             json.dumps(
@@ -299,11 +381,14 @@ def _print_result(result: RunResult, ui_url: str, as_json: bool) -> None:
     for branch in result.failed_branches:
         error = escape(branch.error or "")
         out.print(f"[red]failed branch[/] {branch.name}: {error}", highlight=False)
-    out.print(
-        Panel(
-            result.output or "(empty output)", title=f"{result.pattern} result", title_align="left"
+    if show_output:
+        out.print(
+            Panel(
+                result.output or "(empty output)",
+                title=f"{result.pattern} result",
+                title_align="left",
+            )
         )
-    )
     out.print(
         f"totals: {t.llm_calls} LLM calls, {t.attempts} attempts, "
         f"{t.input_tokens} tokens in / {t.output_tokens} out, ${t.cost_usd:.6f}, "
