@@ -204,7 +204,16 @@ def _connect_hint(connection: TemporalConnection, detail: str) -> str:
         )
     if connection.uses_tls and "InvalidContentType" in detail:
         return "The server does not speak TLS on this port: check the address, or TEMPORAL_TLS."
-    closed = any(s in detail for s in ("close_notify", "ConnectionReset", "BrokenPipe"))
+    closed = any(
+        s in detail  # how the Rust TLS/HTTP stack reports a peer that hung up, by timing
+        for s in (
+            "close_notify",
+            "UnexpectedEof",
+            "ConnectionReset",
+            "BrokenPipe",
+            "connection closed",
+        )
+    )
     if connection.uses_tls and closed and not connection.client_certificate:
         return (
             "The server closed the TLS connection: it may require a client certificate "
