@@ -181,6 +181,15 @@ async def test_runs_end_to_end(client: Any, api_settings: Any, fake_llm: Any) ->
             r = await http.post("/v1/runs", json=plan_with_gate)
             gated = r.json()["workflow_id"]
             await wait_for_gate(http, gated)
+            async with asyncio.timeout(20):  # visibility (ChorusAwaiting) is eventually consistent
+                while True:
+                    r = await http.get("/v1/approvals", params={"user": "alice"})
+                    assert r.status_code == 200, r.text
+                    if gated in {g["workflow_id"] for g in r.json()}:
+                        break
+                    await asyncio.sleep(0.2)
+            r = await http.get("/v1/approvals", params={"user": "mallory"})
+            assert gated not in {g["workflow_id"] for g in r.json()}
             r = await http.post(
                 f"/v1/runs/{gated}/gates/ok", json={"user": "mallory", "decision": "approve"}
             )
@@ -428,6 +437,29 @@ async def test_drafts_over_http(client: Any, api_settings: Any, fake_llm: Any) -
             versions = [(e["version"], e["author"]) for n, e in events if n == "version"]
             assert versions[-2:] == [(2, "bob"), (3, "alice")]
             assert [e for n, e in events if n == "version"][-1]["content"] == "Hi world, more."
+            # an agent revision, as the CLI's `draft revise`
+            r = await http.post(
+                f"/v1/drafts/{draft}/revisions",
+                json={"user": "alice", "base_version": 3, "instruction": "Tighten it."},
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["version"] == 4
+            r = await http.post(
+                f"/v1/drafts/{draft}/revisions",
+                json={"user": "alice", "base_version": 4, "instruction": "x", "agent": "ghost"},
+            )
+            assert "unknown agent" in problem(r, 422, "InvalidInput")["detail"]
+            r = await http.post(
+                f"/v1/drafts/{draft}/collaborators",
+                json={"user": "alice", "collaborator": "carl", "role": "viewer"},
+            )
+            assert r.status_code == 202
+            async with asyncio.timeout(10):
+                while True:
+                    r = await http.get(f"/v1/drafts/{draft}", params={"user": "carl"})
+                    if r.status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
             for action in ("submit",):
                 r = await http.post(f"/v1/drafts/{draft}/{action}", json={"user": "alice"})
                 assert r.status_code == 200, r.text
