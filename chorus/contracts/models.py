@@ -49,8 +49,14 @@ from chorus.contracts.wire import EntryInput as EntryInput
 from chorus.contracts.wire import TextRef as TextRef
 from chorus.contracts.wire import WireModel as WireModel
 
-ProviderName = Literal["openai", "anthropic", "local"]
-PROVIDERS: tuple[ProviderName, ...] = ("openai", "anthropic", "local")
+PROVIDER_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
+"""A provider's name: the built-in ``openai``, ``anthropic``, ``local``, or an entry of the
+provider registry (``chorus/config/providers.py``). No ``:`` (it separates provider and model)
+and no ``_`` or ``.`` (it is part of task-queue names, ``<queue>-llm-<provider>``)."""
+ProviderName = Annotated[str, Field(pattern=PROVIDER_NAME_PATTERN)]
+"""Was ``Literal["openai", "anthropic", "local"]``: every stored payload still validates."""
+PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "local")
+"""The built-in providers (always in the registry)."""
 
 AGENT_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 API_KEY_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -69,8 +75,11 @@ class ProviderModel(WireModel):
     """One link of an agent's provider chain, written ``provider:model`` in agent files.
 
     Attributes:
-        provider: ``openai``, ``anthropic`` or ``local`` (any OpenAI-compatible server).
-        model: Model name sent to the provider, e.g. ``gpt-4o-mini``.
+        provider: ``openai``, ``anthropic``, ``local`` (any OpenAI-compatible server), or a
+            provider of the registry (``CHORUS_PROVIDERS_FILE``); one missing from a worker's
+            registry is skipped there as not configured (the chain's next provider is tried).
+        model: Model name sent to the provider, e.g. ``gpt-4o-mini``, or one of the registry
+            entry's model aliases.
 
     """
 
@@ -82,7 +91,9 @@ class ProviderModel(WireModel):
         """Parse ``"provider:model"``.
 
         Raises:
-            ValueError: When there is no ``:`` or the provider is unknown.
+            ValueError: When there is no ``:`` or the provider is not a valid name. Whether
+                the registry holds it is checked where the registry is known (the worker
+                resolving the agent for a run), not here: payloads carry no configuration.
 
         """
         provider, sep, model = text.partition(":")
@@ -90,9 +101,11 @@ class ProviderModel(WireModel):
             raise ValueError(
                 f"provider entry {text!r} must read 'provider:model', e.g. 'local:smollm2'"
             )
-        if provider not in PROVIDERS:
+        if not re.fullmatch(PROVIDER_NAME_PATTERN, provider):
             raise ValueError(
-                f"provider {provider!r} in {text!r} is not one of {', '.join(PROVIDERS)}"
+                f"provider {provider!r} in {text!r} is not a provider name: built in are "
+                f"{', '.join(PROVIDERS)}; others come from CHORUS_PROVIDERS_FILE and match "
+                f"{PROVIDER_NAME_PATTERN}"
             )
         return cls.model_validate({"provider": provider, "model": model})
 
@@ -194,11 +207,15 @@ class ProviderLimit(WireModel):
         rpm: Calls started per minute, all workers together (0 = unlimited).
         burst: Calls that may start at once when the provider has been idle; ``None`` means
             one second's worth, ``max(1, ceil(rpm / 60))``.
+        tpm: Tokens per minute, input + output, all workers together (0 = unlimited); each
+            call reserves its worst case before it starts and gives back what it did not use
+            (:mod:`chorus.governance.provider_limits`).
     """
 
     concurrency: int = Field(0, ge=0, le=10_000)
     rpm: float = Field(0.0, ge=0)
     burst: int | None = Field(None, ge=1, le=10_000)
+    tpm: float = Field(0.0, ge=0)
 
     @property
     def effective_burst(self) -> int:
