@@ -6,6 +6,9 @@ The activity body is a short sequence of named parts, each in its own module:
   previous attempt's schema error (:mod:`activities.llm_output`);
 - reuse of a completion an earlier attempt paid for, and the record of the call:
   :mod:`activities.call_record`;
+- the provider's fleet-wide circuit breaker, asked before the guard (an open breaker refuses
+  the call with ``CircuitOpen`` so the workflow falls back at once) and told the outcome after:
+  :mod:`chorus.governance.circuit_breaker`;
 - the guard around the provider call, fleet rate -> budget reservation -> concurrency slot:
   :mod:`activities.llm_guard`;
 - the provider call and its error translation, one adapter per SDK:
@@ -54,6 +57,7 @@ from chorus.contracts.names import CALL_LLM_ACTIVITY
 from chorus.contracts.tools import ToolCall, ToolTurn
 from chorus.contracts.wire import TextRef
 from chorus.governance import budget
+from chorus.governance.circuit_breaker import Admission, CircuitBreaker, CircuitOpenError
 from chorus.governance.pii import Redactor, restore
 from chorus.governance.pricing import context_window, cost_usd
 from chorus.observability import metrics
@@ -86,6 +90,9 @@ class LLMActivities:
         self._documents: OrderedDict[str, str] = OrderedDict()
         self._redactor = Redactor()
         self._guard = ProviderCallGuard(pool, settings)
+        self._breaker = CircuitBreaker(
+            pool, settings, on_transition=metrics.observe_circuit_transition
+        )
         self._recorder = CallRecorder(pool, settings, self._redactor)
         self._publisher = StreamPublisher.from_settings(pool, settings)
 
@@ -146,8 +153,14 @@ class LLMActivities:
         response = await self._recorder.reusable(info, workflow_id)
         if response is None:
             on_text = stream.token if self._publisher.tokens else None
+            admission = await self._admit(req, info.attempt)
             async with self._guard.hold(req, prompt, workflow_id, info.activity_id):
-                response = await self._ask(req, prompt, info.attempt, output_failures, on_text)
+                try:
+                    response = await self._ask(req, prompt, info.attempt, output_failures, on_text)
+                except ApplicationError as exc:
+                    await self._breaker.record(admission, exc.type, exc.message)
+                    raise
+                await self._breaker.record(admission, None)
             if placeholders:  # put the originals back; the mapping never left the worker
                 response = response.model_copy(
                     update={
@@ -167,6 +180,26 @@ class LLMActivities:
         # The message row keeps the attempt that called the provider; the workflow counts
         # every activity attempt.
         return response.model_copy(update={"attempt": info.attempt, "budget_alerts": alerts})
+
+    async def _admit(self, req: LLMRequest, attempt: int) -> Admission:
+        """Ask the provider's circuit breaker to let the call through.
+
+        Raises:
+            ApplicationError: ``CircuitOpen`` (non-retryable: the workflow tries the agent's
+                next provider at once) while the breaker is open, naming it and its next probe.
+        """
+        try:
+            return await self._breaker.admit(req.provider, req.model)
+        except CircuitOpenError as exc:
+            metrics.CIRCUIT_REJECTIONS.labels(provider=req.provider).inc()
+            activity.logger.info("agent %s: %s", req.agent, exc)
+            raise ApplicationError(
+                f"agent {req.agent}: {req.provider}:{req.model} not called: {exc}",
+                attempt,
+                {"provider": exc.provider, "model": exc.model, "probe_in_s": exc.probe_in_s},
+                type=errors.CIRCUIT_OPEN,
+                non_retryable=True,
+            ) from None
 
     async def _prompt(
         self, req: LLMRequest, info: activity.Info

@@ -1,5 +1,8 @@
 """``chorus top``: one snapshot of the fleet — runs in flight, recent failures, spend, providers.
 
+The providers' circuit breakers (``chorus.providers``, PostgreSQL) are one line under the
+provider table: every breaker that is not closed, with its failures and next probe.
+
 Sources, all read through the SDK (``chorus.fleet``, ``chorus.spend``): runs in flight come
 from Temporal visibility (open Chorus workflows, with their ``ChorusPattern``/``ChorusAgents``
 search attributes); failures, spend and provider latency come from PostgreSQL (``runs``, the
@@ -17,6 +20,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from chorus.governance.circuit_breaker import BreakerStatus
 from starter.sdk import BudgetLine, ChorusClient, ProviderHealth, RecentFailure, RunInFlight
 
 FAILURE_WINDOW = timedelta(hours=1)
@@ -35,6 +39,8 @@ class TopSnapshot(BaseModel):
     failures: list[RecentFailure]
     budgets: list[BudgetLine]
     providers: list[ProviderHealth]
+    breakers: list[BreakerStatus] = []
+    """Circuit breakers with a row (providers without one are closed)."""
 
 
 async def snapshot(chorus: ChorusClient) -> TopSnapshot:
@@ -51,6 +57,7 @@ async def snapshot(chorus: ChorusClient) -> TopSnapshot:
         failures=await chorus.fleet.recent_failures(now - FAILURE_WINDOW, MAX_ROWS),
         budgets=await chorus.spend.budgets(),
         providers=await chorus.fleet.provider_latency(now - PROVIDER_WINDOW),
+        breakers=await chorus.providers.breakers(),
     )
 
 
@@ -62,7 +69,7 @@ def _age(then: datetime | None, now: datetime) -> str:
 
 
 def render(snap: TopSnapshot) -> Group:
-    """Rich renderable of one snapshot: four tables under a header line."""
+    """Rich renderable of one snapshot: four tables under a header line, then the breakers."""
     now = snap.taken_at
     runs = Table(title=f"Runs in flight ({len(snap.in_flight)})", title_justify="left")
     for col in ("workflow id", "pattern", "agents", "running for"):
@@ -107,5 +114,16 @@ def render(snap: TopSnapshot) -> Group:
             f"{p.p95_ms:.0f}",
             _age(p.last_call_at, now) + " ago",
         )
+    tripped = [c for c in snap.breakers if c.state != "closed"]
+    breakers = Text("Circuit breakers: ", style="bold")
+    if not tripped:
+        breakers.append("all closed", style="green")
+    for n, c in enumerate(tripped):
+        name = f"{c.provider}:{c.model}" if c.model else c.provider
+        if c.state == "open":
+            what = f"{name} open ({c.failures} failures, probe in {c.probe_in_s or 0:.0f} s)"
+        else:
+            what = f"{name} half-open (probe in flight)"
+        breakers.append(("; " if n else "") + what, style="bold red")
     header = Text(f"chorus top — {now:%Y-%m-%d %H:%M:%S} UTC (Ctrl-C to quit)", style="bold")
-    return Group(header, runs, failures, spend, providers)
+    return Group(header, runs, failures, spend, providers, breakers)

@@ -120,6 +120,27 @@ class Settings(BaseSettings):
     """Per-provider fleet-wide limits, JSON: ``{"openai": {"concurrency": 16, "rpm": 500}}``;
     providers given replace their defaults (``chorus/governance/provider_limits.py``), others keep
     them."""
+    circuit_failures: int = Field(5, ge=0)
+    """Provider-caused failures (5xx, timeouts, connection errors; 429s only with
+    ``CHORUS_CIRCUIT_COUNT_429``, counted apart) within ``CHORUS_CIRCUIT_WINDOW_S`` that open a
+    provider's fleet-wide circuit breaker; while open, calls go straight to the agent's next
+    provider (``chorus/governance/circuit_breaker.py``). 0 turns the breaker off."""
+    circuit_window_s: float = Field(60.0, gt=0)
+    """Seconds within which ``CHORUS_CIRCUIT_FAILURES`` failures open a breaker (counted from
+    the first failure of the window)."""
+    circuit_cooldown_s: float = Field(30.0, gt=0)
+    """Seconds an open breaker stays open before one probe call may go through (half-open): its
+    success closes the breaker, its failure opens it for another cool-down."""
+    circuit_count_429: bool = False
+    """Whether HTTP 429s count towards opening a breaker (separately from outages, against the
+    same threshold); off by default, since a 429's ``Retry-After`` already paces the retries."""
+    circuit_per_model: bool = False
+    """One breaker per provider and model instead of one per provider (a provider that fails
+    for one model only keeps serving the others)."""
+    circuit_cache_s: float = Field(0.5, ge=0)
+    """Seconds a worker trusts a breaker it read as closed with no recent failures before
+    reading PostgreSQL again (healthy calls cost no query); another worker's calls may still
+    reach a provider this long after its breaker opened. 0: read before every call."""
     providers_file: Path | None = None
     """YAML provider registry (``chorus/config/providers.py``): named providers of kind
     ``openai``, ``openai-compatible``, ``anthropic``, ``azure-openai``, ``bedrock`` or

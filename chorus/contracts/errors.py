@@ -38,6 +38,10 @@ provider in the chain is tried (it may be cheaper, or free like a local model)."
 UNPRICED_MODEL: Final = "UnpricedModel"
 """A paid model without a price (genai-prices, ``CHORUS_PRICES_FILE``): refused before the
 call, since no budget could limit it; not retried, the next provider is tried."""
+CIRCUIT_OPEN: Final = "CircuitOpen"
+"""The provider's fleet-wide circuit breaker is open (it failed ``CHORUS_CIRCUIT_FAILURES``
+times within the window): refused before the call, not retried; the next provider is tried at
+once (``chorus/governance/circuit_breaker.py``). Shown in ``providers_tried``."""
 INVALID_INPUT: Final = "InvalidInput"
 """A workflow's input breaks a validation rule (``chorus/contracts/validation.py``): the run
 fails."""

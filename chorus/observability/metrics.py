@@ -26,6 +26,10 @@ Metric families (label values are bounded: providers, configured models, agents,
 - ``chorus_drafts_active``: drafts not archived (their draft workflows are open).
 - ``chorus_stream_events_total{kind}``, ``chorus_stream_flush_failures_total``: live token
   streaming (:mod:`chorus.streaming.publisher`).
+- ``chorus_circuit_state{provider}`` (0 closed, 1 half-open, 2 open; with per-model breakers
+  the provider's worst), ``chorus_circuit_transitions_total{provider,to}`` and
+  ``chorus_circuit_rejections_total{provider}`` (calls sent to the next provider because the
+  breaker was open): the fleet-wide circuit breakers (:mod:`chorus.governance.circuit_breaker`).
 - Counters kept from before: ``chorus_budget_refusals_total{budget}``,
   ``chorus_budget_alerts_total``, ``chorus_budget_settled_usd_total``,
   ``chorus_pii_redactions_total{kind,policy}``.
@@ -41,7 +45,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from chorus.config.settings import Settings
 from chorus.governance import budget
-from chorus.storage import draft_rows
+from chorus.storage import circuit_rows, draft_rows
 from chorus.storage.db import DB_ERRORS
 
 LLM_LATENCY_BUCKETS: tuple[float, ...] = (
@@ -162,6 +166,26 @@ STREAM_FLUSH_FAILURES = Counter(
     "Batches of live stream events dropped because PostgreSQL did not take them in time (the"
     " LLM call goes on; readers get the whole text with step_completed).",
 )
+CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+"""Values of ``chorus_circuit_state`` by breaker state."""
+CIRCUIT_STATE = Gauge(
+    "chorus_circuit_state",
+    "State of the provider's fleet-wide circuit breaker: 0 closed, 1 half-open, 2 open (the"
+    " worst of its models' breakers with CHORUS_CIRCUIT_PER_MODEL; refreshed on scrape).",
+    ["provider"],
+)
+CIRCUIT_TRANSITIONS = Counter(
+    "chorus_circuit_transitions_total",
+    "Circuit breaker state changes made by this process, by provider and new state (open,"
+    " half_open, closed).",
+    ["provider", "to"],
+)
+CIRCUIT_REJECTIONS = Counter(
+    "chorus_circuit_rejections_total",
+    "LLM calls refused before reaching the provider because its circuit breaker was open (the"
+    " workflow tried the agent's next provider).",
+    ["provider"],
+)
 GAUGE_REFRESH_ERRORS = Counter(
     "chorus_metrics_refresh_errors_total",
     "Scrapes whose PostgreSQL-backed gauges could not be refreshed (values are stale).",
@@ -201,6 +225,17 @@ def observe_llm_call(
     LLM_COST.labels(**labels).inc(cost_usd)
 
 
+def observe_circuit_transition(provider: str, state: str) -> None:
+    """Count a circuit breaker transition this process made and show the new state at once.
+
+    Args:
+        provider: Provider name.
+        state: The new state: ``closed``, ``half_open`` or ``open``.
+    """
+    CIRCUIT_TRANSITIONS.labels(provider=provider, to=state).inc()
+    CIRCUIT_STATE.labels(provider=provider).set(CIRCUIT_STATE_VALUES[state])
+
+
 def observe_run_finished(
     run: Any, status: str, wall_s: float, fallbacks: list[dict[str, str]]
 ) -> None:
@@ -222,7 +257,7 @@ def observe_run_finished(
 
 
 async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, timeout_s: float = 2.0) -> bool:
-    """Set the budget and draft gauges from PostgreSQL (called on each ``/metrics`` scrape).
+    """Set the budget, draft and circuit breaker gauges from PostgreSQL (on each scrape).
 
     Budget values come from :func:`chorus.governance.budget.standing`; a scope without a
     configured limit
@@ -243,6 +278,7 @@ async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, timeout_s: floa
         async with asyncio.timeout(timeout_s):
             lines = await budget.standing(pool, settings)
             drafts = await draft_rows.active_draft_count(pool)
+            breakers = await circuit_rows.list_all(pool)
     except DB_ERRORS:  # TimeoutError is an OSError
         GAUGE_REFRESH_ERRORS.inc()
         return False
@@ -263,4 +299,21 @@ async def refresh_gauges(pool: asyncpg.Pool, settings: Settings, timeout_s: floa
             if value is not None:
                 BUDGET_GAUGES[field].labels(scope=line.scope).set(value)
     DRAFTS_ACTIVE.set(drafts)
+    set_circuit_gauges(breakers)
     return True
+
+
+def set_circuit_gauges(rows: list[Any]) -> None:
+    """Set ``chorus_circuit_state`` from the ``circuit_breakers`` rows.
+
+    Providers without a row keep their sample (a breaker reset by hand keeps its row, closed).
+
+    Args:
+        rows: Rows with ``provider`` and ``state`` (``closed``, ``half_open`` or ``open``).
+    """
+    worst: dict[str, int] = {}
+    for row in rows:
+        value = CIRCUIT_STATE_VALUES.get(row["state"], 0)
+        worst[row["provider"]] = max(worst.get(row["provider"], 0), value)
+    for provider, value in worst.items():
+        CIRCUIT_STATE.labels(provider=provider).set(value)

@@ -16,6 +16,7 @@ One module per group of commands, each over the SDK (:mod:`starter.sdk`) only:
 - :mod:`~starter.cli.tool_commands`: ``tools list`` and ``tools call``.
 - :mod:`~starter.cli.approval_commands`: ``approvals list``, ``approve``, ``reject``, ``edit``.
 - :mod:`~starter.cli.key_commands`: ``keys create``, ``list``, ``revoke``, ``rotate``.
+- :mod:`~starter.cli.provider_commands`: ``providers list`` and ``providers reset``.
 - :mod:`~starter.cli.serve_commands`: ``serve`` (the HTTP API).
 - :mod:`~starter.cli.support`: the consoles, ``--json``, exit codes, the SDK client.
 
@@ -40,6 +41,7 @@ from starter.cli import (
     draft_commands,
     fleet_commands,
     key_commands,
+    provider_commands,
     run_commands,
     serve_commands,
     tool_commands,
@@ -70,6 +72,7 @@ app.add_typer(callback_commands.callbacks_app, name="callbacks")
 app.add_typer(tool_commands.tools_app, name="tools")
 app.add_typer(approval_commands.approvals_app, name="approvals")
 app.add_typer(key_commands.keys_app, name="keys")
+app.add_typer(provider_commands.providers_app, name="providers")
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ exposes one focused client per concern:
 - ``chorus.fleet`` (:class:`FleetClient`): pollers, runs in flight, failures, provider latency.
 - ``chorus.approvals`` (:class:`ApprovalsClient`): gates waiting for a decision; decide them.
 - ``chorus.keys`` (:class:`KeysClient`): API keys of the HTTP API (create, list, revoke, rotate).
+- ``chorus.providers`` (:class:`ProvidersClient`): the provider registry and each provider's
+  fleet-wide circuit breaker (list, reset).
 
 Plan builders (:mod:`starter.sdk.plans`) make the control-flow steps: :func:`loop`,
 :func:`until`, :func:`router`, :func:`handoff`, :func:`group_chat` and :func:`gate`.
@@ -52,6 +54,7 @@ from starter.sdk.drafts_client import DraftsClient
 from starter.sdk.fleet_client import FleetClient, RunInFlight
 from starter.sdk.keys_client import KeysClient
 from starter.sdk.plans import gate, group_chat, handoff, loop, parse_until, router, until
+from starter.sdk.providers_client import ProvidersClient, ProviderStatus
 from starter.sdk.runs_client import RunHandle, RunsClient, RunStatus, RunSummary, is_running
 from starter.sdk.sdk_errors import (
     AgentConfigError,
@@ -85,6 +88,8 @@ __all__ = [
     "KeysClient",
     "Pattern",
     "ProviderHealth",
+    "ProviderStatus",
+    "ProvidersClient",
     "RecentFailure",
     "RunFailedError",
     "RunHandle",
@@ -125,6 +130,7 @@ class ChorusClient:
         fleet: Pollers, runs in flight, failures, provider latency (:class:`FleetClient`).
         approvals: Gates waiting for a decision, and decisions (:class:`ApprovalsClient`).
         keys: API keys of the HTTP API (:class:`KeysClient`).
+        providers: Providers and their circuit breakers (:class:`ProvidersClient`).
     """
 
     def __init__(
@@ -142,6 +148,7 @@ class ChorusClient:
         self.fleet = FleetClient(*parts)
         self.approvals = ApprovalsClient(*parts)
         self.keys = KeysClient(*parts)
+        self.providers = ProvidersClient(*parts)
         # The methods of earlier releases, bound to the focused client that does the work (one
         # signature and one docstring each, in that client).
         self.ui_url = self.runs.ui_url
