@@ -3,6 +3,13 @@
 - :class:`OpenAICompatibleAdapter`: OpenAI, and the ``local`` OpenAI-compatible server
   (llama.cpp, vLLM, Ollama), through the ``openai`` SDK.
 - :class:`AnthropicAdapter`: Anthropic's Messages API, through the ``anthropic`` SDK.
+- Registry providers (``CHORUS_PROVIDERS_FILE``, :mod:`chorus.config.providers`): kinds
+  ``openai``, ``openai-compatible`` and ``gemini`` (its OpenAI-compatible endpoint) through
+  :class:`OpenAICompatibleAdapter` with their own base URL and key; ``azure-openai`` through
+  ``openai.AsyncAzureOpenAI`` (the same adapter: Azure speaks Chat Completions under
+  ``/openai/deployments/<deployment>/...?api-version=...``); ``anthropic`` through
+  :class:`AnthropicAdapter`; ``bedrock`` through the Converse API
+  (:mod:`activities.bedrock_adapter`). Model aliases are resolved before the call.
 
 Temporal owns retries: the SDK clients are built with ``max_retries=0`` and every failure is
 mapped to an ``ApplicationError`` whose type (see :mod:`chorus.contracts.errors`) tells the
@@ -26,6 +33,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,7 +43,7 @@ import anthropic
 import httpx2
 import openai
 from anthropic import AsyncAnthropic
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionChunk
 from temporalio import activity
@@ -43,9 +51,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.llm_output import strict_compatible
 from activities.prompts import Prompt
+from chorus.config.providers import AZURE_ENTRA_SCOPE, ProviderEntry, load_registry
 from chorus.config.settings import Settings
 from chorus.contracts import errors
-from chorus.contracts.models import LLMRequest
+from chorus.contracts.models import PROVIDERS, LLMRequest
 from chorus.contracts.tools import MAX_TOOL_ARGUMENTS_CHARS, ToolCall, ToolSpec, wire_name
 from chorus.integrations import local_model
 from chorus.observability.logs import SecretScrubber, secret_values
@@ -106,11 +115,22 @@ class ProviderAdapter(Protocol):
 
 @dataclass
 class ProviderClients:
-    """SDK clients, built once per worker; ``None`` where the provider is not configured."""
+    """SDK clients, built once per worker; ``None`` where the provider is not configured.
+
+    Attributes:
+        openai: The built-in ``openai`` provider's client.
+        anthropic: The built-in ``anthropic`` provider's client.
+        local: The built-in ``local`` provider's client.
+        registry: The registry's other providers (``CHORUS_PROVIDERS_FILE``), by name; their
+            clients are built on first use (:meth:`client_for`) and kept.
+    """
 
     openai: AsyncOpenAI | None
     anthropic: AsyncAnthropic | None
     local: AsyncOpenAI | None
+    registry: dict[str, ProviderEntry] = field(default_factory=dict)
+    _built: dict[str, Any] = field(default_factory=dict)
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderClients:
@@ -118,7 +138,11 @@ class ProviderClients:
 
         The OpenAI and Anthropic SDKs read ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` and
         ``ANTHROPIC_API_KEY``/``ANTHROPIC_BASE_URL`` themselves; the local provider uses
-        ``CHORUS_LOCAL_BASE_URL``. SDK retries are off (``max_retries=0``).
+        ``CHORUS_LOCAL_BASE_URL``. SDK retries are off (``max_retries=0``). The registry's
+        other entries are kept for :meth:`client_for`.
+
+        Raises:
+            chorus.config.providers.ProviderRegistryError: ``CHORUS_PROVIDERS_FILE`` is invalid.
         """
         return cls(
             openai=AsyncOpenAI(max_retries=0)
@@ -132,13 +156,77 @@ class ProviderClients:
             )
             if settings.local_base_url
             else None,
+            registry={n: e for n, e in load_registry(settings).items() if not e.builtin},
         )
 
+    def client_for(self, entry: ProviderEntry) -> Any:
+        """The SDK client of a registry entry, built on first use (retries off).
+
+        - ``openai``, ``openai-compatible``, ``gemini``: ``AsyncOpenAI(base_url=endpoint,
+          api_key=$api_key_env)`` (a placeholder key when the entry names none: local
+          servers ignore it, the SDK insists on one).
+        - ``azure-openai``: ``AsyncAzureOpenAI(azure_endpoint, api_version)`` with the
+          ``api-key`` header from ``$api_key_env``, or with Entra ID: an async bearer-token
+          provider over ``azure.identity.aio.DefaultAzureCredential`` for scope
+          :data:`~chorus.config.providers.AZURE_ENTRA_SCOPE`, which caches the token and
+          fetches a new one before it expires (``azure-identity``, extra ``azure``).
+        - ``anthropic``: ``AsyncAnthropic(base_url=endpoint, api_key=$api_key_env)``.
+        - ``bedrock``: :class:`activities.bedrock_adapter.BedrockClients` (boto3, extra
+          ``bedrock``).
+        """
+        client = self._built.get(entry.name)
+        if client is not None:
+            return client
+        key = os.environ.get(entry.api_key_env, "") if entry.api_key_env else ""
+        if entry.kind in ("openai", "openai-compatible", "gemini"):
+            client = AsyncOpenAI(
+                base_url=entry.endpoint, api_key=key or "not-needed", max_retries=0
+            )
+            self._closers.append(client.close)
+        elif entry.kind == "azure-openai":
+            if entry.auth == "entra-id":
+                from azure.identity.aio import (  # optional extra: imported only when used
+                    DefaultAzureCredential,
+                    get_bearer_token_provider,
+                )
+
+                credential = DefaultAzureCredential()
+                client = AsyncAzureOpenAI(
+                    azure_endpoint=entry.endpoint or "",
+                    api_version=entry.api_version,
+                    azure_ad_token_provider=get_bearer_token_provider(
+                        credential, AZURE_ENTRA_SCOPE
+                    ),
+                    max_retries=0,
+                )
+                self._closers.append(credential.close)
+            else:
+                client = AsyncAzureOpenAI(
+                    azure_endpoint=entry.endpoint or "",
+                    api_version=entry.api_version,
+                    api_key=key,
+                    max_retries=0,
+                )
+            self._closers.append(client.close)
+        elif entry.kind == "anthropic":
+            client = AsyncAnthropic(base_url=entry.endpoint, api_key=key, max_retries=0)
+            self._closers.append(client.close)
+        else:
+            from activities.bedrock_adapter import BedrockClients
+
+            client = BedrockClients(entry)
+        self._built[entry.name] = client
+        return client
+
     async def close(self) -> None:
-        """Close the HTTP connection pools."""
+        """Close the HTTP connection pools (and the Entra ID credential, if any)."""
         for client in (self.openai, self.anthropic, self.local):
             if client is not None:
                 await client.close()
+        for closer in self._closers:
+            await closer()
+        self._closers.clear()
+        self._built.clear()
 
 
 def parse_retry_after(headers: Mapping[str, str], cap_s: float) -> timedelta | None:
@@ -175,9 +263,13 @@ def provider_adapter(
 
     Raises:
         ApplicationError: ``ProviderNotConfigured`` (non-retryable; the workflow tries the
-            next provider) when the worker built no client for ``provider``.
+            next provider) when the worker built no client for ``provider``, or ``provider``
+            is not in this worker's registry, or its key variable is unset.
     """
-    client = getattr(clients, provider, None)
+    entry = clients.registry.get(provider) if provider not in PROVIDERS else None
+    if entry is not None:
+        return _registry_adapter(entry, clients, settings)
+    client = getattr(clients, provider, None) if provider in PROVIDERS else None
     if client is None:
         _ok, reason = settings.provider_configured(provider)
         raise ApplicationError(
@@ -192,19 +284,99 @@ def provider_adapter(
     return OpenAICompatibleAdapter(provider, client, settings)
 
 
+def _registry_adapter(
+    entry: ProviderEntry, clients: ProviderClients, settings: Settings
+) -> ProviderAdapter:
+    """The adapter of a registry provider, model aliases resolved.
+
+    Raises:
+        ApplicationError: ``ProviderNotConfigured`` when its key variable is unset or its SDK
+            is not installed.
+    """
+    ok, reason = entry.configured()
+    if not ok:
+        raise ApplicationError(
+            f"provider {entry.name} is not configured on this worker: {reason}",
+            _attempt(),
+            type=errors.PROVIDER_NOT_CONFIGURED,
+            non_retryable=True,
+        )
+    client = clients.client_for(entry)
+    inner: ProviderAdapter
+    if entry.kind == "anthropic":
+        inner = AnthropicAdapter(client, settings)
+    elif entry.kind == "bedrock":
+        from activities.bedrock_adapter import BedrockAdapter
+
+        inner = BedrockAdapter(entry, client, settings)
+    else:
+        inner = OpenAICompatibleAdapter(
+            entry.name,
+            client,
+            settings,
+            max_tokens_param=entry.max_tokens_param,
+            key_env=entry.api_key_env if entry.kind == "gemini" else None,
+        )
+    return AliasedAdapter(entry, inner)
+
+
+class AliasedAdapter:
+    """A registry provider's adapter that sends each model alias as the provider's own id.
+
+    Args:
+        entry: The registry entry (its ``models`` map alias -> id: an Azure deployment, a
+            Bedrock model id).
+        inner: The adapter of the entry's kind.
+    """
+
+    def __init__(self, entry: ProviderEntry, inner: ProviderAdapter) -> None:
+        self._entry = entry
+        self._inner = inner
+
+    async def complete(
+        self, req: LLMRequest, prompt: Prompt, on_text: TextSink | None = None
+    ) -> Completion:
+        """Call the inner adapter with the alias resolved (errors name the provider's id).
+
+        Raises:
+            ApplicationError: As the inner adapter.
+        """
+        model = self._entry.model_id(req.model)
+        if model != req.model:
+            req = req.model_copy(update={"model": model})
+        return await self._inner.complete(req, prompt, on_text)
+
+
 class OpenAICompatibleAdapter:
     """Chat completions through the ``openai`` SDK: OpenAI itself, or the ``local`` server.
 
     Args:
-        provider: ``openai`` or ``local``.
+        provider: ``openai``, ``local``, or a registry provider of kind ``openai``,
+            ``openai-compatible``, ``gemini`` or ``azure-openai``.
         client: The worker's client for that provider.
         settings: Retry-After cap; the local server's state (for its error messages).
+        max_tokens_param: The request field of the completion limit (``max_tokens`` or
+            ``max_completion_tokens``); ``None``: ``max_completion_tokens`` (OpenAI's). The
+            built-in ``local`` provider keeps its llama.cpp dialect whatever this says.
+        key_env: Gemini only: the key's variable, named when Gemini refuses the key (it
+            answers HTTP 400 ``API_KEY_INVALID``, which is translated to
+            ``ProviderAuthError`` so the chain falls back instead of failing the step).
     """
 
-    def __init__(self, provider: str, client: AsyncOpenAI, settings: Settings) -> None:
+    def __init__(
+        self,
+        provider: str,
+        client: AsyncOpenAI,
+        settings: Settings,
+        *,
+        max_tokens_param: str | None = None,
+        key_env: str | None = None,
+    ) -> None:
         self._provider = provider
         self._client = client
         self._settings = settings
+        self._max_tokens_param = max_tokens_param or "max_completion_tokens"
+        self._gemini_key_env = key_env
 
     async def complete(
         self, req: LLMRequest, prompt: Prompt, on_text: TextSink | None = None
@@ -236,6 +408,18 @@ class OpenAICompatibleAdapter:
         For the ``local`` provider a connection error names why the embedded server is down
         when it is (issue 12: it crashed with SIGSEGV and the user saw four connect errors).
         """
+        if (
+            self._gemini_key_env is not None
+            and isinstance(exc, openai.BadRequestError)
+            and any(m in str(exc.body) for m in _GEMINI_KEY_REFUSALS)
+        ):
+            return ApplicationError(
+                f"{req.provider}:{req.model}: authentication refused (HTTP 400 API_KEY_INVALID)"
+                f"; check {self._gemini_key_env}",
+                _attempt(),
+                type=errors.PROVIDER_AUTH,
+                non_retryable=True,
+            )
         if self._provider == "local" and isinstance(exc, openai.APIConnectionError):
             down = await asyncio.to_thread(local_model.server_down_reason, self._settings)
             if down:
@@ -257,7 +441,7 @@ class OpenAICompatibleAdapter:
             if req.output_schema is not None:
                 extra_body["response_format"] = {"type": "json_object", "schema": req.output_schema}
         else:
-            kwargs["max_completion_tokens"] = req.max_tokens
+            kwargs[self._max_tokens_param] = req.max_tokens
             if req.output_schema is not None:
                 json_schema: dict[str, Any] = {
                     "name": f"{req.agent}_output",
@@ -432,6 +616,11 @@ class OpenAICompatibleAdapter:
             completion_tokens=completion,
             total_tokens=counts[0] + completion,
         )
+
+
+_GEMINI_KEY_REFUSALS = ("API_KEY_INVALID", "API key not valid")
+"""How Gemini says a key is refused: HTTP 400 ``INVALID_ARGUMENT`` with reason
+``API_KEY_INVALID`` (ai.google.dev, "Troubleshooting guide": 400 for an invalid key)."""
 
 
 @dataclass
