@@ -154,12 +154,14 @@ class LLMActivities:
         if response is None:
             on_text = stream.token if self._publisher.tokens else None
             admission = await self._admit(req, info.attempt)
-            async with self._guard.hold(req, prompt, workflow_id, info.activity_id):
+            async with self._guard.hold(req, prompt, workflow_id, info.activity_id) as ticket:
                 try:
                     response = await self._ask(req, prompt, info.attempt, output_failures, on_text)
                 except ApplicationError as exc:
                     await self._breaker.record(admission, exc.type, exc.message)
                     raise
+                # Settles the tokens-per-minute reservation to what the call used.
+                ticket.used_tokens = response.input_tokens + response.output_tokens
                 await self._breaker.record(admission, None)
             if placeholders:  # put the originals back; the mapping never left the worker
                 response = response.model_copy(

@@ -4,7 +4,8 @@
 
 1. the provider's fleet-wide requests per minute (:class:`FleetRateLimiter`): waiting for it
    holds neither a worst-case budget reservation (which could refuse other calls meanwhile)
-   nor a concurrency slot;
+   nor a concurrency slot; then its tokens per minute, the call's worst case (settled to the
+   tokens used when the block ends: :class:`CallTicket`);
 2. the call's worst-case cost against every budget (:mod:`chorus.governance.budget`);
 3. one of the provider's fleet-wide concurrency slots (:class:`FleetSemaphore`).
 
@@ -21,6 +22,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
@@ -45,6 +47,19 @@ from chorus.observability import metrics
 from chorus.storage.db import DB_ERRORS
 
 
+@dataclass
+class CallTicket:
+    """What :meth:`ProviderCallGuard.hold` yields: the caller reports the tokens used.
+
+    Attributes:
+        used_tokens: Input + output tokens of the call as the provider reported them; set by
+            the block once the provider answered. Left ``None`` (the call failed), the
+            prompt's share of the token reservation is kept and ``max_tokens`` given back.
+    """
+
+    used_tokens: int | None = None
+
+
 class ProviderCallGuard:
     """Rate, budget and concurrency limits of provider calls, shared by every worker.
 
@@ -64,8 +79,12 @@ class ProviderCallGuard:
     @contextlib.asynccontextmanager
     async def hold(
         self, req: LLMRequest, prompt: Prompt, workflow_id: str, activity_id: str
-    ) -> AsyncIterator[None]:
-        """Take the rate, reserve the budget and take a slot for the block (the provider call).
+    ) -> AsyncIterator[CallTicket]:
+        """Take the rates, reserve the budget and take a slot for the block (the provider call).
+
+        Yields:
+            A :class:`CallTicket` whose ``used_tokens`` the block sets after the call; the
+            tokens-per-minute reservation is settled to it on leaving.
 
         Args:
             req: The call's request (provider, model, agent, ``max_tokens``).
@@ -81,24 +100,77 @@ class ProviderCallGuard:
         """
         started_wait = time.monotonic()
         waited_s = await retry_storage(lambda: self.acquire_rate(req), STORAGE_WAIT_S)
-        held = await retry_storage(
-            lambda: self.reserve(req, prompt, workflow_id, activity_id),
-            STORAGE_WAIT_S - (time.monotonic() - started_wait - waited_s),
+        prompt_tokens = _prompt_bytes(req, prompt) + budget.WORST_CASE_OVERHEAD_TOKENS
+        tokens = await retry_storage(
+            lambda: self.acquire_tokens(req, prompt_tokens + req.max_tokens),
+            STORAGE_WAIT_S - (time.monotonic() - started_wait),
         )
-        waited_s = time.monotonic() - started_wait
+        ticket = CallTicket()
         try:
-            slot = await self.acquire_slot(req, wait_s=max(0.0, SLOT_WAIT_S - waited_s))
+            held = await retry_storage(
+                lambda: self.reserve(req, prompt, workflow_id, activity_id),
+                STORAGE_WAIT_S - (time.monotonic() - started_wait - waited_s),
+            )
+            waited_s = time.monotonic() - started_wait
             try:
-                yield
-            finally:
-                await self._slots.release(req.provider, slot)
-        except BaseException:  # cancellation too: nothing was spent, give the amount back
-            if held:
-                with contextlib.suppress(*DB_ERRORS):
-                    await budget.release(
-                        self._pool, workflow_id=workflow_id, activity_id=activity_id
-                    )
-            raise
+                slot = await self.acquire_slot(req, wait_s=max(0.0, SLOT_WAIT_S - waited_s))
+                try:
+                    yield ticket
+                finally:
+                    await self._slots.release(req.provider, slot)
+            except BaseException:  # cancellation too: nothing was spent, give the amount back
+                if held:
+                    with contextlib.suppress(*DB_ERRORS):
+                        await budget.release(
+                            self._pool, workflow_id=workflow_id, activity_id=activity_id
+                        )
+                raise
+        finally:
+            if tokens:
+                # Failed or cancelled: keep the prompt's share, give back max_tokens.
+                used = ticket.used_tokens
+                if used is None:
+                    used = min(prompt_tokens, tokens)
+                with contextlib.suppress(*DB_ERRORS):  # unsettled: the limit stays stricter
+                    await self._rate.settle_tokens(req.provider, tokens, used)
+
+    async def acquire_tokens(self, req: LLMRequest, tokens: int) -> int:
+        """Wait for the call's worst-case tokens under the provider's tokens per minute.
+
+        Args:
+            req: The call's request (provider and agent).
+            tokens: Worst-case input + output tokens.
+
+        Returns:
+            Tokens reserved (0 when the provider has no tpm limit).
+
+        Raises:
+            ApplicationError: ``RateLimited`` (retryable) when the tokens would be free only
+                after ``SLOT_WAIT_S``, with that time (capped by ``CHORUS_MAX_RETRY_AFTER_S``)
+                as the next retry delay; ``StorageUnavailable`` when PostgreSQL does not
+                answer.
+        """
+        try:
+            reserved, _waited = await self._rate.acquire_tokens(
+                req.provider,
+                tokens,
+                on_wait=activity.heartbeat if activity.in_activity() else None,
+            )
+        except RateBacklogError as exc:
+            raise ApplicationError(
+                f"agent {req.agent}: {exc}",
+                activity.info().attempt if activity.in_activity() else 1,
+                type=errors.RATE_LIMITED,
+                next_retry_delay=timedelta(
+                    seconds=min(exc.retry_after_s, self._settings.max_retry_after_s)
+                ),
+            ) from exc
+        except DB_ERRORS as exc:
+            raise storage_error(
+                f"agent {req.agent}: cannot reserve tokens under the provider's tokens-per-"
+                f"minute limit in PostgreSQL ({exc})"
+            ) from exc
+        return reserved
 
     async def acquire_rate(self, req: LLMRequest) -> float:
         """Wait for the provider's fleet-wide requests per minute (heartbeating meanwhile).
@@ -171,10 +243,7 @@ class ProviderCallGuard:
                 unless ``CHORUS_ALLOW_UNPRICED_MODELS``, or ``StorageUnavailable`` when
                 PostgreSQL does not answer.
         """
-        prompt_bytes = len(prompt.system.encode()) + len(prompt.user.encode())
-        # A tool turn also sends the step's earlier calls and results, and the tools' schemas.
-        prompt_bytes += len(transcript_of(prompt.turns).encode())
-        prompt_bytes += sum(len(json.dumps(t.parameters)) + len(t.description) for t in req.tools)
+        prompt_bytes = _prompt_bytes(req, prompt)
         amount, priced = budget.worst_case_usd(
             req.provider, req.model, prompt_bytes, req.max_tokens
         )
@@ -224,3 +293,13 @@ class ProviderCallGuard:
                 f"agent {req.agent}: cannot reserve budget in PostgreSQL ({exc})"
             ) from exc
         return reservation.held
+
+
+def _prompt_bytes(req: LLMRequest, prompt: Prompt) -> int:
+    """UTF-8 bytes the call sends: an upper bound of its input tokens (a token is >= 1 byte).
+
+    A tool turn also sends the step's earlier calls and results, and the tools' schemas.
+    """
+    size = len(prompt.system.encode()) + len(prompt.user.encode())
+    size += len(transcript_of(prompt.turns).encode())
+    return size + sum(len(json.dumps(t.parameters)) + len(t.description) for t in req.tools)

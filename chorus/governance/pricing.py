@@ -14,6 +14,12 @@ What this module adds:
 - ``CHORUS_PRICES_FILE`` (YAML ``provider: {model: {input: USD, output: USD, cached_input:
   USD}}``, USD per 1,000,000 tokens; ``cached_input`` defaults to ``input``) prices models the
   library lacks or overrides it; a model matches its dated snapshots by prefix.
+- Registry providers (``CHORUS_PROVIDERS_FILE``, :mod:`chorus.config.providers`): the entry's
+  ``prices`` (by alias, provider model id, dated-snapshot prefix, or ``"*"``), else the library
+  under the entry kind's price-table provider (:data:`KIND_PRICE_PROVIDER`: ``azure-openai`` as
+  ``azure``, ``gemini`` as ``google``, ``bedrock`` as ``aws``) for the model's provider id; an
+  ``openai-compatible`` model without a price in the entry is unpriced. ``CHORUS_PRICES_FILE``
+  still wins over both. The entry's ``context_tokens`` is the context window of its models.
 - :func:`is_priced`: a paid model with no price cannot be limited by any budget, so the LLM
   activity refuses to call it unless ``CHORUS_ALLOW_UNPRICED_MODELS`` is set.
 - Context windows come from the library's model data; ``local`` from settings; otherwise the
@@ -31,6 +37,9 @@ import genai_prices
 import yaml
 from genai_prices import Usage, calc_price
 
+from chorus.config.providers import ProviderEntry, read_registry_file
+from chorus.contracts.models import PROVIDERS
+
 PRICE_DATA_VERSION = f"genai-prices {genai_prices.__version__}"
 """The price data in use (recorded with every ledger row)."""
 
@@ -38,6 +47,16 @@ DEFAULT_CONTEXT_WINDOW = 32_000
 """Assumed for remote models without a known context window (conservative), in tokens."""
 
 _FILE_KEYS = frozenset({"input", "output", "cached_input"})
+
+KIND_PRICE_PROVIDER: dict[str, str] = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "azure-openai": "azure",
+    "gemini": "google",
+    "bedrock": "aws",
+}
+"""``genai-prices`` provider id of each registry kind (its ``providers`` list, 2026);
+``openai-compatible`` endpoints serve any model at any price, so they have none."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +119,33 @@ def _file_price(provider: str, model: str) -> Price | None:
     return table[max(matches, key=len)] if matches else None
 
 
+def _registry_entry(provider: str) -> ProviderEntry | None:
+    """The registry entry of a non-built-in provider (``CHORUS_PROVIDERS_FILE``), if any."""
+    path = os.environ.get("CHORUS_PROVIDERS_FILE")
+    if not path or provider in PROVIDERS:
+        return None
+    return read_registry_file(Path(path)).get(provider)
+
+
+def _price_source(provider: str, model: str) -> tuple[Price | None, str | None, str]:
+    """Where ``provider``/``model`` is priced: a fixed price, or a library (provider, model).
+
+    Returns:
+        ``(price, None, model)`` for a fixed price (prices file or registry entry), else
+        ``(None, library provider id or None, model id)``.
+    """
+    fixed = _file_price(provider, model)
+    if fixed is not None:
+        return fixed, None, model
+    entry = _registry_entry(provider)
+    if entry is None:
+        return None, provider, model
+    listed = entry.price(model)
+    if listed is not None:
+        return Price(listed.input, listed.output, listed.cached_input), None, model
+    return None, KIND_PRICE_PROVIDER.get(entry.kind), entry.model_id(model)
+
+
 @lru_cache(maxsize=512)
 def _library_model(provider: str, model: str) -> genai_prices.types.ModelInfo | None:
     try:
@@ -110,10 +156,11 @@ def _library_model(provider: str, model: str) -> genai_prices.types.ModelInfo | 
 
 def is_priced(provider: str, model: str) -> bool:
     """Whether a call to ``provider``/``model`` can be priced (``local`` always is)."""
-    return (
-        provider == "local"
-        or _file_price(provider, model) is not None
-        or _library_model(provider, model) is not None
+    if provider == "local":
+        return True
+    price, library, model_id = _price_source(provider, model)
+    return price is not None or (
+        library is not None and _library_model(library, model_id) is not None
     )
 
 
@@ -141,12 +188,15 @@ def cost_usd(
 
     Raises:
         ValueError, OSError: ``CHORUS_PRICES_FILE`` is malformed or unreadable.
+        chorus.config.providers.ProviderRegistryError: ``CHORUS_PROVIDERS_FILE`` is invalid.
     """
     if provider == "local":
         return 0.0, True
-    price = _file_price(provider, model)
+    price, library, model = _price_source(provider, model)
     if price is not None:
         return price.cost(input_tokens, output_tokens, cached_input_tokens), True
+    if library is None:
+        return 0.0, False
     try:
         calculation = calc_price(
             Usage(
@@ -156,7 +206,7 @@ def cost_usd(
                 cache_write_tokens=cache_write_tokens or None,
             ),
             model,
-            provider_id=provider,
+            provider_id=library,
         )
     except LookupError:
         return 0.0, False
@@ -173,6 +223,10 @@ def context_window(provider: str, model: str, local_tokens: int) -> int:
     """
     if provider == "local":
         return local_tokens
-    info = _library_model(provider, model)
+    entry = _registry_entry(provider)
+    if entry is not None and entry.context_tokens:
+        return entry.context_tokens
+    _price, library, model = _price_source(provider, model)
+    info = _library_model(library, model) if library is not None else None
     window = getattr(info, "context_window", None) if info is not None else None
     return int(window) if window else DEFAULT_CONTEXT_WINDOW

@@ -15,8 +15,19 @@
   :func:`chorus.contracts.names.llm_task_queue`) whose workers cap their concurrent activities at N,
   so no worker polls more calls than the fleet may run.
 
-A call first waits for the rate, then for a slot, so waiting for the rate holds no slot;
-both waits together last at most :data:`SLOT_WAIT_S`.
+- **Tokens per minute** (input + output): a second GCRA per provider, on the row
+  ``tpm:<provider>`` of the same table, whose cells are tokens instead of calls: one token
+  every ``60 / tpm`` seconds, a bucket of one minute's worth (``tpm`` tokens; providers
+  enforce TPM per minute). Before the call starts it reserves its worst case, the prompt's
+  UTF-8 bytes plus 32 tokens of chat markup plus ``max_tokens`` (the budget's bound, which
+  never undercounts: a token is at least one byte); after the call the unused part is given
+  back (:meth:`FleetRateLimiter.settle_tokens`), so the limit converges on actual usage. A
+  call that fails keeps its prompt's share (a provider may count the input of a failed
+  call) and gives back ``max_tokens``. A request larger than the whole bucket reserves the
+  whole bucket (it would otherwise never start).
+
+A call first waits for the rate, then for tokens, then for a slot, so waiting for either rate
+holds no slot; the waits together last at most :data:`SLOT_WAIT_S`.
 
 Defaults (override with ``CHORUS_PROVIDER_LIMITS``, JSON): OpenAI 500 requests/min and 16
 concurrent (OpenAI's published tier-1 limit for gpt-4o-mini is 500 RPM, "Rate limits" guide,
@@ -30,6 +41,7 @@ requests/minute may be enforced as 1,000 requests/second").
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -120,14 +132,95 @@ class FleetRateLimiter:
                 "requests/min, CHORUS_PROVIDER_LIMITS)",
                 retry_after_s,
             )
-        remaining = wait_s
-        while remaining > 0:
-            if on_wait is not None:
-                on_wait()
-            step = min(remaining, RATE_HEARTBEAT_S)
-            await asyncio.sleep(step)
-            remaining -= step
+        await _sleep(wait_s, on_wait)
         return wait_s
+
+    def token_cost(self, provider: str, tokens: int) -> int:
+        """Tokens a call of ``tokens`` worst-case tokens reserves (0: no tpm limit)."""
+        limit = self._limits.get(provider)
+        if limit is None or limit.tpm <= 0:
+            return 0
+        return max(1, min(tokens, math.floor(limit.tpm)))
+
+    async def acquire_tokens(
+        self,
+        provider: str,
+        tokens: int,
+        *,
+        max_wait_s: float = SLOT_WAIT_S,
+        on_wait: Callable[[], None] | None = None,
+    ) -> tuple[int, float]:
+        """Reserve ``tokens`` of the provider's fleet-wide tokens per minute, sleeping for them.
+
+        Args:
+            provider: Provider name.
+            tokens: The call's worst case, input + output tokens.
+            max_wait_s: Longest wait accepted, in seconds.
+            on_wait: Called at least every :data:`RATE_HEARTBEAT_S` seconds while sleeping.
+
+        Returns:
+            ``(tokens reserved, seconds waited)``; ``(0, 0.0)`` when the provider has no tpm
+            limit (no query is run).
+
+        Raises:
+            RateBacklogError: The tokens would be free more than ``max_wait_s`` seconds from
+                now; nothing was reserved.
+            OSError, asyncpg.PostgresError, asyncpg.InterfaceError: PostgreSQL failed.
+        """
+        cost = self.token_cost(provider, tokens)
+        if cost == 0:
+            return 0, 0.0
+        limit = self._limits[provider]
+        per_token_s = 60.0 / limit.tpm
+        capacity = math.floor(limit.tpm)
+        key = tokens_key(provider)
+        tolerance_s = (capacity - cost) * per_token_s
+        wait_s = await provider_rates.reserve_start(
+            self._pool, key, cost * per_token_s, tolerance_s, max_wait_s
+        )
+        if wait_s is None:
+            next_start_s = await provider_rates.next_start(self._pool, key, tolerance_s)
+            retry_after_s = next_start_s if next_start_s is not None else max_wait_s
+            raise RateBacklogError(
+                f"provider {provider}: {cost} tokens would be free in {retry_after_s:.0f} s, "
+                f"more than {max_wait_s:.0f} s (limit: {limit.tpm:g} tokens/min)",
+                retry_after_s,
+            )
+        await _sleep(wait_s, on_wait)
+        return cost, wait_s
+
+    async def settle_tokens(self, provider: str, reserved: int, used: int) -> None:
+        """Give back the part of a reservation the call did not use.
+
+        Args:
+            provider: Provider name.
+            reserved: Tokens :meth:`acquire_tokens` reserved.
+            used: Tokens the call used (input + output as the provider reported them).
+
+        Raises:
+            OSError, asyncpg.PostgresError, asyncpg.InterfaceError: PostgreSQL failed.
+        """
+        limit = self._limits.get(provider)
+        unused = reserved - used
+        if limit is None or limit.tpm <= 0 or reserved <= 0 or unused <= 0:
+            return
+        await provider_rates.give_back(self._pool, tokens_key(provider), unused * 60.0 / limit.tpm)
+
+
+def tokens_key(provider: str) -> str:
+    """The ``llm_rate_limits`` row of a provider's tokens per minute (names have no ``:``)."""
+    return f"tpm:{provider}"
+
+
+async def _sleep(wait_s: float, on_wait: Callable[[], None] | None) -> None:
+    """Sleep ``wait_s`` seconds, calling ``on_wait`` at least every ``RATE_HEARTBEAT_S``."""
+    remaining = wait_s
+    while remaining > 0:
+        if on_wait is not None:
+            on_wait()
+        step = min(remaining, RATE_HEARTBEAT_S)
+        await asyncio.sleep(step)
+        remaining -= step
 
 
 class FleetSemaphore:

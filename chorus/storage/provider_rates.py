@@ -35,6 +35,13 @@ SELECT greatest(0, extract(epoch FROM tat - clock_timestamp()) - $2::float8)::fl
 FROM llm_rate_limits WHERE provider = $1
 """
 
+# Tokens per minute give back what a call reserved and did not use: its theoretical arrival
+# time moves back by the unused tokens' share (GCRA credit). A time already in the past stays
+# harmless: the next reservation starts from max(tat, now).
+_GIVE_BACK = """
+UPDATE llm_rate_limits SET tat = tat - make_interval(secs => $2::float8) WHERE provider = $1
+"""
+
 _TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1), $2)"
 _UNLOCK = "SELECT pg_advisory_unlock(hashtext($1), $2)"
 
@@ -67,6 +74,11 @@ async def next_start(pool: asyncpg.Pool, provider: str, tolerance_s: float) -> f
     """
     wait_s = await pool.fetchval(_NEXT_START, provider, tolerance_s)
     return None if wait_s is None else float(wait_s)
+
+
+async def give_back(pool: asyncpg.Pool, key: str, seconds: float) -> None:
+    """Move row ``key``'s theoretical arrival time back by ``seconds`` (unused reservation)."""
+    await pool.execute(_GIVE_BACK, key, seconds)
 
 
 def _slot_key(provider: str) -> str:
