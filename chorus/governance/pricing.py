@@ -17,7 +17,8 @@ What this module adds:
 - Registry providers (``CHORUS_PROVIDERS_FILE``, :mod:`chorus.config.providers`): the entry's
   ``prices`` (by alias, provider model id, dated-snapshot prefix, or ``"*"``), else the library
   under the entry kind's price-table provider (:data:`KIND_PRICE_PROVIDER`: ``azure-openai`` as
-  ``azure``, ``gemini`` as ``google``, ``bedrock`` as ``aws``) for the model's provider id; an
+  ``azure``, ``gemini`` as ``google``, ``bedrock`` as ``aws``) for the model's provider id, or
+  for the alias when the library does not know the id (an Azure deployment name); an
   ``openai-compatible`` model without a price in the entry is unpriced. ``CHORUS_PRICES_FILE``
   still wins over both. The entry's ``context_tokens`` is the context window of its models.
 - :func:`is_priced`: a paid model with no price cannot be limited by any budget, so the LLM
@@ -143,7 +144,14 @@ def _price_source(provider: str, model: str) -> tuple[Price | None, str | None, 
     listed = entry.price(model)
     if listed is not None:
         return Price(listed.input, listed.output, listed.cached_input), None, model
-    return None, KIND_PRICE_PROVIDER.get(entry.kind), entry.model_id(model)
+    library = KIND_PRICE_PROVIDER.get(entry.kind)
+    model_id = entry.model_id(model)
+    if library is not None and _library_model(library, model_id) is None:
+        # An Azure deployment's name says nothing; an alias named after the model does
+        # (``models: {gpt-4o: my-deployment}``).
+        if _library_model(library, model) is not None:
+            model_id = model
+    return None, library, model_id
 
 
 @lru_cache(maxsize=512)

@@ -226,7 +226,7 @@ providers:
     kind: azure-openai
     endpoint: https://x.openai.azure.com
     api_key_env: AZURE_KEY
-    models: {gpt4o: my-deployment, mini: mini-deployment}
+    models: {gpt4o: my-deployment, gpt-4o-mini: mini-deployment}
     prices: {gpt4o: {input: 2.5, output: 10, cached_input: 1.25}}
     context_tokens: 128000
   vllm:
@@ -250,8 +250,10 @@ providers:
     cached = pricing.cost_usd("azure-prod", "gpt4o", 1_000_000, 0, cached_input_tokens=500_000)
     assert cached[1] and cached[0] == pytest.approx(1.875)
     # No entry price: the price library under the kind's provider (Azure, AWS).
+    # An alias named after the model prices its deployment (the name says nothing).
     azure_mini, known = pricing.cost_usd("azure-prod", "gpt-4o-mini", 1_000_000, 0)
     assert known and azure_mini > 0
+    assert not pricing.is_priced("azure-prod", "my-own-deployment")
     haiku, known = pricing.cost_usd("bedrock", "haiku", 1_000_000, 1_000_000)
     assert known and haiku == pytest.approx(4.8)
     assert pricing.cost_usd("vllm", "qwen2.5-7b", 10_000, 10_000) == (0.0, True)
