@@ -3,7 +3,8 @@
 One threaded HTTP server answers:
 
 - ``POST /openai/deployments/<deployment>/chat/completions?api-version=...`` (Azure OpenAI:
-  the deployment in the path, the ``api-key`` header or an ``Authorization: Bearer`` token);
+  the deployment in the path, the ``api-key`` header or an ``Authorization: Bearer`` token of
+  ``bearer_tokens``);
 - ``POST .../chat/completions`` (OpenAI-compatible, Gemini's ``/v1beta/openai/``), with an
   ``Authorization: Bearer <key>`` header;
 - ``POST /model/<modelId>/converse`` (Bedrock Converse JSON; SigV4-signed by boto3).
@@ -57,6 +58,8 @@ class ProviderStub:
         self.key = key
         self.text = text
         self.requests: list[StubRequest] = []
+        self.bearer_tokens: set[str] = set()
+        """Entra ID tokens the Azure paths accept (``Authorization: Bearer``)."""
         self._scripts: dict[str, deque[StubReply]] = defaultdict(deque)
         stub = self
 
@@ -138,7 +141,8 @@ class ProviderStub:
         if request.path.endswith("/converse"):
             return request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256")
         if request.path.startswith("/openai/deployments/"):
-            return request.headers.get("api-key") == self.key
+            bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+            return request.headers.get("api-key") == self.key or bearer in self.bearer_tokens
         return request.headers.get("authorization") == f"Bearer {self.key}"
 
     def _chat(self, body: dict[str, Any]) -> dict[str, Any]:

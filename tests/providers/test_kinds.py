@@ -159,6 +159,68 @@ async def test_azure_unset_key_is_not_configured(
     assert stub.requests == []
 
 
+async def test_azure_entra_id_sends_fresh_bearer_tokens(
+    tmp_path: Path, stub: ProviderStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import azure.identity.aio
+    from azure.core.credentials import AccessToken
+
+    from chorus.config.providers import AZURE_ENTRA_SCOPE
+
+    class FakeCredential:
+        """Stands in for DefaultAzureCredential: tokens that expire in 60 s (inside the
+        5-minute refresh margin of azure-core's bearer policy, so each call gets a new one)."""
+
+        def __init__(self) -> None:
+            self.scopes: list[tuple[str, ...]] = []
+            self.closed = False
+
+        async def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+            self.scopes.append(scopes)
+            token = f"entra-token-{len(self.scopes)}"
+            stub.bearer_tokens.add(token)
+            return AccessToken(token, int(time.time()) + 60)
+
+        async def close(self) -> None:
+            self.closed = True
+
+    credentials: list[FakeCredential] = []
+
+    def make() -> FakeCredential:
+        credentials.append(FakeCredential())
+        return credentials[-1]
+
+    monkeypatch.setattr(azure.identity.aio, "DefaultAzureCredential", make)
+    settings = _settings(
+        tmp_path,
+        f"""
+providers:
+  azure-entra:
+    kind: azure-openai
+    endpoint: {stub.url}
+    auth: entra-id
+    models: {{mini: mini-deployment}}
+""",
+    )
+    clients = ProviderClients.from_settings(settings)
+    adapter = provider_adapter("azure-entra", clients, settings)
+    for _ in range(2):
+        answer = await adapter.complete(_request("azure-entra", "mini"), PROMPT)
+        assert answer.text == "hello from the stub"
+    await clients.close()
+    [credential] = credentials
+    assert credential.scopes == [(AZURE_ENTRA_SCOPE,), (AZURE_ENTRA_SCOPE,)]
+    assert credential.closed
+    sent = [r.headers["authorization"] for r in stub.requests]
+    assert sent == ["Bearer entra-token-1", "Bearer entra-token-2"]
+    assert all("api-key" not in r.headers for r in stub.requests)
+    assert {r.path for r in stub.requests} == {
+        "/openai/deployments/mini-deployment/chat/completions"
+    }
+
+
 # --- Gemini (OpenAI-compatible endpoint) and openai-compatible ------------------------------
 
 
