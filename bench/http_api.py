@@ -211,7 +211,7 @@ async def measure(http: httpx.AsyncClient, chorus: Any, args: argparse.Namespace
 
     async def sdk_get(i: int) -> None:
         wf = done[i % len(done)]
-        await chorus.status(wf)
+        await chorus.runs.status(wf, query_closed=False)  # as the API does
         await chorus.runs.result(wf)
 
     for _ in range(args.rounds):

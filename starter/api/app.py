@@ -399,11 +399,18 @@ def _add_runs(app: FastAPI) -> None:
         request: Request,
         workflow_id: RunId,
         _: Annotated[Caller, Depends(requires("runs:read"))],
+        progress: Annotated[
+            bool,
+            Query(
+                description="Also the progress of a closed run (Temporal replays its history "
+                "on a worker to answer; a completed run's result already lists its steps)."
+            ),
+        ] = False,
     ) -> RunView:
         """The run's status and live progress; its result once it has completed."""
         state = _state(request)
         _check_id("workflow_id", workflow_id)
-        status = await _status(state, workflow_id)
+        status = await _status(state, workflow_id, progress)
         result: RunResult | None = None
         if status.status == "COMPLETED":
             result = await state.chorus.runs.result(workflow_id)
@@ -447,9 +454,9 @@ def _add_runs(app: FastAPI) -> None:
         return plain
 
 
-async def _status(state: ApiState, workflow_id: str) -> Any:
+async def _status(state: ApiState, workflow_id: str, query_closed: bool = False) -> Any:
     try:
-        return await state.chorus.runs.status(workflow_id)
+        return await state.chorus.runs.status(workflow_id, query_closed=query_closed)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise LookupError(f"no run {workflow_id!r}") from None

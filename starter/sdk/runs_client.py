@@ -544,8 +544,15 @@ class RunsClient(FocusedClient):
             self._pool,
         )
 
-    async def status(self, workflow_id: str) -> RunStatus:
+    async def status(self, workflow_id: str, *, query_closed: bool = True) -> RunStatus:
         """Describe a run, with live progress when its worker answers the query.
+
+        Args:
+            workflow_id: The run's workflow id.
+            query_closed: Also query the progress of a closed run. Temporal answers a query on
+                a closed workflow by replaying its whole history on a worker (tens of
+                milliseconds of worker CPU for a small run); ``False`` leaves ``progress``
+                ``None`` for closed runs (their result holds the steps).
 
         Raises:
             LookupError: No run has that workflow id.
@@ -557,8 +564,10 @@ class RunsClient(FocusedClient):
         except RPCError as exc:
             raise LookupError(f"no run with workflow id {workflow_id!r}: {exc.message}") from exc
         progress = None
+        running = desc.status == WorkflowExecutionStatus.RUNNING
         try:
-            progress = await handle.query(PROGRESS_QUERY, result_type=RunProgress)
+            if running or query_closed:
+                progress = await handle.query(PROGRESS_QUERY, result_type=RunProgress)
         except Exception:  # best effort: no worker to answer, or history gone
             progress = None
         if progress is not None:

@@ -101,7 +101,9 @@ async def test_runs_end_to_end(client: Any, api_settings: Any, fake_llm: Any) ->
             done = await wait_status(http, wf, "COMPLETED")
             assert [s["name"] for s in done["result"]["steps"]] == ["writer", "critic"]
             assert done["api_key"] == "ci"  # the run records the key that started it
-            assert done["progress"] is not None
+            assert done["progress"] is None  # closed: not queried unless asked
+            r = await http.get(f"/v1/runs/{wf}", params={"progress": "true"})
+            assert [s["name"] for s in r.json()["progress"]["steps"]] == ["writer", "critic"]
 
             # A plan (the plan-file format as JSON), parallel, with a nested group.
             r = await http.post(
