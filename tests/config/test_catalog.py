@@ -23,7 +23,10 @@ def test_bundled_catalog_has_the_domain_agents():
     ("text", "message"),
     [
         ("agents: [{name: a, instructions: x, providers: [gpt4]}]", "must read 'provider:model'"),
-        ("agents: [{name: a, instructions: x, providers: [azure:gpt]}]", "'azure' in 'azure:gpt'"),
+        (
+            "agents: [{name: a, instructions: x, providers: [Azure_1:gpt]}]",
+            "'Azure_1' in 'Azure_1:gpt' is not a provider name",
+        ),
         ("agents: [{name: A!, instructions: x, providers: [local:m]}]", "agent 'A!': name"),
         (
             "agents: [{name: a, instructions: x, providers: [local:m], temperature: 3}]",

@@ -53,9 +53,9 @@ async def test_concurrency_limit_holds_with_three_workers(client, make_settings,
             activities = LLMActivities(clients[n], settings, pool)
             original = activities._complete
 
-            async def counted(req, prompt, attempt):
+            async def counted(req, prompt, attempt, on_text=None):
                 served[n].append(req.agent)
-                return await original(req, prompt, attempt)
+                return await original(req, prompt, attempt, on_text)
 
             activities._complete = counted  # type: ignore[method-assign]
             return activities.call_llm
