@@ -6,9 +6,9 @@ The activity body is a short sequence of named parts, each in its own module:
   previous attempt's schema error (:mod:`activities.llm_output`);
 - reuse of a completion an earlier attempt paid for, and the record of the call:
   :mod:`activities.call_record`;
-- the provider's fleet-wide circuit breaker, asked before the guard (an open breaker refuses
-  the call with ``CircuitOpen`` so the workflow falls back at once) and told the outcome after:
-  :mod:`chorus.governance.circuit_breaker`;
+- the provider's fleet-wide circuit breaker, asked before the guard and again inside it (an
+  open breaker refuses the call with ``CircuitOpen`` so the workflow falls back at once) and
+  told the outcome after: :mod:`chorus.governance.circuit_breaker`;
 - the guard around the provider call, fleet rate -> budget reservation -> concurrency slot:
   :mod:`activities.llm_guard`;
 - the provider call and its error translation, one adapter per SDK:
@@ -155,6 +155,10 @@ class LLMActivities:
             on_text = stream.token if self._publisher.tokens else None
             admission = await self._admit(req, info.attempt)
             async with self._guard.hold(req, prompt, workflow_id, info.activity_id) as ticket:
+                if not admission.probe:
+                    # Asked again after the rate, budget and slot waits, which another worker's
+                    # failures may have outlasted (free while the breaker is closed and clean).
+                    admission = await self._admit(req, info.attempt)
                 try:
                     response = await self._ask(req, prompt, info.attempt, output_failures, on_text)
                 except ApplicationError as exc:
