@@ -82,18 +82,18 @@ class ProviderCallGuard:
     ) -> AsyncIterator[CallTicket]:
         """Take the rates, reserve the budget and take a slot for the block (the provider call).
 
-        Yields:
-            A :class:`CallTicket` whose ``used_tokens`` the block sets after the call; the
-            tokens-per-minute reservation is settled to it on leaving.
-
         Args:
             req: The call's request (provider, model, agent, ``max_tokens``).
             prompt: The prompt as it will be sent (its size bounds the worst-case cost).
             workflow_id: Workflow of the call (the reservation's key).
             activity_id: Activity of the call (the reservation's key).
 
+        Yields:
+            A :class:`CallTicket` whose ``used_tokens`` the block sets after the call; the
+            tokens-per-minute reservation is settled to it on leaving.
+
         Raises:
-            ApplicationError: ``RateLimited`` (rate backlog or no free slot in time),
+            ApplicationError: ``RateLimited`` (rate or tokens backlog, or no free slot in time),
                 ``BudgetExceeded``, ``UnpricedModel`` or ``StorageUnavailable``, before the
                 block runs; then whatever the block raises, after the slot and the
                 reservation were given back.
