@@ -40,7 +40,8 @@ class Reply:
     """Ask for these tools (wire name, arguments) in the format's own way: OpenAI
     ``message.tool_calls`` (arguments as JSON text) or Anthropic ``tool_use`` blocks."""
     token_delay_s: float | None = None
-    """Streaming: seconds between two words (default: the stub's ``default_token_delay_s``)."""
+    """Seconds between two words (default: the stub's ``default_token_delay_s``): streamed
+    words are sent that far apart; a plain answer waits as long as streaming it would take."""
     break_after: int | None = None
     """Streaming: after this many words, reset the connection (or send ``stream_error``)."""
     stream_error: dict[str, Any] | None = None
@@ -71,13 +72,16 @@ class StubLLM:
         usage_from_body: bool = False,
         echo: bool = False,
         default_token_delay_s: float = 0.0,
+        default_text: str | None = None,
     ) -> None:
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self.default_delay_s = default_delay_s
         self.default_token_delay_s = default_token_delay_s
-        """Streaming: seconds between two words of unscripted (and unset) replies."""
+        """Seconds between two words of unscripted (and unset) replies (see ``Reply``)."""
+        self.default_text = default_text
+        """The text of unscripted replies (default: a description of the request)."""
         self.usage_from_body = usage_from_body
         self.echo = echo
         """Answer with the request's last user message (unscripted replies)."""
@@ -129,7 +133,8 @@ class StubLLM:
                         {"error": {"message": reply.error_message, "type": "stub_error"}},
                     )
                     return
-                text = reply.text if reply.text is not None else _default_text(body)
+                text = reply.text if reply.text is not None else stub.default_text
+                text = text if text is not None else _default_text(body)
                 if stub.echo and reply.text is None:
                     users = [m for m in body.get("messages", []) if m.get("role") == "user"]
                     text = str(users[-1]["content"]) if users else ""
@@ -140,12 +145,12 @@ class StubLLM:
                 with stub._lock:
                     stub.call_ids += len(calls)
                     first_id = stub.call_ids - len(calls) + 1
+                delay = (
+                    reply.token_delay_s
+                    if reply.token_delay_s is not None
+                    else stub.default_token_delay_s
+                )
                 if body.get("stream"):
-                    delay = (
-                        reply.token_delay_s
-                        if reply.token_delay_s is not None
-                        else stub.default_token_delay_s
-                    )
                     stream = _Stream(self, reply, delay)
                     try:
                         if self.path.endswith("/messages"):
@@ -161,6 +166,8 @@ class StubLLM:
                     except (BrokenPipeError, ConnectionResetError):
                         pass
                     return
+                if delay:  # generation takes as long as when streamed
+                    time.sleep(delay * max(len(_words(text)) - 1, 0))
                 if self.path.endswith("/messages"):
                     content: list[dict[str, Any]] = [{"type": "text", "text": text}]
                     content += [

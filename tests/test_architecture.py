@@ -20,6 +20,7 @@ ORDER = [
     "storage",
     "governance",
     "observability",
+    "streaming",
     "tools",
     "runtime",
 ]
