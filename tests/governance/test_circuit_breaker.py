@@ -256,3 +256,19 @@ async def test_zero_failures_turns_the_breaker_off(pool, breaker_for):
     breaker = breaker_for(pool, circuit_failures=0)
     await fail(breaker, 10)
     assert await state(pool) is None
+
+
+async def test_the_state_gauge_is_refreshed_from_postgres_on_scrape(
+    pool, breaker_for, database_url
+):
+    """Every worker reports the fleet's state, whichever worker opened the breaker."""
+    settings = Settings(database_url=database_url)
+    gauge = metrics.CIRCUIT_STATE.labels(provider="openai")
+    gauge.set(0)
+    await fail(breaker_for(pool, circuit_per_model=True), 3)  # opens openai:m only
+    gauge.set(0)  # as in a worker that did not open it
+    assert await metrics.refresh_gauges(pool, settings)
+    assert gauge._value.get() == 2  # the worst of openai's breakers
+    await circuit_breaker.reset(pool, "openai")
+    assert await metrics.refresh_gauges(pool, settings)
+    assert gauge._value.get() == 0
