@@ -210,6 +210,7 @@ class CallRecorder:
             cache_write_tokens=response.cache_write_tokens,
             price_data=PRICE_DATA_VERSION if response.provider != "local" else None,
             tool_calls=[c.model_dump(mode="json") for c in response.tool_calls],
+            cached=response.cached,
         )
         return await budget.settle(
             self._pool,
@@ -263,6 +264,7 @@ class CallRecorder:
             cached_input_tokens=row["cached_input_tokens"],
             cache_write_tokens=row["cache_write_tokens"],
             tool_calls=[ToolCall.model_validate(c) for c in row["tool_calls"] or []],
+            cached=bool(row["cached"]),
         )
 
 

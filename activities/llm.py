@@ -6,6 +6,8 @@ The activity body is a short sequence of named parts, each in its own module:
   previous attempt's schema error (:mod:`activities.llm_output`);
 - reuse of a completion an earlier attempt paid for, and the record of the call:
   :mod:`activities.call_record`;
+- the agent's optional response cache, asked before everything below (a hit calls no
+  provider and costs 0) and given each new completion: :mod:`activities.response_cache`;
 - the provider's fleet-wide circuit breaker, asked before the guard and again inside it (an
   open breaker refuses the call with ``CircuitOpen`` so the workflow falls back at once) and
   told the outcome after: :mod:`chorus.governance.circuit_breaker`;
@@ -48,6 +50,7 @@ from activities.provider_adapters import (
     parse_retry_after,
     provider_adapter,
 )
+from activities.response_cache import ResponseCache
 from activities.runs import workflow_ids
 from activities.storage_outage import storage_error
 from chorus.config.settings import Settings
@@ -94,6 +97,7 @@ class LLMActivities:
             pool, settings, on_transition=metrics.observe_circuit_transition
         )
         self._recorder = CallRecorder(pool, settings, self._redactor)
+        self._cache = ResponseCache(pool, clients.registry)
         self._publisher = StreamPublisher.from_settings(pool, settings)
 
     @activity.defn(name=CALL_LLM_ACTIVITY)
@@ -151,6 +155,11 @@ class LLMActivities:
         workflow_id, _ = workflow_ids(info)
         # Reuse a completion an earlier attempt paid for instead of paying the provider twice.
         response = await self._recorder.reusable(info, workflow_id)
+        reused = response is not None
+        if response is None:
+            # An identical request within the agent's cache TTL: no breaker, rate, budget or
+            # slot, no provider call, cost 0 (activities/response_cache.py).
+            response = await self._cache.lookup(req, prompt, info.attempt)
         if response is None:
             on_text = stream.token if self._publisher.tokens else None
             admission = await self._admit(req, info.attempt)
@@ -167,16 +176,17 @@ class LLMActivities:
                 # Settles the tokens-per-minute reservation to what the call used.
                 ticket.used_tokens = response.input_tokens + response.output_tokens
                 await self._breaker.record(admission, None)
-            if placeholders:  # put the originals back; the mapping never left the worker
-                response = response.model_copy(
-                    update={
-                        "output": restore(response.output, placeholders),
-                        "tool_calls": [_restored(c, placeholders) for c in response.tool_calls],
-                    }
-                )
-        else:
+            await self._cache.store(req, prompt, response)
+        if reused:
             activity.logger.info(
                 "agent %s: reusing the completion of attempt %d", req.agent, response.attempt
+            )
+        elif placeholders:  # put the originals back; the mapping never left the worker
+            response = response.model_copy(
+                update={
+                    "output": restore(response.output, placeholders),
+                    "tool_calls": [_restored(c, placeholders) for c in response.tool_calls],
+                }
             )
         crossed = await self._recorder.record(
             req, prompt, response, workflow_id, info, margin_s=RECORD_DEADLINE_MARGIN_S

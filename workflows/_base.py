@@ -477,6 +477,7 @@ async def _ask_chain(
             tools=tools or [],
             turns=turns or [],
             tool_choice=tool_choice,
+            cache=spec.cache,
         )
         fallback_note = f", fallback {position}/{len(chain.usable)}" if position > 1 else ""
         turn_note = f", turn {len(turns) + 1}" if turns else ""
@@ -594,6 +595,7 @@ def _agent_step(
         error=error,
         tool_calls=tool_calls,
         llm_calls=len(responses) if spec.tools else None,
+        cached=bool(responses) and all(r.cached for r in responses),
     )
 
 

@@ -6,6 +6,7 @@ configurations in PostgreSQL and is the input of ``chorus agents set``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,8 @@ from pydantic import ValidationError
 
 from chorus.contracts.errors import ChorusInputError
 from chorus.contracts.models import FILE_STRICTNESS, AgentSpec
+
+logger = logging.getLogger(__name__)
 
 
 class CatalogError(ChorusInputError):
@@ -72,9 +75,33 @@ def parse_catalog(text: str, *, source: str = "<catalog>") -> dict[str, AgentSpe
                     f"agent catalog {source}: agent {spec.name!r}: output_schema is not a valid "
                     f"JSON Schema (draft 2020-12) at {where}: {exc.message}"
                 ) from None
+        if problem := cache_warning(spec):
+            logger.warning("agent catalog %s: agent %r: %s", source, spec.name, problem)
         if spec.name in agents:
             raise CatalogError(f"agent catalog {source}: agent {spec.name!r} is defined twice")
         agents[spec.name] = spec
     if not agents:
         raise CatalogError(f"agent catalog {source}: the 'agents' list is empty")
     return agents
+
+
+def cache_warning(spec: AgentSpec) -> str | None:
+    """Why an agent's ``cache`` will never be used, or ``None`` (a warning, not an error).
+
+    The response cache (:mod:`activities.response_cache`) skips calls at temperature > 0
+    unless ``allow_nonzero_temperature`` is set, and agents whose ``record_pii`` is not
+    ``off``.
+    """
+    if spec.cache is None:
+        return None
+    if spec.temperature > 0 and not spec.cache.allow_nonzero_temperature:
+        return (
+            f"cache is never used: temperature is {spec.temperature:g}; set temperature: 0 or "
+            "cache.allow_nonzero_temperature: true"
+        )
+    if spec.record_pii != "off":
+        return (
+            f"cache is never used: record_pii is {spec.record_pii!r} (a cache entry would store "
+            "the completion unredacted)"
+        )
+    return None

@@ -113,6 +113,36 @@ class ProviderModel(WireModel):
         return f"{self.provider}:{self.model}"
 
 
+MAX_CACHE_TTL_S = 30 * 86_400
+"""Longest response-cache TTL an agent may set: 30 days, in seconds."""
+
+
+class CachePolicy(WireModel):
+    """An agent's response cache: identical requests within ``ttl_s`` reuse a recorded completion.
+
+    See :mod:`activities.response_cache` for what makes two requests identical and what a hit
+    records.
+
+    Attributes:
+        ttl_s: How long a stored completion is reused, in seconds (1 s to 30 days).
+        allow_nonzero_temperature: Reuse completions of calls sampled at temperature > 0 too.
+            Off by default: at temperature > 0 the agent asked for varied answers, so its
+            calls are not cached unless it says so here.
+    """
+
+    ttl_s: int
+    allow_nonzero_temperature: bool = False
+
+    @field_validator("ttl_s")
+    @classmethod
+    def _ttl_range(cls, value: int) -> int:
+        if not 1 <= value <= MAX_CACHE_TTL_S:
+            raise ValueError(
+                f"ttl_s must be 1 to {MAX_CACHE_TTL_S:,} seconds (30 days), not {value}"
+            )
+        return value
+
+
 class AgentSpec(WireModel):
     """An agent: a named system prompt with an ordered provider chain and sampling settings.
 
@@ -150,6 +180,7 @@ class AgentSpec(WireModel):
             the step with ``ToolCallLimit``.
         tool_choice: ``auto`` (the model decides) or ``required`` (the first model turn of a
             step must call a tool; later turns decide freely).
+        cache: The response cache (:class:`CachePolicy`); ``None`` (the default): off.
 
     """
 
@@ -168,6 +199,7 @@ class AgentSpec(WireModel):
     tools: list[ToolRef] = Field(default_factory=list, max_length=MAX_TOOLS_PER_AGENT)
     max_tool_calls: int = Field(8, ge=0, le=MAX_TOOL_CALLS_PER_STEP)
     tool_choice: Literal["auto", "required"] = "auto"
+    cache: CachePolicy | None = None
 
     @field_validator("tools")
     @classmethod
@@ -763,6 +795,8 @@ class LLMRequest(RunSubject):
     """Earlier turns of this step that called tools, with the tools' results, in order."""
     tool_choice: Literal["auto", "required"] = "auto"
     """``required``: the model must call a tool this turn (where the provider supports it)."""
+    cache: CachePolicy | None = None
+    """The agent's response cache (``None``: off); see :mod:`activities.response_cache`."""
 
 
 class LLMResponse(WireModel):
@@ -783,6 +817,8 @@ class LLMResponse(WireModel):
         finish_reason: Provider's stop reason (``stop``, ``length``, ``end_turn``...).
         truncated_chars: Characters cut from the document/context to fit the context window.
         tool_calls: Tools the model asked for (then ``output`` is any text it wrote with them).
+        cached: The completion came from the agent's response cache: no provider call, no
+            tokens, cost 0 (:mod:`activities.response_cache`).
 
     """
 
@@ -803,6 +839,7 @@ class LLMResponse(WireModel):
     """Daily budget alert thresholds this call's cost crossed (each fires once per period);
     the workflow delivers each with the ``chorus.deliver_budget_alert`` activity."""
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    cached: bool = False
 
 
 class BudgetAlert(WireModel):
@@ -895,6 +932,8 @@ class StepResult(WireModel):
     error_type: str | None = None
     """Why a control step failed, when it was its own rule (``GateRejected``, ``GateTimedOut``,
     ``RouteLimit``, ``HandoffLimit``, ``ControlAnswerInvalid``); the run fails with it."""
+    cached: bool = False
+    """Every model turn of the agent's step came from its response cache (cost 0)."""
 
     @property
     def output_json(self) -> dict[str, Any] | None:

@@ -186,6 +186,12 @@ CIRCUIT_REJECTIONS = Counter(
     " workflow tried the agent's next provider).",
     ["provider"],
 )
+LLM_CACHE = Counter(
+    "chorus_llm_cache_total",
+    "Response-cache lookups of agents with a cache (activities/response_cache.py), by result:"
+    " hit (no provider call, cost 0) or miss (the provider was called and the answer stored).",
+    ["result"],
+)
 GAUGE_REFRESH_ERRORS = Counter(
     "chorus_metrics_refresh_errors_total",
     "Scrapes whose PostgreSQL-backed gauges could not be refreshed (values are stale).",

@@ -470,6 +470,7 @@ WITH old AS (
             'user_prompt', m.user_prompt, 'completion', m.completion,
             'input_tokens', m.input_tokens, 'output_tokens', m.output_tokens,
             'cost_usd', m.cost_usd::float8, 'latency_ms', m.latency_ms, 'attempt', m.attempt,
+            'cached', m.cached,
             'created_at', to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
                 || CASE WHEN extract(microseconds FROM m.created_at)::bigint % 1000000 <> 0
                         THEN to_char(m.created_at AT TIME ZONE 'UTC', '.US') ELSE '' END
@@ -578,10 +579,12 @@ async def record_call(
     cache_write_tokens: int = 0,
     price_data: str | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
+    cached: bool = False,
 ) -> None:
     """Write one agent call's message row and cost-ledger row, in one transaction.
 
-    ``tool_calls`` are the tools the model asked for in this turn (``ToolCall`` dumps).
+    ``tool_calls`` are the tools the model asked for in this turn (``ToolCall`` dumps);
+    ``cached`` marks a completion reused from the response cache (cost 0, no provider call).
 
     The ledger row also keeps the cached input tokens and cache writes of the call and the
     price data that priced it (``chorus.governance.pricing.PRICE_DATA_VERSION``).
@@ -597,15 +600,15 @@ async def record_call(
         " INSERT INTO messages (workflow_id, root_workflow_id, activity_id, agent,"
         " agent_version, provider, model, system_prompt, user_prompt, completion,"
         " input_tokens, output_tokens, cost_usd, latency_ms, attempt, truncated_chars,"
-        " tool_calls)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$21)"
+        " tool_calls, cached)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$21,$22)"
         " ON CONFLICT (workflow_id, activity_id) DO UPDATE SET provider = EXCLUDED.provider,"
         " model = EXCLUDED.model, system_prompt = EXCLUDED.system_prompt,"
         " user_prompt = EXCLUDED.user_prompt, completion = EXCLUDED.completion,"
         " input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,"
         " cost_usd = EXCLUDED.cost_usd, latency_ms = EXCLUDED.latency_ms,"
         " attempt = EXCLUDED.attempt, truncated_chars = EXCLUDED.truncated_chars,"
-        " tool_calls = EXCLUDED.tool_calls"
+        " tool_calls = EXCLUDED.tool_calls, cached = EXCLUDED.cached"
         " RETURNING 1)"
         " INSERT INTO cost_ledger (workflow_id, root_workflow_id, activity_id, agent, provider,"
         " model, input_tokens, output_tokens, cost_usd, cost_known, cached_input_tokens,"
@@ -637,6 +640,7 @@ async def record_call(
         cache_write_tokens,
         price_data,
         tool_calls or None,
+        cached,
     )
 
 
@@ -645,13 +649,14 @@ async def recorded_call(
 ) -> asyncpg.Record | None:
     """The recorded completion of one LLM activity (message joined with its ledger row).
 
-    ``tool_calls`` is the turn's tool calls (a list of ``ToolCall`` dumps), or ``None``.
+    ``tool_calls`` is the turn's tool calls (a list of ``ToolCall`` dumps), or ``None``;
+    ``cached`` whether it came from the response cache.
     """
     return await pool.fetchrow(
         "SELECT m.provider, m.model, m.completion, m.input_tokens, m.output_tokens, m.cost_usd,"
         " coalesce(l.cost_known, true) AS cost_known, m.latency_ms, m.attempt,"
         " m.truncated_chars, coalesce(l.cached_input_tokens, 0) AS cached_input_tokens,"
-        " coalesce(l.cache_write_tokens, 0) AS cache_write_tokens, m.tool_calls"
+        " coalesce(l.cache_write_tokens, 0) AS cache_write_tokens, m.tool_calls, m.cached"
         " FROM messages m LEFT JOIN cost_ledger l"
         " ON l.workflow_id = m.workflow_id AND l.activity_id = m.activity_id"
         " WHERE m.workflow_id = $1 AND m.activity_id = $2",
@@ -676,8 +681,8 @@ async def transcript(pool: asyncpg.Pool, workflow_id: str) -> list[dict[str, Any
         raise LookupError(f"no run {workflow_id!r} in the database")
     rows = await pool.fetch(
         "SELECT workflow_id, agent, agent_version, provider, model, system_prompt, user_prompt,"
-        " completion, input_tokens, output_tokens, cost_usd, latency_ms, attempt, created_at"
-        " FROM messages WHERE root_workflow_id = $1 ORDER BY id",
+        " completion, input_tokens, output_tokens, cost_usd, latency_ms, attempt, cached,"
+        " created_at FROM messages WHERE root_workflow_id = $1 ORDER BY id",
         workflow_id,
     )
     return [
