@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+import pytest_asyncio
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
 from activities import LLMActivities, ProviderClients
 from activities.prompts import Prompt
-from activities.response_cache import cache_refusal, request_key
+from activities.response_cache import ResponseCache, cache_refusal, request_key
 from chorus.config.catalog import CatalogError, parse_catalog
 from chorus.config.settings import Settings
-from chorus.contracts.models import CachePolicy, LLMRequest, RunResult, StepResult
-from chorus.contracts.tools import ToolSpec
+from chorus.contracts.models import CachePolicy, LLMRequest, LLMResponse, RunResult, StepResult
+from chorus.contracts.tools import ToolCall, ToolSpec
 from chorus.observability import metrics
+from chorus.storage import db
 from tests.conftest import agent, running_worker
-from tests.stub_llm import StubLLM
+from tests.stub_llm import Reply, StubLLM
 
 MODEL = "gpt-4o-mini"
 
@@ -133,6 +138,80 @@ async def test_ttl_expiry_and_temperature_rules(
         assert len(stub.for_model(f"{MODEL}-c")) == 1
 
     await _with_worker(client, settings, body)
+
+
+async def test_placeholder_answers_are_restored_with_each_calls_own_values(
+    client: Client, make_settings: Callable[..., Settings], stub: StubLLM
+) -> None:
+    """Two documents differing only in an e-mail address send the provider the same prompt
+    (``<<EMAIL_1>>``): the second is a hit, and its answer names its own address."""
+    stub.script(f"{MODEL}-p", Reply(text="Reply to <<EMAIL_1>> today."))
+    private = agent(
+        "private", [f"openai:{MODEL}-p"], temperature=0, pii="placeholder", cache={"ttl_s": 600}
+    )
+    settings = make_settings([private], local_base_url=stub.base_url)
+
+    async def body(runs: _Runs) -> None:
+        _, first = await runs.run("private", "Write to ann@example.com")
+        _, second = await runs.run("private", "Write to bob@example.org")
+        assert (first.cached, first.output) == (False, "Reply to ann@example.com today.")
+        assert (second.cached, second.output) == (True, "Reply to bob@example.org today.")
+        [sent] = stub.for_model(f"{MODEL}-p")
+        assert "example" not in str(sent.body["messages"])
+        pool = await runs.chorus.pool()
+        stored = await pool.fetchval("SELECT completion::text FROM llm_response_cache")
+        assert "<<EMAIL_1>>" in stored and "@example" not in stored
+
+    await _with_worker(client, settings, body)
+
+
+@pytest_asyncio.fixture
+async def pool(database_url: str, tmp_path: Path) -> AsyncIterator[asyncpg.Pool]:
+    """A migrated pool on a fresh database."""
+    store = await db.create_pool(Settings(database_url=database_url, data_dir=tmp_path / "data"))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_tool_calls_round_trip_and_expired_rows_are_swept(pool: asyncpg.Pool) -> None:
+    cache = ResponseCache(pool, {})
+    req, prompt = _request(), Prompt(system="s", user="u", truncated_chars=3)
+    call = ToolCall(id="call_1", name="calc.add", arguments={"a": 1, "b": 2})
+    paid = LLMResponse(
+        provider="openai",
+        model="gpt-4o-mini-2024-07-18",
+        output="",
+        input_tokens=40,
+        output_tokens=9,
+        cost_usd=0.00002,
+        finish_reason="tool_calls",
+        tool_calls=[call],
+    )
+    env = ActivityEnvironment()
+    assert await env.run(cache.lookup, req, prompt, 1) is None
+    await env.run(cache.store, req, prompt, paid)
+    hit = await env.run(cache.lookup, req, prompt, 2)
+    assert hit is not None
+    assert (hit.tool_calls, hit.model, hit.finish_reason, hit.attempt) == (
+        [call],
+        "gpt-4o-mini-2024-07-18",
+        "tool_calls",
+        2,
+    )
+    assert (hit.cached, hit.cost_usd, hit.input_tokens, hit.truncated_chars) == (True, 0.0, 0, 3)
+    assert await pool.fetchval("SELECT hits FROM llm_response_cache") == 1
+    # 150 expired entries: each store deletes at most 100 of them, never a live one.
+    await pool.execute(
+        "INSERT INTO llm_response_cache (key, provider, model, completion, expires_at)"
+        " SELECT sha256(i::text::bytea), 'openai', 'm', '{}'::jsonb, now() - interval '1 s'"
+        " FROM generate_series(1, 150) AS i"
+    )
+    await env.run(cache.store, _request(max_tokens=7), prompt, paid)
+    assert await pool.fetchval("SELECT count(*) FROM llm_response_cache") == 2 + 50
+    await env.run(cache.store, _request(max_tokens=8), prompt, paid)
+    assert await pool.fetchval("SELECT count(*) FROM llm_response_cache") == 3
 
 
 def _request(**changes: Any) -> LLMRequest:
