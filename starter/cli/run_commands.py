@@ -526,6 +526,7 @@ def history(
                 f"[{n}] {e['agent']} v{e['agent_version']} via {e['provider']}:{e['model']}"
                 f" — {e['input_tokens']}/{e['output_tokens']} tokens, ${e['cost_usd']:.6f},"
                 f" {e['latency_ms']:.0f} ms, attempt {e['attempt']}"
+                + (", from the response cache" if e.get("cached") else "")
             )
             out.print(Text(head, style="bold"))
             if e["workflow_id"] != workflow_id:

@@ -154,6 +154,8 @@ def steps_table(steps: list[StepResult]) -> Table:
         provider = f"{step.provider}:{step.model}" if step.provider else _runs_as(step)
         if fallbacks:
             provider += f" (after {len(fallbacks)} fallback{'s' * (len(fallbacks) > 1)})"
+        if step.cached:
+            provider += " (response cache)"
         status = Text(step.status, style="green" if step.status == "succeeded" else "red")
         table.add_row(
             number,

@@ -720,7 +720,9 @@ class RunsClient(FocusedClient):
         """A run's transcript (its and its child workflows' agent calls), from PostgreSQL.
 
         Each entry holds the agent (name, version), provider, model, prompts, completion,
-        tokens, ``cost_usd`` (USD), ``latency_ms`` (milliseconds), attempt and ``created_at``.
+        tokens, ``cost_usd`` (USD), ``latency_ms`` (milliseconds), attempt, ``cached`` (answered
+        from the agent's response cache: cost 0; absent in transcripts archived before it
+        existed) and ``created_at``.
 
         Raises:
             LookupError: No such run in the database.

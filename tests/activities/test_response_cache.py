@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
+from rich.console import Console
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
@@ -27,6 +28,7 @@ from chorus.contracts.models import CachePolicy, LLMRequest, LLMResponse, RunRes
 from chorus.contracts.tools import ToolCall, ToolSpec
 from chorus.observability import metrics
 from chorus.storage import db
+from starter.cli.support import steps_table
 from tests.conftest import agent, running_worker
 from tests.stub_llm import Reply, StubLLM
 
@@ -93,6 +95,11 @@ async def test_miss_then_hit_is_free_recorded_and_marked(
             "SELECT cost_usd FROM cost_ledger WHERE root_workflow_id = $1", wf
         )
         assert float(ledger) == 0.0
+
+        console = Console(width=200, record=True)
+        console.print(steps_table([first, second]))
+        first_row, second_row = [ln for ln in console.export_text().splitlines() if MODEL in ln]
+        assert "(response cache)" in second_row and "(response cache)" not in first_row
 
         _, other = await runs.run("cached", "Doc B")  # other messages: a miss
         assert not other.cached and len(stub.for_model(MODEL)) == 2
