@@ -210,7 +210,7 @@ def test_promtool_accepts_the_prometheus_config():
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 rules found" in result.stdout + result.stderr
+    assert "5 rules found" in result.stdout + result.stderr
 
 
 def test_grafana_provisions_prometheus_and_the_dashboard(services):
