@@ -112,7 +112,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def sequential_run(stack: Stack) -> dict[str, Any]:
-    run: dict[str, Any] = stack.chorus_json(
+    """The run, followed live (``--follow --json``): its events one per line, then the result
+    (the result's JSON, with the events added under ``events``)."""
+    out = stack.chorus(
         "run",
         "sequential",
         "--agents",
@@ -121,7 +123,13 @@ def sequential_run(stack: Stack) -> dict[str, Any]:
         "Brief an engineering manager on the two incidents and what they teach",
         "--input",
         str(SAMPLES / "debian-history-excerpt.txt"),
-    )
+        "--follow",
+        "--json",
+    ).stdout
+    lines = out.splitlines()
+    start = lines.index("{")
+    run: dict[str, Any] = json.loads("\n".join(lines[start:]))
+    run["events"] = [json.loads(line) for line in lines[:start] if line.startswith("{")]
     return run
 
 
@@ -203,6 +211,27 @@ def test_sequential_run_on_the_local_model(sequential_run: dict[str, Any]):
     assert result["totals"]["llm_calls"] == 3
     assert result["output"] == result["steps"][-1]["output"]
     assert result["workflow_id"] in sequential_run["ui_url"]
+
+
+def test_the_local_model_streams_as_it_writes(sequential_run: dict[str, Any]):
+    """Issue 16: the real llama-cpp-python server streams each step's text in pieces, in
+    order, the pieces add up to the step's output, and the run's events end with
+    ``run_finished``. Its tokens are counted with the server's tokenizer (it sends no usage
+    when streaming): ``test_sequential_run_on_the_local_model`` checks them."""
+    from chorus.streaming import Assembler, StreamEvent
+
+    events = [StreamEvent.model_validate(e) for e in sequential_run["events"]]
+    assert [e.id for e in events] == sorted({e.id for e in events})
+    assert events[-1].kind == "run_finished" and events[-1].text == "succeeded"
+    assembler = Assembler()
+    for event in events:
+        assembler.apply(event)
+    steps = sequential_run["result"]["steps"]
+    assert [s.agent for s in assembler.steps.values()] == [s["agent"] for s in steps]
+    for (key, streamed), step in zip(assembler.steps.items(), steps, strict=True):
+        assert (streamed.status, streamed.text) == ("completed", step["output"])
+        tokens = [e.text for e in events if e.step == key and e.kind == "token"]
+        assert len(tokens) >= 2 and "".join(tokens).strip() == step["output"]
 
 
 def test_parallel_run_on_the_local_model(parallel_run: dict[str, Any]):
