@@ -29,6 +29,15 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Processes (the API is stateless; each has a pool).")
     ] = 1,
+    keep_alive_s: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Seconds an idle keep-alive connection stays open; keep it above the idle "
+            "timeout of any load balancer in front (AWS ALB: 60), or clients reusing a "
+            "connection the server just closed see reset requests.",
+        ),
+    ] = 75,
 ) -> None:
     """Serve the HTTP API: /v1 (runs, drafts, approvals, costs, agents), /docs, /drafts/{id}."""
     import uvicorn
@@ -58,8 +67,16 @@ def serve(
             workers=workers,
             log_config=None,
             proxy_headers=True,
+            timeout_keep_alive=keep_alive_s,
         )
         return
     from starter.api import build_app
 
-    uvicorn.run(build_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+    uvicorn.run(
+        build_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=True,
+        timeout_keep_alive=keep_alive_s,
+    )
