@@ -8,7 +8,8 @@ Overall status:
 
 Provider checks list models (``GET /models``) through the official SDKs, so they honour
 ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` and ``ANTHROPIC_API_KEY``/``ANTHROPIC_BASE_URL`` exactly
-as the LLM activity does; the local provider is checked at ``CHORUS_LOCAL_BASE_URL``.
+as the LLM activity does; the local provider is checked at ``CHORUS_LOCAL_BASE_URL`` with
+a real chat completion (:func:`chorus.integrations.local_model.probe_completion`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import BaseModel
 from chorus.config.catalog import CatalogError, load_catalog
 from chorus.config.settings import Settings
 from chorus.contracts.models import AgentSpec
+from chorus.integrations import local_model
 from chorus.runtime.converter import connect
 from chorus.storage import db, health_checks
 
@@ -129,13 +131,10 @@ async def check_health(settings: Settings) -> HealthReport:
         )
     if settings.provider_configured("local")[0]:
         providers.append("local")
-        probes["provider local"] = _list_models(
-            openai.AsyncOpenAI(
-                base_url=settings.local_base_url,
-                api_key=settings.local_api_key,
-                max_retries=0,
-                timeout=CHECK_TIMEOUT_S,
-            )
+        # A real chat completion, not GET /models: a llama.cpp server that crashes on every
+        # prompt still lists its models (issue 12).
+        probes["provider local"] = local_model.probe_completion(
+            settings.local_base_url, api_key=settings.local_api_key, timeout_s=CHECK_TIMEOUT_S
         )
     checks = list(await asyncio.gather(*(_timed(n, p) for n, p in probes.items())))
     by_name = {c.name: c for c in checks}
