@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -31,7 +32,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from chorus.contracts import validation
-from chorus.streaming import StreamHub
+from chorus.streaming import StreamEvent, StreamHub
 from starter.api.auth import Caller, requires
 from starter.sdk import ChorusInputError
 
@@ -48,6 +49,22 @@ def sse(event_id: int | str | None, event: str, data: Any) -> bytes:
     """One Server-Sent Events message (``data`` as one line of JSON)."""
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+ENCODED_CACHE = 4096
+"""Run events kept encoded: every subscriber of a run gets the same bytes, encoded once."""
+_encoded: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+
+def encoded(event: StreamEvent) -> bytes:
+    """The SSE message of a run event, encoded once for all of its subscribers."""
+    key = (event.run_id, event.id)
+    found = _encoded.get(key)
+    if found is None:
+        found = _encoded[key] = sse(event.id, event.kind, event.model_dump(mode="json"))
+        if len(_encoded) > ENCODED_CACHE:
+            _encoded.popitem(last=False)
+    return found
 
 
 def _last_id(header: str | None, query: int | None) -> int:
@@ -107,7 +124,7 @@ def install(app: FastAPI) -> None:
                 if event is None:
                     yield b": keep-alive\n\n"
                     continue
-                yield sse(event.id, event.kind, event.model_dump(mode="json"))
+                yield encoded(event)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
