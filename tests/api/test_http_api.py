@@ -87,6 +87,7 @@ async def _stack(client: Any, settings: Any, fake_llm: Any) -> AsyncIterator[tup
 
 
 async def test_runs_end_to_end(client: Any, api_settings: Any, fake_llm: Any) -> None:
+    began = datetime.now(UTC)
     async with _stack(client, api_settings, fake_llm) as (chorus, base):
         key = await new_key(chorus, api_settings, "ci")
         async with httpx.AsyncClient(base_url=base, headers=bearer(key)) as http:
@@ -140,14 +141,18 @@ async def test_runs_end_to_end(client: Any, api_settings: Any, fake_llm: Any) ->
                 "/v1/runs", params={"page_size": 1, "page_token": page["next_page_token"]}
             )
             assert r.status_code == 200 and r.json()["runs"][0]["workflow_id"] != first
+            # the session's dev server holds other tests' runs: only this test's count
+            mine = {"started_after": began.isoformat()}
             async with asyncio.timeout(20):
                 while True:
-                    r = await http.get("/v1/runs", params={"pattern": "parallel"})
+                    r = await http.get("/v1/runs", params={"pattern": "parallel", **mine})
                     ids = [row["workflow_id"] for row in r.json()["runs"]]
                     if ids:
                         break
                     await asyncio.sleep(0.2)
             assert ids == [par]
+            r = await http.get("/v1/runs", params={"pattern": "sequential", **mine})
+            assert wf in {row["workflow_id"] for row in r.json()["runs"]}
             r = await http.get("/v1/runs", params={"page_token": "!!not-a-token!!"})
             problem(r, 422, "InvalidInput")
 
