@@ -463,6 +463,8 @@ def _address(settings: Settings, name: str) -> str:
             return db.redact_url(db.database_url(settings))
         except db.DatabaseError:
             return "(not running)"
+    if name == "api":
+        return f"http://{settings.api_host}:{settings.api_port}"
     return f"task queue {settings.task_queue}"
 
 
