@@ -105,6 +105,9 @@ async def test_two_browsers_edit_one_draft(client: Any, make_settings: Any, fake
                 for page in (alice, bob):
                     await until(partial(lambda p: content(p) == "First line.", page))
                     assert text_of(page, "title") == "Release notes"
+                    # the sign-in form gives way to the draft ([hidden] beats the form's CSS)
+                    assert not page.find_element(By.ID, "login").is_displayed()
+                    assert not page.find_element(By.ID, "notice").is_displayed()
                     assert "bob (editor)" in text_of(page, "collaborators")
 
                 # alice saves; bob's page shows her text and who changed it, without reloading
