@@ -40,14 +40,13 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.responses import JSONResponse
-from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from chorus.config.settings import Settings, get_settings
@@ -87,7 +86,7 @@ from starter.api.schemas import (
     RunView,
 )
 from starter.plan import parse_agents, plan_from_data
-from starter.sdk import ChorusClient, ChorusInputError, RunFailedError
+from starter.sdk import ChorusClient, ChorusInputError
 
 log = structlog.get_logger("chorus.api")
 
@@ -236,15 +235,11 @@ def _add_health(app: FastAPI) -> None:
 
     @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {}})
     async def readyz(request: Request, response: Response) -> Health:
-        """Temporal and PostgreSQL answer (system info, and the server's version)."""
+        """Temporal and PostgreSQL answer (the gRPC health check, and a ping)."""
         state = _state(request)
         checks: dict[str, str] = {}
         try:
-            await state.chorus.client.workflow_service.get_system_info(
-                __import__(
-                    "temporalio.api.workflowservice.v1", fromlist=["x"]
-                ).GetSystemInfoRequest()
-            )
+            await state.chorus.client.service_client.check_health(timeout=timedelta(seconds=5))
             checks["temporal"] = "ok"
         except Exception as exc:  # reported, not raised: this is the health check
             checks["temporal"] = f"unavailable: {exc}"
@@ -450,7 +445,7 @@ def _add_runs(app: FastAPI) -> None:
         """Every agent call of the run from PostgreSQL: prompts, completion, tokens, cost."""
         _check_id("workflow_id", workflow_id)
         rows = await _state(request).chorus.runs.transcript(workflow_id)
-        plain: list[dict[str, Any]] = json.loads(json.dumps(rows, default=str))
+        plain: list[dict[str, Any]] = jsonable_encoder(rows)
         return plain
 
 
@@ -573,7 +568,7 @@ def _add_catalog(app: FastAPI) -> None:
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         report = await _state(request).chorus.costs(by=by, since=since)
-        return JSONResponse(json.loads(json.dumps(_plain(report), default=str)))
+        return jsonable_encoder(report)
 
     @app.get("/v1/agents", tags=["agents"])
     async def agents(
@@ -582,20 +577,6 @@ def _add_catalog(app: FastAPI) -> None:
         """The current agent configurations (name → provider chain, model, prompt, limits)."""
         current = await _state(request).chorus.agents()
         return {name: spec.model_dump(mode="json") for name, spec in current.items()}
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if hasattr(value, "__dataclass_fields__"):
-        import dataclasses
-
-        return _plain(dataclasses.asdict(value))
-    return value
 
 
 # -- drafts ---------------------------------------------------------------------------------
@@ -655,7 +636,7 @@ def _add_drafts(app: FastAPI) -> None:
         drafts = _state(request).chorus.drafts
         await drafts.check_reader(draft_id, user)
         rows = await drafts.revisions(draft_id, after_version)
-        plain: list[dict[str, Any]] = json.loads(json.dumps(rows, default=str))
+        plain: list[dict[str, Any]] = jsonable_encoder(rows)
         return plain
 
     @app.get("/v1/drafts/{draft_id}/comments", tags=["drafts"])
@@ -753,4 +734,4 @@ def _add_lifecycle(app: FastAPI, action: str, update: Any) -> None:
     )(act)
 
 
-__all__ = ["ApiState", "RunFailedError", "WorkflowExecutionStatus", "build_app"]
+__all__ = ["ApiState", "build_app"]
