@@ -121,7 +121,7 @@ class LLMActivities:
         if info.attempt > 1:
             labels = {"provider": req.provider, "model": req.model, "agent": req.agent}
             metrics.LLM_RETRIES.labels(**labels).inc()
-        stream = self._step_stream(req, info)
+        stream = await self._step_stream(req, info)
         try:
             response = await self._answer(req, info, stream)
         except BaseException as exc:
@@ -130,8 +130,11 @@ class LLMActivities:
         await stream.completed(response.output)
         return response
 
-    def _step_stream(self, req: LLMRequest, info: activity.Info) -> StepStream:
-        """This attempt's live stream, marked started (``attempt_restarted`` from attempt 2)."""
+    async def _step_stream(self, req: LLMRequest, info: activity.Info) -> StepStream:
+        """This attempt's stream, marked started (``attempt_restarted`` from attempt 2).
+
+        Live (the text as it comes) only while a reader watches the run.
+        """
         workflow_id, temporal_run_id = workflow_ids(info)
         key = StepKey(
             run_id=req.root_workflow_id or workflow_id,
@@ -142,7 +145,7 @@ class LLMActivities:
             attempt=info.attempt,
         )
         text = PublishedText(record_pii=req.record_pii, redactor=self._redactor)
-        stream = self._publisher.step(key, text)
+        stream = await self._publisher.open_step(key, text)
         stream.started(f"{req.provider}:{req.model}")
         return stream
 
@@ -161,7 +164,7 @@ class LLMActivities:
             # slot, no provider call, cost 0 (activities/response_cache.py).
             response = await self._cache.lookup(req, prompt, info.attempt)
         if response is None:
-            on_text = stream.token if self._publisher.tokens else None
+            on_text = stream.token if stream.live else None
             admission = await self._admit(req, info.attempt)
             async with self._guard.hold(req, prompt, workflow_id, info.activity_id) as ticket:
                 if not admission.probe:

@@ -35,6 +35,15 @@ class NaiveWorkflow:
         return [await workflow.execute_activity(NAIVE_CALL, b, **options) for b in bodies]
 
 
+def plain_request(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without streaming: what a naive integration sends (one JSON answer).
+
+    Chorus streams its calls to run readers (``CHORUS_STREAM_TOKENS``); the request bodies
+    recorded at the stub carry ``stream``/``stream_options``, which the baselines drop.
+    """
+    return {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+
+
 class NaiveActivities:
     """``bench.naive_call`` with one shared OpenAI client; ``noop`` answers at once."""
 
@@ -51,7 +60,7 @@ class NaiveActivities:
             from openai import AsyncOpenAI
 
             self._client = AsyncOpenAI(max_retries=0)
-        reply = await self._client.chat.completions.create(**body)
+        reply = await self._client.chat.completions.create(**plain_request(body))
         return reply.choices[0].message.content or ""
 
     async def close(self) -> None:

@@ -45,7 +45,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities import ProviderClients, RunActivities
 from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, machine, temporal_dev_server
-from bench.naive import NaiveActivities, NaiveWorkflow
+from bench.naive import NaiveActivities, NaiveWorkflow, plain_request
 from chorus.config.settings import Settings
 from chorus.contracts.models import LLMRequest, LLMResponse
 from chorus.contracts.names import CALL_LLM_ACTIVITY
@@ -151,6 +151,7 @@ async def naive_worker(client: Any, noop: bool) -> AsyncIterator[Callable[..., A
             task_queue=queue,
         )
 
+    run.task_queue = queue  # type: ignore[attr-defined]  # for bench/profile.py
     try:
         async with worker:
             yield run
@@ -200,7 +201,9 @@ async def measure_llm(
                 n = len(stub.requests)
                 await chorus.run_parallel("warm up", PAR_AGENTS, aggregator=None)
                 bodies = [r.body for r in stub.requests[n:]]
-                await asyncio.gather(*(direct.chat.completions.create(**b) for b in bodies))
+                await asyncio.gather(
+                    *(direct.chat.completions.create(**plain_request(b)) for b in bodies)
+                )
                 await naive(bodies, True)
             for _ in range(repeats):
                 n = len(stub.requests)
@@ -212,7 +215,7 @@ async def measure_llm(
 
                 async def sequential(bodies: list[dict[str, Any]] = bodies) -> None:
                     for body in bodies:
-                        await direct.chat.completions.create(**body)
+                        await direct.chat.completions.create(**plain_request(body))
 
                 out["seq_direct"].append(await _timed(sequential()))
                 out["seq_naive"].append(await _timed(naive(bodies, False)))
@@ -226,7 +229,9 @@ async def measure_llm(
                 assert len(bodies) == 10, len(bodies)
                 out["par_direct"].append(
                     await _timed(
-                        asyncio.gather(*(direct.chat.completions.create(**b) for b in bodies))
+                        asyncio.gather(
+                            *(direct.chat.completions.create(**plain_request(b)) for b in bodies)
+                        )
                     )
                 )
                 out["par_naive"].append(await _timed(naive(bodies, True)))
@@ -411,7 +416,7 @@ async def measure_model(client: Any, tmp: Path, database_url: str, calls: int) -
                     "temperature": 0,
                 }
                 start = time.perf_counter()
-                reply = await direct.chat.completions.create(**body)
+                reply = await direct.chat.completions.create(**plain_request(body))
                 direct_s += time.perf_counter() - start
                 direct_tok += reply.usage.completion_tokens if reply.usage else 0
     finally:

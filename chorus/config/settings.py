@@ -146,13 +146,14 @@ class Settings(BaseSettings):
     ``openai``, ``openai-compatible``, ``anthropic``, ``azure-openai``, ``bedrock`` or
     ``gemini``, each with endpoint, credential variable name, model aliases, limits and prices;
     unset: the built-in ``openai``, ``anthropic`` and ``local`` only."""
-    llm_task_queues: Literal["per-provider", "shared"] = "per-provider"
-    """Where new runs schedule LLM calls: ``per-provider`` (``<task queue>-llm-<provider>``,
-    each provider's workers capped at its concurrency, so calls beyond the limit wait in
-    Temporal's queue instead of in worker slots) or ``shared`` (the run's own task queue: the
-    server hands each call to the worker with the workflow task that scheduled it, eager
-    dispatch, ~18 ms less per 3-step run in ``bench/RESULTS.md``, but waiting calls hold
-    worker slots). Runs keep the choice they started with."""
+    llm_task_queues: Literal["per-provider", "shared"] = "shared"
+    """Where new runs schedule LLM calls: ``shared`` (the run's own task queue: the server
+    hands each call to the worker with the workflow task that scheduled it, eager dispatch,
+    a dispatch round trip less per call in ``bench/RESULTS.md``; a call over a provider's
+    fleet-wide concurrency limit waits for its slot in a worker slot) or ``per-provider``
+    (``<task queue>-llm-<provider>``, each provider's workers capped at its concurrency, so
+    calls beyond the limit wait in Temporal's queue instead). Runs keep the choice they
+    started with."""
 
     callback_secret: SecretStr | None = None
     """Secret(s) that sign run callbacks and budget alerts (Standard Webhooks, HMAC-SHA256,

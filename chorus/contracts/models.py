@@ -238,7 +238,8 @@ class ProviderLimit(WireModel):
         concurrency: Calls in flight at once, all workers together (0 = unlimited).
         rpm: Calls started per minute, all workers together (0 = unlimited).
         burst: Calls that may start at once when the provider has been idle; ``None`` means
-            one second's worth, ``max(1, ceil(rpm / 60))``.
+            the whole minute's worth, ``max(1, ceil(rpm))``: a burst below the configured
+            rate is not paced (the concurrency limit still caps the calls in flight).
         tpm: Tokens per minute, input + output, all workers together (0 = unlimited); each
             call reserves its worst case before it starts and gives back what it did not use
             (:mod:`chorus.governance.provider_limits`).
@@ -251,10 +252,10 @@ class ProviderLimit(WireModel):
 
     @property
     def effective_burst(self) -> int:
-        """``burst``, or one second's worth of calls (at least 1) when unset."""
+        """``burst``, or a minute's worth of calls (at least 1) when unset."""
         if self.burst is not None:
             return self.burst
-        return max(1, math.ceil(self.rpm / 60))
+        return max(1, math.ceil(self.rpm))
 
 
 DEFAULT_PROVIDER_LIMITS: dict[str, ProviderLimit] = {

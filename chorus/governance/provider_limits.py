@@ -33,9 +33,12 @@ Defaults (override with ``CHORUS_PROVIDER_LIMITS``, JSON): OpenAI 500 requests/m
 concurrent (OpenAI's published tier-1 limit for gpt-4o-mini is 500 RPM, "Rate limits" guide,
 2026), Anthropic 50 requests/min and 8 concurrent (Anthropic "Rate limits", tier 1: 50 RPM),
 local 1 concurrent and no rate limit (llama.cpp's server answers one request at a time unless
-started with parallel slots). The default burst is one second's worth of calls: OpenAI's
-guide warns that per-minute limits may be enforced over shorter periods ("60,000
-requests/minute may be enforced as 1,000 requests/second").
+started with parallel slots). The default burst is the minute's worth of calls (``rpm``): a
+burst below the configured rate starts at once (issue 19: at one second's worth, 9 calls at
+500/min, the 10th branch of a fan-out waited ~120 ms) while the concurrency limit still caps
+the calls in flight. OpenAI's guide warns that per-minute limits may be enforced over shorter
+periods ("60,000 requests/minute may be enforced as 1,000 requests/second"); a provider that
+does answers 429, retried after its Retry-After, or set ``burst`` to pace.
 """
 
 from __future__ import annotations
@@ -227,8 +230,9 @@ class FleetSemaphore:
     """N concurrency slots per provider, shared by every worker through PostgreSQL.
 
     Slots are session advisory locks taken on one pooled connection per worker, held while
-    the worker has any slot and returned to the pool when it holds none (asyncpg's reset on
-    release runs ``pg_advisory_unlock_all()``).
+    the worker has any slot and returned to the pool when it holds none (the last release runs
+    ``pg_advisory_unlock_all()``; a connection returned otherwise gets the pool's full reset,
+    ``chorus.storage.db.mark_session_state``).
 
     Args:
         pool: Chorus's PostgreSQL pool.
@@ -299,7 +303,10 @@ class FleetSemaphore:
             self._held.discard((provider, slot))
             if self._conn is not None:
                 try:
-                    await provider_rates.unlock_slot(self._conn, provider, slot)
+                    if self._held:
+                        await provider_rates.unlock_slot(self._conn, provider, slot)
+                    else:  # the last one: one statement, and the connection goes back clean
+                        await provider_rates.unlock_all_slots(self._conn)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     # The session is gone, and its locks with it.
                     await self._drop_connection()

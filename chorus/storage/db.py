@@ -74,6 +74,54 @@ def database_url(settings: Settings) -> str:
         ) from None
 
 
+class ChorusConnection(asyncpg.Connection):  # type: ignore[misc]
+    """The pool's connections: asyncpg's, plus whether the session holds state to reset."""
+
+    session_state = False
+    """Set by :func:`mark_session_state`; read by the pool's reset."""
+
+
+def _raw(conn: Any) -> Any:
+    """The connection behind a pool's proxy (or ``conn`` itself)."""
+    return getattr(conn, "_con", None) or conn
+
+
+def mark_session_state(conn: Any) -> None:
+    """Note that ``conn`` holds session state (advisory locks, ``LISTEN``).
+
+    The pool then runs asyncpg's full reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN
+    *; RESET ALL``) when the connection comes back; see :func:`_reset_connection`. A plain
+    connection (not from :func:`create_pool`) is not reset by a pool and is left alone.
+
+    Args:
+        conn: A pooled connection (its proxy) or a plain ``asyncpg.Connection``.
+    """
+    raw = _raw(conn)
+    if isinstance(raw, ChorusConnection):
+        raw.session_state = True
+
+
+def clear_session_state(conn: Any) -> None:
+    """Note that ``conn`` holds no session state any more (it released every advisory lock)."""
+    raw = _raw(conn)
+    if isinstance(raw, ChorusConnection):
+        raw.session_state = False
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """What the pool runs when a connection comes back, after asyncpg's own cleanup.
+
+    asyncpg's default reset sends one statement per release (~0.3-0.5 ms and a backend wake-up
+    each; a 3-step run released 26 connections: ``bench/profile.py``). Chorus sets no session
+    state except advisory locks and ``LISTEN``, whose holders call :func:`mark_session_state`;
+    only those connections get the full reset. asyncpg has already rolled back an open
+    transaction and dropped the client-side listeners (``Connection._reset``).
+    """
+    if not isinstance(conn, ChorusConnection) or conn.session_state:
+        await conn.execute(conn.get_reset_query())
+        clear_session_state(conn)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -98,6 +146,8 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
             max_size=max_size,
             command_timeout=60,
             init=_init_connection,
+            reset=_reset_connection,
+            connection_class=ChorusConnection,
         )
     except DB_ERRORS as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL at {redact_url(url)}: {exc}") from exc

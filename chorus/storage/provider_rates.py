@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from chorus.storage.db import clear_session_state, mark_session_state
+
 # One statement per call. With T = 60 / rpm seconds between starts and tau = (burst - 1) * T of
 # tolerance, a call arriving at `now` may start at max(now, tat - tau), and moves the
 # theoretical arrival time to max(tat, now) + T; the WHERE refuses it (no row returned, tat
@@ -91,9 +93,20 @@ async def try_lock_slot(conn: PoolConnectionProxy, provider: str, slot: int) -> 
     Returns:
         Whether the slot was free (and is now held by this session).
     """
+    mark_session_state(conn)  # back in the pool, the session's locks are dropped
     return bool(await conn.fetchval(_TRY_LOCK, _slot_key(provider), slot))
 
 
 async def unlock_slot(conn: PoolConnectionProxy, provider: str, slot: int) -> None:
     """Give back concurrency slot ``slot`` of ``provider`` held on ``conn``'s session."""
     await conn.fetchval(_UNLOCK, _slot_key(provider), slot)
+
+
+async def unlock_all_slots(conn: PoolConnectionProxy) -> None:
+    """Give back every advisory lock of ``conn``'s session.
+
+    That is the last slot it held, and any a cancelled :func:`try_lock_slot` may have taken
+    unseen; the pool then skips its reset.
+    """
+    await conn.fetchval("SELECT pg_advisory_unlock_all()")
+    clear_session_state(conn)

@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from chorus.storage.db import mark_session_state
+
 STREAM_CHANNEL = "chorus_stream"
 """The ``LISTEN``/``NOTIFY`` channel; each notification's payload is a run id."""
 
@@ -93,6 +95,42 @@ async def events_after(
     return rows
 
 
+async def watch(pool: asyncpg.Pool, run_id: str, ttl: timedelta) -> int:
+    """Mark ``run_id`` as read live for ``ttl``; return the id of its latest event (0: none).
+
+    One round trip: the reader's position and its registration together. While a run is
+    watched its LLM calls stream tokens (:func:`watched`).
+
+    Raises:
+        asyncpg.PostgresError: The statement failed.
+        OSError: PostgreSQL cannot be reached.
+    """
+    value = await pool.fetchval(
+        "WITH w AS (INSERT INTO stream_watchers (run_id, until) VALUES ($1, now() + $2) "
+        "ON CONFLICT (run_id) DO UPDATE SET until = GREATEST(stream_watchers.until, "
+        "EXCLUDED.until)) "
+        "SELECT coalesce(max(id), 0) FROM stream_events WHERE run_id = $1",
+        run_id,
+        ttl,
+    )
+    return int(value)
+
+
+async def watched(pool: asyncpg.Pool, run_id: str) -> bool:
+    """Whether a reader watches ``run_id`` now (:func:`watch`).
+
+    Raises:
+        asyncpg.PostgresError: The query failed.
+        OSError: PostgreSQL cannot be reached.
+    """
+    return bool(
+        await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM stream_watchers WHERE run_id = $1 AND until > now())",
+            run_id,
+        )
+    )
+
+
 async def last_id(pool: asyncpg.Pool, run_id: str) -> int:
     """The id of a run's latest event, 0 when it has none.
 
@@ -133,6 +171,7 @@ async def delete_expired(pool: asyncpg.Pool, retention: timedelta) -> int:
             "DELETE FROM stream_events WHERE created_at <= now() - $1::interval",
             retention * STALE_FACTOR,
         )
+        await conn.execute("DELETE FROM stream_watchers WHERE until <= now()")
     return _count(finished) + _count(stale)
 
 
@@ -157,6 +196,7 @@ async def listen(conn: Any, callback: NotifyCallback) -> None:
         asyncpg.PostgresError: The statement failed.
         OSError: PostgreSQL cannot be reached.
     """
+    mark_session_state(conn)  # back in the pool, the session's LISTEN is dropped
     await conn.add_listener(STREAM_CHANNEL, callback)
 
 

@@ -3,10 +3,12 @@
 ``chorus.call_llm`` opens a :class:`StepStream` per attempt (:meth:`StreamPublisher.step`),
 marks it started, feeds it the model's deltas as they arrive and closes it completed or failed.
 The deltas are buffered and written by a background task of the stream, never by the token
-loop: the first write goes out at once (time to first token), later ones at most every
+loop: the first text goes out at once (time to first token), later text at most every
 :data:`FLUSH_INTERVAL_S` or as soon as :data:`FLUSH_CHARS` characters wait, each batch one
 ``chorus_stream_append`` round trip (insert + ``NOTIFY``). Consecutive deltas of a batch are
-merged into one ``token`` event.
+merged into one ``token`` event. ``step_started`` waits up to :data:`FLUSH_INTERVAL_S` for the
+first text, so a call that answers within it costs two writes, not three (issue 19: each write
+is a PostgreSQL round trip on the worker's CPU); the end of a step goes out at once.
 
 A write that fails (PostgreSQL down or slow past :data:`WRITE_TIMEOUT_S`) drops that batch,
 logs a warning and counts ``chorus_stream_flush_failures_total``; it never fails or delays the
@@ -37,6 +39,7 @@ _log = logging.getLogger("chorus.streaming")
 
 FLUSH_INTERVAL_S = 0.05
 """Least time between two writes of one step's events, in seconds (after the first)."""
+_ENDS = frozenset({"step_completed", "step_failed"})
 FLUSH_CHARS = 1024
 """Characters waiting that trigger a write before :data:`FLUSH_INTERVAL_S` has passed."""
 WRITE_TIMEOUT_S = 5.0
@@ -91,8 +94,12 @@ class StepStream:
         interval_s: float = FLUSH_INTERVAL_S,
         max_chars: int = FLUSH_CHARS,
         close_timeout_s: float = CLOSE_TIMEOUT_S,
+        live: bool = True,
     ) -> None:
         self.key = key
+        self.live = live
+        """Written as it happens (a reader watches the run); otherwise every event waits for
+        :meth:`close` and goes out in one write, and the call does not stream its text."""
         self.text = text
         """The PII policies applied to published text (:class:`PublishedText`)."""
         self._pool = pool
@@ -105,7 +112,8 @@ class StepStream:
         self._urgent = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._last_write = float("-inf")
+        self._last_write = asyncio.get_running_loop().time()
+        """When the last batch went out; the start counts as one (``step_started`` waits)."""
         self._first_token = True
         self.events_written = 0
         """Events written so far."""
@@ -149,6 +157,14 @@ class StepStream:
     async def close(self) -> None:
         """Write what is queued (waiting at most :data:`CLOSE_TIMEOUT_S`) and stop."""
         self._closing = True
+        if not self.live:
+            batch, self._pending, self._pending_chars = self._pending, [], 0
+            if batch:
+                try:
+                    await asyncio.wait_for(self._write(batch), self._close_timeout_s)
+                except TimeoutError:
+                    self._failed("the step's events were not written in time")
+            return
         task = self._task
         if task is None or task.done():
             return
@@ -169,11 +185,16 @@ class StepStream:
         else:
             self._pending.append((kind, text))
         self._pending_chars += len(text)
+        if not self.live:
+            return
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         self._wake.set()
-        if kind != "token" or self._first_token or self._pending_chars >= self._max_chars:
-            # Step transitions and the first text go out at once (time to first token).
+        if kind in _ENDS or (kind == "token" and self._first_token):
+            # The step's end and its first text go out at once (time to first token); its
+            # start waits for the first text, at most one interval.
+            self._urgent.set()
+        elif self._pending_chars >= self._max_chars:
             self._urgent.set()
         if kind == "token":
             self._first_token = False
@@ -242,8 +263,9 @@ class StreamPublisher:
 
     Args:
         pool: The worker's PostgreSQL pool.
-        tokens: Whether calls stream their text (``CHORUS_STREAM_TOKENS``); without it the
-            steps' start and end are still published.
+        tokens: Whether calls stream their text (``CHORUS_STREAM_TOKENS``) while a reader
+            watches their run; without it, or unwatched, each step's start and end are
+            published together when it ends (:meth:`open_step`).
         interval_s: See :data:`FLUSH_INTERVAL_S`.
         max_chars: See :data:`FLUSH_CHARS`.
     """
@@ -266,12 +288,15 @@ class StreamPublisher:
         """A publisher as the settings say (``CHORUS_STREAM_TOKENS``)."""
         return cls(pool, tokens=settings.stream_tokens)
 
-    def step(self, key: StepKey, text: PublishedText | None = None) -> StepStream:
+    def step(
+        self, key: StepKey, text: PublishedText | None = None, *, live: bool = True
+    ) -> StepStream:
         """A stream for one attempt of one call.
 
         Args:
             key: Where its events belong.
             text: The PII policies to apply (default: none).
+            live: Write events as they come (see :attr:`StepStream.live`).
         """
         return StepStream(
             self._pool,
@@ -279,7 +304,27 @@ class StreamPublisher:
             text or PublishedText(),
             interval_s=self._interval_s,
             max_chars=self._max_chars,
+            live=live,
         )
+
+    async def open_step(self, key: StepKey, text: PublishedText | None = None) -> StepStream:
+        """A stream for one attempt of one call, live only while a reader watches its run.
+
+        Streaming a call costs the worker the provider SDK's chunk parsing and a write every
+        :data:`FLUSH_INTERVAL_S` (issue 19: ~15 ms per call measured); nobody reading, the
+        step's start and end go out together in one write when it ends, so a later reader
+        still replays every step. One query (``stream_watchers``) when tokens are on; a failed
+        query counts as unwatched (it never fails the call).
+        """
+        live = False
+        if self.tokens:
+            try:
+                live = await asyncio.wait_for(
+                    stream_rows.watched(self._pool, key.run_id), WRITE_TIMEOUT_S
+                )
+            except Exception as exc:
+                _log.debug("live stream of %s: cannot read its watchers: %s", key.run_id, exc)
+        return self.step(key, text, live=live)
 
 
 async def publish_run_finished(pool: asyncpg.Pool, run_id: str, status: str) -> int:

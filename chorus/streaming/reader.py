@@ -13,7 +13,10 @@ All subscribers of a process share one :class:`StreamHub` per pool:
 - one *feed* per run followed: on each notification (and every ``poll_s`` in case one was
   lost, e.g. while the listening connection was being re-opened) it reads the run's new
   events once and hands them to every subscriber of that run. 100 subscribers of one run cost
-  one ``SELECT`` per notification, not 100.
+  one ``SELECT`` per notification, not 100. The feed also marks the run *watched*
+  (``stream_watchers``, renewed while it lasts): only a watched run's LLM calls stream their
+  tokens (``chorus/streaming/publisher.py``); a call that started before anyone watched
+  appears whole, ``step_started`` and ``step_completed``, when it ends.
 
 No gaps, no duplicates: a subscriber joins its run's feed (which delivers every event above
 the feed's cursor from then on) *before* it reads the stored events, and skips ids it has
@@ -30,6 +33,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import asyncpg
@@ -43,6 +47,9 @@ PAGE = 1000
 """Events read per query."""
 POLL_S = 2.0
 """A feed reads its run's new events at least this often, notified or not (seconds)."""
+WATCH_TTL = timedelta(seconds=60)
+"""A feed marks its run watched this long and renews it while it lasts (``stream_watchers``):
+a watched run's LLM calls stream their tokens, others write their start and end together."""
 QUEUE_LIMIT = 10_000
 """Events a subscriber may have waiting before it re-reads from PostgreSQL instead."""
 PING_S = 30.0
@@ -83,6 +90,7 @@ class _Feed:
         self._poll_s = poll_s
         self._wake = asyncio.Event()
         self._cursor = 0
+        self._watched_at = 0.0
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def wake(self) -> None:
@@ -94,7 +102,9 @@ class _Feed:
             try:
                 # Every event up to this id is committed (ids of a run commit in order):
                 # a subscriber reading after this point sees them all; later ones come here.
-                self._cursor = await stream_rows.last_id(self._pool, self.run_id)
+                # The same statement marks the run watched: its LLM calls stream tokens now.
+                self._cursor = await stream_rows.watch(self._pool, self.run_id, WATCH_TTL)
+                self._watched_at = asyncio.get_running_loop().time()
                 self.ready.set()
             except Exception as exc:
                 _log.warning("stream of %s: cannot read its position: %s", self.run_id, exc)
@@ -106,11 +116,19 @@ class _Feed:
             self._wake.clear()
             try:
                 await self._read()
+                await self._keep_watching()
                 backoff = 0.2
             except Exception as exc:
                 _log.warning("stream of %s: cannot read new events: %s", self.run_id, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _keep_watching(self) -> None:
+        """Renew the run's watcher row a third of :data:`WATCH_TTL` before it lapses."""
+        now = asyncio.get_running_loop().time()
+        if now - self._watched_at >= WATCH_TTL.total_seconds() / 3:
+            await stream_rows.watch(self._pool, self.run_id, WATCH_TTL)
+            self._watched_at = now
 
     async def _read(self) -> None:
         while True:

@@ -151,7 +151,8 @@ def _idempotent_id(caller: Caller, key: str, pattern: str) -> str:
 
 def _request_digest(body: RunCreate) -> str:
     return hashlib.sha256(
-        json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
+        # ``stream`` only says how the run is watched, not what it does.
+        json.dumps(body.model_dump(mode="json", exclude={"stream"}), sort_keys=True).encode()
     ).hexdigest()
 
 
@@ -320,6 +321,7 @@ def _add_runs(app: FastAPI) -> None:
             "workflow_id": workflow_id,
             "callback_url": body.callback_url,
             "api_key": caller.key_name,
+            "stream": body.stream,
         }
         if digest is not None:
             kwargs["idempotency_digest"] = digest

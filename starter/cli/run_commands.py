@@ -174,6 +174,7 @@ def run(
                 document_name=document_name,
                 workflow_id=workflow_id,
                 callback_url=callback_url,
+                stream=follow,
             )
         else:
             handle = await chorus.runs.start_parallel(
@@ -185,6 +186,7 @@ def run(
                 document_name=document_name,
                 workflow_id=workflow_id,
                 callback_url=callback_url,
+                stream=follow,
             )
         if detach:
             if as_json:

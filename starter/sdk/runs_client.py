@@ -44,8 +44,9 @@ from chorus.contracts.names import (
     WORKFLOW_TYPES,
 )
 from chorus.integrations.webhooks import validate_callback_url
-from chorus.storage import db
+from chorus.storage import db, stream_rows
 from chorus.streaming import StreamEvent, subscribe
+from chorus.streaming.reader import WATCH_TTL
 from starter.sdk.client_base import FocusedClient, PoolOpener, input_refusals, validated
 from starter.sdk.plans import check_plan
 from starter.sdk.sdk_errors import ChorusInputError, RunFailedError, raise_if_unregistered
@@ -348,6 +349,7 @@ class RunsClient(FocusedClient):
         callback_url: str | None = None,
         api_key: str | None = None,
         idempotency_digest: str | None = None,
+        stream: bool = False,
     ) -> RunHandle:
         """Start a sequential pipeline.
 
@@ -372,6 +374,10 @@ class RunsClient(FocusedClient):
                 instead of refused (conflict policy ``USE_EXISTING``), and this digest of the
                 request is kept in the memo (``chorus_request_sha256``) so a different request
                 under the same id can be told apart.
+            stream: The caller will read the run live (:meth:`RunHandle.stream`): its LLM
+                calls stream their text from the first one on. Otherwise a call streams only
+                while a reader watches the run (``chorus/streaming/reader.py``); one that
+                started before appears whole when it ends.
 
         Raises:
             ChorusInputError: Invalid input (see :meth:`validate`) or callback URL, or the
@@ -386,7 +392,9 @@ class RunsClient(FocusedClient):
         )
         run_input = validated(SequentialInput, **dict(subject), steps=steps, **callback)
         plan = " → ".join(step_label(s) for s in steps)
-        return await self._start("sequential", run_input, plan, workflow_id, idempotency_digest)
+        return await self._start(
+            "sequential", run_input, plan, workflow_id, idempotency_digest, stream=stream
+        )
 
     async def start_parallel(
         self,
@@ -401,6 +409,7 @@ class RunsClient(FocusedClient):
         callback_url: str | None = None,
         api_key: str | None = None,
         idempotency_digest: str | None = None,
+        stream: bool = False,
     ) -> RunHandle:
         """Start a parallel fan-out/fan-in run.
 
@@ -417,6 +426,7 @@ class RunsClient(FocusedClient):
             idempotency_digest: See :meth:`start_sequential`.
             api_key: Name of the API key the run is started for (see
                 :meth:`start_sequential`).
+            stream: The caller will read the run live (see :meth:`start_sequential`).
 
         Raises:
             ChorusInputError: Invalid input (see :meth:`validate`), ``min_successes`` out of
@@ -444,7 +454,9 @@ class RunsClient(FocusedClient):
             **callback,
         )
         plan = " | ".join(step_label(s) for s in steps) + (f" ⇒ {aggregator}" if aggregator else "")
-        return await self._start("parallel", run_input, plan, workflow_id, idempotency_digest)
+        return await self._start(
+            "parallel", run_input, plan, workflow_id, idempotency_digest, stream=stream
+        )
 
     async def _start(
         self,
@@ -453,10 +465,14 @@ class RunsClient(FocusedClient):
         plan: str,
         workflow_id: str | None,
         idempotency_digest: str | None = None,
+        *,
+        stream: bool = False,
     ) -> RunHandle:
         # With encrypted history the id must not quote the task (ids are never encrypted).
         slug_source = "" if self.settings.codec_keys else run_input.task
         workflow_id = workflow_id or make_workflow_id(pattern, slug_source)
+        if stream:  # before the start: the first LLM call already streams
+            await stream_rows.watch(await self._pool(), workflow_id, WATCH_TTL)
         has_document = bool(run_input.document or run_input.document_ref)
         doc = run_input.document_name or ("input" if has_document else "(no document)")
         ref = run_input.document_ref

@@ -164,7 +164,7 @@ providers:
     assert "azure-secret-value-123" not in repr(shown)
     assert shown["credential"] == "AZURE_KEY" and shown["credential_set"] is True
     assert shown["configured"] is True
-    assert shown["limits"] == {"concurrency": 4, "rpm": 120.0, "burst": 2, "tpm": 90000.0}
+    assert shown["limits"] == {"concurrency": 4, "rpm": 120.0, "burst": 120, "tpm": 90000.0}
     assert shown["prices"] == {"gpt4o": {"input": 2.5, "output": 10.0}}
     gemini = registry["gemini"].describe()
     assert gemini["endpoint"] == GEMINI_OPENAI_BASE_URL
