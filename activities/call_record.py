@@ -187,10 +187,19 @@ class CallRecorder:
         if prompt.turns:
             user = f"{user}\n\n{transcript_of(prompt.turns)}"
         stored = self._for_record(req, Prompt(prompt.system, user, 0), completion)
-        await db.record_call(
+        root_workflow_id = req.root_workflow_id or workflow_id
+        alert, periods = budget.settlement(
+            self._settings,
+            workflow_id=workflow_id,
+            root_workflow_id=root_workflow_id,
+            agent=req.agent,
+            api_key=req.api_key,
+        )
+        # The record and the budget settlement in one statement (committed together).
+        crossed = await db.record_call(
             self._pool,
             workflow_id=workflow_id,
-            root_workflow_id=req.root_workflow_id or workflow_id,
+            root_workflow_id=root_workflow_id,
             activity_id=info.activity_id,
             agent=req.agent,
             agent_version=req.agent_version,
@@ -211,19 +220,10 @@ class CallRecorder:
             price_data=PRICE_DATA_VERSION if response.provider != "local" else None,
             tool_calls=[c.model_dump(mode="json") for c in response.tool_calls],
             cached=response.cached,
+            settle_periods=periods,
+            settle_alert=alert,
         )
-        return await budget.settle(
-            self._pool,
-            self._settings,
-            workflow_id=workflow_id,
-            activity_id=info.activity_id,
-            cost_usd=response.cost_usd,
-            root_workflow_id=req.root_workflow_id or workflow_id,
-            agent=req.agent,
-            provider=response.provider,
-            model=response.model,
-            api_key=req.api_key,
-        )
+        return [crossed] if crossed else []
 
     def _for_record(self, req: LLMRequest, prompt: Prompt, completion: str) -> _StoredTexts:
         """The prompts and completion as the agent's ``record_pii`` policy lets them be stored."""

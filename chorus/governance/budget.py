@@ -282,21 +282,48 @@ async def settle(
         alert fires once per period).
     """
     cost = Decimal(str(round(cost_usd, 8)))
-    alert = settings.budget_alert_usd if settings.daily_budget_usd is not None else None
-    day = (now or datetime.now(UTC)).date()
-    periods = periods_for(agent, root_workflow_id or workflow_id, day, api_key)
+    alert, periods = settlement(
+        settings,
+        workflow_id=workflow_id,
+        root_workflow_id=root_workflow_id,
+        agent=agent,
+        api_key=api_key,
+        now=now,
+    )
     crossed = await budget_ledger.settle_call(
         pool,
         workflow_id=workflow_id,
         activity_id=activity_id,
         cost=cost,
-        alert=Decimal(str(alert)) if alert is not None else None,
-        periods=list(periods.values()),
+        alert=alert,
+        periods=periods,
         agent=agent,
         provider=provider,
         model=model,
     )
     return [crossed] if crossed else []
+
+
+def settlement(
+    settings: Settings,
+    *,
+    workflow_id: str,
+    root_workflow_id: str | None = None,
+    agent: str = "",
+    api_key: str | None = None,
+    now: datetime | None = None,
+) -> tuple[Decimal | None, list[str]]:
+    """What :func:`settle` settles a call against.
+
+    Returns the daily alert threshold from the settings (``None`` without a daily budget) and
+    the call's period rows. :func:`chorus.storage.db.record_call` takes both to record and
+    settle a call in one statement (the LLM activity's path); the arguments are
+    :func:`settle`'s.
+    """
+    alert = settings.budget_alert_usd if settings.daily_budget_usd is not None else None
+    day = (now or datetime.now(UTC)).date()
+    periods = periods_for(agent, root_workflow_id or workflow_id, day, api_key)
+    return (Decimal(str(alert)) if alert is not None else None), list(periods.values())
 
 
 async def release(pool: asyncpg.Pool, *, workflow_id: str, activity_id: str) -> None:

@@ -74,7 +74,7 @@ def database_url(settings: Settings) -> str:
         ) from None
 
 
-class ChorusConnection(asyncpg.Connection):  # type: ignore[misc]
+class ChorusConnection(asyncpg.Connection):
     """The pool's connections: asyncpg's, plus whether the session holds state to reset."""
 
     session_state = False
@@ -630,11 +630,19 @@ async def record_call(
     price_data: str | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
     cached: bool = False,
-) -> None:
+    settle_periods: list[str] | None = None,
+    settle_alert: Decimal | None = None,
+) -> str | None:
     """Write one agent call's message row and cost-ledger row, in one transaction.
 
     ``tool_calls`` are the tools the model asked for in this turn (``ToolCall`` dumps);
     ``cached`` marks a completion reused from the response cache (cost 0, no provider call).
+
+    With ``settle_periods`` the same statement settles the call's budget
+    (``chorus_budget_settle``, migration 0006, as :func:`chorus.governance.budget.settle`:
+    those periods, ``settle_alert`` the daily alert threshold from the settings) and returns
+    the period whose alert threshold the call crossed, if any: one round trip for the record
+    and the settlement (issue 19), committed together. Without it, returns ``None``.
 
     The ledger row also keeps the cached input tokens and cache writes of the call and the
     price data that priced it (``chorus.governance.pricing.PRICE_DATA_VERSION``).
@@ -644,8 +652,17 @@ async def record_call(
     result the workflow recorded.
     """
     cost = Decimal(str(round(cost_usd, 8)))
-    # One statement (one round trip, one implicit transaction) writes both rows.
-    await pool.execute(
+    settle: tuple[Any, ...] = ()
+    ledger_cte, tail = "", ""
+    if settle_periods is not None:
+        ledger_cte = "ledger AS ("
+        tail = (
+            " RETURNING 1)"
+            " SELECT chorus_budget_settle($1, $3, $13, $23::numeric, $24::text[], $4, $6, $7)"
+        )
+        settle = (settle_alert, settle_periods)
+    # One statement (one round trip, one implicit transaction) writes both rows (and settles).
+    crossed: str | None = await pool.fetchval(
         "WITH message AS ("
         " INSERT INTO messages (workflow_id, root_workflow_id, activity_id, agent,"
         " agent_version, provider, model, system_prompt, user_prompt, completion,"
@@ -660,7 +677,8 @@ async def record_call(
         " attempt = EXCLUDED.attempt, truncated_chars = EXCLUDED.truncated_chars,"
         " tool_calls = EXCLUDED.tool_calls, cached = EXCLUDED.cached"
         " RETURNING 1)"
-        " INSERT INTO cost_ledger (workflow_id, root_workflow_id, activity_id, agent, provider,"
+        + (", " + ledger_cte if ledger_cte else "")
+        + " INSERT INTO cost_ledger (workflow_id, root_workflow_id, activity_id, agent, provider,"
         " model, input_tokens, output_tokens, cost_usd, cost_known, cached_input_tokens,"
         " cache_write_tokens, price_data)"
         " VALUES ($1,$2,$3,$4,$6,$7,$11,$12,$13,$17,$18,$19,$20)"
@@ -668,7 +686,8 @@ async def record_call(
         " model = EXCLUDED.model, input_tokens = EXCLUDED.input_tokens,"
         " output_tokens = EXCLUDED.output_tokens, cost_usd = EXCLUDED.cost_usd,"
         " cost_known = EXCLUDED.cost_known, cached_input_tokens = EXCLUDED.cached_input_tokens,"
-        " cache_write_tokens = EXCLUDED.cache_write_tokens, price_data = EXCLUDED.price_data",
+        " cache_write_tokens = EXCLUDED.cache_write_tokens, price_data = EXCLUDED.price_data"
+        + tail,
         workflow_id,
         root_workflow_id,
         activity_id,
@@ -691,7 +710,9 @@ async def record_call(
         price_data,
         tool_calls or None,
         cached,
+        *settle,
     )
+    return crossed
 
 
 async def recorded_call(
