@@ -255,7 +255,7 @@ async def _profile(
     clients = ProviderClients.from_settings(settings)
     chorus_runs: list[dict[str, Any]] = []
     naive_runs: list[dict[str, Any]] = []
-    cpu: dict[str, dict[str, float]] = {"chorus": Counter(), "naive": Counter()}
+    cpu: dict[str, dict[str, float]] = {"chorus": defaultdict(float), "naive": defaultdict(float)}
     statements: list[list[tuple[str, str, float]]] = []
     provider: list[list[float]] = []
     try:
