@@ -206,10 +206,11 @@ class Settings(BaseSettings):
     """Model turns of a step in which the ``local`` model may call tools; the turn after
     them must answer (small local models otherwise call tools until ``max_tool_calls``)."""
     stream_tokens: bool = True
-    """Whether LLM calls stream their completion (OpenAI and the local server with
-    ``stream=True``, Anthropic's ``messages.stream``) and publish the text to run readers as it
-    is written (``chorus run --follow``, ``RunHandle.stream()``, the HTTP API's
-    ``/v1/runs/{id}/events``); ``false`` makes plain calls and publishes only each step's start
+    """Whether LLM calls of watched runs stream their completion (OpenAI and the local server
+    with ``stream=True``, Anthropic's ``messages.stream``) and publish the text to run readers
+    as it is written (``chorus run --follow``, ``RunHandle.stream()``, the HTTP API's
+    ``/v1/runs/{id}/events``; a run is watched while a reader is subscribed or when started
+    with ``stream=True``); ``false`` makes plain calls and publishes only each step's start
     and end. The result is the same either way."""
     stream_retention_hours: float = Field(24.0, ge=0)
     """How long a finished run's live events (the ``stream_events`` table) are kept, in hours;
