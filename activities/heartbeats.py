@@ -26,9 +26,12 @@ async def with_heartbeats(call: Awaitable[T]) -> T:
     interval = max(0.5, timeout.total_seconds() / 3)
 
     async def beat() -> None:
+        # The first beat after one interval, not at once: the heartbeat timeout counts from
+        # the attempt's start, and a beat at once cost every call a RecordActivityTaskHeartbeat
+        # round trip to the server (issue 19), though most calls end long before a beat is due.
         while True:
-            activity.heartbeat()
             await asyncio.sleep(interval)
+            activity.heartbeat()
 
     beater = asyncio.create_task(beat())
     try:

@@ -114,12 +114,12 @@ class RunActivities:
         return ResolveAgentsResult(agents=await self._resolve(input.names))
 
     async def _resolve(self, names: list[str]) -> dict[str, ResolvedAgent]:
-        catalog = await db.current_agents(self._pool)
+        catalog = await db.current_agents(self._pool, names)
         missing = [n for n in names if n not in catalog]
         if missing:
+            known = await db.agent_names(self._pool)
             raise ApplicationError(
-                f"unknown agent(s): {', '.join(missing)}; "
-                f"known agents: {', '.join(sorted(catalog))}",
+                f"unknown agent(s): {', '.join(missing)}; known agents: {', '.join(known)}",
                 type=errors.UNKNOWN_AGENT,
                 non_retryable=True,
             )

@@ -347,13 +347,27 @@ async def seed_agents(pool: asyncpg.Pool, catalog: dict[str, AgentSpec], author:
     return seeded
 
 
-async def current_agents(pool: asyncpg.Pool) -> dict[str, AgentSpec]:
-    """The latest version of every agent, keyed by name."""
+async def current_agents(
+    pool: asyncpg.Pool, names: Sequence[str] | None = None
+) -> dict[str, AgentSpec]:
+    """The latest version of every agent (or of those in ``names`` that exist), by name.
+
+    A run needs its own agents only: reading and validating the whole catalog for each run
+    cost the worker CPU per run in proportion to the catalog (issue 19).
+    """
     rows = await pool.fetch(
         "SELECT DISTINCT ON (name) name, version, spec, author, comment, created_at "
-        "FROM agent_configs ORDER BY name, version DESC"
+        "FROM agent_configs WHERE $1::text[] IS NULL OR name = ANY($1::text[]) "
+        "ORDER BY name, version DESC",
+        None if names is None else list(names),
     )
     return {r["name"]: _row_to_version(r).spec for r in rows}
+
+
+async def agent_names(pool: asyncpg.Pool) -> list[str]:
+    """Every agent's name, sorted."""
+    rows = await pool.fetch("SELECT DISTINCT name FROM agent_configs ORDER BY name")
+    return [r["name"] for r in rows]
 
 
 async def agent_history(pool: asyncpg.Pool, name: str) -> list[AgentVersion]:
