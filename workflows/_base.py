@@ -118,14 +118,13 @@ PROVIDER_TASK_QUEUES_PATCH = "llm-task-queue-per-provider"
 longer check it (they take ``ResolveAgentsResult.provider_task_queues``); drafts, which stay open
 for weeks, still do (:class:`workflows.draft.DraftWorkflow`)."""
 LOCAL_BOOKKEEPING_PATCH = "chorus-local-bookkeeping"
-"""Retired patch id (kept as a record). Every run records itself with local activities,
-upserts its search attributes and takes its LLM task queues from
-``ResolveAgentsResult.provider_task_queues``. Issue 18 deprecated the patch (step 2); issue 19
-removed the call (step 3): the Python SDK still wrote a marker and a ``TemporalChangeVersion``
-upsert for a deprecated patch, two history events and a visibility write per run and per child
-run. Runs of the previous version (``tests/histories/*_v5``, marker ``deprecated: true``) replay;
-runs that recorded it undeprecated (``_v3``/``_v4``, two versions back; runs last minutes, none
-is open) moved to ``tests/histories/retired``.
+"""Deprecated patch id (retirement step 2, issue 18): every run now records itself with local
+activities, upserts its search attributes and takes its LLM task queues from
+``ResolveAgentsResult.provider_task_queues``. ``workflow.deprecate_patch`` keeps runs that
+recorded the marker (``tests/histories/*_v3``/``_v4``) replaying; runs from before it (and
+before the ``chorus-search-attributes`` patch it implied, now removed) cannot replay and are
+no longer in flight (runs last minutes; their histories moved to ``tests/histories/retired``).
+Step 3, removing this call, comes once no run with the marker is open.
 
 A local activity runs in the worker that runs the workflow task and is recorded as a marker
 in that task's completion: recording the run costs no activity task dispatch and no extra
@@ -906,6 +905,7 @@ class RunWorkflowBase(GateKeeping):
                 the SDK enforces (a plain Temporal client may have started the run).
         """
         info = workflow.info()
+        workflow.deprecate_patch(LOCAL_BOOKKEEPING_PATCH)
         start_values: list[SearchAttributeUpdate[Any]] = [
             PATTERN_ATTR.value_set(self.pattern),
             AGENTS_ATTR.value_set(names),

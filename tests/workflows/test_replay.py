@@ -28,17 +28,17 @@ def test_histories_are_checked_in():
         "draft_after_continue_as_new",
         "draft_by_reference",
         "draft_lifecycle_v2",
-        # v5: run histories of the code before issue 19 (v1-v4 are in histories/retired: v3/v4
-        # recorded chorus-local-bookkeeping undeprecated, whose call is now removed)
-        "sequential_3_agents_v5",
-        "parallel_failed_branch_v5",
-        "provider_fallback_v5",
-        "sequential_with_parallel_child_v5",
-        # v6: without the chorus-local-bookkeeping call (issue 19)
-        "sequential_3_agents_v6",
-        "parallel_failed_branch_v6",
-        "provider_fallback_v6",
-        "sequential_with_parallel_child_v6",
+        # v3: run bookkeeping as local activities (chorus-local-bookkeeping, now deprecated;
+        # v1/v2 run histories are in histories/retired: those code paths were removed)
+        "sequential_3_agents_v3",
+        "parallel_failed_branch_v3",
+        "provider_fallback_v3",
+        "sequential_with_parallel_child_v3",
+        # v4: a cancelled run waits for its in-flight LLM calls (chorus-llm-wait-cancellation)
+        "sequential_3_agents_v4",
+        "parallel_failed_branch_v4",
+        "provider_fallback_v4",
+        "sequential_with_parallel_child_v4",
         # tools (issue 14): the model->tool loop, parallel tool activities, errors to the model
         "tools_openai_parallel",
         "tools_anthropic",
@@ -72,7 +72,7 @@ async def test_sandbox_compiles_workflow_modules_once():
     from chorus.runtime.code_cache import CachingSourceLoader, install_code_cache
 
     install_code_cache()
-    recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v5.json").read_text())
+    recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v3.json").read_text())
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     replayer = Replayer(workflows=[], plugins=[ChorusPlugin()])
     await replayer.replay_workflow(history)
