@@ -6,11 +6,13 @@ import asyncio
 import os
 import platform
 import subprocess
+import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 
@@ -103,3 +105,32 @@ async def temporal_dev_server(db_file: Path, flags: Sequence[str]) -> AsyncItera
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), 30)
+
+
+@asynccontextmanager
+async def bench_stack(
+    delay_s: float, flags: Sequence[str] = ()
+) -> AsyncIterator[tuple[Client, Any, str, Path]]:
+    """A throw-away stack for one benchmark run, stopped on exit.
+
+    A temporary directory, the loopback stub (``tests/stub_llm.py``, answering after
+    ``delay_s``; ``OPENAI_BASE_URL`` points at it), an embedded PostgreSQL and a dev server with
+    ``chorus dev up``'s flags plus ``flags``.
+
+    Yields:
+        ``(client, stub, database_url, tmp)``.
+    """
+    from tests.stub_llm import StubLLM
+
+    with (
+        tempfile.TemporaryDirectory() as tmpdir,
+        StubLLM(default_delay_s=delay_s) as stub,
+        embedded_postgres(Path(tmpdir)) as database_url,
+    ):
+        # http.server listens with a backlog of 5: many clients connecting at once (HTTP/1.0,
+        # a connection per request) would see SYN retries of 1 s. Raise it.
+        stub._server.socket.listen(1024)
+        os.environ["OPENAI_BASE_URL"] = stub.base_url
+        tmp = Path(tmpdir)
+        async with temporal_dev_server(tmp / "temporal.db", [*CHORUS_DEV_FLAGS, *flags]) as client:
+            yield client, stub, database_url, tmp

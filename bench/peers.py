@@ -56,7 +56,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -70,7 +69,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, machine, temporal_dev_server
+from bench._support import bench_stack, machine
 from bench.naive import NaiveActivities, NaiveWorkflow
 from bench.overhead import (
     MODEL,
@@ -536,20 +535,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Start the stack and the contestants; run the rounds, then throughput and histories."""
     rng = random.Random(args.seed)
     out: dict[str, Any] = {name: _empty() for name in args.only}
-    with (
-        tempfile.TemporaryDirectory() as tmpdir,
-        StubLLM(default_delay_s=LLM_DELAY_S) as stub,
-        embedded_postgres(Path(tmpdir)) as database_url,
-    ):
-        # http.server listens with a backlog of 5: many clients connecting at once (HTTP/1.0,
-        # a connection per request) would see SYN retries of 1 s. Raise it.
-        stub._server.socket.listen(1024)
-        os.environ["OPENAI_BASE_URL"] = stub.base_url
-        tmp = Path(tmpdir)
-        async with (
-            temporal_dev_server(tmp / "temporal.db", list(CHORUS_DEV_FLAGS)) as client,
-            contextlib.AsyncExitStack() as stack,
-        ):
+    async with bench_stack(LLM_DELAY_S) as (client, stub, database_url, tmp):
+        async with contextlib.AsyncExitStack() as stack:
             target = client.service_client.config.target_host
             makers: dict[str, Callable[[], Any]] = {
                 "direct": direct_contestant,

@@ -37,7 +37,6 @@ import os
 import pstats
 import re
 import statistics
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
@@ -51,7 +50,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities import ProviderClients
 from activities.llm import LLMActivities
-from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, machine, temporal_dev_server
+from bench._support import bench_stack, machine
 from bench.naive import NaiveWorkflow
 from bench.overhead import (
     MODEL,
@@ -235,16 +234,8 @@ async def main() -> None:
     args = parser.parse_args()
     _instrument()
     os.environ["OPENAI_API_KEY"] = "bench-not-a-secret"
-    with (
-        tempfile.TemporaryDirectory() as tmpdir,
-        StubLLM(default_delay_s=args.delay_ms / 1000) as stub,
-        embedded_postgres(Path(tmpdir)) as database_url,
-    ):
-        stub._server.socket.listen(128)
-        os.environ["OPENAI_BASE_URL"] = stub.base_url
-        tmp = Path(tmpdir)
-        async with temporal_dev_server(tmp / "temporal.db", list(CHORUS_DEV_FLAGS)) as client:
-            await _profile(client, tmp, database_url, stub, args)
+    async with bench_stack(args.delay_ms / 1000) as (client, stub, database_url, tmp):
+        await _profile(client, tmp, database_url, stub, args)
 
 
 async def _profile(
