@@ -33,7 +33,6 @@ from chorus.config.settings import Settings, get_settings
 from chorus.contracts.names import CALL_LLM_ACTIVITY, llm_task_queue
 from chorus.observability import probes as health
 from chorus.observability.logs import configure_logging
-from chorus.runtime.code_cache import install_code_cache
 from chorus.runtime.converter import connect, sdk_metrics_runtime
 from chorus.runtime.plugin import ChorusPlugin, activity_name
 from chorus.storage import db
@@ -174,7 +173,6 @@ def build_worker(
             (tests pass ``max_cached_workflows=0`` to replay every workflow task from history).
     """
     options = options or WorkerOptions()
-    install_code_cache()  # the sandbox re-imports workflows/ per run: compile it once
     main = _worker(
         client,
         task_queue=settings.task_queue,

@@ -11,6 +11,7 @@ py-spy: ~15% of the worker's CPU on no-op runs, ``bench/RESULTS.md``).
 from __future__ import annotations
 
 import importlib
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,12 +22,14 @@ if TYPE_CHECKING:
 
     WORKFLOWS: list[type]
 
-_CLASSES = {
-    "SequentialWorkflow": "workflows.sequential",
-    "ParallelWorkflow": "workflows.parallel",
-    "DraftWorkflow": "workflows.draft",
-    "ControlWorkflow": "workflows.control_flow",
-}
+_CLASSES = MappingProxyType(
+    {
+        "SequentialWorkflow": "workflows.sequential",
+        "ParallelWorkflow": "workflows.parallel",
+        "DraftWorkflow": "workflows.draft",
+        "ControlWorkflow": "workflows.control_flow",
+    }
+)
 
 __all__ = [
     "WORKFLOWS",

@@ -13,6 +13,7 @@ that flows on: the same text (approve), the replacement (edit), or a failure (re
 from __future__ import annotations
 
 from datetime import timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 GATE_RECORD_TIMEOUT = timedelta(seconds=30)
 """Start-to-close of one attempt of ``chorus.open_gate``/``chorus.close_gate``."""
 
-_OUTCOME = {"approve": "approved", "reject": "rejected", "edit": "edited"}
+_OUTCOME = MappingProxyType({"approve": "approved", "reject": "rejected", "edit": "edited"})
 
 
 class GateKeeping:

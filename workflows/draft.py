@@ -22,7 +22,9 @@ from PostgreSQL). So no payload in the history carries a large text.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Literal
 
 from temporalio import workflow
@@ -92,13 +94,17 @@ SAVE_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30)
 )
 
-TRANSITIONS: dict[str, tuple[DraftStatus, tuple[DraftStatus, ...], tuple[str, ...]]] = {
-    # update: (new status, statuses it may follow, roles allowed)
-    "submit": ("in_review", ("drafting",), ("owner", "editor")),
-    "approve": ("approved", ("in_review",), ("owner", "reviewer")),
-    "publish": ("published", ("approved",), ("owner",)),
-    "archive": ("archived", ("drafting", "in_review", "approved", "published"), ("owner",)),
-}
+TRANSITIONS: Mapping[str, tuple[DraftStatus, tuple[DraftStatus, ...], tuple[str, ...]]] = (
+    MappingProxyType(
+        {
+            # update: (new status, statuses it may follow, roles allowed)
+            "submit": ("in_review", ("drafting",), ("owner", "editor")),
+            "approve": ("approved", ("in_review",), ("owner", "reviewer")),
+            "publish": ("published", ("approved",), ("owner",)),
+            "archive": ("archived", ("drafting", "in_review", "approved", "published"), ("owner",)),
+        }
+    )
+)
 
 
 @workflow.defn(name=DRAFT_WORKFLOW)

@@ -9,8 +9,10 @@ places (the worker, the SDK client, the replay tests, the test fixtures, the ben
 - the interceptors: run context on every activity's log lines
   (:mod:`chorus.observability.log_context`) and OpenTelemetry tracing when an OTLP endpoint is
   configured;
-- the workflow sandbox, passing through only :data:`SANDBOX_PASSTHROUGH` (each with its
-  reason), so workflow code cannot import storage, clock or provider code unchecked;
+- the workflow sandbox: a worker passes through :data:`SANDBOX_PASSTHROUGH` (each with its
+  reason; Chorus's own ``workflows`` package among them, so a run does not re-execute it); a
+  replayer re-imports everything but :data:`STRICT_SANDBOX_PASSTHROUGH` for every history, so
+  the replay tests check every import and call workflow code makes;
 - the workflows (when asked: the run task queue's worker) and the activities given to it.
 
 Use it on the client (``Client.connect(..., plugins=[ChorusPlugin(settings)])``, which
@@ -43,11 +45,12 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from chorus.config.settings import Settings
 from chorus.observability import tracing
 from chorus.observability.log_context import LogContextInterceptor
+from chorus.runtime.code_cache import install_code_cache
 from chorus.runtime.converter import chorus_data_converter, data_converter
 
 PLUGIN_NAME: Final = "chorus.ChorusPlugin"
 
-SANDBOX_PASSTHROUGH: Final[dict[str, str]] = {
+STRICT_SANDBOX_PASSTHROUGH: Final[dict[str, str]] = {
     "chorus.contracts": (
         "Chorus's pure contracts (payload models, names, limits, errors, validation): no I/O,"
         " no clock, no randomness at import or call; one copy shared with activities and the"
@@ -57,20 +60,43 @@ SANDBOX_PASSTHROUGH: Final[dict[str, str]] = {
     "pydantic_core": "pydantic's compiled core: an extension module cannot be re-imported",
     "annotated_types": "imported by pydantic for field constraints; pure",
 }
-"""Modules the workflow sandbox takes from the worker's own imports instead of re-importing
-for each workflow run, and why each is safe. Everything else a workflow imports is re-imported
-in the sandbox and checked against its restrictions (storage, HTTP and clock code would fail
-there)."""
+"""Modules a replayer's sandbox takes from the process's own imports, and why each is safe.
+Everything else a workflow imports is re-imported for each history and checked against the
+sandbox's restrictions (storage, HTTP and clock code would fail there): the replay tests run
+Chorus's workflow code this way."""
+
+SANDBOX_PASSTHROUGH: Final[dict[str, str]] = {
+    **STRICT_SANDBOX_PASSTHROUGH,
+    "workflows": (
+        "Chorus's workflow code: constants, functions and classes only, no module-level state"
+        " a run could change (tests/workflows/test_replay.py checks it), no I/O at import;"
+        " re-executing its ~2,900 lines cost ~13 ms of every run's first workflow task"
+        " (issue 19, bench.profile); the replayer still re-imports and checks it"
+    ),
+}
+"""Modules a worker's sandbox takes from the worker's own imports instead of re-importing for
+each workflow run: :data:`STRICT_SANDBOX_PASSTHROUGH` and Chorus's ``workflows`` package. The
+sandbox's runtime restrictions (the ``datetime``/``random``/``os`` members it forbids inside
+code it imported, and restricted builtins) stay in force for the modules it imports; the
+workflow package's own imports are checked where replays run (:func:`sandbox_runner` with
+``strict=True``)."""
 
 
-def sandbox_runner() -> SandboxedWorkflowRunner:
-    """Return the workflow runner with Chorus's pass-through (:data:`SANDBOX_PASSTHROUGH`)."""
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+def sandbox_runner(*, strict: bool = False) -> SandboxedWorkflowRunner:
+    """Return the workflow runner with Chorus's pass-through.
+
+    Args:
+        strict: Re-import Chorus's workflow code for every run and check it
+            (:data:`STRICT_SANDBOX_PASSTHROUGH`, a replayer's choice); otherwise pass it
+            through (:data:`SANDBOX_PASSTHROUGH`, a worker's).
+    """
+    passthrough = STRICT_SANDBOX_PASSTHROUGH if strict else SANDBOX_PASSTHROUGH
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*passthrough)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 def _runner(existing: WorkflowRunner | None) -> WorkflowRunner:
-    """Return Chorus's sandbox, unless the worker was given ``UnsandboxedWorkflowRunner``.
+    """Return Chorus's worker sandbox, unless the worker was given ``UnsandboxedWorkflowRunner``.
 
     An explicit unsandboxed runner (a benchmark pricing the sandbox, or a debugger) is kept;
     production always sandboxes.
@@ -149,8 +175,11 @@ class ChorusPlugin(SimplePlugin):
         return config
 
     def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
-        """Set the converter, sandbox, workflows and interceptors of a replayer."""
+        """Set the converter, the strict sandbox, workflows and interceptors of a replayer."""
         config = super().configure_replayer(config)
+        if not isinstance(config.get("workflow_runner"), UnsandboxedWorkflowRunner):
+            config["workflow_runner"] = sandbox_runner(strict=True)
+            install_code_cache()  # it re-imports workflows/ per history: compile it once
         present = set(config.get("workflows") or ())
         config["workflows"] = [
             *(config.get("workflows") or ()),

@@ -88,7 +88,7 @@ def test_workflow_code_imports_only_the_contracts():
     workflow modules must not import storage, governance, HTTP or clock code."""
     import ast
 
-    from chorus.runtime.plugin import SANDBOX_PASSTHROUGH
+    from chorus.runtime.plugin import SANDBOX_PASSTHROUGH, STRICT_SANDBOX_PASSTHROUGH
 
     root = Path(__file__).resolve().parents[2] / "workflows"
     offenders = []
@@ -103,12 +103,50 @@ def test_workflow_code_imports_only_the_contracts():
                 if name.split(".")[0] == "chorus" and not name.startswith("chorus.contracts"):
                     offenders.append(f"{path.name}: {name}")
     assert offenders == []
-    assert set(SANDBOX_PASSTHROUGH) == {
+    assert set(STRICT_SANDBOX_PASSTHROUGH) == {
         "chorus.contracts",
         "pydantic",
         "pydantic_core",
         "annotated_types",
     }
+    assert set(SANDBOX_PASSTHROUGH) == {*STRICT_SANDBOX_PASSTHROUGH, "workflows"}
+
+
+def test_workflow_modules_hold_no_state_a_run_could_change():
+    """Issue 19: a worker passes ``workflows`` through the sandbox (one copy for every run),
+    so no module global or class attribute of it may be a mutable container: one run's change
+    would be the next run's state. (The replayer re-imports it per history.)"""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import workflows
+
+    mutable = (list, dict, set, bytearray)
+    offenders = []
+    names = [m.name for m in pkgutil.iter_modules(workflows.__path__, "workflows.")]
+    for module in [workflows, *(importlib.import_module(n) for n in names)]:
+        for name, value in vars(module).items():
+            if isinstance(value, mutable) and not name.startswith("__"):
+                offenders.append(f"{module.__name__}.{name}")
+            if inspect.isclass(value) and value.__module__ == module.__name__:
+                for attr, member in vars(value).items():
+                    if isinstance(member, mutable) and not attr.startswith("__"):
+                        offenders.append(f"{module.__name__}.{name}.{attr}")
+    assert len(names) >= 6
+    assert offenders == []
+
+
+async def test_replayer_checks_workflow_code_in_the_strict_sandbox():
+    """The replayer re-imports ``workflows`` for each history (the worker does not)."""
+    from temporalio.worker import ReplayerConfig
+
+    from chorus.runtime.plugin import STRICT_SANDBOX_PASSTHROUGH
+
+    config = ChorusPlugin().configure_replayer(ReplayerConfig(workflows=[]))
+    runner = config["workflow_runner"]
+    assert "workflows" not in runner.restrictions.passthrough_modules
+    assert set(STRICT_SANDBOX_PASSTHROUGH) <= runner.restrictions.passthrough_modules
 
 
 def test_activity_declarations_match_their_implementations():
