@@ -44,6 +44,7 @@ from chorus.governance.provider_limits import (
     SlotTimeoutError,
 )
 from chorus.observability import metrics
+from chorus.storage import budget_ledger
 from chorus.storage.db import DB_ERRORS
 
 
@@ -99,7 +100,14 @@ class ProviderCallGuard:
                 reservation were given back.
         """
         started_wait = time.monotonic()
-        waited_s = await retry_storage(lambda: self.acquire_rate(req), STORAGE_WAIT_S)
+        begun: bool | None = None  # the fast path's reservation: held or not; None: not yet
+        if self._rate.rate_args(req.provider) is not None and not self._rate.has_tpm(req.provider):
+            # The rate's start and, when it is now, the budget in one round trip.
+            waited_s, begun = await retry_storage(
+                lambda: self.begin(req, prompt, workflow_id, activity_id), STORAGE_WAIT_S
+            )
+        else:
+            waited_s = await retry_storage(lambda: self.acquire_rate(req), STORAGE_WAIT_S)
         prompt_tokens = _prompt_bytes(req, prompt) + budget.WORST_CASE_OVERHEAD_TOKENS
         tokens = await retry_storage(
             lambda: self.acquire_tokens(req, prompt_tokens + req.max_tokens),
@@ -107,10 +115,12 @@ class ProviderCallGuard:
         )
         ticket = CallTicket()
         try:
-            held = await retry_storage(
-                lambda: self.reserve(req, prompt, workflow_id, activity_id),
-                STORAGE_WAIT_S - (time.monotonic() - started_wait - waited_s),
-            )
+            held = begun or False
+            if begun is None:
+                held = await retry_storage(
+                    lambda: self.reserve(req, prompt, workflow_id, activity_id),
+                    STORAGE_WAIT_S - (time.monotonic() - started_wait - waited_s),
+                )
             waited_s = time.monotonic() - started_wait
             try:
                 slot = await self.acquire_slot(req, wait_s=max(0.0, SLOT_WAIT_S - waited_s))
@@ -189,14 +199,7 @@ class ProviderCallGuard:
                 req.provider, on_wait=activity.heartbeat if activity.in_activity() else None
             )
         except RateBacklogError as exc:
-            raise ApplicationError(
-                f"agent {req.agent}: {exc}",
-                activity.info().attempt,
-                type=errors.RATE_LIMITED,
-                next_retry_delay=timedelta(
-                    seconds=min(exc.retry_after_s, self._settings.max_retry_after_s)
-                ),
-            ) from exc
+            raise self._rate_limited(req, exc) from exc
         except DB_ERRORS as exc:
             raise storage_error(
                 f"agent {req.agent}: cannot reserve a start under the provider's rate limit in "
@@ -243,22 +246,9 @@ class ProviderCallGuard:
                 unless ``CHORUS_ALLOW_UNPRICED_MODELS``, or ``StorageUnavailable`` when
                 PostgreSQL does not answer.
         """
-        prompt_bytes = _prompt_bytes(req, prompt)
-        amount, priced = budget.worst_case_usd(
-            req.provider, req.model, prompt_bytes, req.max_tokens
-        )
-        if not priced:
-            if self._settings.allow_unpriced_models:
-                return False  # allowed explicitly: the call is recorded at $0, cost_known false
-            raise ApplicationError(
-                f"agent {req.agent}: {req.provider}:{req.model} has no price ({PRICE_DATA_VERSION}"
-                ", CHORUS_PRICES_FILE), so no budget could limit it; price it in "
-                f"CHORUS_PRICES_FILE ({req.provider}: {{{req.model}: {{input: USD per 1M "
-                "tokens, output: USD per 1M tokens}}) or set CHORUS_ALLOW_UNPRICED_MODELS=true",
-                activity.info().attempt,
-                type=errors.UNPRICED_MODEL,
-                non_retryable=True,
-            )
+        amount = self._worst_case(req, prompt)
+        if amount is None:
+            return False  # allowed explicitly: the call is recorded at $0, cost_known false
         try:
             reservation = await budget.reserve(
                 self._pool,
@@ -273,26 +263,154 @@ class ProviderCallGuard:
                 api_key=req.api_key,
             )
         except budget.BudgetExceededError as exc:
-            metrics.BUDGET_REFUSALS.labels(budget=exc.budget.split(":")[0]).inc()
-            activity.logger.warning("agent %s: %s", req.agent, exc)
-            raise ApplicationError(
-                str(exc),
-                activity.info().attempt,
-                {
-                    "budget": exc.budget,
-                    "period": exc.period,
-                    "limit_usd": exc.limit_usd,
-                    "committed_usd": exc.committed_usd,
-                    "request_usd": exc.request_usd,
-                },
-                type=errors.BUDGET_EXCEEDED,
-                non_retryable=True,
-            ) from exc
+            raise _budget_refusal(req, exc) from exc
         except DB_ERRORS as exc:
             raise storage_error(
                 f"agent {req.agent}: cannot reserve budget in PostgreSQL ({exc})"
             ) from exc
         return reservation.held
+
+    async def begin(
+        self, req: LLMRequest, prompt: Prompt, workflow_id: str, activity_id: str
+    ) -> tuple[float, bool | None]:
+        """Take the provider's rate start and, when it is now, the budget: one round trip.
+
+        ``chorus_call_begin`` (migration 0015). For providers with a requests-per-minute limit
+        and no tokens-per-minute limit; the others take :meth:`acquire_rate` then
+        :meth:`reserve`.
+
+        A start in the future reserves no budget: this sleeps until it (heartbeating), and the
+        caller reserves with :meth:`reserve` after, as on the other path.
+
+        Returns:
+            ``(seconds waited, held)``: ``held`` as :meth:`reserve`'s result, or ``None`` when
+            the call waited for the rate and nothing is reserved yet.
+
+        Raises:
+            ApplicationError: ``UnpricedModel`` before any statement runs; ``RateLimited``
+                (the calls queued across the fleet would delay this one more than
+                ``SLOT_WAIT_S``), ``BudgetExceeded`` or ``StorageUnavailable``, as
+                :meth:`acquire_rate` and :meth:`reserve`.
+        """
+        args = self._rate.rate_args(req.provider)
+        if args is None:  # pragma: no cover - the caller checks
+            raise ValueError(f"provider {req.provider} has no requests-per-minute limit")
+        amount = self._worst_case(req, prompt)
+        if amount is not None and amount > 0:
+            request = await budget.reservation_request(
+                self._pool,
+                self._settings,
+                workflow_id=workflow_id,
+                activity_id=activity_id,
+                root_workflow_id=req.root_workflow_id or workflow_id,
+                agent=req.agent,
+                provider=req.provider,
+                model=req.model,
+                amount_usd=amount,
+                api_key=req.api_key,
+            )
+        else:  # nothing to reserve (unpriced and allowed, or free)
+            request = {
+                "workflow_id": workflow_id,
+                "activity_id": activity_id,
+                "scopes": [],
+                "periods": [],
+                "default_limits": [],
+                "agent": req.agent,
+                "provider": req.provider,
+                "model": req.model,
+                "amount": None,
+            }
+        interval_s, tolerance_s = args
+        try:
+            row = await budget_ledger.begin_call(
+                self._pool,
+                rate_key=req.provider,
+                interval_s=interval_s,
+                tolerance_s=tolerance_s,
+                max_wait_s=SLOT_WAIT_S,
+                **request,
+            )
+            if row["o_wait_s"] is None:
+                raise await self._rate.backlog_error(req.provider, SLOT_WAIT_S)
+        except RateBacklogError as exc:
+            raise self._rate_limited(req, exc) from exc
+        except DB_ERRORS as exc:
+            raise storage_error(
+                f"agent {req.agent}: cannot reserve a start under the provider's rate limit and "
+                f"the call's budget in PostgreSQL ({exc})"
+            ) from exc
+        wait_s = float(row["o_wait_s"])
+        if row["o_outcome"] == "wait":
+            await self._rate.sleep(wait_s, activity.heartbeat if activity.in_activity() else None)
+            return wait_s, None
+        if row["o_outcome"] == "skipped":
+            return 0.0, False
+        try:
+            caller = f"{req.agent} via {req.provider}:{req.model}"
+            return 0.0, budget.reservation_of(row, amount or 0.0, caller).held
+        except budget.BudgetExceededError as exc:
+            raise _budget_refusal(req, exc) from exc
+
+    def _worst_case(self, req: LLMRequest, prompt: Prompt) -> float | None:
+        """The call's worst-case cost in USD, ``None`` for an unpriced model the settings allow.
+
+        Raises:
+            ApplicationError: ``UnpricedModel`` (non-retryable) for a paid model without a
+                price unless ``CHORUS_ALLOW_UNPRICED_MODELS``.
+        """
+        amount, priced = budget.worst_case_usd(
+            req.provider, req.model, _prompt_bytes(req, prompt), req.max_tokens
+        )
+        if priced:
+            return amount
+        if self._settings.allow_unpriced_models:
+            return None
+        raise ApplicationError(
+            f"agent {req.agent}: {req.provider}:{req.model} has no price ({PRICE_DATA_VERSION}"
+            ", CHORUS_PRICES_FILE), so no budget could limit it; price it in "
+            f"CHORUS_PRICES_FILE ({req.provider}: {{{req.model}: {{input: USD per 1M "
+            "tokens, output: USD per 1M tokens}}) or set CHORUS_ALLOW_UNPRICED_MODELS=true",
+            activity.info().attempt,
+            type=errors.UNPRICED_MODEL,
+            non_retryable=True,
+        )
+
+    def _rate_limited(self, req: LLMRequest, exc: RateBacklogError) -> ApplicationError:
+        """``RateLimited`` (retryable), the backlog's wait (capped) as the next retry delay.
+
+        The cap is ``CHORUS_MAX_RETRY_AFTER_S``.
+        """
+        return ApplicationError(
+            f"agent {req.agent}: {exc}",
+            activity.info().attempt if activity.in_activity() else 1,
+            type=errors.RATE_LIMITED,
+            next_retry_delay=timedelta(
+                seconds=min(exc.retry_after_s, self._settings.max_retry_after_s)
+            ),
+        )
+
+
+def _budget_refusal(req: LLMRequest, exc: budget.BudgetExceededError) -> ApplicationError:
+    """``BudgetExceeded`` (non-retryable: the workflow tries the next provider).
+
+    Counted and logged, with the refusal's amounts as details.
+    """
+    metrics.BUDGET_REFUSALS.labels(budget=exc.budget.split(":")[0]).inc()
+    activity.logger.warning("agent %s: %s", req.agent, exc)
+    return ApplicationError(
+        str(exc),
+        activity.info().attempt,
+        {
+            "budget": exc.budget,
+            "period": exc.period,
+            "limit_usd": exc.limit_usd,
+            "committed_usd": exc.committed_usd,
+            "request_usd": exc.request_usd,
+        },
+        type=errors.BUDGET_EXCEEDED,
+        non_retryable=True,
+    )
 
 
 def _prompt_bytes(req: LLMRequest, prompt: Prompt) -> int:

@@ -27,9 +27,11 @@ refused; their calls are not reserved.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 from pydantic import BaseModel
@@ -207,27 +209,76 @@ async def reserve(
     """
     if amount_usd <= 0:
         return Reservation(0.0, held=False)
-    day = (now or datetime.now(UTC)).date()
-    periods = periods_for(agent, root_workflow_id, day, api_key)
-    amount = Decimal(str(round(amount_usd, 8)))
-    await _sweep_stale(pool)
-    defaults = _default_limits(settings)
-    # One round trip: chorus_budget_reserve (migration 0006) locks the period rows in order,
-    # checks every limit and records the reservation in the statement's transaction.
-    row = await budget_ledger.reserve_call(
+    request = await reservation_request(
         pool,
+        settings,
         workflow_id=workflow_id,
         activity_id=activity_id,
-        scopes=list(periods),
-        periods=list(periods.values()),
-        default_limits=[defaults.get(scope) for scope in periods],
+        root_workflow_id=root_workflow_id,
         agent=agent,
         provider=provider,
         model=model,
-        amount=amount,
+        amount_usd=amount_usd,
+        api_key=api_key,
+        now=now,
     )
+    # One round trip: chorus_budget_reserve (migration 0006) locks the period rows in order,
+    # checks every limit and records the reservation in the statement's transaction.
+    row = await budget_ledger.reserve_call(pool, **request)
     if row is None:  # pragma: no cover - the function always returns one row
         raise RuntimeError("chorus_budget_reserve returned no row")
+    return reservation_of(row, amount_usd, f"{agent} via {provider}:{model}")
+
+
+async def reservation_request(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    workflow_id: str,
+    activity_id: str,
+    root_workflow_id: str,
+    agent: str,
+    provider: str,
+    model: str,
+    amount_usd: float,
+    api_key: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`budget_ledger.reserve_call` for one call.
+
+    See :func:`reserve` for the arguments. Sweeps stale reservations at most once a minute.
+    """
+    day = (now or datetime.now(UTC)).date()
+    periods = periods_for(agent, root_workflow_id, day, api_key)
+    await _sweep_stale(pool)
+    defaults = _default_limits(settings)
+    return {
+        "workflow_id": workflow_id,
+        "activity_id": activity_id,
+        "scopes": list(periods),
+        "periods": list(periods.values()),
+        "default_limits": [defaults.get(scope) for scope in periods],
+        "agent": agent,
+        "provider": provider,
+        "model": model,
+        "amount": Decimal(str(round(amount_usd, 8))),
+    }
+
+
+def reservation_of(
+    row: asyncpg.Record | Mapping[str, Any], amount_usd: float, caller: str
+) -> Reservation:
+    """What a ``chorus_budget_reserve`` row means (also ``chorus_call_begin``'s).
+
+    Args:
+        row: ``o_outcome``, ``o_amount`` and for a refusal ``o_scope``, ``o_period``,
+            ``o_limit``, ``o_committed``.
+        amount_usd: The amount asked for, in USD.
+        caller: ``<agent> via <provider>:<model>``, for the refusal's message.
+
+    Raises:
+        BudgetExceededError: The row is a refusal.
+    """
     if row["o_outcome"] == "settled":
         return Reservation(0.0, held=False, already_settled=True)
     if row["o_outcome"] == "unlimited":
@@ -239,7 +290,7 @@ async def reserve(
             float(row["o_limit"]),
             float(row["o_committed"]),
             amount_usd,
-            f"{agent} via {provider}:{model}",
+            caller,
         )
     return Reservation(float(row["o_amount"]), held=True)
 

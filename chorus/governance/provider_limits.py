@@ -118,25 +118,59 @@ class FleetRateLimiter:
                 nothing was reserved.
             OSError, asyncpg.PostgresError, asyncpg.InterfaceError: PostgreSQL failed.
         """
-        limit = self._limits.get(provider)
-        if limit is None or limit.rpm <= 0:
+        args = self.rate_args(provider)
+        if args is None:
             return 0.0
-        interval_s = 60.0 / limit.rpm
-        tolerance_s = (limit.effective_burst - 1) * interval_s
+        interval_s, tolerance_s = args
         wait_s = await provider_rates.reserve_start(
             self._pool, provider, interval_s, tolerance_s, max_wait_s
         )
         if wait_s is None:
-            next_start_s = await provider_rates.next_start(self._pool, provider, tolerance_s)
-            retry_after_s = next_start_s if next_start_s is not None else max_wait_s
-            raise RateBacklogError(
-                f"provider {provider}: calls queued across the fleet would delay this one "
-                f"{retry_after_s:.0f} s, more than {max_wait_s:.0f} s (limit: {limit.rpm:g} "
-                "requests/min, CHORUS_PROVIDER_LIMITS)",
-                retry_after_s,
-            )
+            raise await self.backlog_error(provider, max_wait_s)
         await _sleep(wait_s, on_wait)
         return wait_s
+
+    def rate_args(self, provider: str) -> tuple[float, float] | None:
+        """``(seconds between starts, burst tolerance in seconds)`` of ``provider``'s GCRA.
+
+        Its row's key is the provider's name. ``None`` when it has no requests-per-minute
+        limit.
+        """
+        limit = self._limits.get(provider)
+        if limit is None or limit.rpm <= 0:
+            return None
+        interval_s = 60.0 / limit.rpm
+        return interval_s, (limit.effective_burst - 1) * interval_s
+
+    def has_tpm(self, provider: str) -> bool:
+        """Whether ``provider`` has a tokens-per-minute limit."""
+        limit = self._limits.get(provider)
+        return limit is not None and limit.tpm > 0
+
+    async def backlog_error(self, provider: str, max_wait_s: float) -> RateBacklogError:
+        """The error of a start refused for being more than ``max_wait_s`` seconds away.
+
+        Raises:
+            OSError, asyncpg.PostgresError, asyncpg.InterfaceError: PostgreSQL failed.
+        """
+        args = self.rate_args(provider)
+        tolerance_s = args[1] if args else 0.0
+        next_start_s = await provider_rates.next_start(self._pool, provider, tolerance_s)
+        retry_after_s = next_start_s if next_start_s is not None else max_wait_s
+        rpm = self._limits[provider].rpm if provider in self._limits else 0
+        return RateBacklogError(
+            f"provider {provider}: calls queued across the fleet would delay this one "
+            f"{retry_after_s:.0f} s, more than {max_wait_s:.0f} s (limit: {rpm:g} "
+            "requests/min, CHORUS_PROVIDER_LIMITS)",
+            retry_after_s,
+        )
+
+    async def sleep(self, wait_s: float, on_wait: Callable[[], None] | None = None) -> None:
+        """Sleep until a reserved start.
+
+        ``on_wait`` is called at least every :data:`RATE_HEARTBEAT_S` seconds.
+        """
+        await _sleep(wait_s, on_wait)
 
     def token_cost(self, provider: str, tokens: int) -> int:
         """Tokens a call of ``tokens`` worst-case tokens reserves (0: no tpm limit)."""

@@ -77,6 +77,74 @@ async def reserve_call(
     )
 
 
+async def begin_call(
+    pool: asyncpg.Pool,
+    *,
+    rate_key: str,
+    interval_s: float,
+    tolerance_s: float,
+    max_wait_s: float,
+    workflow_id: str,
+    activity_id: str,
+    scopes: list[str],
+    periods: list[str],
+    default_limits: list[Decimal | None],
+    agent: str,
+    provider: str,
+    model: str,
+    amount: Decimal | None,
+) -> asyncpg.Record:
+    """The rate start and, when it is now, the reservation in one round trip.
+
+    Runs ``chorus_call_begin`` (migration 0015): the GCRA step of ``rate_key``'s
+    ``llm_rate_limits`` row (see :func:`chorus.storage.provider_rates.reserve_start`), then,
+    if the call may start at once, :func:`reserve_call`'s ``chorus_budget_reserve`` in the same
+    transaction.
+
+    Args:
+        pool: Chorus's PostgreSQL pool.
+        rate_key: The provider's rate row.
+        interval_s: Seconds between starts, ``60 / rpm``.
+        tolerance_s: Burst tolerance in seconds.
+        max_wait_s: Longest wait accepted, in seconds.
+        workflow_id: As :func:`reserve_call`.
+        activity_id: As :func:`reserve_call`.
+        scopes: As :func:`reserve_call`.
+        periods: As :func:`reserve_call`.
+        default_limits: As :func:`reserve_call`.
+        agent: As :func:`reserve_call`.
+        provider: As :func:`reserve_call`.
+        model: As :func:`reserve_call`.
+        amount: Worst-case cost in USD; ``None`` reserves nothing (an unpriced call the
+            settings allow).
+
+    Returns:
+        ``o_wait_s`` (``None``: refused by the rate, nothing changed; > 0: sleep that long, no
+        budget reserved, ``o_outcome`` ``wait``; 0: started) and :func:`reserve_call`'s
+        columns (``o_outcome`` ``skipped`` when ``amount`` is ``None``).
+    """
+    row: asyncpg.Record | None = await pool.fetchrow(
+        "SELECT * FROM chorus_call_begin($1, $2, $3, $4, $5, $6, $7::text[], $8::text[],"
+        " $9::numeric[], $10, $11, $12, $13)",
+        rate_key,
+        interval_s,
+        tolerance_s,
+        max_wait_s,
+        workflow_id,
+        activity_id,
+        scopes,
+        periods,
+        default_limits,
+        agent,
+        provider,
+        model,
+        amount,
+    )
+    if row is None:  # pragma: no cover - the function always returns one row
+        raise RuntimeError("chorus_call_begin returned no row")
+    return row
+
+
 async def settle_call(
     pool: asyncpg.Pool,
     *,

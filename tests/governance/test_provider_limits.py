@@ -176,6 +176,61 @@ async def test_rate_activity_errors_are_typed(pool, tmp_path):
     assert storage.value.type == errors.STORAGE_UNAVAILABLE
 
 
+async def test_begin_takes_the_rate_and_the_budget_in_one_statement(pool, tmp_path):
+    """Issue 19: chorus_call_begin (migration 0015). A start that is now reserves the budget in
+    the same statement; a start in the future reserves nothing until the wait is over; a start
+    beyond the longest wait changes nothing; a budget refusal is typed as before."""
+    from activities.prompts import Prompt
+
+    def settings(rpm: float, **extra: object) -> Settings:
+        return Settings(
+            database_url="postgresql://unused",
+            data_dir=tmp_path / "data",
+            provider_limits={"openai": ProviderLimit(rpm=rpm, burst=1)},
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def request(agent_name: str) -> LLMRequest:
+        return LLMRequest(
+            agent=agent_name, provider="openai", model="gpt-4o-mini", instructions="i", task="t"
+        )
+
+    prompt = Prompt(system="i", user="t", truncated_chars=0)
+    env = ActivityEnvironment()
+    reservations = "SELECT count(*) FROM budget_reservations WHERE state = 'reserved'"
+    guard = ProviderCallGuard(pool, settings(rpm=60, daily_budget_usd=5.0))  # 1 s apart
+    assert await env.run(guard.begin, request("a"), prompt, "wf-1", "1") == (0.0, True)
+    assert await pool.fetchval(reservations) == 1
+    started = time.monotonic()
+    waited, held = await env.run(guard.begin, request("a"), prompt, "wf-1", "2")
+    assert held is None and 0.5 < waited <= 1.0  # waited, nothing reserved yet
+    assert time.monotonic() - started >= waited - 0.05
+    assert await pool.fetchval(reservations) == 1
+
+    slow = ProviderCallGuard(pool, settings(rpm=0.5, daily_budget_usd=5.0))  # 2 min apart
+    await pool.execute("DELETE FROM llm_rate_limits")
+    assert (await env.run(slow.begin, request("a"), prompt, "wf-2", "1"))[1] is True
+    tat = await pool.fetchval("SELECT tat FROM llm_rate_limits")
+    with pytest.raises(ApplicationError) as refused:
+        await env.run(slow.begin, request("a"), prompt, "wf-2", "2")
+    assert refused.value.type == errors.RATE_LIMITED
+    assert await pool.fetchval("SELECT tat FROM llm_rate_limits") == tat  # nothing changed
+    assert await pool.fetchval(reservations) == 2
+
+    await pool.execute("DELETE FROM llm_rate_limits")
+    broke = ProviderCallGuard(pool, settings(rpm=60, daily_budget_usd=0.000001))
+    with pytest.raises(ApplicationError) as refused:
+        await env.run(broke.begin, request("a"), prompt, "wf-3", "1")
+    assert refused.value.type == errors.BUDGET_EXCEEDED
+    assert refused.value.non_retryable
+    assert await pool.fetchval(reservations) == 2
+
+    await pool.execute("DELETE FROM llm_rate_limits")
+    unlimited = ProviderCallGuard(pool, settings(rpm=60))  # no budget: nothing held
+    assert await env.run(unlimited.begin, request("a"), prompt, "wf-4", "1") == (0.0, False)
+    assert await pool.fetchval(reservations) == 2
+
+
 async def test_provider_workers_set_no_server_rate(client, make_settings):
     settings = make_settings(
         [agent("analyst", ["openai:gpt-4o-mini"])],
