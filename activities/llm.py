@@ -133,7 +133,8 @@ class LLMActivities:
     async def _step_stream(self, req: LLMRequest, info: activity.Info) -> StepStream:
         """This attempt's stream, marked started (``attempt_restarted`` from attempt 2).
 
-        Live (the text as it comes) only while a reader watches the run.
+        Live (the text as it comes) only while a reader watches the run: :meth:`_answer`
+        makes it live when the guard's statement (or one query) finds a reader.
         """
         workflow_id, temporal_run_id = workflow_ids(info)
         key = StepKey(
@@ -145,7 +146,7 @@ class LLMActivities:
             attempt=info.attempt,
         )
         text = PublishedText(record_pii=req.record_pii, redactor=self._redactor)
-        stream = await self._publisher.open_step(key, text)
+        stream = self._publisher.step(key, text, live=False)  # live once a reader is known
         stream.started(f"{req.provider}:{req.model}")
         return stream
 
@@ -164,13 +165,21 @@ class LLMActivities:
             # slot, no provider call, cost 0 (activities/response_cache.py).
             response = await self._cache.lookup(req, prompt, info.attempt)
         if response is None:
-            on_text = stream.token if stream.live else None
             admission = await self._admit(req, info.attempt)
-            async with self._guard.hold(req, prompt, workflow_id, info.activity_id) as ticket:
+            watch = stream.key.run_id if self._publisher.tokens else None
+            async with self._guard.hold(
+                req, prompt, workflow_id, info.activity_id, watch_run=watch
+            ) as ticket:
                 if not admission.probe:
                     # Asked again after the rate, budget and slot waits, which another worker's
                     # failures may have outlasted (free while the breaker is closed and clean).
                     admission = await self._admit(req, info.attempt)
+                watched = ticket.watched
+                if watched is None and watch is not None:
+                    watched = await self._publisher.watched(watch)
+                if watched:
+                    stream.go_live()
+                on_text = stream.token if stream.live else None
                 try:
                     response = await self._ask(req, prompt, info.attempt, output_failures, on_text)
                 except ApplicationError as exc:

@@ -59,6 +59,9 @@ class CallTicket:
     """
 
     used_tokens: int | None = None
+    watched: bool | None = None
+    """Whether a reader watches the run (``hold``'s ``watch_run``), when the guard's statement
+    could say; ``None``: not asked (the caller asks :mod:`chorus.streaming` itself)."""
 
 
 class ProviderCallGuard:
@@ -79,7 +82,13 @@ class ProviderCallGuard:
 
     @contextlib.asynccontextmanager
     async def hold(
-        self, req: LLMRequest, prompt: Prompt, workflow_id: str, activity_id: str
+        self,
+        req: LLMRequest,
+        prompt: Prompt,
+        workflow_id: str,
+        activity_id: str,
+        *,
+        watch_run: str | None = None,
     ) -> AsyncIterator[CallTicket]:
         """Take the rates, reserve the budget and take a slot for the block (the provider call).
 
@@ -88,6 +97,8 @@ class ProviderCallGuard:
             prompt: The prompt as it will be sent (its size bounds the worst-case cost).
             workflow_id: Workflow of the call (the reservation's key).
             activity_id: Activity of the call (the reservation's key).
+            watch_run: A run whose readers to look for in the same statement as the rate
+                and budget (:attr:`CallTicket.watched`), if that statement runs.
 
         Yields:
             A :class:`CallTicket` whose ``used_tokens`` the block sets after the call; the
@@ -101,11 +112,14 @@ class ProviderCallGuard:
         """
         started_wait = time.monotonic()
         begun: bool | None = None  # the fast path's reservation: held or not; None: not yet
+        watched: bool | None = None
         if self._rate.rate_args(req.provider) is not None and not self._rate.has_tpm(req.provider):
-            # The rate's start and, when it is now, the budget in one round trip.
-            waited_s, begun = await retry_storage(
-                lambda: self.begin(req, prompt, workflow_id, activity_id), STORAGE_WAIT_S
+            # The rate's start, when it is now the budget, and the watchers in one round trip.
+            waited_s, begun, watched = await retry_storage(
+                lambda: self.begin(req, prompt, workflow_id, activity_id, watch_run),
+                STORAGE_WAIT_S,
             )
+            watched = watched if watch_run is not None else None
         else:
             waited_s = await retry_storage(lambda: self.acquire_rate(req), STORAGE_WAIT_S)
         prompt_tokens = _prompt_bytes(req, prompt) + budget.WORST_CASE_OVERHEAD_TOKENS
@@ -113,7 +127,7 @@ class ProviderCallGuard:
             lambda: self.acquire_tokens(req, prompt_tokens + req.max_tokens),
             STORAGE_WAIT_S - (time.monotonic() - started_wait),
         )
-        ticket = CallTicket()
+        ticket = CallTicket(watched=watched)
         try:
             held = begun or False
             if begun is None:
@@ -271,8 +285,13 @@ class ProviderCallGuard:
         return reservation.held
 
     async def begin(
-        self, req: LLMRequest, prompt: Prompt, workflow_id: str, activity_id: str
-    ) -> tuple[float, bool | None]:
+        self,
+        req: LLMRequest,
+        prompt: Prompt,
+        workflow_id: str,
+        activity_id: str,
+        watch_run: str | None = None,
+    ) -> tuple[float, bool | None, bool]:
         """Take the provider's rate start and, when it is now, the budget: one round trip.
 
         ``chorus_call_begin`` (migration 0015). For providers with a requests-per-minute limit
@@ -282,9 +301,17 @@ class ProviderCallGuard:
         A start in the future reserves no budget: this sleeps until it (heartbeating), and the
         caller reserves with :meth:`reserve` after, as on the other path.
 
+        Args:
+            req: The call's request.
+            prompt: The prompt as it will be sent (its size bounds the worst-case cost).
+            workflow_id: Workflow of the call (the reservation's key).
+            activity_id: Activity of the call (the reservation's key).
+            watch_run: A run whose readers to look for (``stream_watchers``), or ``None``.
+
         Returns:
-            ``(seconds waited, held)``: ``held`` as :meth:`reserve`'s result, or ``None`` when
-            the call waited for the rate and nothing is reserved yet.
+            ``(seconds waited, held, watched)``: ``held`` as :meth:`reserve`'s result, or
+            ``None`` when the call waited for the rate and nothing is reserved yet;
+            ``watched``: whether a reader watches ``watch_run``.
 
         Raises:
             ApplicationError: ``UnpricedModel`` before any statement runs; ``RateLimited``
@@ -329,6 +356,7 @@ class ProviderCallGuard:
                 interval_s=interval_s,
                 tolerance_s=tolerance_s,
                 max_wait_s=SLOT_WAIT_S,
+                run_id=watch_run,
                 **request,
             )
             if row["o_wait_s"] is None:
@@ -341,14 +369,15 @@ class ProviderCallGuard:
                 f"the call's budget in PostgreSQL ({exc})"
             ) from exc
         wait_s = float(row["o_wait_s"])
+        watched = bool(row["o_watched"])
         if row["o_outcome"] == "wait":
             await self._rate.sleep(wait_s, activity.heartbeat if activity.in_activity() else None)
-            return wait_s, None
+            return wait_s, None, watched
         if row["o_outcome"] == "skipped":
-            return 0.0, False
+            return 0.0, False, watched
         try:
             caller = f"{req.agent} via {req.provider}:{req.model}"
-            return 0.0, budget.reservation_of(row, amount or 0.0, caller).held
+            return 0.0, budget.reservation_of(row, amount or 0.0, caller).held, watched
         except budget.BudgetExceededError as exc:
             raise _budget_refusal(req, exc) from exc
 

@@ -93,8 +93,9 @@ async def begin_call(
     provider: str,
     model: str,
     amount: Decimal | None,
+    run_id: str | None = None,
 ) -> asyncpg.Record:
-    """The rate start and, when it is now, the reservation in one round trip.
+    """The rate start, when it is now the reservation, and the run's watchers: one round trip.
 
     Runs ``chorus_call_begin`` (migration 0015): the GCRA step of ``rate_key``'s
     ``llm_rate_limits`` row (see :func:`chorus.storage.provider_rates.reserve_start`), then,
@@ -117,15 +118,16 @@ async def begin_call(
         model: As :func:`reserve_call`.
         amount: Worst-case cost in USD; ``None`` reserves nothing (an unpriced call the
             settings allow).
+        run_id: The run whose readers (``stream_watchers``) to look for; ``None``: none.
 
     Returns:
         ``o_wait_s`` (``None``: refused by the rate, nothing changed; > 0: sleep that long, no
         budget reserved, ``o_outcome`` ``wait``; 0: started) and :func:`reserve_call`'s
-        columns (``o_outcome`` ``skipped`` when ``amount`` is ``None``).
+        columns (``o_outcome`` ``skipped`` when ``amount`` is ``None``), and ``o_watched``.
     """
     row: asyncpg.Record | None = await pool.fetchrow(
         "SELECT * FROM chorus_call_begin($1, $2, $3, $4, $5, $6, $7::text[], $8::text[],"
-        " $9::numeric[], $10, $11, $12, $13)",
+        " $9::numeric[], $10, $11, $12, $13, $14)",
         rate_key,
         interval_s,
         tolerance_s,
@@ -139,6 +141,7 @@ async def begin_call(
         provider,
         model,
         amount,
+        run_id,
     )
     if row is None:  # pragma: no cover - the function always returns one row
         raise RuntimeError("chorus_call_begin returned no row")

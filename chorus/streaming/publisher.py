@@ -120,6 +120,19 @@ class StepStream:
         self.batches_failed = 0
         """Batches dropped because their write failed."""
 
+    def go_live(self) -> None:
+        """Write events as they come from now on (a reader watches the run).
+
+        What is queued goes out with the first batch (``step_started`` waits up to one
+        interval for the first text, as from the start). No-op once live or closing.
+        """
+        if self.live or self._closing:
+            return
+        self.live = True
+        if self._pending:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._wake.set()
+
     def started(self, label: str) -> None:
         """Queue ``step_started`` (after ``attempt_restarted`` from attempt 2 on).
 
@@ -307,24 +320,24 @@ class StreamPublisher:
             live=live,
         )
 
-    async def open_step(self, key: StepKey, text: PublishedText | None = None) -> StepStream:
-        """A stream for one attempt of one call, live only while a reader watches its run.
+    async def watched(self, run_id: str) -> bool:
+        """Whether a reader watches ``run_id`` now, so a call of it should stream live.
 
         Streaming a call costs the worker the provider SDK's chunk parsing and a write every
         :data:`FLUSH_INTERVAL_S` (issue 19: ~15 ms per call measured); nobody reading, the
         step's start and end go out together in one write when it ends, so a later reader
-        still replays every step. One query (``stream_watchers``) when tokens are on; a failed
-        query counts as unwatched (it never fails the call).
+        still replays every step. One query (``stream_watchers``), none when tokens are off
+        (``CHORUS_STREAM_TOKENS``); a failed query counts as unwatched (it never fails the
+        call). Calls under a requests-per-minute limit learn it from the statement that takes
+        their rate start instead (``activities.llm_guard.ProviderCallGuard.begin``).
         """
-        live = False
-        if self.tokens:
-            try:
-                live = await asyncio.wait_for(
-                    stream_rows.watched(self._pool, key.run_id), WRITE_TIMEOUT_S
-                )
-            except Exception as exc:
-                _log.debug("live stream of %s: cannot read its watchers: %s", key.run_id, exc)
-        return self.step(key, text, live=live)
+        if not self.tokens:
+            return False
+        try:
+            return await asyncio.wait_for(stream_rows.watched(self._pool, run_id), WRITE_TIMEOUT_S)
+        except Exception as exc:
+            _log.debug("live stream of %s: cannot read its watchers: %s", run_id, exc)
+            return False
 
 
 async def publish_run_finished(pool: asyncpg.Pool, run_id: str, status: str) -> int:

@@ -199,10 +199,10 @@ async def test_begin_takes_the_rate_and_the_budget_in_one_statement(pool, tmp_pa
     env = ActivityEnvironment()
     reservations = "SELECT count(*) FROM budget_reservations WHERE state = 'reserved'"
     guard = ProviderCallGuard(pool, settings(rpm=60, daily_budget_usd=5.0))  # 1 s apart
-    assert await env.run(guard.begin, request("a"), prompt, "wf-1", "1") == (0.0, True)
+    assert await env.run(guard.begin, request("a"), prompt, "wf-1", "1") == (0.0, True, False)
     assert await pool.fetchval(reservations) == 1
     started = time.monotonic()
-    waited, held = await env.run(guard.begin, request("a"), prompt, "wf-1", "2")
+    waited, held, _ = await env.run(guard.begin, request("a"), prompt, "wf-1", "2")
     assert held is None and 0.5 < waited <= 1.0  # waited, nothing reserved yet
     assert time.monotonic() - started >= waited - 0.05
     assert await pool.fetchval(reservations) == 1
@@ -227,8 +227,18 @@ async def test_begin_takes_the_rate_and_the_budget_in_one_statement(pool, tmp_pa
 
     await pool.execute("DELETE FROM llm_rate_limits")
     unlimited = ProviderCallGuard(pool, settings(rpm=60))  # no budget: nothing held
-    assert await env.run(unlimited.begin, request("a"), prompt, "wf-4", "1") == (0.0, False)
+    assert await env.run(unlimited.begin, request("a"), prompt, "wf-4", "1") == (0.0, False, False)
     assert await pool.fetchval(reservations) == 2
+
+    # The run's readers, from the same statement.
+    await pool.execute("DELETE FROM llm_rate_limits")
+    await pool.execute(
+        "INSERT INTO stream_watchers (run_id, until) VALUES ('run-w', now() + interval '1 min')"
+    )
+    watched = await env.run(unlimited.begin, request("a"), prompt, "wf-5", "1", "run-w")
+    assert watched == (0.0, False, True)
+    await pool.execute("DELETE FROM llm_rate_limits")
+    assert (await env.run(unlimited.begin, request("a"), prompt, "wf-6", "1", "run-x"))[2] is False
 
 
 async def test_provider_workers_set_no_server_rate(client, make_settings):
