@@ -1,6 +1,6 @@
 """Where the time of one Chorus run goes, next to the naive Temporal workflow, in one command.
 
-    python -m bench.profile [--runs 20] [--delay-ms 0] [--limits default|off] [--cpu]
+    python -m bench.profile [--runs 20] [--delay-ms 0] [--limits default|off] [--cpu] [--cpu-at-once N]
 
 One process starts its own stack (embedded PostgreSQL, a file-backed dev server with ``chorus
 dev up``'s flags, the loopback OpenAI-compatible stub answering after ``--delay-ms``) and the
@@ -177,14 +177,11 @@ IDLE = ("<method 'poll' of 'select.epoll' objects>",)
 """cProfile entries that are the event loop waiting, excluded from the CPU tables."""
 
 
-def cpu_by_package(profile: cProfile.Profile, runs: int) -> tuple[list[str], list[str], list[str]]:
-    """Own CPU time per run summed by package, the top functions by own time, and Chorus's
-    functions by CPU time spent in them and what they call (a coroutine counts only while it
-    runs, not while it awaits)."""
-    stats = pstats.Stats(profile)
+def _by_package(profile: cProfile.Profile) -> tuple[Counter[str], list[tuple[float, str]]]:
+    """Own CPU seconds summed by package, and every function's own seconds with its name."""
     packages: Counter[str] = Counter()
     functions: list[tuple[float, str]] = []
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    raw: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     for (filename, line, func), (_cc, _nc, tt, _ct, _callers) in raw.items():
         if func in IDLE:
             continue  # the event loop waiting for I/O: not CPU
@@ -202,6 +199,19 @@ def cpu_by_package(profile: cProfile.Profile, runs: int) -> tuple[list[str], lis
                 package = "stdlib:asyncio"
         packages[package] += tt
         functions.append((tt, f"{package} {Path(path).name}:{line} {func}"))
+    return packages, functions
+
+
+def cpu_by_package(
+    profile: cProfile.Profile, runs: int, naive: cProfile.Profile | None = None
+) -> tuple[list[str], list[str], list[str]]:
+    """Own CPU time per run summed by package (next to ``naive``'s, when given), the top
+    functions by own time, and Chorus's functions by CPU time spent in them and what they
+    call (a coroutine counts only while it runs, not while it awaits)."""
+    stats = pstats.Stats(profile)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    packages, functions = _by_package(profile)
+    theirs: Counter[str] = _by_package(naive)[0] if naive is not None else Counter()
     ours = sorted(
         (
             (ct, f"{Path(filename).parent.name}/{Path(filename).name}:{line} {func}")
@@ -215,9 +225,14 @@ def cpu_by_package(profile: cProfile.Profile, runs: int) -> tuple[list[str], lis
     functions_cum = [f"| {name} | {secs * 1000 / runs:.2f} |" for secs, name in ours[:30]]
     total = sum(packages.values())
     pkg_lines = [
-        f"| {name} | {secs * 1000 / runs:.2f} | {100 * secs / total:.0f} % |"
+        f"| {name} | {secs * 1000 / runs:.2f} | {100 * secs / total:.0f} % "
+        f"| {theirs.get(name, 0.0) * 1000 / runs:.2f} |"
         for name, secs in packages.most_common(15)
     ]
+    pkg_lines.append(
+        f"| **all** | **{total * 1000 / runs:.2f}** | 100 % "
+        f"| **{sum(theirs.values()) * 1000 / runs:.2f}** |"
+    )
     fn_lines = [
         f"| {name} | {secs * 1000 / runs:.3f} |" for secs, name in sorted(functions)[::-1][:25]
     ]
@@ -231,6 +246,12 @@ async def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=0.0, help="the stub's answer delay")
     parser.add_argument("--limits", choices=("default", "off"), default="default")
     parser.add_argument("--cpu", action="store_true", help="also cProfile the worker")
+    parser.add_argument(
+        "--cpu-at-once",
+        type=int,
+        default=1,
+        help="with --cpu: profile the runs started this many at a time (load, as in throughput)",
+    )
     args = parser.parse_args()
     _instrument()
     os.environ["OPENAI_API_KEY"] = "bench-not-a-secret"
@@ -297,12 +318,24 @@ async def _profile(
                 naive_runs.append(await timeline(naive_handle, sent, got))
             profile_lines: tuple[list[str], list[str], list[str]] | None = None
             if args.cpu:
-                profiler = cProfile.Profile()
-                profiler.enable()
-                for _ in range(args.runs):
+                at_once = max(1, args.cpu_at_once)
+
+                async def chorus_run() -> None:
                     await chorus.run_sequential("Summarize the report", SEQ_AGENTS)
-                profiler.disable()
-                profile_lines = cpu_by_package(profiler, args.runs)
+
+                async def naive_run() -> None:
+                    await naive(bodies, False)
+
+                profiled: dict[str, cProfile.Profile] = {}
+                for name, run_one in (("chorus", chorus_run), ("naive", naive_run)):
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                    for start in range(0, args.runs, at_once):
+                        batch = min(at_once, args.runs - start)
+                        await asyncio.gather(*(run_one() for _ in range(batch)))
+                    profiler.disable()
+                    profiled[name] = profiler
+                profile_lines = cpu_by_package(profiled["chorus"], args.runs, profiled["naive"])
     finally:
         await clients.close()
     _print(args, chorus_runs, naive_runs, statements, provider, cpu, profile_lines)
@@ -369,8 +402,11 @@ def _print(
         )
     if profile_lines:
         pkgs, fns, ours = profile_lines
-        print("\n### Worker CPU by package (cProfile own time, ms per Chorus run)\n")
-        print("| package | ms/run | share |\n|---|---:|---:|")
+        print(
+            f"\n### Worker CPU by package (cProfile own time, ms per run; {args.cpu_at_once}"
+            " started at a time)\n"
+        )
+        print("| package | Chorus ms/run | share | naive ms/run |\n|---|---:|---:|---:|")
         print("\n".join(pkgs))
         print("\n### Top functions by own time (ms per run)\n")
         print("| function | ms/run |\n|---|---:|")

@@ -257,12 +257,14 @@ class RunsClient(FocusedClient):
                 f"plan: nested {depth} levels deep, the limit is {MAX_PLAN_DEPTH}"
             )
         check_plan(steps)
-        known = await db.current_agents(await self._pool())
-        missing = [n for n in plan_agents(list(steps)) + list(extra_agents) if n not in known]
+        names = list(dict.fromkeys(plan_agents(list(steps)) + list(extra_agents)))
+        pool = await self._pool()
+        found = await db.current_agents(pool, names)  # the run's agents only (issue 19)
+        missing = [n for n in names if n not in found]
         if missing:
             raise ChorusInputError(
                 f"agents: unknown agent(s) {', '.join(sorted(set(missing)))}; "
-                f"known: {', '.join(sorted(known))}"
+                f"known: {', '.join(await db.agent_names(pool))}"
             )
 
     def _clean_run_text(
