@@ -110,21 +110,35 @@ STORAGE_RETRY_POLICY = RetryPolicy(
 )
 """Run bookkeeping retries until PostgreSQL answers (no attempt limit), except bad input."""
 LLM_WAIT_CANCELLATION_PATCH = "chorus-llm-wait-cancellation"
-"""Patch id: a cancelled run waits until its in-flight LLM calls have stopped (the HTTP request
-aborted, or a completion that arrived recorded) before it records its totals, so the run row
-counts every paid call (issue 20). Earlier runs abandoned the call (``TRY_CANCEL``)."""
+"""Deprecated patch id (issue 19; retirement step 2): a cancelled run waits until its in-flight
+LLM calls have stopped (the HTTP request aborted, or a completion that arrived recorded) before
+it records its totals, so the run row counts every paid call (issue 20). Runs before issue 20
+abandoned the call (``TRY_CANCEL``); none is open (runs last minutes), so every run now waits.
+
+Deprecated rather than kept because a non-deprecated patch broke replay: its marker is written
+where ``workflow.patched`` is first called, the first LLM call, right after the ``chorus.start_run``
+local activity resolves. Under load the SDK may record that local activity's marker with one
+workflow task and hand the workflow its result in the next, so the patch marker lands in the
+second task; on replay the result comes with the first task, ``patched`` finds no marker in it
+and returns False, and the marker that follows fails the replay ("Non-deprecated patch marker
+encountered"). Reproduced under CPU load in ~1 of 4 runs of
+``tests/workflows/test_gates.py::test_gate_approved_edited_and_rejected`` (the history is
+``tests/histories/gate_approved_la_split_v6.json``). A deprecated marker that has no matching call
+is skipped, so such histories replay. Runs recorded before with the marker undeprecated and
+split this way cannot be fixed by code; they were a few per thousand under load."""
 PROVIDER_TASK_QUEUES_PATCH = "llm-task-queue-per-provider"
 """Patch id: LLM calls moved from the run's task queue to one task queue per provider. Runs no
 longer check it (they take ``ResolveAgentsResult.provider_task_queues``); drafts, which stay open
 for weeks, still do (:class:`workflows.draft.DraftWorkflow`)."""
 LOCAL_BOOKKEEPING_PATCH = "chorus-local-bookkeeping"
-"""Deprecated patch id (retirement step 2, issue 18): every run now records itself with local
-activities, upserts its search attributes and takes its LLM task queues from
-``ResolveAgentsResult.provider_task_queues``. ``workflow.deprecate_patch`` keeps runs that
-recorded the marker (``tests/histories/*_v3``/``_v4``) replaying; runs from before it (and
-before the ``chorus-search-attributes`` patch it implied, now removed) cannot replay and are
-no longer in flight (runs last minutes; their histories moved to ``tests/histories/retired``).
-Step 3, removing this call, comes once no run with the marker is open.
+"""Retired patch id (kept as a record). Every run records itself with local activities,
+upserts its search attributes and takes its LLM task queues from
+``ResolveAgentsResult.provider_task_queues``. Issue 18 deprecated the patch (step 2); issue 19
+removed the call (step 3): the Python SDK still wrote a marker and a ``TemporalChangeVersion``
+upsert for a deprecated patch, two history events and a visibility write per run and per child
+run. Runs of the previous version (``tests/histories/*_v5``, marker ``deprecated: true``) replay;
+runs that recorded it undeprecated (``_v3``/``_v4``, two versions back; runs last minutes, none
+is open) moved to ``tests/histories/retired``.
 
 A local activity runs in the worker that runs the workflow task and is recorded as a marker
 in that task's completion: recording the run costs no activity task dispatch and no extra
@@ -151,8 +165,11 @@ CALLBACK_DELIVERY_WINDOW = timedelta(hours=24)
 """Schedule-to-close of a callback delivery: a receiver may be down this long (~1,450 attempts)
 and still get the result. The workflow stays open meanwhile (its run row is already closed)."""
 BUDGET_ALERT_ACTIVITY_PATCH = "chorus-budget-alert-activity"
-"""Patch id: a budget alert that an LLM call crossed is delivered by its own retried activity
-(``chorus.deliver_budget_alert``) instead of one POST inside the LLM call."""
+"""Deprecated patch id (issue 19): a budget alert that an LLM call crossed is delivered by its
+own retried activity (``chorus.deliver_budget_alert``) instead of one POST inside the LLM call.
+Its marker says only that a run had alerts (the workflow never branched on it); deprecated for
+the reason :data:`LLM_WAIT_CANCELLATION_PATCH` gives, as a parallel run can resolve a local
+activity in the same activation."""
 BUDGET_ALERT_WINDOW = timedelta(hours=1)
 """Schedule-to-close of a budget alert delivery (retried 1 s doubling to 60 s meanwhile)."""
 CALLBACK_ATTEMPT_TIMEOUT = timedelta(seconds=60)
@@ -166,7 +183,7 @@ def start_budget_alert(alert: BudgetAlert) -> workflow.ActivityHandle[None]:
     The caller awaits it with :func:`await_deliveries` before the workflow ends or continues
     as new.
     """
-    workflow.patched(BUDGET_ALERT_ACTIVITY_PATCH)  # a marker: only runs that had alerts
+    workflow.deprecate_patch(BUDGET_ALERT_ACTIVITY_PATCH)  # a marker: only runs that had alerts
     return workflow.start_activity_method(
         activities.Deliveries.deliver_budget_alert,
         alert,
@@ -487,7 +504,7 @@ async def _ask_chain(
         if provider_queues:
             task_queue = llm_task_queue(workflow.info().task_queue, link.provider)
         attempt_s = spec.timeout_s + 10 + SLOT_WAIT_S
-        wait_cancellation = workflow.patched(LLM_WAIT_CANCELLATION_PATCH)
+        workflow.deprecate_patch(LLM_WAIT_CANCELLATION_PATCH)
         try:
             response = await workflow.execute_activity_method(
                 activities.LLMCalls.call_llm,
@@ -497,11 +514,7 @@ async def _ask_chain(
                 schedule_to_close_timeout=timedelta(seconds=attempt_s * LLM_MAX_ATTEMPTS + 300),
                 heartbeat_timeout=LLM_HEARTBEAT_TIMEOUT,
                 retry_policy=LLM_RETRY_POLICY,
-                cancellation_type=(
-                    ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-                    if wait_cancellation
-                    else ActivityCancellationType.TRY_CANCEL
-                ),
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{spec.name} via {link}{fallback_note}{turn_note}",
             )
         except ActivityError as err:
@@ -538,7 +551,7 @@ async def _ask_chain(
             )
             chain.position += 1
             continue
-        if wait_cancellation and workflow.cancellation_reason() is not None:
+        if workflow.cancellation_reason() is not None:
             # The call finished (and was recorded) after the run was cancelled: the run still
             # ends cancelled, counting the call (chorus.finish_run reads what was paid).
             raise asyncio.CancelledError("the run was cancelled")
@@ -905,7 +918,6 @@ class RunWorkflowBase(GateKeeping):
                 the SDK enforces (a plain Temporal client may have started the run).
         """
         info = workflow.info()
-        workflow.deprecate_patch(LOCAL_BOOKKEEPING_PATCH)
         start_values: list[SearchAttributeUpdate[Any]] = [
             PATTERN_ATTR.value_set(self.pattern),
             AGENTS_ATTR.value_set(names),

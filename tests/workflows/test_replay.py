@@ -28,17 +28,19 @@ def test_histories_are_checked_in():
         "draft_after_continue_as_new",
         "draft_by_reference",
         "draft_lifecycle_v2",
-        # v3: run bookkeeping as local activities (chorus-local-bookkeeping, now deprecated;
-        # v1/v2 run histories are in histories/retired: those code paths were removed)
-        "sequential_3_agents_v3",
-        "parallel_failed_branch_v3",
-        "provider_fallback_v3",
-        "sequential_with_parallel_child_v3",
-        # v4: a cancelled run waits for its in-flight LLM calls (chorus-llm-wait-cancellation)
-        "sequential_3_agents_v4",
-        "parallel_failed_branch_v4",
-        "provider_fallback_v4",
-        "sequential_with_parallel_child_v4",
+        # v5: run histories of the code before issue 19 (v1-v4 are in histories/retired: v3/v4
+        # recorded chorus-local-bookkeeping undeprecated, whose call is now removed)
+        "sequential_3_agents_v5",
+        "parallel_failed_branch_v5",
+        "provider_fallback_v5",
+        "sequential_with_parallel_child_v5",
+        # v6: without the chorus-local-bookkeeping call; chorus-llm-wait-cancellation and
+        # chorus-budget-alert-activity deprecated (issue 19)
+        "sequential_3_agents_v6",
+        "parallel_failed_branch_v6",
+        "provider_fallback_v6",
+        "sequential_with_parallel_child_v6",
+        "gate_approved_la_split_v6",
         # tools (issue 14): the model->tool loop, parallel tool activities, errors to the model
         "tools_openai_parallel",
         "tools_anthropic",
@@ -66,13 +68,40 @@ async def test_replay_checked_in_history(path: Path):
     assert result.replay_failure is None
 
 
+async def test_patch_after_a_local_activity_split_over_two_workflow_tasks_replays():
+    """Issue 19: under load the SDK recorded ``chorus.start_run``'s local-activity marker with
+    the first workflow task and handed the workflow its result in the second, so the marker of
+    the patch the first LLM call evaluates landed in the second task. Replaying that with the
+    patch undeprecated failed ("Non-deprecated patch marker encountered"); deprecated, it
+    replays. This history was recorded by the gate test under CPU load."""
+    from temporalio.api.enums.v1 import EventType
+
+    recorded = json.loads((HISTORIES[0].parent / "gate_approved_la_split_v6.json").read_text())
+    history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
+    kinds = [e.event_type for e in history.events]
+    first_done = kinds.index(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    la_marker = history.events[first_done + 1].marker_recorded_event_attributes
+    assert la_marker.marker_name == "core_local_activity"
+    assert kinds[first_done + 2] == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED  # the split
+    patch_at = next(
+        i
+        for i, e in enumerate(history.events)
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    )
+    assert patch_at > first_done + 2  # the patch marker is in a later workflow task
+    result = await Replayer(workflows=[], plugins=[ChorusPlugin()]).replay_workflow(
+        history, raise_on_replay_failure=True
+    )
+    assert result.replay_failure is None
+
+
 async def test_sandbox_compiles_workflow_modules_once():
     """chorus/runtime/code_cache.py: a second run's sandbox re-imports workflows/ without
     compiling."""
     from chorus.runtime.code_cache import CachingSourceLoader, install_code_cache
 
     install_code_cache()
-    recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v3.json").read_text())
+    recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v5.json").read_text())
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     replayer = Replayer(workflows=[], plugins=[ChorusPlugin()])
     await replayer.replay_workflow(history)

@@ -65,9 +65,9 @@ def widen_payloads(node: Any) -> int:
 @pytest.mark.parametrize(
     "name",
     [
-        "sequential_3_agents_v3",
-        "sequential_with_parallel_child_v3",
-        "provider_fallback_v3",
+        "sequential_3_agents_v5",
+        "sequential_with_parallel_child_v5",
+        "provider_fallback_v5",
         "draft_lifecycle_v2",
         "draft_after_continue_as_new_v2",
     ],
