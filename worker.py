@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import warnings
 from collections.abc import Callable, Sequence
@@ -258,6 +259,7 @@ async def run_worker(
                     url=f"http://{settings.metrics_host}:{settings.metrics_port}/metrics",
                     sdk_metrics_port=settings.sdk_metrics_port or None,
                 )
+            freeze_startup_heap()
             await stop.wait()
             log.info("worker stopping")
     finally:
@@ -266,6 +268,21 @@ async def run_worker(
             await mcp.aclose()
         await pool.close()
     log.info("worker stopped")
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
+
+    A started worker holds ~350,000 tracked objects that live as long as it does (modules,
+    pydantic schemas, the price data, the sandbox's restriction tables); every full collection
+    walked them all: ~300 ms per collection, ~0.6 s of 25 s under load, each a pause of every
+    run on the worker (issue 19, measured with ``gc.callbacks`` at 20 runs at once: full
+    collections 618 ms -> 69 ms, all collections 1.02 s -> 0.40 s). Objects made later are
+    collected as before. Python documents ``gc.freeze`` for this ("Freeze all the objects
+    tracked by the garbage collector; move them to a permanent generation").
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ from chorus.storage import db
 from starter.dev import free_port, llm_argv
 from starter.sdk import ChorusClient
 from tests.stub_llm import StubLLM
-from worker import WorkerOptions, build_worker, default_activities
+from worker import WorkerOptions, build_worker, default_activities, freeze_startup_heap
 
 STUB_DELAY_S = 0.2
 MODEL = "gpt-4o-mini"
@@ -124,6 +124,7 @@ async def chorus_worker(
     built = build_worker(client, settings, activities(pool), OPTIONS, **runner)
     try:
         async with built:
+            freeze_startup_heap()  # as worker.run_worker does once the worker runs
             yield ChorusClient(client, settings, pool)
     finally:
         await pool.close()

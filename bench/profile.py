@@ -1,6 +1,7 @@
 """Where the time of one Chorus run goes, next to the naive Temporal workflow, in one command.
 
-    python -m bench.profile [--runs 20] [--delay-ms 0] [--limits default|off] [--cpu] [--cpu-at-once N]
+    python -m bench.profile [--runs 20] [--delay-ms 0] [--limits default|off] [--cpu]
+        [--cpu-at-once N]
 
 One process starts its own stack (embedded PostgreSQL, a file-backed dev server with ``chorus
 dev up``'s flags, the loopback OpenAI-compatible stub answering after ``--delay-ms``) and the

@@ -169,11 +169,13 @@ def test_workflow_modules_hold_no_state_a_run_could_change():
 async def test_replayer_checks_workflow_code_in_the_strict_sandbox():
     """The replayer re-imports ``workflows`` for each history (the worker does not)."""
     from temporalio.worker import ReplayerConfig
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
     from chorus.runtime.plugin import STRICT_SANDBOX_PASSTHROUGH
 
     config = ChorusPlugin().configure_replayer(ReplayerConfig(workflows=[]))
     runner = config["workflow_runner"]
+    assert isinstance(runner, SandboxedWorkflowRunner)
     assert "workflows" not in runner.restrictions.passthrough_modules
     assert set(STRICT_SANDBOX_PASSTHROUGH) <= runner.restrictions.passthrough_modules
 
