@@ -278,7 +278,7 @@ class StreamPublisher:
         pool: The worker's PostgreSQL pool.
         tokens: Whether calls stream their text (``CHORUS_STREAM_TOKENS``) while a reader
             watches their run; without it, or unwatched, each step's start and end are
-            published together when it ends (:meth:`open_step`).
+            published together when it ends (:meth:`watched`).
         interval_s: See :data:`FLUSH_INTERVAL_S`.
         max_chars: See :data:`FLUSH_CHARS`.
     """
