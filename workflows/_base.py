@@ -121,7 +121,7 @@ local activity resolves. Under load the SDK may record that local activity's mar
 workflow task and hand the workflow its result in the next, so the patch marker lands in the
 second task; on replay the result comes with the first task, ``patched`` finds no marker in it
 and returns False, and the marker that follows fails the replay ("Non-deprecated patch marker
-encountered"). Reproduced under CPU load in ~1 of 4 runs of
+encountered"). Reproduced under CPU load in 7 of 44 runs of
 ``tests/workflows/test_gates.py::test_gate_approved_edited_and_rejected`` (the history is
 ``tests/histories/gate_approved_la_split_v6.json``). A deprecated marker that has no matching call
 is skipped, so such histories replay. Runs recorded before with the marker undeprecated and
