@@ -30,7 +30,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,7 +43,7 @@ from temporalio import activity
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities import ProviderClients, RunActivities
-from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, machine, temporal_dev_server
+from bench._support import bench_stack, machine
 from bench.naive import NaiveActivities, NaiveWorkflow, plain_request
 from chorus.config.settings import Settings
 from chorus.contracts.models import LLMRequest, LLMResponse
@@ -61,8 +60,6 @@ SEQ_AGENTS = ["analyst", "writer", "critic"]
 PAR_AGENTS = [f"branch{i}" for i in range(10)]
 OPTIONS = WorkerOptions(max_concurrent_activities=200, max_concurrent_workflow_tasks=200)
 RESULTS = Path(__file__).with_name("RESULTS.md")
-DEV_FLAGS = list(CHORUS_DEV_FLAGS)
-"""``chorus dev up``'s server flags (``temporal_dev_server`` adds the search attributes)."""
 
 TARGETS = {
     "overhead_ms_per_step": 10.0,
@@ -613,60 +610,46 @@ async def main() -> None:
 
     os.environ["OPENAI_API_KEY"] = "bench-not-a-secret"
     results: dict[str, Any] = {}
-    with (
-        tempfile.TemporaryDirectory() as tmpdir,
-        StubLLM(default_delay_s=STUB_DELAY_S) as stub,
-        embedded_postgres(Path(tmpdir)) as database_url,
-    ):
-        # The stub's http.server listens with a backlog of 5: 10 clients connecting at once
-        # (HTTP/1.0, a connection per request) would see SYN retries of 1 s. Raise it.
-        stub._server.socket.listen(128)
-        os.environ["OPENAI_BASE_URL"] = stub.base_url
-        tmp = Path(tmpdir)
-        async with temporal_dev_server(
-            tmp / "temporal.db", [*DEV_FLAGS, *args.server_flag]
-        ) as client:
-            for key, limits, queues in (
-                ("llm", True, "per-provider"),
-                ("llm_no_limits", False, "per-provider"),
-                ("llm_shared", True, "shared"),
-            ):
-                if key in args.phases:
-                    results[key] = await measure_llm(
-                        client, tmp, database_url, stub, args.repeats, limits, queues
-                    )
-                    progress(key, results[key])
-            if "naive_noop" in args.phases:
-                results["naive_noop"] = await measure_naive_noop(
-                    client, tmp, args.runs, args.repeats, args.concurrent
+    async with bench_stack(STUB_DELAY_S, args.server_flag) as (client, stub, database_url, tmp):
+        for key, limits, queues in (
+            ("llm", True, "per-provider"),
+            ("llm_no_limits", False, "per-provider"),
+            ("llm_shared", True, "shared"),
+        ):
+            if key in args.phases:
+                results[key] = await measure_llm(
+                    client, tmp, database_url, stub, args.repeats, limits, queues
                 )
-                progress("naive_noop", results["naive_noop"])
-            for key, sandbox, limits in (
-                ("noop", True, False),
-                ("noop_unsandboxed", False, False),
-                ("noop_limits", True, True),
-                ("noop_shared", True, False),
-            ):
-                if key in args.phases:
-                    concurrent = (
-                        args.concurrent
-                        if key in ("noop", "noop_shared")
-                        else min(args.concurrent, 200)
-                    )
-                    results[key] = await measure_noop(
-                        client,
-                        tmp,
-                        database_url,
-                        args.runs,
-                        args.repeats,
-                        concurrent,
-                        sandbox,
-                        limits,
-                        "shared" if key == "noop_shared" else "per-provider",
-                    )
-                    progress(key, results[key])
-            if args.with_model:
-                results["model"] = await measure_model(client, tmp, database_url, args.model_calls)
+                progress(key, results[key])
+        if "naive_noop" in args.phases:
+            results["naive_noop"] = await measure_naive_noop(
+                client, tmp, args.runs, args.repeats, args.concurrent
+            )
+            progress("naive_noop", results["naive_noop"])
+        for key, sandbox, limits in (
+            ("noop", True, False),
+            ("noop_unsandboxed", False, False),
+            ("noop_limits", True, True),
+            ("noop_shared", True, False),
+        ):
+            if key in args.phases:
+                concurrent = (
+                    args.concurrent if key in ("noop", "noop_shared") else min(args.concurrent, 200)
+                )
+                results[key] = await measure_noop(
+                    client,
+                    tmp,
+                    database_url,
+                    args.runs,
+                    args.repeats,
+                    concurrent,
+                    sandbox,
+                    limits,
+                    "shared" if key == "noop_shared" else "per-provider",
+                )
+                progress(key, results[key])
+        if args.with_model:
+            results["model"] = await measure_model(client, tmp, database_url, args.model_calls)
     table = report(results, args)
     title = (
         f"## Orchestration overhead (`python -m bench.overhead"
