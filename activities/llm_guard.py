@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from temporalio import activity
@@ -119,7 +120,6 @@ class ProviderCallGuard:
                 lambda: self.begin(req, prompt, workflow_id, activity_id, watch_run),
                 STORAGE_WAIT_S,
             )
-            watched = watched if watch_run is not None else None
         else:
             waited_s = await retry_storage(lambda: self.acquire_rate(req), STORAGE_WAIT_S)
         prompt_tokens = _prompt_bytes(req, prompt) + budget.WORST_CASE_OVERHEAD_TOKENS
@@ -267,14 +267,8 @@ class ProviderCallGuard:
             reservation = await budget.reserve(
                 self._pool,
                 self._settings,
-                workflow_id=workflow_id,
-                activity_id=activity_id,
-                root_workflow_id=req.root_workflow_id or workflow_id,
-                agent=req.agent,
-                provider=req.provider,
-                model=req.model,
                 amount_usd=amount,
-                api_key=req.api_key,
+                **_budget_call(req, workflow_id, activity_id),
             )
         except budget.BudgetExceededError as exc:
             raise _budget_refusal(req, exc) from exc
@@ -323,31 +317,14 @@ class ProviderCallGuard:
         if args is None:  # pragma: no cover - the caller checks
             raise ValueError(f"provider {req.provider} has no requests-per-minute limit")
         amount = self._worst_case(req, prompt)
+        request = None  # nothing to reserve: a free call, or an unpriced one that is allowed
         if amount is not None and amount > 0:
             request = await budget.reservation_request(
                 self._pool,
                 self._settings,
-                workflow_id=workflow_id,
-                activity_id=activity_id,
-                root_workflow_id=req.root_workflow_id or workflow_id,
-                agent=req.agent,
-                provider=req.provider,
-                model=req.model,
                 amount_usd=amount,
-                api_key=req.api_key,
+                **_budget_call(req, workflow_id, activity_id),
             )
-        else:  # nothing to reserve (unpriced and allowed, or free)
-            request = {
-                "workflow_id": workflow_id,
-                "activity_id": activity_id,
-                "scopes": [],
-                "periods": [],
-                "default_limits": [],
-                "agent": req.agent,
-                "provider": req.provider,
-                "model": req.model,
-                "amount": None,
-            }
         interval_s, tolerance_s = args
         try:
             row = await budget_ledger.begin_call(
@@ -356,8 +333,8 @@ class ProviderCallGuard:
                 interval_s=interval_s,
                 tolerance_s=tolerance_s,
                 max_wait_s=SLOT_WAIT_S,
+                reservation=request,
                 run_id=watch_run,
-                **request,
             )
             if row["o_wait_s"] is None:
                 raise await self._rate.backlog_error(req.provider, SLOT_WAIT_S)
@@ -418,6 +395,22 @@ class ProviderCallGuard:
                 seconds=min(exc.retry_after_s, self._settings.max_retry_after_s)
             ),
         )
+
+
+def _budget_call(req: LLMRequest, workflow_id: str, activity_id: str) -> dict[str, Any]:
+    """Who a call's budget reservation is for.
+
+    :func:`chorus.governance.budget.reserve`'s keyword arguments except the amount.
+    """
+    return {
+        "workflow_id": workflow_id,
+        "activity_id": activity_id,
+        "root_workflow_id": req.root_workflow_id or workflow_id,
+        "agent": req.agent,
+        "provider": req.provider,
+        "model": req.model,
+        "api_key": req.api_key,
+    }
 
 
 def _budget_refusal(req: LLMRequest, exc: budget.BudgetExceededError) -> ApplicationError:

@@ -12,7 +12,9 @@ one order every transaction uses, so concurrent reserves, settles and releases n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -84,15 +86,7 @@ async def begin_call(
     interval_s: float,
     tolerance_s: float,
     max_wait_s: float,
-    workflow_id: str,
-    activity_id: str,
-    scopes: list[str],
-    periods: list[str],
-    default_limits: list[Decimal | None],
-    agent: str,
-    provider: str,
-    model: str,
-    amount: Decimal | None,
+    reservation: Mapping[str, Any] | None,
     run_id: str | None = None,
 ) -> asyncpg.Record:
     """The rate start, when it is now the reservation, and the run's watchers: one round trip.
@@ -108,23 +102,18 @@ async def begin_call(
         interval_s: Seconds between starts, ``60 / rpm``.
         tolerance_s: Burst tolerance in seconds.
         max_wait_s: Longest wait accepted, in seconds.
-        workflow_id: As :func:`reserve_call`.
-        activity_id: As :func:`reserve_call`.
-        scopes: As :func:`reserve_call`.
-        periods: As :func:`reserve_call`.
-        default_limits: As :func:`reserve_call`.
-        agent: As :func:`reserve_call`.
-        provider: As :func:`reserve_call`.
-        model: As :func:`reserve_call`.
-        amount: Worst-case cost in USD; ``None`` reserves nothing (an unpriced call the
-            settings allow).
+        reservation: :func:`reserve_call`'s keyword arguments
+            (:func:`chorus.governance.budget.reservation_request`); ``None`` reserves nothing
+            (a free call, or an unpriced one the settings allow).
         run_id: The run whose readers (``stream_watchers``) to look for; ``None``: none.
 
     Returns:
         ``o_wait_s`` (``None``: refused by the rate, nothing changed; > 0: sleep that long, no
         budget reserved, ``o_outcome`` ``wait``; 0: started) and :func:`reserve_call`'s
-        columns (``o_outcome`` ``skipped`` when ``amount`` is ``None``), and ``o_watched``.
+        columns (``o_outcome`` ``skipped`` when ``reservation`` is ``None``), and
+        ``o_watched``.
     """
+    r = reservation or {}
     row: asyncpg.Record | None = await pool.fetchrow(
         "SELECT * FROM chorus_call_begin($1, $2, $3, $4, $5, $6, $7::text[], $8::text[],"
         " $9::numeric[], $10, $11, $12, $13, $14)",
@@ -132,15 +121,15 @@ async def begin_call(
         interval_s,
         tolerance_s,
         max_wait_s,
-        workflow_id,
-        activity_id,
-        scopes,
-        periods,
-        default_limits,
-        agent,
-        provider,
-        model,
-        amount,
+        r.get("workflow_id"),
+        r.get("activity_id"),
+        r.get("scopes"),
+        r.get("periods"),
+        r.get("default_limits"),
+        r.get("agent"),
+        r.get("provider"),
+        r.get("model"),
+        r.get("amount"),
         run_id,
     )
     if row is None:  # pragma: no cover - the function always returns one row
