@@ -125,7 +125,10 @@ encountered"). Reproduced under CPU load in 7 of 44 runs of
 ``tests/workflows/test_gates.py::test_gate_approved_edited_and_rejected`` (the history is
 ``tests/histories/gate_approved_la_split_v6.json``). A deprecated marker that has no matching call
 is skipped, so such histories replay. Runs recorded before with the marker undeprecated and
-split this way cannot be fixed by code; they were a few per thousand under load."""
+split this way cannot be fixed by code; how often the split happens off a CPU-starved machine is
+not measured (9 of 153 workflows under two CPU burners). Drafts call LLMs through the same code:
+a draft open since before issue 20 (no marker) replays unchanged unless it cancelled an LLM call
+mid-flight, which now waits for the cancellation where it used not to."""
 PROVIDER_TASK_QUEUES_PATCH = "llm-task-queue-per-provider"
 """Patch id: LLM calls moved from the run's task queue to one task queue per provider. Runs no
 longer check it (they take ``ResolveAgentsResult.provider_task_queues``); drafts, which stay open
