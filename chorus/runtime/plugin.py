@@ -47,6 +47,7 @@ from chorus.observability import tracing
 from chorus.observability.log_context import LogContextInterceptor
 from chorus.runtime.code_cache import install_code_cache
 from chorus.runtime.converter import chorus_data_converter, data_converter
+from chorus.runtime.sandbox import ChorusSandboxedWorkflowRunner
 
 PLUGIN_NAME: Final = "chorus.ChorusPlugin"
 
@@ -92,7 +93,7 @@ def sandbox_runner(*, strict: bool = False) -> SandboxedWorkflowRunner:
     """
     passthrough = STRICT_SANDBOX_PASSTHROUGH if strict else SANDBOX_PASSTHROUGH
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*passthrough)
-    return SandboxedWorkflowRunner(restrictions=restrictions)
+    return ChorusSandboxedWorkflowRunner(restrictions=restrictions)
 
 
 def _runner(existing: WorkflowRunner | None) -> WorkflowRunner:
