@@ -15,10 +15,37 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from chorus.contracts.names import search_attribute_types
 from chorus.runtime.plugin import ChorusPlugin
 from starter.dev import dynamic_config_flags, free_port, temporal_binary
+
+
+def stock_sandbox() -> SandboxedWorkflowRunner:
+    """temporalio's own sandbox runner with ``bench`` passed through: the baselines' runner.
+
+    Naive Temporal and the peers run on the SDK's runner, not Chorus's
+    (:class:`chorus.runtime.sandbox.ChorusSandboxedWorkflowRunner`); ``bench`` passes through
+    so a run re-imports none of the benchmark's own workflow modules (Pydantic AI's workflow
+    also reads the agents built on the host).
+    """
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("bench")
+    )
+
+
+async def plain_client(client: Client) -> Client:
+    """A client of ``client``'s server with temporalio's pydantic converter and no Chorus plugin.
+
+    A worker built from it keeps the runner it is given (:func:`stock_sandbox`); one built from
+    a client with :class:`ChorusPlugin` gets Chorus's sandbox.
+    """
+    return await Client.connect(
+        client.service_client.config.target_host, data_converter=pydantic_data_converter
+    )
+
 
 CHORUS_DEV_FLAGS = (
     "--sqlite-pragma", "journal_mode=wal",

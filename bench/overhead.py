@@ -43,7 +43,7 @@ from temporalio import activity
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities import ProviderClients, RunActivities
-from bench._support import bench_stack, machine
+from bench._support import bench_stack, machine, plain_client, stock_sandbox
 from bench.naive import NaiveActivities, NaiveWorkflow, plain_request
 from chorus.config.settings import Settings
 from chorus.contracts.models import LLMRequest, LLMResponse
@@ -132,10 +132,12 @@ async def naive_worker(client: Any, noop: bool) -> AsyncIterator[Callable[..., A
     """Run the naive baseline's worker (``bench/naive.py``); yield ``run(bodies, parallel)``."""
     acts = NaiveActivities(noop=noop)
     queue = f"naive-{uuid.uuid4().hex[:6]}"
+    client = await plain_client(client)  # temporalio's own sandbox, not Chorus's
     worker = Worker(
         client,
         task_queue=queue,
         workflows=[NaiveWorkflow],
+        workflow_runner=stock_sandbox(),
         activities=[acts.call],
         max_concurrent_activities=OPTIONS.max_concurrent_activities,
         max_concurrent_workflow_tasks=OPTIONS.max_concurrent_workflow_tasks,

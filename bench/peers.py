@@ -67,9 +67,8 @@ from typing import Any
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from bench._support import bench_stack, machine
+from bench._support import bench_stack, machine, plain_client, stock_sandbox
 from bench.naive import NaiveActivities, NaiveWorkflow
 from bench.overhead import (
     MODEL,
@@ -228,14 +227,6 @@ class Contestant:
     """Calls it may start at once before the rate paces them."""
 
 
-def _sandbox() -> SandboxedWorkflowRunner:
-    # bench/ passes through: the workflows here re-import nothing per run, and Pydantic AI's
-    # workflow reads the agents built on the host.
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("bench")
-    )
-
-
 def _workflow_starter(
     client: Client, queue: str, run: Callable[..., Any]
 ) -> tuple[Callable[[str], Awaitable[Any]], Callable[[str], Awaitable[Any]], Any]:
@@ -300,10 +291,12 @@ async def naive_contestant(client: Client) -> AsyncIterator[Contestant]:
     """``bench/naive.py``: one plain activity per chat completion (fixed request bodies)."""
     acts = NaiveActivities(noop=False)
     queue = f"bench-peers-naive-{uuid.uuid4().hex[:6]}"
+    client = await plain_client(client)  # temporalio's own sandbox, as the peers have
     worker = Worker(
         client,
         task_queue=queue,
         workflows=[NaiveWorkflow],
+        workflow_runner=stock_sandbox(),
         activities=[acts.call],
         max_concurrent_activities=OPTIONS.max_concurrent_activities,
         max_concurrent_workflow_tasks=OPTIONS.max_concurrent_workflow_tasks,
@@ -358,7 +351,7 @@ async def agents_sdk_contestant(target: str, base_url: str) -> AsyncIterator[Con
         client,
         task_queue=queue,
         workflows=[AgentsSDKWorkflow],
-        workflow_runner=_sandbox(),
+        workflow_runner=stock_sandbox(),
         max_concurrent_activities=OPTIONS.max_concurrent_activities,
         max_concurrent_workflow_tasks=OPTIONS.max_concurrent_workflow_tasks,
     )
@@ -382,7 +375,7 @@ async def pydantic_ai_contestant(target: str, base_url: str) -> AsyncIterator[Co
         client,
         task_queue=queue,
         workflows=[PydanticAIWorkflow],
-        workflow_runner=_sandbox(),
+        workflow_runner=stock_sandbox(),
         plugins=[AgentPlugin(a) for a in agents],
         max_concurrent_activities=OPTIONS.max_concurrent_activities,
         max_concurrent_workflow_tasks=OPTIONS.max_concurrent_workflow_tasks,
