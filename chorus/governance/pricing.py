@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
 import genai_prices
 import yaml
 from genai_prices import Usage, calc_price
+from genai_prices.types import ModelPrice, TieredPrices
 
 from chorus.config.providers import ProviderEntry, read_registry_file
 from chorus.contracts.models import PROVIDERS
@@ -205,6 +208,11 @@ def cost_usd(
         return price.cost(input_tokens, output_tokens, cached_input_tokens), True
     if library is None:
         return 0.0, False
+    linear = _linear_cost(
+        library, model, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens
+    )
+    if linear is not None:
+        return linear, True
     try:
         calculation = calc_price(
             Usage(
@@ -219,6 +227,80 @@ def cost_usd(
     except LookupError:
         return 0.0, False
     return float(calculation.total_price), True
+
+
+_MTOK = 1_000_000
+_Rates = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
+_rates: dict[int, tuple[ModelPrice, _Rates | None]] = {}
+"""``id(ModelPrice)`` → (that price, its per-token rates or ``None`` when not linear)."""
+
+
+def _linear_cost(
+    library: str, model: str, input_tokens: int, output_tokens: int, cached: int, written: int
+) -> float | None:
+    """The library's price of a call, from per-token rates the library computed once.
+
+    ``genai-prices`` prices every call through its unit decomposition and validation (0.17 ms
+    a call, two calls per LLM activity: the budget's worst case and the cost; issue 19; this
+    path 0.01 ms, measured with ``timeit`` on gpt-4o-mini). A
+    price without tiers is linear in the token counts: the cost is the per-request fee (some
+    providers charge one) + uncached input × its rate + cache reads × theirs + cache writes ×
+    theirs + output × its rate. The fee and the four rates are the library's own prices of
+    one request with no tokens and with one million tokens of each kind
+    (``ModelPrice.calc_price``), taken once per price object; the price object is the one
+    the library picks for this moment (``ModelInfo.get_prices``, so dated price changes
+    apply). Tiered prices and
+    anything the library refuses go the library's whole way (``None`` here).
+    ``tests/governance/test_pricing.py`` checks this against ``calc_price`` for every flat
+    price of every provider the library lists.
+    """
+    info = _library_model(library, model)
+    if info is None or cached < 0 or written < 0 or cached + written > input_tokens:
+        return None
+    price = info.get_prices(datetime.now(tz=UTC))
+    known = _rates.get(id(price))
+    if known is None or known[0] is not price:
+        known = _rates[id(price)] = (price, _price_rates(price))
+    rates = known[1]
+    if rates is None:
+        return None
+    fee, uncached_rate, output_rate, read_rate, write_rate = rates
+    total = (
+        fee
+        + uncached_rate * (input_tokens - cached - written)
+        + read_rate * cached
+        + write_rate * written
+        + output_rate * output_tokens
+    )
+    return float(total)
+
+
+def _price_rates(price: ModelPrice) -> _Rates | None:
+    """USD per request, and per token of uncached input, output, cache reads and writes.
+
+    ``None`` when the price has tiers (not linear) or the library cannot price tokens with it.
+    """
+    if any(isinstance(value, TieredPrices) for value in vars(price).values()):
+        return None
+    try:
+
+        def usd(**usage: int) -> Decimal:
+            return price.calc_price(Usage(**usage))["total_price"]
+
+        fee = usd(input_tokens=0, output_tokens=0)
+
+        def per_token(**usage: int) -> Decimal:
+            return (usd(**usage) - fee) / _MTOK
+
+        return (
+            fee,
+            per_token(input_tokens=_MTOK, output_tokens=0),
+            per_token(input_tokens=0, output_tokens=_MTOK),
+            per_token(input_tokens=_MTOK, output_tokens=0, cache_read_tokens=_MTOK),
+            per_token(input_tokens=_MTOK, output_tokens=0, cache_write_tokens=_MTOK),
+        )
+    except (LookupError, ValueError, TypeError, ArithmeticError):
+        return None
 
 
 def context_window(provider: str, model: str, local_tokens: int) -> int:

@@ -56,3 +56,49 @@ def test_genai_prices_models_and_cached_tokens():
     assert cached < plain and cached == float(expected)
     assert PRICE_DATA_VERSION.startswith("genai-prices ")
     assert context_window("openai", "gpt-5-mini", 1) == 400_000
+
+
+def test_linear_fast_path_equals_the_library_for_every_flat_price():
+    """Issue 19: cost_usd prices flat (untiered) library prices from per-token rates taken
+    once; for every model of every provider genai-prices lists, at usages with and without
+    cache reads and writes, that equals calc_price to the last digit. Tiered prices take the
+    library's own path."""
+    import random
+
+    from genai_prices import Usage, calc_price
+    from genai_prices.data_snapshot import get_snapshot
+
+    from chorus.governance.pricing import _linear_cost
+
+    rng = random.Random(19)
+    compared = tiered = 0
+    for provider in get_snapshot().providers:
+        for model in provider.models:
+            for _ in range(3):
+                tin = rng.randrange(0, 300_000)
+                cached = rng.randrange(0, tin + 1) if rng.random() < 0.5 else 0
+                written = rng.randrange(0, tin - cached + 1) if rng.random() < 0.3 else 0
+                tout = rng.randrange(0, 64_000)
+                try:
+                    expected = calc_price(
+                        Usage(
+                            input_tokens=tin,
+                            output_tokens=tout,
+                            cache_read_tokens=cached or None,
+                            cache_write_tokens=written or None,
+                        ),
+                        model.id,
+                        provider_id=provider.id,
+                    ).total_price
+                except (LookupError, ValueError):
+                    continue
+                fast = _linear_cost(provider.id, model.id, tin, tout, cached, written)
+                if fast is None:
+                    tiered += 1
+                    continue
+                compared += 1
+                assert fast == float(expected), (provider.id, model.id, tin, tout, cached, written)
+    assert compared > 1000 and tiered > 0, (compared, tiered)
+    # cost_usd itself takes the fast path and agrees
+    cost, known = cost_usd("openai", "gpt-4o-mini", 10_000, 100, cached_input_tokens=8_000)
+    assert known and cost == _linear_cost("openai", "gpt-4o-mini", 10_000, 100, 8_000, 0)
