@@ -12,7 +12,9 @@ places (the worker, the SDK client, the replay tests, the test fixtures, the ben
 - the workflow sandbox: a worker passes through :data:`SANDBOX_PASSTHROUGH` (each with its
   reason; Chorus's own ``workflows`` package among them, so a run does not re-execute it); a
   replayer re-imports everything but :data:`STRICT_SANDBOX_PASSTHROUGH` for every history, so
-  the replay tests check every import and call workflow code makes;
+  the replay tests check every import and call workflow code makes; both run on
+  :class:`chorus.runtime.sandbox.ChorusSandboxedWorkflowRunner` (temporalio's runner, with its
+  per-payload serialization-context asks made without re-entering the sandbox);
 - the workflows (when asked: the run task queue's worker) and the activities given to it.
 
 Use it on the client (``Client.connect(..., plugins=[ChorusPlugin(settings)])``, which
