@@ -19,8 +19,9 @@ per process instead of once per call.
 
 The runner leans on two internals of temporalio's sandbox (``_Instance`` and its
 ``globals_and_locals``). If a release changes them it falls back to the SDK's own behaviour
-(:func:`fast_path_available`); ``tests/runtime/test_sandbox.py`` fails then, so the change is
-seen rather than silently slower.
+(:func:`fast_path_available`; a sandboxed instance whose methods changed shape is asked the
+SDK's way, call by call); ``tests/runtime/test_sandbox.py`` fails then, so the change is seen
+rather than silently slower.
 """
 
 from __future__ import annotations
@@ -72,27 +73,35 @@ if fast_path_available():
         def get_serialization_context(
             self, command_info: CommandInfo | None
         ) -> temporalio.converter.SerializationContext | None:
-            target = self._in_sandbox()
-            if target is None:
+            found, result = self._ask("get_serialization_context", command_info)
+            if not found:
                 return super().get_serialization_context(command_info)
-            context = self.importer.restriction_context
-            context.is_runtime = True
-            try:
-                result: temporalio.converter.SerializationContext | None = (
-                    target.get_serialization_context(command_info)
-                )
-                return result
-            finally:
-                context.is_runtime = False
+            context: temporalio.converter.SerializationContext | None = result
+            return context
 
         def get_external_store_context(self, command_info: CommandInfo | None) -> Any:
-            target = self._in_sandbox()
-            if target is None:
+            found, result = self._ask("get_external_store_context", command_info)
+            if not found:
                 return super().get_external_store_context(command_info)
+            return result
+
+        def _ask(self, name: str, command_info: CommandInfo | None) -> tuple[bool, Any]:
+            """Ask the sandboxed instance's ``name`` directly.
+
+            Returns:
+                ``(True, answer)``, or ``(False, None)`` when the instance does not have the
+                shape this module expects (the caller then takes the SDK's path, which raises
+                whatever a genuine error would).
+            """
+            ask = getattr(self._in_sandbox(), name, None)
+            if ask is None:
+                return False, None
             context = self.importer.restriction_context
             context.is_runtime = True
             try:
-                return target.get_external_store_context(command_info)
+                return True, ask(command_info)
+            except (TypeError, AttributeError):
+                return False, None
             finally:
                 context.is_runtime = False
 

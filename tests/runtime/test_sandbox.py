@@ -93,3 +93,39 @@ async def test_contexts_are_asked_directly_and_runs_and_replays_unchanged(
             workflow_runner=sandbox_runner(strict=strict),
         )
         await replayer.replay_workflow(history)
+
+
+def test_a_sandboxed_instance_of_another_shape_is_asked_the_sdks_way(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A temporalio whose sandboxed instance lacks the method, or takes other arguments, is
+    asked through the SDK's own path, call by call (no workflow task fails on it)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(sdk_runner._Instance, "get_serialization_context", lambda s, i: "sdk")
+    monkeypatch.setattr(sdk_runner._Instance, "get_external_store_context", lambda s, i: "sdk")
+    instance: Any = object.__new__(sandbox._Instance)
+    instance.importer = SimpleNamespace(restriction_context=SimpleNamespace(is_runtime=False))
+
+    def with_target(target: object) -> tuple[Any, Any]:
+        instance.globals_and_locals = {"__temporal_in_sandbox": target}
+        return (
+            instance.get_serialization_context(None),
+            instance.get_external_store_context(None),
+        )
+
+    class Other:
+        def get_serialization_context(self) -> str:  # no command_info: TypeError
+            return "direct"
+
+    class Same:
+        def get_serialization_context(self, info: object) -> str:
+            return "direct"
+
+        def get_external_store_context(self, info: object) -> str:
+            return "direct"
+
+    assert with_target(object()) == ("sdk", "sdk")
+    assert with_target(Other()) == ("sdk", "sdk")
+    assert with_target(Same()) == ("direct", "direct")
+    assert instance.importer.restriction_context.is_runtime is False
