@@ -17,7 +17,10 @@ alternating with the naive workflow of ``bench/naive.py`` calling the same stub,
 2. **Inside the activities** (medians per run, ms): each activity type's execution time, the
    provider call's own time (``LLMActivities._call_provider``), and every PostgreSQL statement
    the worker ran, by the activity it ran in (``-`` outside activities: the stream writer),
-   with counts, so a new round trip on the hot path shows up by name.
+   with counts, so a new round trip on the hot path shows up by name. Then (2b) one LLM
+   activity by phase (medians and p90 over every call): prompt, the guard's rate, budget and
+   slot, the provider call, the slot's release, the record and settlement, the step's stream
+   events, and what is left of the call.
 3. **CPU** per run of the worker process, the dev server and PostgreSQL (psutil), for both;
    with ``--cpu`` also a cProfile of the worker over further Chorus runs, summed by package
    (temporalio, pydantic, asyncpg, openai/httpx, chorus code, asyncio/stdlib) and the top
@@ -68,6 +71,16 @@ from worker import default_activities
 _STATEMENTS: list[tuple[str, str, float]] = []
 """(where, statement label, ms) of every PostgreSQL statement since the last reset."""
 _PROVIDER_MS: list[float] = []
+_PHASES: dict[str, list[float]] = defaultdict(list)
+"""LLM activity phase -> ms of each call, over the measured Chorus runs (section 2b)."""
+_PHASE_ORDER = (
+    "prompt (fit, PII)",
+    "guard: rate, budget, slot",
+    "provider call (_ask)",
+    "guard: slot back",
+    "record + settle",
+    "step stream events",
+)
 _IN_STATEMENT: contextvars.ContextVar[bool] = contextvars.ContextVar("in_stmt", default=False)
 
 
@@ -127,6 +140,44 @@ def _instrument() -> None:
             _PROVIDER_MS.append((time.perf_counter() - start) * 1000)
 
     LLMActivities._call_provider = call_provider  # type: ignore[method-assign]
+    _instrument_phases()
+
+
+def _instrument_phases() -> None:
+    """Time the phases of each LLM activity (bench-only patches; section 2b)."""
+    from activities.call_record import CallRecorder
+    from activities.llm_guard import ProviderCallGuard
+    from chorus.streaming.publisher import StepStream
+
+    def timed(cls: Any, name: str, label: str) -> None:
+        original = getattr(cls, name)
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                _PHASES[label].append((time.perf_counter() - start) * 1000)
+
+        setattr(cls, name, wrapper)
+
+    timed(LLMActivities, "_answer", "call (all but the stream's last write)")
+    timed(LLMActivities, "_prompt", "prompt (fit, PII)")
+    timed(LLMActivities, "_ask", "provider call (_ask)")
+    timed(CallRecorder, "record", "record + settle")
+    timed(StepStream, "completed", "step stream events")
+    hold = ProviderCallGuard.hold
+
+    @contextlib.asynccontextmanager
+    async def timed_hold(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        async with hold(*args, **kwargs) as ticket:
+            _PHASES["guard: rate, budget, slot"].append((time.perf_counter() - start) * 1000)
+            yield ticket
+            start = time.perf_counter()
+        _PHASES["guard: slot back"].append((time.perf_counter() - start) * 1000)
+
+    ProviderCallGuard.hold = timed_hold  # type: ignore[method-assign]
 
 
 _E = EventType
@@ -284,6 +335,7 @@ async def _profile(
                 await chorus.run_sequential("Summarize the report", SEQ_AGENTS)
                 bodies = [r.body for r in stub.requests[n:]]
                 await naive(bodies, False)
+            _PHASES.clear()
             for _ in range(args.runs):
                 _STATEMENTS.clear()
                 _PROVIDER_MS.clear()
@@ -392,6 +444,25 @@ def _print(
         f"\nPostgreSQL inside activities: {statistics.median(all_pg):.1f} ms per run "
         f"(median of {runs}), {n_pg:g} statements"
     )
+
+    if _PHASES:
+        print(f"\n## 2b. One LLM activity by phase (wall ms, medians of {runs * 3} calls)\n")
+        print("| phase | p50 | p90 |\n|---|---:|---:|")
+        whole = "call (all but the stream's last write)"
+        for label in (*_PHASE_ORDER, whole):
+            values = sorted(_PHASES.get(label, []))
+            if values:
+                p90 = values[min(len(values) - 1, int(len(values) * 0.9))]
+                print(f"| {label} | {statistics.median(values):.2f} | {p90:.2f} |")
+        rest = statistics.median(_PHASES[whole]) - sum(
+            statistics.median(_PHASES[k]) for k in _PHASE_ORDER[:-1] if _PHASES.get(k)
+        )
+        print(
+            f"\nThe call's other work (admission, response cache, budget alerts, model copies): "
+            f"{rest:.2f} ms. Outside these, the activity's server-measured time (section 1) "
+            "also holds the Temporal activity framework (payload conversion, interceptors, the "
+            "heartbeat task)."
+        )
 
     print("\n## 3. CPU ms per run (psutil: this process = worker + client + stub)\n")
     print("| | worker process | dev server | PostgreSQL |\n|---|---:|---:|---:|")
