@@ -242,15 +242,14 @@ def _linear_cost(
 
     ``genai-prices`` prices every call through its unit decomposition and validation (0.17 ms
     a call, two calls per LLM activity: the budget's worst case and the cost; issue 19; this
-    path 0.01 ms, measured with ``timeit`` on gpt-4o-mini). A
-    price without tiers is linear in the token counts: the cost is the per-request fee (some
-    providers charge one) + uncached input × its rate + cache reads × theirs + cache writes ×
-    theirs + output × its rate. The fee and the four rates are the library's own prices of
-    one request with no tokens and with one million tokens of each kind
-    (``ModelPrice.calc_price``), taken once per price object; the price object is the one
-    the library picks for this moment (``ModelInfo.get_prices``, so dated price changes
-    apply). Tiered prices and
-    anything the library refuses go the library's whole way (``None`` here).
+    path 0.01 ms, measured with ``timeit`` on gpt-4o-mini). A price without tiers is linear in
+    the token counts: the cost is the per-request fee (some providers charge one) + uncached
+    input × its rate + cache reads × theirs + cache writes × theirs + output × its rate. The
+    fee and the four rates are the library's own prices of one request with no tokens and
+    with one million tokens of each kind (``ModelPrice.calc_price``), taken once per price
+    object; the price object is the one the library picks for this moment
+    (``ModelInfo.get_prices``, so dated price changes apply). Tiered prices and anything the
+    library refuses go the library's whole way (``None`` here).
     ``tests/governance/test_pricing.py`` checks this against ``calc_price`` for every flat
     price of every provider the library lists.
     """
