@@ -7,8 +7,9 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +22,21 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from chorus.contracts.names import search_attribute_types
 from chorus.runtime.plugin import ChorusPlugin
 from starter.dev import dynamic_config_flags, free_port, temporal_binary
+
+
+def timed_ms(
+    fn: Callable[..., Awaitable[Any]], record: Callable[[float], None]
+) -> Callable[..., Awaitable[Any]]:
+    """``fn`` wrapped to pass its wall time in ms to ``record`` each call (raising or not)."""
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            record((time.perf_counter() - start) * 1000)
+
+    return wrapper
 
 
 def stock_sandbox() -> SandboxedWorkflowRunner:

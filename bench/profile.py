@@ -54,7 +54,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities import ProviderClients
 from activities.llm import LLMActivities
-from bench._support import bench_stack, machine
+from bench._support import bench_stack, machine, timed_ms
 from bench.naive import NaiveWorkflow
 from bench.overhead import (
     MODEL,
@@ -130,16 +130,9 @@ def _instrument() -> None:
 
         setattr(conn, name, timed())
 
-    original_call = LLMActivities._call_provider
-
-    async def call_provider(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return await original_call(self, *args, **kwargs)
-        finally:
-            _PROVIDER_MS.append((time.perf_counter() - start) * 1000)
-
-    LLMActivities._call_provider = call_provider  # type: ignore[method-assign]
+    LLMActivities._call_provider = timed_ms(  # type: ignore[method-assign,assignment]
+        LLMActivities._call_provider, _PROVIDER_MS.append
+    )
     _instrument_phases()
 
 
@@ -150,16 +143,7 @@ def _instrument_phases() -> None:
     from chorus.streaming.publisher import StepStream
 
     def timed(cls: Any, name: str, label: str) -> None:
-        original = getattr(cls, name)
-
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await original(*args, **kwargs)
-            finally:
-                _PHASES[label].append((time.perf_counter() - start) * 1000)
-
-        setattr(cls, name, wrapper)
+        setattr(cls, name, timed_ms(getattr(cls, name), lambda ms: _PHASES[label].append(ms)))
 
     timed(LLMActivities, "_answer", "call (all but the stream's last write)")
     timed(LLMActivities, "_prompt", "prompt (fit, PII)")

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from activities import LLMActivities, ProviderClients, RunActivities
-from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server
+from bench._support import CHORUS_DEV_FLAGS, embedded_postgres, temporal_dev_server, timed_ms
 from chorus.config.settings import Settings
 from chorus.storage import db
 from starter.sdk import ChorusClient
@@ -42,14 +42,7 @@ TIMINGS: dict[str, list[float]] = defaultdict(list)
 
 
 def timed(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return await fn(*args, **kwargs)
-        finally:
-            TIMINGS[name].append((time.perf_counter() - start) * 1000)
-
-    return wrapper
+    return timed_ms(fn, lambda ms: TIMINGS[name].append(ms))
 
 
 def pct(values: list[float], q: float) -> float:
