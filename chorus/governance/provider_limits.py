@@ -10,7 +10,12 @@
 - **Concurrent calls**: Temporal has no fleet-wide concurrency limit (``max_concurrent_
   activities`` is per worker), so each call holds one of N slots, a PostgreSQL session advisory
   lock ``(hashtext('chorus.llm.<provider>'), slot)``, for the duration of the HTTP call. A
-  worker that dies loses its database session, and with it its slots: nothing leaks. Each
+  worker that dies loses its database session, and with it its slots: nothing leaks. A
+  slot given back stays locked by its worker for :data:`SLOT_LINGER_S`, so the worker's next
+  call of that provider (the next step of a pipeline, another run's call) takes it without a
+  statement; a slot is truly unlocked once it lingers unused, or on its first release after
+  it has been locked for :data:`SLOT_MAX_HOLD_S`, so a busy worker cannot keep other workers
+  out of it (issue 19: the lock and unlock were two round trips of every call). Each
   provider's calls run on their own task queue (``<task queue>-llm-<provider>``, see
   :func:`chorus.contracts.names.llm_task_queue`) whose workers cap their concurrent activities at N,
   so no worker polls more calls than the fleet may run.
@@ -44,6 +49,7 @@ does answers 429, retried after its Retry-After, or set ``burst`` to pace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -58,6 +64,10 @@ from chorus.contracts.models import ProviderLimit as ProviderLimit
 from chorus.storage import provider_rates
 
 RATE_HEARTBEAT_S = 5.0
+SLOT_LINGER_S = 0.1
+"""How long a worker keeps a slot it gave back locked for its own next call, in seconds."""
+SLOT_MAX_HOLD_S = 1.0
+"""A slot locked this long (in seconds, across reuses) is unlocked on its next release."""
 """Longest sleep between two ``on_wait`` calls while waiting for the rate (the LLM activity
 heartbeats there; its heartbeat timeout is 30 s)."""
 
@@ -264,25 +274,54 @@ class FleetSemaphore:
     """N concurrency slots per provider, shared by every worker through PostgreSQL.
 
     Slots are session advisory locks taken on one pooled connection per worker, held while
-    the worker has any slot and returned to the pool when it holds none (the last release runs
-    ``pg_advisory_unlock_all()``; a connection returned otherwise gets the pool's full reset,
-    ``chorus.storage.db.mark_session_state``).
+    the worker has any slot locked and returned to the pool when it holds none (the last
+    unlock runs ``pg_advisory_unlock_all()``; a connection returned otherwise gets the pool's
+    full reset, ``chorus.storage.db.mark_session_state``).
+
+    A released slot lingers: it stays locked, unused, for ``linger_s``, and an
+    :meth:`acquire` of the same provider meanwhile takes it back without a statement. A
+    background task unlocks the slots that lingered unused; a release of a slot locked for
+    ``max_hold_s`` or more unlocks it at once. Lingering slots count against the limit like
+    busy ones, so other workers may wait up to ``linger_s`` longer for a slot.
 
     Args:
         pool: Chorus's PostgreSQL pool.
         limits: Provider -> concurrency (providers missing or 0 are unlimited).
+        linger_s: See :data:`SLOT_LINGER_S` (0: unlock on every release).
+        max_hold_s: See :data:`SLOT_MAX_HOLD_S`.
     """
 
-    def __init__(self, pool: asyncpg.Pool, limits: dict[str, int]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        limits: dict[str, int],
+        *,
+        linger_s: float = SLOT_LINGER_S,
+        max_hold_s: float = SLOT_MAX_HOLD_S,
+    ) -> None:
         self._pool = pool
         self._limits = limits
+        self._linger_s = linger_s
+        self._max_hold_s = max_hold_s
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
-        self._held: set[tuple[str, int]] = set()
+        self._held: dict[tuple[str, int], float] = {}
+        """Slots locked on ``_conn`` (busy or lingering) -> when they were locked (monotonic)."""
+        self._idle: dict[tuple[str, int], float] = {}
+        """Lingering slots -> when they are to be unlocked (monotonic)."""
         self._lock = asyncio.Lock()
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+        self.statements = 0
+        """Lock and unlock statements run so far (tests and benchmarks count them)."""
 
     def limit(self, provider: str) -> int:
         """Concurrency limit of ``provider`` (0 = unlimited)."""
         return self._limits.get(provider, 0)
+
+    @property
+    def lingering(self) -> int:
+        """Slots released and still locked for this worker's next call."""
+        return len(self._idle)
 
     async def acquire(
         self,
@@ -292,6 +331,9 @@ class FleetSemaphore:
         on_wait: Callable[[], None] | None = None,
     ) -> int | None:
         """Take a free slot of ``provider``, waiting up to ``wait_s`` seconds.
+
+        A slot of ``provider`` this worker released within ``linger_s`` is taken first,
+        without a statement.
 
         Args:
             provider: Provider name.
@@ -311,12 +353,17 @@ class FleetSemaphore:
         delay = 0.01
         while True:
             async with self._lock:
+                for key in self._idle:
+                    if key[0] == provider:
+                        del self._idle[key]
+                        return key[1]
                 for slot in random.sample(range(n), n):
                     if (provider, slot) in self._held:
                         continue
                     conn = await self._connection()
+                    self.statements += 1
                     if await provider_rates.try_lock_slot(conn, provider, slot):
-                        self._held.add((provider, slot))
+                        self._held[(provider, slot)] = time.monotonic()
                         return slot
                 await self._maybe_return_connection()
             if time.monotonic() > deadline:
@@ -330,21 +377,72 @@ class FleetSemaphore:
             delay = min(delay * 2, 0.2)
 
     async def release(self, provider: str, slot: int | None) -> None:
-        """Give a slot back (no-op for ``None``)."""
+        """Give a slot back (no-op for ``None``): it lingers, or is unlocked if held long."""
         if slot is None:
             return
+        key = (provider, slot)
+        now = time.monotonic()
+        locked_at = self._held.get(key)
+        if (
+            self._linger_s > 0
+            and not self._closed
+            and self._conn is not None
+            and locked_at is not None
+            and now - locked_at < self._max_hold_s
+        ):
+            self._idle[key] = now + self._linger_s
+            if self._reaper is None or self._reaper.done():
+                self._reaper = asyncio.get_running_loop().create_task(self._reap())
+            return
         async with self._lock:
-            self._held.discard((provider, slot))
-            if self._conn is not None:
-                try:
-                    if self._held:
+            self._idle.pop(key, None)
+            await self._unlock([key])
+
+    async def close(self) -> None:
+        """Unlock the lingering slots now; later releases unlock at once (idempotent)."""
+        self._closed = True
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None and not reaper.done():
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+        async with self._lock:
+            keys, self._idle = list(self._idle), {}
+            await self._unlock(keys)
+
+    async def _reap(self) -> None:
+        """Unlock slots that lingered unused; ends when none lingers."""
+        while self._idle:
+            await asyncio.sleep(max(0.0, min(self._idle.values()) - time.monotonic()))
+            async with self._lock:
+                now = time.monotonic()
+                expired = [key for key, until in self._idle.items() if until <= now]
+                for key in expired:
+                    del self._idle[key]
+                await self._unlock(expired)
+
+    async def _unlock(self, keys: list[tuple[str, int]]) -> None:
+        """Unlock ``keys`` (held under ``_lock``); return the connection if none is left."""
+        keys = [key for key in keys if self._held.pop(key, None) is not None]
+        if keys and self._conn is not None:
+            try:
+                if self._held:
+                    for provider, slot in keys:
+                        self.statements += 1
                         await provider_rates.unlock_slot(self._conn, provider, slot)
-                    else:  # the last one: one statement, and the connection goes back clean
-                        await provider_rates.unlock_all_slots(self._conn)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    # The session is gone, and its locks with it.
-                    await self._drop_connection()
-            await self._maybe_return_connection()
+                else:  # the last ones: one statement, and the connection goes back clean
+                    self.statements += 1
+                    await provider_rates.unlock_all_slots(self._conn)
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ):
+                # The session is gone, and its locks with it (a session the server ended
+                # while idle can surface as a protocol-state error on the next statement).
+                await self._drop_connection()
+        await self._maybe_return_connection()
 
     async def _connection(self) -> asyncpg.pool.PoolConnectionProxy:
         if self._conn is None:
@@ -357,6 +455,9 @@ class FleetSemaphore:
             await self._pool.release(conn)
 
     async def _drop_connection(self) -> None:
+        """Give the connection back after its session failed (its locks went with it)."""
+        self._held.clear()  # nothing is locked any more: lingering slots are not reused,
+        self._idle.clear()  # and busy ones are not given back to another session
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._pool.release(conn)
