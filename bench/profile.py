@@ -1,7 +1,7 @@
 """Where the time of one Chorus run goes, next to the naive Temporal workflow, in one command.
 
     python -m bench.profile [--runs 20] [--delay-ms 0] [--limits default|off] [--cpu]
-        [--cpu-at-once N]
+        [--cpu-at-once N] [--ablate storage]
 
 One process starts its own stack (embedded PostgreSQL, a file-backed dev server with ``chorus
 dev up``'s flags, the loopback OpenAI-compatible stub answering after ``--delay-ms``) and the
@@ -25,6 +25,10 @@ alternating with the naive workflow of ``bench/naive.py`` calling the same stub,
    with ``--cpu`` also a cProfile of the worker over further Chorus runs, summed by package
    (temporalio, pydantic, asyncpg, openai/httpx, chorus code, asyncio/stdlib) and the top
    functions by own time.
+
+``--ablate storage`` prices the LLM activity's PostgreSQL work by measuring Chorus without it
+(bench-only patches; the output says so): the gap that is left in the activities is their
+Python and the activity framework.
 
 Everything is measured in one run on a noisy machine: compare the two columns, not the
 numbers with another day's.
@@ -134,6 +138,33 @@ def _instrument() -> None:
         LLMActivities._call_provider, _PROVIDER_MS.append
     )
     _instrument_phases()
+
+
+def _ablate_storage() -> None:
+    """Remove the LLM activity's PostgreSQL work (bench-only patches, ``--ablate storage``).
+
+    The guard takes no rate, budget or slot, the call is not recorded or settled, and the
+    step's stream events are not written: what is left of the activity's gap over naive is
+    the activity's Python and framework. The bookkeeping local activities (``chorus.start_run``
+    and ``chorus.finish_run``) still run.
+    """
+    from activities.call_record import CallRecorder
+    from activities.llm_guard import CallTicket, ProviderCallGuard
+    from chorus.streaming.publisher import StepStream
+
+    @contextlib.asynccontextmanager
+    async def hold(*args: Any, **kwargs: Any) -> Any:
+        yield CallTicket(watched=False)
+
+    async def record(*args: Any, **kwargs: Any) -> list[str]:
+        return []
+
+    async def write(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    ProviderCallGuard.hold = hold  # type: ignore[method-assign]
+    CallRecorder.record = record  # type: ignore[method-assign]
+    StepStream._write = write  # type: ignore[method-assign]
 
 
 def _instrument_phases() -> None:
@@ -288,7 +319,15 @@ async def main() -> None:
         default=1,
         help="with --cpu: profile the runs started this many at a time (load, as in throughput)",
     )
+    parser.add_argument(
+        "--ablate",
+        choices=("storage",),
+        help="measure Chorus without a part, to price it (not Chorus as shipped): 'storage' "
+        "removes the LLM activity's PostgreSQL work (guard, record and settle, stream writes)",
+    )
     args = parser.parse_args()
+    if args.ablate == "storage":
+        _ablate_storage()
     _instrument()
     os.environ["OPENAI_API_KEY"] = "bench-not-a-secret"
     async with bench_stack(args.delay_ms / 1000) as (client, stub, database_url, tmp):
@@ -389,6 +428,8 @@ def _print(
 ) -> None:
     runs = args.runs
     print(f"# Profile of a 3-step sequential run (stub {args.delay_ms:g} ms, limits {args.limits})")
+    if args.ablate:
+        print(f"ABLATION --ablate {args.ablate}: Chorus without a part, not as shipped")
     print(machine())
     print(f"\n## 1. Timeline, medians of {runs} runs each, ms (server clock = client clock)\n")
     c, n = _median_phases(chorus_runs), _median_phases(naive_runs)
@@ -400,6 +441,22 @@ def _print(
     ct = statistics.median(r["total"] for r in chorus_runs)
     nt = statistics.median(r["total"] for r in naive_runs)
     print(f"| **total (client)** | **{ct:.1f}** | **{nt:.1f}** |")
+    shared = [name for name in c if name in n]
+    tasks = [k for k in shared if re.fullmatch(r"wft\d+ worker", k)]
+    first, last = tasks[0] if tasks else "", tasks[-1] if tasks else ""
+    gaps = {
+        "client start + result": sum(c[k] - n[k] for k in shared if "client" in k),
+        "first workflow task": sum(c[k] - n[k] for k in tasks if k == first),
+        "last workflow task": sum(c[k] - n[k] for k in tasks if k == last != first),
+        "middle workflow tasks": sum(c[k] - n[k] for k in tasks if k not in (first, last)),
+        "activities": sum(c[k] - n[k] for k in shared if k.endswith("execution")),
+        "dispatch": sum(c[k] - n[k] for k in shared if "dispatch" in k or "server" in k),
+    }
+    print(
+        f"\nChorus minus naive, summed over the phases' medians: {sum(gaps.values()):+.1f} ms ("
+        + ", ".join(f"{k} {v:+.1f}" for k, v in gaps.items())
+        + "); the totals' medians differ from such sums by noise."
+    )
     print("\nEvents per run: Chorus " + _events(chorus_runs) + "; naive " + _events(naive_runs))
 
     print(f"\n## 2. Inside the activities, per run (medians of {runs} runs), ms\n")
