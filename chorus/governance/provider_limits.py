@@ -62,14 +62,18 @@ from chorus.contracts.limits import SLOT_WAIT_S as SLOT_WAIT_S  # workflows read
 from chorus.contracts.models import DEFAULT_PROVIDER_LIMITS as DEFAULT_PROVIDER_LIMITS
 from chorus.contracts.models import ProviderLimit as ProviderLimit
 from chorus.storage import provider_rates
+from chorus.storage.db import DB_ERRORS
 
 RATE_HEARTBEAT_S = 5.0
+"""Longest sleep between two ``on_wait`` calls while waiting for the rate (the LLM activity
+heartbeats there; its heartbeat timeout is 30 s)."""
 SLOT_LINGER_S = 0.1
 """How long a worker keeps a slot it gave back locked for its own next call, in seconds."""
 SLOT_MAX_HOLD_S = 1.0
 """A slot locked this long (in seconds, across reuses) is unlocked on its next release."""
-"""Longest sleep between two ``on_wait`` calls while waiting for the rate (the LLM activity
-heartbeats there; its heartbeat timeout is 30 s)."""
+_SESSION_LOST: tuple[type[Exception], ...] = (*DB_ERRORS, asyncpg.InternalClientError)
+"""What a slot statement raises when the session is gone (a session the server ended while
+idle can surface as asyncpg's protocol-state error on the next statement)."""
 
 
 class SlotTimeoutError(ChorusUnavailableError):
@@ -433,14 +437,8 @@ class FleetSemaphore:
                 else:  # the last ones: one statement, and the connection goes back clean
                     self.statements += 1
                     await provider_rates.unlock_all_slots(self._conn)
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                asyncpg.InternalClientError,
-            ):
-                # The session is gone, and its locks with it (a session the server ended
-                # while idle can surface as a protocol-state error on the next statement).
+            except _SESSION_LOST:
+                # The session is gone, and its locks with it.
                 await self._drop_connection()
         await self._maybe_return_connection()
 
