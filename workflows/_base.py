@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
         AGENTS_ATTR,
         CONTROL_WORKFLOW,
         COST_ATTR,
+        DRAFT_WORKFLOW,
         PARALLEL_WORKFLOW,
         PATTERN_ATTR,
         PROGRESS_QUERY,
@@ -110,7 +111,7 @@ STORAGE_RETRY_POLICY = RetryPolicy(
 )
 """Run bookkeeping retries until PostgreSQL answers (no attempt limit), except bad input."""
 LLM_WAIT_CANCELLATION_PATCH = "chorus-llm-wait-cancellation"
-"""Deprecated patch id (issue 19; retirement step 2): a cancelled run waits until its in-flight
+"""Deprecated patch id, called by drafts only (issue 19): a cancelled run waits until its in-flight
 LLM calls have stopped (the HTTP request aborted, or a completion that arrived recorded) before
 it records its totals, so the run row counts every paid call (issue 20). Runs before issue 20
 abandoned the call (``TRY_CANCEL``); none is open (runs last minutes), so every run now waits.
@@ -128,7 +129,15 @@ is skipped, so such histories replay. Runs recorded before with the marker undep
 split this way cannot be fixed by code; how often the split happens off a CPU-starved machine is
 not measured (9 of 153 workflows under two CPU burners). Drafts call LLMs through the same code:
 a draft open since before issue 20 (no marker) replays unchanged unless it cancelled an LLM call
-mid-flight, which now waits for the cancellation where it used not to."""
+mid-flight, which now waits for the cancellation where it used not to.
+
+Runs no longer call it (retirement step 3, issue 19): the SDK wrote a marker and a
+``TemporalChangeVersion`` upsert for the deprecated patch, two history events and a visibility
+write per run and child run. Run histories with the deprecated marker (``_v6``) replay, since a
+deprecated marker without a call is skipped; those that recorded it undeprecated (``_v5`` and the
+first control-flow, gate and tool histories; runs last minutes, none is open) moved to
+``tests/histories/retired``. Drafts keep the call: one opened while the patch was undeprecated
+holds its marker for as long as it stays open."""
 PROVIDER_TASK_QUEUES_PATCH = "llm-task-queue-per-provider"
 """Patch id: LLM calls moved from the run's task queue to one task queue per provider. Runs no
 longer check it (they take ``ResolveAgentsResult.provider_task_queues``); drafts, which stay open
@@ -507,7 +516,12 @@ async def _ask_chain(
         if provider_queues:
             task_queue = llm_task_queue(workflow.info().task_queue, link.provider)
         attempt_s = spec.timeout_s + 10 + SLOT_WAIT_S
-        workflow.deprecate_patch(LLM_WAIT_CANCELLATION_PATCH)
+        if workflow.info().workflow_type == DRAFT_WORKFLOW:
+            # Runs no longer write the marker (retirement step 3): a run lasts minutes, and the
+            # marker and its TemporalChangeVersion upsert were two history events and a
+            # visibility write per run and child run. Drafts stay open for weeks; one opened
+            # while the patch was undeprecated holds its marker, so drafts keep the call.
+            workflow.deprecate_patch(LLM_WAIT_CANCELLATION_PATCH)
         try:
             response = await workflow.execute_activity_method(
                 activities.LLMCalls.call_llm,

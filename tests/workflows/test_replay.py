@@ -28,34 +28,42 @@ def test_histories_are_checked_in():
         "draft_after_continue_as_new",
         "draft_by_reference",
         "draft_lifecycle_v2",
-        # v5: run histories of the code before issue 19 (v1-v4 are in histories/retired: v3/v4
-        # recorded chorus-local-bookkeeping undeprecated, whose call is now removed)
-        "sequential_3_agents_v5",
-        "parallel_failed_branch_v5",
-        "provider_fallback_v5",
-        "sequential_with_parallel_child_v5",
         # v6: without the chorus-local-bookkeeping call; chorus-llm-wait-cancellation and
-        # chorus-budget-alert-activity deprecated (issue 19)
+        # chorus-budget-alert-activity deprecated (issue 19). Still replay: a deprecated marker
+        # without a matching call is skipped.
         "sequential_3_agents_v6",
         "parallel_failed_branch_v6",
         "provider_fallback_v6",
         "sequential_with_parallel_child_v6",
         "gate_approved_la_split_v6",
+        "gate_approved_v6",
+        "gate_edited_v6",
+        "gate_in_loop_v6",
+        # v7: runs no longer call deprecate_patch(chorus-llm-wait-cancellation) (step 3, issue
+        # 19); v5 and the unversioned control-flow, gate and tool histories recorded it
+        # undeprecated and are in histories/retired. Every run pattern is recorded anew.
+        "sequential_3_agents_v7",
+        "parallel_failed_branch_v7",
+        "provider_fallback_v7",
+        "sequential_with_parallel_child_v7",
+        "parallel_with_sequential_child_v7",
+        "sequential_child_v7",
+        "parallel_child_v7",
         # tools (issue 14): the model->tool loop, parallel tool activities, errors to the model
-        "tools_openai_parallel",
-        "tools_anthropic",
-        "tools_errors_to_model",
-        "tools_mcp_stdio",
+        "tools_openai_parallel_v7",
+        "tools_anthropic_v7",
+        "tools_errors_to_model_v7",
+        "tools_mcp_stdio_v7",
         # control flow and gates (issue 15): ChorusControl children, decide updates
-        "loop_in_sequential",
-        "loop_predicate",
-        "loop_continued_as_new",
-        "router_routed",
-        "handoff_answered",
-        "group_chat_phrase",
-        "gate_approved",
-        "gate_edited",
-        "gate_in_loop",
+        "loop_in_sequential_v7",
+        "loop_predicate_v7",
+        "loop_continued_as_new_v7",
+        "router_routed_v7",
+        "handoff_answered_v7",
+        "group_chat_phrase_v7",
+        "gate_approved_v7",
+        "gate_edited_v7",
+        "gate_in_loop_v7",
     } <= names
 
 
@@ -101,7 +109,7 @@ async def test_sandbox_compiles_workflow_modules_once():
     from chorus.runtime.code_cache import CachingSourceLoader, install_code_cache
 
     install_code_cache()
-    recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v5.json").read_text())
+    recorded = json.loads((HISTORIES[0].parent / "sequential_3_agents_v7.json").read_text())
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     replayer = Replayer(workflows=[], plugins=[ChorusPlugin()])
     await replayer.replay_workflow(history)

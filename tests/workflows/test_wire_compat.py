@@ -65,9 +65,9 @@ def widen_payloads(node: Any) -> int:
 @pytest.mark.parametrize(
     "name",
     [
-        "sequential_3_agents_v5",
-        "sequential_with_parallel_child_v5",
-        "provider_fallback_v5",
+        "sequential_3_agents_v7",
+        "sequential_with_parallel_child_v7",
+        "provider_fallback_v7",
         "draft_lifecycle_v2",
         "draft_after_continue_as_new_v2",
     ],

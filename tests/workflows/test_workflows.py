@@ -66,6 +66,18 @@ async def test_sequential_each_agent_sees_earlier_outputs(client, make_settings,
     assert result.totals.cost_usd == pytest.approx(0.003)
     assert result.totals.wall_ms > 0
     await replay(client, handle.workflow_id, record_as="sequential_3_agents")
+    # Issue 19: a run writes no patch marker and no TemporalChangeVersion upsert (each is a
+    # history event, the upsert a visibility write): 26 events for 3 agents.
+    history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
+    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events]
+    assert "core_patch" not in markers
+    upserts = [
+        set(e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+        for e in history.events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+    ]
+    assert upserts == [{"ChorusStatus", "ChorusCostUsd"}]
+    assert len(history.events) == 26
 
 
 async def test_parallel_tolerates_failed_branch_and_names_it(client, make_settings, fake_llm):
