@@ -11,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 from chorus.config.settings import Settings
 from chorus.contracts import errors
 from chorus.contracts.models import (
+    AgentSpec,
     FinishRunInput,
     ResolveAgentsInput,
     ResolveAgentsResult,
@@ -22,7 +23,7 @@ from chorus.contracts.names import FINISH_RUN_ACTIVITY, RESOLVE_AGENTS_ACTIVITY,
 from chorus.governance.pii import Redactor
 from chorus.observability import metrics
 from chorus.storage import db
-from chorus.streaming import RetentionSweeper, publish_run_finished
+from chorus.streaming import RetentionSweeper
 
 
 def workflow_ids(info: activity.Info) -> tuple[str, str]:
@@ -80,14 +81,29 @@ class RunActivities:
 
         """
         workflow_id, run_id = workflow_ids(activity.info())
-        agents = input.pinned if input.pinned is not None else await self._resolve(input.names)
-        stored_run_id = await db.record_run_started(
-            self._pool,
-            input.model_copy(update={"task": self._for_record(input.task) or ""}),
-            workflow_id=workflow_id,
-            run_id=run_id,
-            agent_versions={name: a.spec.version for name, a in agents.items()},
-        )
+        record = input.model_copy(update={"task": self._for_record(input.task) or ""})
+        if input.pinned is not None:
+            agents = input.pinned
+            stored_run_id: str | None = await db.record_run_started(
+                self._pool,
+                record,
+                workflow_id=workflow_id,
+                run_id=run_id,
+                agent_versions={name: a.spec.version for name, a in agents.items()},
+            )
+        else:
+            # Read the agents and insert the row in one round trip (issue 19); a run that
+            # cannot start after all leaves no row, as when the two were separate statements.
+            start = await db.resolve_and_record_run(
+                self._pool, record, workflow_id=workflow_id, run_id=run_id
+            )
+            try:
+                agents = await self._usable(input.names, start.agents)
+            except ApplicationError:
+                if start.inserted:
+                    await db.forget_run_started(self._pool, workflow_id, run_id)
+                raise
+            stored_run_id = start.stored_run_id
         if stored_run_id != run_id:
             # The record (run row, messages, ledger, budget reservations) is keyed on the
             # workflow id: a second run under it would be taken for a retry of the first and
@@ -114,7 +130,17 @@ class RunActivities:
         return ResolveAgentsResult(agents=await self._resolve(input.names))
 
     async def _resolve(self, names: list[str]) -> dict[str, ResolvedAgent]:
-        catalog = await db.current_agents(self._pool, names)
+        return await self._usable(names, await db.current_agents(self._pool, names))
+
+    async def _usable(
+        self, names: list[str], catalog: dict[str, AgentSpec]
+    ) -> dict[str, ResolvedAgent]:
+        """Each of ``names`` with the providers this worker cannot use listed as skipped.
+
+        Raises:
+            ApplicationError: Non-retryable ``UnknownAgent`` (names the unknown and the known
+                agents) or ``NoUsableProvider``.
+        """
         missing = [n for n in names if n not in catalog]
         if missing:
             known = await db.agent_names(self._pool)
@@ -152,10 +178,11 @@ class RunActivities:
         by the
         attempt that closes the row, so a retry does not count the run twice.
 
-        A top-level run also ends its live stream (``run_finished``, after the row is closed:
-        a reader that stops there finds the run recorded), and expired stream events are swept
-        (:class:`chorus.streaming.RetentionSweeper`). A retry after the event was written writes
-        it again; readers stop at the first.
+        A top-level run also ends its live stream: its ``run_finished`` event is written in the
+        statement that closes the row, so a reader that stops there finds the run recorded
+        (:func:`chorus.storage.db.record_run_finished`); expired stream events are swept
+        (:class:`chorus.streaming.RetentionSweeper`). A retry after the event was written
+        writes it again; readers stop at the first.
         """
         workflow_id = workflow_ids(activity.info())[0]
         totals = input.totals.model_dump()
@@ -184,6 +211,6 @@ class RunActivities:
                 else (input.finished_at - run["started_at"]).total_seconds()
             )
             metrics.observe_run_finished(run, input.status, wall_s, run["fallbacks"])
-        if input.archive:  # top-level: its readers follow it under its workflow id
-            await publish_run_finished(self._pool, workflow_id, input.status)
+        if input.archive:  # top-level: its run_finished event was written with the row
+            metrics.STREAM_EVENTS.labels(kind="run_finished").inc()
             await self._stream_sweeper.maybe_sweep()

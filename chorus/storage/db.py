@@ -16,6 +16,7 @@ import logging
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -516,6 +517,99 @@ async def record_run_started(
     return str(stored)
 
 
+_START_RUN_SQL = """
+WITH cfg AS (
+    SELECT DISTINCT ON (name) name, version, spec, author, comment, created_at
+    FROM agent_configs WHERE name = ANY($13::text[]) ORDER BY name, version DESC
+), ins AS (
+    -- Only when every agent is known: an unknown one fails the run before it has a row.
+    INSERT INTO runs (workflow_id, run_id, parent_workflow_id, root_workflow_id, pattern, task,
+        agents, agent_versions, document_name, document_blob_id, document_bytes, status,
+        started_at, api_key)
+    SELECT $1, $2, $3, $4, $5, $6, $7,
+        (SELECT coalesce(jsonb_object_agg(name, version), '{}'::jsonb) FROM cfg),
+        $8, $9, $10, 'running', $11, $12
+    WHERE (SELECT count(*) FROM cfg) = cardinality($13::text[])
+    ON CONFLICT (workflow_id) DO NOTHING RETURNING run_id
+), stored AS (
+    SELECT run_id, true AS inserted FROM ins UNION ALL
+    SELECT run_id, false FROM runs WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)
+)
+SELECT c.name, c.version, c.spec, c.author, c.comment, c.created_at,
+    (SELECT run_id FROM stored LIMIT 1) AS stored_run_id,
+    coalesce((SELECT inserted FROM stored LIMIT 1), false) AS inserted
+FROM cfg c
+"""
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What :func:`resolve_and_record_run` found and wrote."""
+
+    agents: dict[str, AgentSpec]
+    """The current version of each requested agent that exists, by name."""
+    stored_run_id: str | None
+    """The run id the run's row holds (``None``: no row, because an agent is unknown)."""
+    inserted: bool
+    """Whether this call inserted the row."""
+
+
+async def resolve_and_record_run(
+    pool: asyncpg.Pool, run: StartRunInput, *, workflow_id: str, run_id: str
+) -> RunStart:
+    """Read the current version of each of the run's agents and insert its row; one statement.
+
+    Does what :func:`current_agents` then :func:`record_run_started` do for a top-level run,
+    in one round trip (issue 19: two statements in the first workflow task of every run
+    before). The row (pinning the versions read) is inserted only when every agent exists.
+    Idempotent like :func:`record_run_started`.
+
+    Args:
+        pool: The connection pool.
+        run: The run as ``chorus.start_run`` received it; ``run.names`` are the agents.
+        workflow_id: The run's workflow id (the row's key).
+        run_id: Its Temporal run id.
+
+    Returns:
+        The agents found, the run id the row holds (``run_id`` unless an earlier run of the
+        same workflow id recorded it first) and whether this call inserted it.
+    """
+    rows = await pool.fetch(
+        _START_RUN_SQL,
+        workflow_id,
+        run_id,
+        run.parent_workflow_id,
+        run.root_workflow_id,
+        run.pattern,
+        run.task,
+        run.names,
+        run.document_name,
+        uuid.UUID(run.document_ref.blob_id) if run.document_ref else None,
+        run.document_bytes,
+        run.started_at,
+        run.api_key,
+        list(dict.fromkeys(run.names)),
+    )
+    stored = rows[0]["stored_run_id"] if rows else None
+    return RunStart(
+        agents={r["name"]: _row_to_version(r).spec for r in rows},
+        stored_run_id=None if stored is None else str(stored),
+        inserted=bool(rows and rows[0]["inserted"]),
+    )
+
+
+async def forget_run_started(pool: asyncpg.Pool, workflow_id: str, run_id: str) -> None:
+    """Delete the row :func:`resolve_and_record_run` inserted for a run that cannot start.
+
+    Only a row of ``run_id`` still running is deleted: nothing else refers to it yet.
+    """
+    await pool.execute(
+        "DELETE FROM runs WHERE workflow_id = $1 AND run_id = $2 AND status = 'running'",
+        workflow_id,
+        run_id,
+    )
+
+
 _FINISH_RUN_SQL = """
 WITH old AS (
     SELECT workflow_id, pattern, parent_workflow_id, status, started_at
@@ -553,11 +647,21 @@ WITH old AS (
       AND (m.provider IS DISTINCT FROM c.spec -> 'providers' -> 0 ->> 'provider'
            OR NOT starts_with(m.model, coalesce(c.spec -> 'providers' -> 0 ->> 'model', '')))
 )
+, finished_event AS (
+    -- A top-level run's run_finished stream event, committed with the closed row: a reader
+    -- that stops there finds the run recorded (chorus_stream_write, migration 0016).
+    SELECT chorus_stream_write($1, $1, NULL, NULL, NULL, NULL, ARRAY['run_finished'],
+        ARRAY[$2::text]) AS id
+    WHERE $12::boolean
+)
+-- One row whether or not the run has one (old's columns are NULL then), so finished_event
+-- is written in both cases.
 SELECT old.pattern, old.parent_workflow_id, old.status, old.started_at,
     (SELECT count(*) FROM closed) + (SELECT count(*) FROM archived) AS written,
     (SELECT coalesce(jsonb_agg(jsonb_build_object('agent', f.agent, 'provider', f.provider)),
-        '[]'::jsonb) FROM fallbacks f) AS fallbacks
-FROM old
+        '[]'::jsonb) FROM fallbacks f) AS fallbacks,
+    (SELECT id FROM finished_event) AS finished_event_id
+FROM (SELECT 1) AS one LEFT JOIN old ON true
 """
 
 
@@ -594,15 +698,20 @@ async def record_run_finished(
     error: str | None,
     archive: bool,
 ) -> asyncpg.Record | None:
-    """Close the run row and, if ``archive``, store its transcript; one statement.
+    """Close the run row; if ``archive``, also store its transcript and end its live stream.
+
+    One statement, one transaction: with ``archive`` it writes the run's ``run_finished``
+    stream event too. ``archive`` is for top-level runs: their readers follow them under
+    their workflow id and stop at ``run_finished``, which commits with the closed row. A
+    repeat writes the event again; readers stop at the first.
 
     Returns:
         The run row as it was before (``pattern``, ``parent_workflow_id``, ``status``,
         ``started_at``) and ``fallbacks``, the run's own calls answered by other than their
         agent's first provider/model (``[{"agent", "provider"}]``); ``None`` when the run has
-        no row (the transcript is stored all the same).
+        no row (the transcript and the event are stored all the same).
     """
-    return await pool.fetchrow(
+    row = await pool.fetchrow(
         _FINISH_RUN_SQL,
         workflow_id,
         status,
@@ -617,6 +726,7 @@ async def record_run_finished(
         error,
         archive,
     )
+    return row if row is not None and row["status"] is not None else None
 
 
 async def record_call(

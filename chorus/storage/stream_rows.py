@@ -1,9 +1,11 @@
 """The ``stream_events`` table: live events of runs for their readers (issue 16).
 
-Written by the LLM activity's publisher and by ``chorus.finish_run``
-(:mod:`chorus.streaming.publisher`), read by :mod:`chorus.streaming.reader`. The table and
-``chorus_stream_append`` are created by ``migrations/0011_stream_events.sql``, which explains
-why every write goes through that function (per run, ids become visible in id order).
+Written by the LLM activity's publisher (:mod:`chorus.streaming.publisher`) and by
+``chorus.finish_run`` (through :func:`chorus.storage.db.record_run_finished`), read by
+:mod:`chorus.streaming.reader`. The table and ``chorus_stream_append`` are created by
+``migrations/0011_stream_events.sql``, which explains why every write goes through that function
+or ``chorus_stream_write`` (its body, keeping the caller's synchronous commit: migration 0016):
+per run, ids become visible in id order.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ logs a warning and counts ``chorus_stream_flush_failures_total``; it never fails
 call. Readers then miss some text of the step until its ``step_completed``, which carries the
 whole output.
 
-``chorus.finish_run`` writes the ``run_finished`` event of top-level runs
-(:func:`publish_run_finished`) and sweeps expired events (:class:`RetentionSweeper`).
+``chorus.finish_run`` writes the ``run_finished`` event of top-level runs in the statement that
+closes the run's row (:func:`chorus.storage.db.record_run_finished`) and sweeps expired events
+(:class:`RetentionSweeper`); :func:`publish_run_finished` writes one on its own.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -328,3 +329,78 @@ async def test_archived_transcript_reads_like_the_live_one(database_url, timezon
         "2026-01-01T10:00:00.123456+00:00",
     ]
     assert archived == live
+
+
+async def test_run_start_and_finish_each_take_one_statement(database_url):
+    """Issue 19: ``chorus.start_run`` reads a top-level run's agents and inserts its row in one
+    statement (only when every agent is known); ``chorus.finish_run`` closes the row and writes
+    the run's ``run_finished`` stream event in one statement (migration 0016)."""
+    from datetime import UTC, datetime
+
+    from chorus.contracts.models import StartRunInput
+
+    pool = await db.open_store(Settings(database_url=database_url))
+    try:
+        spec = AgentSpec.model_validate(
+            {"name": "a", "instructions": "hi", "providers": ["local:m"]}
+        )
+        await db.seed_agents(pool, {"a": spec}, "test")
+        now = datetime.now(UTC)
+
+        def run(*names: str) -> StartRunInput:
+            return StartRunInput(
+                pattern="sequential", task="t", names=list(names), root_workflow_id="w",
+                started_at=now,
+            )  # fmt: skip
+
+        unknown = await db.resolve_and_record_run(
+            pool, run("a", "ghost"), workflow_id="w", run_id="r1"
+        )
+        assert (set(unknown.agents), unknown.stored_run_id, unknown.inserted) == (
+            {"a"},
+            None,
+            False,
+        )
+        assert await db.run_row(pool, "w") is None
+
+        first = await db.resolve_and_record_run(pool, run("a", "a"), workflow_id="w", run_id="r1")
+        assert (first.agents["a"].version, first.stored_run_id, first.inserted) == (1, "r1", True)
+        row = await db.run_row(pool, "w")
+        assert row is not None
+        assert (row["agents"], row["agent_versions"], row["status"]) == (
+            ["a", "a"],
+            {"a": 1},
+            "running",
+        )
+        again = await db.resolve_and_record_run(pool, run("a"), workflow_id="w", run_id="r1")
+        assert (again.stored_run_id, again.inserted) == ("r1", False)
+        reused = await db.resolve_and_record_run(pool, run("a"), workflow_id="w", run_id="r2")
+        assert (reused.stored_run_id, reused.inserted) == ("r1", False)
+
+        await db.forget_run_started(pool, "w", "r2")  # not its row: nothing happens
+        assert await db.run_row(pool, "w") is not None
+
+        def finish(workflow_id: str, archive: bool) -> Awaitable[asyncpg.Record | None]:
+            return db.record_run_finished(
+                pool, workflow_id=workflow_id, status="succeeded", finished_at=now, totals={},
+                output="o", error=None, archive=archive,
+            )  # fmt: skip
+
+        before = await finish("w", archive=True)
+        assert before is not None and before["status"] == "running"
+        assert (await db.run_row(pool, "w") or {})["status"] == "succeeded"
+        assert await finish("no-row", archive=True) is None  # the event is written all the same
+        assert await finish("child", archive=False) is None
+        events = await pool.fetch(
+            "SELECT run_id, text FROM stream_events WHERE kind = 'run_finished' ORDER BY id"
+        )
+        assert [(e["run_id"], e["text"]) for e in events] == [
+            ("w", "succeeded"),
+            ("no-row", "succeeded"),
+        ]
+
+        second = await db.resolve_and_record_run(pool, run("a"), workflow_id="w2", run_id="r3")
+        await db.forget_run_started(pool, "w2", "r3")  # a run that could not start after all
+        assert second.inserted and await db.run_row(pool, "w2") is None
+    finally:
+        await pool.close()

@@ -265,6 +265,28 @@ async def test_workflow_refuses_agent_missing_from_postgres(client, make_setting
     assert row is None  # nothing recorded for a run that could not start
 
 
+async def test_run_without_a_usable_provider_leaves_no_row(
+    client, make_settings, fake_llm, monkeypatch
+):
+    """Issue 19: chorus.start_run reads the agents and inserts the run row in one statement;
+    a run whose agent no worker provider can serve fails before any call and leaves no row."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    settings = make_settings([agent("analyst", LOCAL), agent("claude", ["anthropic:claude-x"])])
+    async with running_worker(client, settings, lambda _pool: fake_llm.call_llm) as chorus:
+        handle = await chorus.start_sequential("t", ["analyst", "claude"])
+        with pytest.raises(RunFailedError) as failure:
+            await handle.result()
+        pool = await chorus.pool()
+        row = await db.run_row(pool, handle.workflow_id)
+        ok = await chorus.run_sequential("t", ["analyst"])
+        ok_row = await db.run_row(pool, ok.workflow_id)
+    assert "agent 'claude' has no usable provider" in str(failure.value)
+    assert "ANTHROPIC_API_KEY is not set" in str(failure.value)
+    assert fake_llm.calls[0].agent == "analyst" and len(fake_llm.calls) == 1  # the second run's
+    assert row is None
+    assert ok_row is not None and ok_row["agent_versions"] == {"analyst": 1}
+
+
 @pytest.mark.parametrize("mode", ["per-provider", "shared"])
 async def test_llm_task_queue_choice_is_recorded_per_run(client, make_settings, fake_llm, mode):
     settings = make_settings([agent("analyst", LOCAL)], llm_task_queues=mode)
