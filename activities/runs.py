@@ -100,7 +100,9 @@ class RunActivities:
             try:
                 agents = await self._usable(input.names, start.agents)
             except ApplicationError:
-                if start.inserted:
+                # This run's row, inserted now or by an attempt that died before deleting it
+                # (a PostgreSQL error here fails the attempt, and the retry deletes it).
+                if start.stored_run_id == run_id:
                     await db.forget_run_started(self._pool, workflow_id, run_id)
                 raise
             stored_run_id = start.stored_run_id

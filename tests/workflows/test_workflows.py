@@ -287,6 +287,43 @@ async def test_run_without_a_usable_provider_leaves_no_row(
     assert ok_row is not None and ok_row["agent_versions"] == {"analyst": 1}
 
 
+async def test_a_retried_start_deletes_the_row_a_dead_attempt_left(make_settings, monkeypatch):
+    """An attempt of chorus.start_run that inserted the row and died before deleting it (no
+    usable provider) leaves the row to the next attempt, which deletes it."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities import RunActivities
+    from chorus.contracts.models import StartRunInput
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    settings = make_settings([agent("claude", ["anthropic:claude-x"])])
+    run = StartRunInput(
+        pattern="sequential",
+        task="t",
+        names=["claude"],
+        root_workflow_id="wf-dead",
+        started_at=datetime.now(UTC),
+    )
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        ActivityEnvironment.default_info(), workflow_id="wf-dead", workflow_run_id="run-1"
+    )
+    pool = await db.open_store(settings)
+    try:
+        dead = await db.resolve_and_record_run(pool, run, workflow_id="wf-dead", run_id="run-1")
+        with pytest.raises(ApplicationError, match="'claude' has no usable provider"):
+            await env.run(RunActivities(pool, settings).start_run, run)
+        row = await db.run_row(pool, "wf-dead")
+    finally:
+        await pool.close()
+    assert dead.inserted
+    assert row is None
+
+
 @pytest.mark.parametrize("mode", ["per-provider", "shared"])
 async def test_llm_task_queue_choice_is_recorded_per_run(client, make_settings, fake_llm, mode):
     settings = make_settings([agent("analyst", LOCAL)], llm_task_queues=mode)
