@@ -469,6 +469,32 @@ async def rollback_agent(
 # --- Runs, messages, ledger, transcripts ---------------------------------------------------
 
 
+_RUN_ROW_COLUMNS = (
+    "workflow_id, run_id, parent_workflow_id, root_workflow_id, pattern, task, agents,"
+    " document_name, document_blob_id, document_bytes, started_at, api_key, status,"
+    " agent_versions"
+)
+"""The columns a run's start writes: :func:`_run_row_args` gives the first twelve ($1-$12)."""
+
+
+def _run_row_args(run: StartRunInput, workflow_id: str, run_id: str) -> tuple[Any, ...]:
+    """The values of the first twelve :data:`_RUN_ROW_COLUMNS`, in order."""
+    return (
+        workflow_id,
+        run_id,
+        run.parent_workflow_id,
+        run.root_workflow_id,
+        run.pattern,
+        run.task,
+        run.names,
+        run.document_name,
+        uuid.UUID(run.document_ref.blob_id) if run.document_ref else None,
+        run.document_bytes,
+        run.started_at,
+        run.api_key,
+    )
+
+
 async def record_run_started(
     pool: asyncpg.Pool,
     run: StartRunInput,
@@ -493,42 +519,26 @@ async def record_run_started(
         recorded it first (the caller refuses such a reuse, see ``chorus.start_run``).
     """
     stored = await pool.fetchval(
-        "WITH ins AS (INSERT INTO runs (workflow_id, run_id, parent_workflow_id, root_workflow_id,"
-        " pattern, task, agents, agent_versions, document_name, document_blob_id,"
-        " document_bytes, status, started_at, api_key)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13)"
+        f"WITH ins AS (INSERT INTO runs ({_RUN_ROW_COLUMNS})"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'running',$13)"
         " ON CONFLICT (workflow_id) DO NOTHING RETURNING run_id)"
         " SELECT run_id FROM ins UNION ALL"
         " SELECT run_id FROM runs WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
-        workflow_id,
-        run_id,
-        run.parent_workflow_id,
-        run.root_workflow_id,
-        run.pattern,
-        run.task,
-        run.names,
+        *_run_row_args(run, workflow_id, run_id),
         agent_versions,
-        run.document_name,
-        uuid.UUID(run.document_ref.blob_id) if run.document_ref else None,
-        run.document_bytes,
-        run.started_at,
-        run.api_key,
     )
     return str(stored)
 
 
-_START_RUN_SQL = """
+_START_RUN_SQL = f"""
 WITH cfg AS (
     SELECT DISTINCT ON (name) name, version, spec, author, comment, created_at
     FROM agent_configs WHERE name = ANY($13::text[]) ORDER BY name, version DESC
 ), ins AS (
     -- Only when every agent is known: an unknown one fails the run before it has a row.
-    INSERT INTO runs (workflow_id, run_id, parent_workflow_id, root_workflow_id, pattern, task,
-        agents, agent_versions, document_name, document_blob_id, document_bytes, status,
-        started_at, api_key)
-    SELECT $1, $2, $3, $4, $5, $6, $7,
-        (SELECT coalesce(jsonb_object_agg(name, version), '{}'::jsonb) FROM cfg),
-        $8, $9, $10, 'running', $11, $12
+    INSERT INTO runs ({_RUN_ROW_COLUMNS})
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running',
+        (SELECT coalesce(jsonb_object_agg(name, version), '{{}}'::jsonb) FROM cfg)
     WHERE (SELECT count(*) FROM cfg) = cardinality($13::text[])
     ON CONFLICT (workflow_id) DO NOTHING RETURNING run_id
 ), stored AS (
@@ -575,20 +585,7 @@ async def resolve_and_record_run(
         same workflow id recorded it first) and whether this call inserted it.
     """
     rows = await pool.fetch(
-        _START_RUN_SQL,
-        workflow_id,
-        run_id,
-        run.parent_workflow_id,
-        run.root_workflow_id,
-        run.pattern,
-        run.task,
-        run.names,
-        run.document_name,
-        uuid.UUID(run.document_ref.blob_id) if run.document_ref else None,
-        run.document_bytes,
-        run.started_at,
-        run.api_key,
-        list(dict.fromkeys(run.names)),
+        _START_RUN_SQL, *_run_row_args(run, workflow_id, run_id), list(dict.fromkeys(run.names))
     )
     stored = rows[0]["stored_run_id"] if rows else None
     return RunStart(
