@@ -27,6 +27,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
+from datetime import UTC, datetime
 
 import asyncpg
 from temporalio import activity
@@ -51,11 +52,19 @@ from activities.provider_adapters import (
     provider_adapter,
 )
 from activities.response_cache import ResponseCache
-from activities.runs import workflow_ids
+from activities.runs import RunCloser, workflow_ids
 from activities.storage_outage import storage_error
 from chorus.config.settings import Settings
 from chorus.contracts import errors
-from chorus.contracts.models import BudgetAlert, LLMRequest, LLMResponse
+from chorus.contracts.models import (
+    BudgetAlert,
+    CloseRun,
+    FinishRunInput,
+    LLMRequest,
+    LLMResponse,
+    RunClosed,
+    totals_with_final_call,
+)
 from chorus.contracts.names import CALL_LLM_ACTIVITY
 from chorus.contracts.tools import ToolCall, ToolTurn
 from chorus.contracts.wire import TextRef
@@ -97,6 +106,7 @@ class LLMActivities:
             pool, settings, on_transition=metrics.observe_circuit_transition
         )
         self._recorder = CallRecorder(pool, settings, self._redactor)
+        self._closer = RunCloser(pool, settings, self._redactor)
         self._cache = ResponseCache(pool, clients.registry)
         self._publisher = StreamPublisher.from_settings(pool, settings)
 
@@ -128,7 +138,48 @@ class LLMActivities:
             await stream.failed(_failure_text(exc))
             raise
         await stream.completed(response.output)
+        if req.close_run is not None and not response.tool_calls:
+            response = await self._close_run(req, req.close_run, response, info)
         return response
+
+    async def _close_run(
+        self, req: LLMRequest, close: CloseRun, response: LLMResponse, info: activity.Info
+    ) -> LLMResponse:
+        """Close the run row as ``succeeded`` with this final answer (``LLMRequest.close_run``).
+
+        One statement after the call's record and stream events, instead of the workflow's
+        ``chorus.finish_run`` local activity after it (issue 19): the row's output is this
+        answer, its totals ``close.totals_before`` plus this call
+        (:func:`~chorus.contracts.models.totals_with_final_call`), and a top-level run's
+        ``run_finished`` event follows the step's own. A PostgreSQL failure here does not
+        fail the call (it is recorded): the response then carries no ``run_closed`` and the
+        workflow closes the row with ``chorus.finish_run`` as before.
+        """
+        finished = max(datetime.now(UTC), close.started_at)
+        totals = totals_with_final_call(close.totals_before, response, close.started_at, finished)
+        workflow_id, _ = workflow_ids(info)
+        try:
+            await self._closer.close(
+                workflow_id,
+                FinishRunInput(
+                    status="succeeded",
+                    finished_at=finished,
+                    totals=totals,
+                    output=response.output,
+                    archive=close.archive,
+                ),
+            )
+        except DB_ERRORS as exc:
+            activity.logger.warning(
+                "agent %s: run %s not closed by its last call, the workflow will (%s)",
+                req.agent,
+                workflow_id,
+                exc,
+            )
+            return response
+        return response.model_copy(
+            update={"run_closed": RunClosed(finished_at=finished, totals=totals)}
+        )
 
     async def _step_stream(self, req: LLMRequest, info: activity.Info) -> StepStream:
         """This attempt's stream, marked started (``attempt_restarted`` from attempt 2).

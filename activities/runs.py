@@ -45,17 +45,7 @@ class RunActivities:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
         self._settings = settings
-        self._redactor = Redactor()
-        self._stream_sweeper = RetentionSweeper(
-            pool, timedelta(hours=settings.stream_retention_hours)
-        )
-
-    def _for_record(self, text: str | None) -> str | None:
-        """``text`` as ``CHORUS_RECORD_PII`` lets it be stored in the ``runs`` row."""
-        policy = self._settings.record_pii
-        if text is None or policy == "off":
-            return text
-        return self._redactor.redact(text, policy).text
+        self._closer = RunCloser(pool, settings, Redactor())
 
     @activity.defn(name=START_RUN_ACTIVITY)
     async def start_run(self, input: StartRunInput) -> ResolveAgentsResult:
@@ -81,7 +71,7 @@ class RunActivities:
 
         """
         workflow_id, run_id = workflow_ids(activity.info())
-        record = input.model_copy(update={"task": self._for_record(input.task) or ""})
+        record = input.model_copy(update={"task": self._closer.for_record(input.task) or ""})
         if input.pinned is not None:
             agents = input.pinned
             stored_run_id: str | None = await db.record_run_started(
@@ -120,6 +110,7 @@ class RunActivities:
         return ResolveAgentsResult(
             agents=agents,
             provider_task_queues=self._settings.llm_task_queues == "per-provider",
+            close_run_in_last_call=self._settings.close_run_in_last_call,
         )
 
     @activity.defn(name=RESOLVE_AGENTS_ACTIVITY)
@@ -175,18 +166,54 @@ class RunActivities:
     async def finish_run(self, input: FinishRunInput) -> None:
         """Close the run row with its status and totals; archive the transcript if top-level.
 
-        Idempotent: repeating it rewrites the same values. The run's metrics (run count and
-        duration by pattern, provider fallbacks; :mod:`chorus.observability.metrics`) are recorded
-        by the
-        attempt that closes the row, so a retry does not count the run twice.
-
-        A top-level run also ends its live stream: its ``run_finished`` event is written in the
-        statement that closes the row, so a reader that stops there finds the run recorded
-        (:func:`chorus.storage.db.record_run_finished`); expired stream events are swept
-        (:class:`chorus.streaming.RetentionSweeper`). A retry after the event was written
-        writes it again; readers stop at the first.
+        Idempotent (:meth:`RunCloser.close`). A run whose last call closed its row
+        (``LLMRequest.close_run``) does not call it.
         """
-        workflow_id = workflow_ids(activity.info())[0]
+        await self._closer.close(workflow_ids(activity.info())[0], input)
+
+
+class RunCloser:
+    """Closes run rows: ``chorus.finish_run``, and the last call of a run (issue 19).
+
+    Args:
+        pool: The worker's PostgreSQL pool.
+        settings: ``record_pii`` (what the row may store) and ``stream_retention_hours``.
+        redactor: Applies ``record_pii`` to the output and error.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, redactor: Redactor) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._redactor = redactor
+        self._stream_sweeper = RetentionSweeper(
+            pool, timedelta(hours=settings.stream_retention_hours)
+        )
+
+    def for_record(self, text: str | None) -> str | None:
+        """``text`` as ``CHORUS_RECORD_PII`` lets it be stored in the ``runs`` row."""
+        policy = self._settings.record_pii
+        if text is None or policy == "off":
+            return text
+        return self._redactor.redact(text, policy).text
+
+    async def close(self, workflow_id: str, input: FinishRunInput) -> None:
+        """Close ``workflow_id``'s run row with ``input``'s status, totals, output or error.
+
+        Idempotent: repeating it rewrites the same values. The run's metrics (run count and
+        duration by pattern, provider fallbacks; :mod:`chorus.observability.metrics`) are
+        recorded by the call that closes a ``running`` row, so a repeat does not count the
+        run twice.
+
+        A top-level run (``input.archive``) also ends its live stream: its ``run_finished``
+        event is written in the statement that closes the row, so a reader that stops there
+        finds the run recorded (:func:`chorus.storage.db.record_run_finished`); expired stream
+        events are swept (:class:`chorus.streaming.RetentionSweeper`). A repeat after the event
+        was written writes it again; readers stop at the first.
+
+        Raises:
+            asyncpg.PostgresError, OSError: PostgreSQL did not answer (nothing or everything
+                was written: one statement).
+        """
         totals = input.totals.model_dump()
         if input.status != "succeeded":
             # A cancelled or failed run knows only the steps that ended; what was paid is in
@@ -202,8 +229,8 @@ class RunActivities:
             status=input.status,
             finished_at=input.finished_at,
             totals=totals,
-            output=self._for_record(input.output),
-            error=self._for_record(input.error),
+            output=self.for_record(input.output),
+            error=self.for_record(input.error),
             archive=input.archive,
         )
         if run is not None and run["status"] == "running":

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         CallbackPayload,
         CallbackStatus,
         CallbackTotals,
+        CloseRun,
         ControlInput,
         ControlStep,
         DeliverCallbackInput,
@@ -52,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         ProviderAttempt,
         ProviderModel,
         ResolvedAgent,
+        RunClosed,
         RunProgress,
         RunResult,
         RunSubject,
@@ -351,8 +353,14 @@ def _failed_child(
     )
 
 
-def totals_of(steps: list[StepResult], started: datetime, finished: datetime) -> RunTotals:
-    """Sum tokens, cost, calls and attempts over ``steps`` and their child workflows' steps."""
+def totals_of(
+    steps: list[StepResult], started: datetime, finished: datetime, *, round_cost: bool = True
+) -> RunTotals:
+    """Sum tokens, cost, calls and attempts over ``steps`` and their child workflows' steps.
+
+    The cost is rounded to 8 decimals unless ``round_cost`` is false (``CloseRun``'s
+    ``totals_before``: the last call adds its cost, then rounds, as this does).
+    """
     totals = RunTotals(wall_ms=(finished - started).total_seconds() * 1000.0)
 
     def add(step: StepResult) -> None:
@@ -371,8 +379,28 @@ def totals_of(steps: list[StepResult], started: datetime, finished: datetime) ->
 
     for step in steps:
         add(step)
-    totals.cost_usd = round(totals.cost_usd, 8)
+    if round_cost:
+        totals.cost_usd = round(totals.cost_usd, 8)
     return totals
+
+
+@dataclasses.dataclass
+class RunClosing:
+    """A run's last call, asked to close the run row itself (workflow state; issue 19).
+
+    Attributes:
+        request: What the call needs (``LLMRequest.close_run``); the chain adds its failed
+            attempts to ``totals_before``.
+        closed: What the call closed (``LLMResponse.run_closed``), once it answered.
+        output: The answer of that call, which the row holds as the run's output.
+        valid: The workflow's own result agrees with the row (output and totals), so it does
+            not run ``chorus.finish_run``.
+    """
+
+    request: CloseRun
+    closed: RunClosed | None = None
+    output: str | None = None
+    valid: bool = False
 
 
 @dataclasses.dataclass
@@ -411,6 +439,7 @@ async def call_agent(
     on_budget_alert: Callable[[BudgetAlert], None] | None = None,
     tool_use: ToolUse | None = None,
     on_tool_calls: Callable[[int], None] | None = None,
+    closing: RunClosing | None = None,
 ) -> StepResult:
     """Run one agent, falling back along its provider chain (workflow code).
 
@@ -438,6 +467,8 @@ async def call_agent(
             caller delivers it: :func:`start_budget_alert`); alerts are dropped without it.
         tool_use: The run's tool state (resolved tools, calls made); a fresh one if omitted.
         on_tool_calls: Called with the step's tool-call count each time tools are called.
+        closing: The run ends with this agent's answer: its successful call closes the run
+            row (agents without tools only; ignored for an agent with tools).
     """
     spec = resolved.spec
     skipped = {(s.provider, s.model): s.reason for s in resolved.skipped}
@@ -460,7 +491,7 @@ async def call_agent(
         on_budget_alert=on_budget_alert,
     )
     if not spec.tools:
-        response = await ask()
+        response = await ask(closing=closing)
         if response is None:
             return _agent_step(chain, step_name, [], [], error=_chain_error(chain))
         return _agent_step(chain, step_name, [response], [])
@@ -480,14 +511,29 @@ async def _ask_chain(
     tools: list[ToolSpec] | None = None,
     turns: list[ToolTurn] | None = None,
     tool_choice: Literal["auto", "required"] = "auto",
+    closing: RunClosing | None = None,
 ) -> LLMResponse | None:
-    """One model turn, from the chain's current provider on; ``None`` when all failed."""
+    """One model turn, from the chain's current provider on; ``None`` when all failed.
+
+    With ``closing`` the call is asked to close the run row (``LLMRequest.close_run``); what
+    it closed is kept in ``closing``.
+    """
     spec = chain.resolved.spec
     while chain.position < len(chain.usable):
         position = chain.position + 1
         link = chain.usable[chain.position]
         if on_provider is not None:
             on_provider(str(link))
+        close_run = None
+        if closing is not None:
+            before = closing.request.totals_before
+            close_run = closing.request.model_copy(
+                update={
+                    "totals_before": before.model_copy(
+                        update={"attempts": before.attempts + sum(t.attempts for t in chain.tried)}
+                    )
+                }
+            )
         request = LLMRequest(
             **dict(subject),
             agent=spec.name,
@@ -507,6 +553,7 @@ async def _ask_chain(
             turns=turns or [],
             tool_choice=tool_choice,
             cache=spec.cache,
+            close_run=close_run,
         )
         fallback_note = f", fallback {position}/{len(chain.usable)}" if position > 1 else ""
         turn_note = f", turn {len(turns) + 1}" if turns else ""
@@ -591,6 +638,8 @@ async def _ask_chain(
                     attempts=response.attempt,
                 )
             )
+        if closing is not None:
+            closing.closed, closing.output = response.run_closed, response.output
         return response
     return None
 
@@ -809,6 +858,9 @@ class RunState:
         gate_callback_url: Where pending gates are announced (the run's callback URL; child
             workflows inherit it for gates inside loops).
         rounds: Iterations, routes, hops or turns of a control workflow.
+        close_in_last_call: The run's last call may close the run row (the choice the worker
+            that started the run recorded: ``CHORUS_CLOSE_RUN_IN_LAST_CALL``).
+        closing: The run's last call, asked to close the run row (:meth:`_closing_call`).
     """
 
     started_at: datetime
@@ -829,6 +881,8 @@ class RunState:
     gate_edits: dict[str, str | None] = dataclasses.field(default_factory=dict)
     gate_callback_url: str | None = None
     rounds: int = 0
+    close_in_last_call: bool = False
+    closing: RunClosing | None = None
 
 
 class RunWorkflowBase(GateKeeping):
@@ -988,6 +1042,7 @@ class RunWorkflowBase(GateKeeping):
             ) from err
         s.agents = result.agents
         s.provider_queues = result.provider_task_queues
+        s.close_in_last_call = result.close_run_in_last_call
 
     async def _bookkeeping(
         self,
@@ -1047,6 +1102,12 @@ class RunWorkflowBase(GateKeeping):
         totals = result.totals if result else totals_of([], self.state.started_at, finished)
         output = result.output if result and status == "succeeded" else None
         self._set_end_attributes(status, totals.cost_usd)
+        closing = self.state.closing
+        if result is not None and status == "succeeded" and closing is not None and closing.valid:
+            # Closed by the run's last call, with this output and these totals (issue 19).
+            await self._deliver_callback(status, totals, output, error, result.finished_at)
+            await await_deliveries(self.state.alerts)
+            return
         await self._bookkeeping(
             activities.RunBookkeeping.finish_run,
             FinishRunInput(
@@ -1162,6 +1223,7 @@ class RunWorkflowBase(GateKeeping):
         context: list[PriorOutput],
         progress_index: int | None,
         name: str | None = None,
+        closing: RunClosing | None = None,
     ) -> StepResult:
         """Run one agent of this run (see :func:`call_agent`), updating its progress entry."""
 
@@ -1185,14 +1247,30 @@ class RunWorkflowBase(GateKeeping):
             on_budget_alert=lambda alert: s.alerts.append(start_budget_alert(alert)),
             tool_use=s.tool_use,
             on_tool_calls=count_tools,
+            closing=closing,
         )
 
-    async def _run_step(self, index: int, step: Step, context: list[PriorOutput]) -> StepResult:
-        """Run step ``index``: an agent call, a gate, or a group/control step as a child."""
+    async def _run_step(
+        self,
+        index: int,
+        step: Step,
+        context: list[PriorOutput],
+        *,
+        earlier: list[StepResult] | None = None,
+    ) -> StepResult:
+        """Run step ``index``: an agent call, a gate, or a group/control step as a child.
+
+        ``earlier``: the run's other steps when this one is its last and its output the run's
+        (an agent step's call then closes the run row: :meth:`_closing_call`).
+        """
         self._mark(index, "running")
         if isinstance(step, AgentStep):
+            agent = self.state.agents[step.agent]
             result = await self._run_agent(
-                self.state.agents[step.agent], context=context, progress_index=index
+                agent,
+                context=context,
+                progress_index=index,
+                closing=None if earlier is None else self._closing_call(agent, earlier),
             )
         elif isinstance(step, GateStep):
             self.state.progress[index].note = "waiting for a decision"
@@ -1299,6 +1377,27 @@ class RunWorkflowBase(GateKeeping):
             "callback_retry_initial_s": self.state.callback_retry_initial_s,
         }
 
+    def _closing_call(self, agent: ResolvedAgent, earlier: list[StepResult]) -> RunClosing | None:
+        """Ask the run's last call to close the run row, so no ``chorus.finish_run`` follows.
+
+        For the step whose answer is the run's output (a sequential run's last agent step, a
+        parallel run's aggregator) when its agent has no tools (a tool loop's last turn is not
+        known in advance). ``earlier``: the run's other steps, whose totals the row adds up.
+        A call that closes nothing (an older worker, PostgreSQL refused) leaves it to
+        ``chorus.finish_run``; so do failed and cancelled runs.
+        """
+        s = self.state
+        if agent.spec.tools or not s.close_in_last_call:
+            return None
+        s.closing = RunClosing(
+            request=CloseRun(
+                started_at=s.started_at,
+                totals_before=totals_of(earlier, s.started_at, s.started_at, round_cost=False),
+                archive=workflow.info().parent is None,
+            )
+        )
+        return s.closing
+
     def _finish(
         self,
         *,
@@ -1309,6 +1408,20 @@ class RunWorkflowBase(GateKeeping):
         s = self.state
         s.done = True
         finished = workflow.now()
+        closed = s.closing.closed if s.closing is not None else None
+        if s.closing is not None and closed is not None:
+            # The last call closed the row: the result takes the row's end time, and the
+            # workflow closes the row again only if its own output or totals differ.
+            if output == s.closing.output and closed.totals == totals_of(
+                steps, s.started_at, closed.finished_at
+            ):
+                s.closing.valid = True
+                finished = closed.finished_at
+            else:
+                workflow.logger.warning(
+                    "the run row its last call closed differs from the result; "
+                    "chorus.finish_run rewrites it"
+                )
         return RunResult(
             workflow_id=workflow.info().workflow_id,
             pattern=self.pattern,

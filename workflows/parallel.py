@@ -82,11 +82,13 @@ class ParallelWorkflow(RunWorkflowBase):
 
         index = len(input.branches)
         self._mark(index, "running")
+        aggregator = self.state.agents[input.aggregator]
         merged = await self._run_agent(
-            self.state.agents[input.aggregator],
+            aggregator,
             context=list(input.context)
             + [PriorOutput(name=r.name, output=r.output) for r in succeeded],
             progress_index=index,
+            closing=self._closing_call(aggregator, results),
         )
         self._mark(index, merged.status, error=merged.error)
         results.append(merged)

@@ -24,7 +24,8 @@ class SequentialWorkflow(RunWorkflowBase):
     Each agent sees the task, the input document and every earlier step's output (a nested
     group runs as a child workflow and contributes its final output). The run fails at the first
     step that fails, with the partial result as the error's details. The run is recorded in
-    PostgreSQL from start to end (``chorus.start_run``/``chorus.finish_run``).
+    PostgreSQL from start to end (``chorus.start_run``; the last step's call closes the row
+    when it is an agent without tools, else ``chorus.finish_run``).
     """
 
     pattern = "sequential"
@@ -50,8 +51,11 @@ class SequentialWorkflow(RunWorkflowBase):
     async def _pipeline(self, input: SequentialInput) -> RunResult:
         context = list(input.context)
         results: list[StepResult] = []
+        last = len(input.steps) - 1
         for index, step in enumerate(input.steps):
-            result = await self._run_step(index, step, context)
+            result = await self._run_step(
+                index, step, context, earlier=results if index == last else None
+            )
             results.append(result)
             if result.status == "failed":
                 partial = self._finish(output="", steps=results)

@@ -756,11 +756,14 @@ class ResolveAgentsResult(WireModel):
     """Result of ``chorus.start_run``: the pinned configuration of each requested agent.
 
     ``provider_task_queues`` carries the worker's ``CHORUS_LLM_TASK_QUEUES`` choice into the
-    history, so the run (and its replays) keep it whatever the setting says later.
+    history, so the run (and its replays) keep it whatever the setting says later;
+    ``close_run_in_last_call`` does the same for ``CHORUS_CLOSE_RUN_IN_LAST_CALL`` (absent in
+    histories written before it: ``False``, the run closes its row with ``chorus.finish_run``).
     """
 
     agents: dict[str, ResolvedAgent]
     provider_task_queues: bool = True
+    close_run_in_last_call: bool = False
 
 
 class LLMRequest(RunSubject):
@@ -790,6 +793,10 @@ class LLMRequest(RunSubject):
     """The agent's PII policy, applied to the prompt before it leaves the worker."""
     record_pii: RecordPiiPolicy = "off"
     """The agent's PII policy for the stored record (prompts and completion in PostgreSQL)."""
+    close_run: CloseRun | None = None
+    """Set on the last call of a run whose answer ends it (issue 19): the activity closes the
+    run row itself when the answer is final and says so in ``LLMResponse.run_closed``, so
+    the workflow needs no ``chorus.finish_run``. Workers that predate it ignore it."""
     tools: list[ToolSpec] = Field(default_factory=list)
     """Tools the model may call this turn (empty: a plain completion)."""
     turns: list[ToolTurn] = Field(default_factory=list)
@@ -841,6 +848,9 @@ class LLMResponse(WireModel):
     the workflow delivers each with the ``chorus.deliver_budget_alert`` activity."""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     cached: bool = False
+    run_closed: RunClosed | None = None
+    """The run row this call closed (``LLMRequest.close_run``); ``None`` when it closed none
+    (not asked, an answer that calls tools, PostgreSQL refused, or a worker predating it)."""
 
 
 class BudgetAlert(WireModel):
@@ -961,6 +971,55 @@ class RunTotals(WireModel):
     wall_ms: float = 0.0
 
 
+class CloseRun(WireModel):
+    """What the last call of a run needs to close the run row (``LLMRequest.close_run``).
+
+    Attributes:
+        started_at: The run's start (workflow time), for ``wall_ms``.
+        totals_before: The run's totals without this call: every earlier step and the
+            failed attempts of this step's provider chain, cost not yet rounded
+            (:func:`totals_with_final_call` adds the call and rounds).
+        archive: Top-level run: archive the transcript and end the live stream.
+    """
+
+    started_at: datetime
+    totals_before: RunTotals
+    archive: bool = True
+
+
+class RunClosed(WireModel):
+    """The run row a call closed as ``succeeded`` (``LLMResponse.run_closed``).
+
+    Attributes:
+        finished_at: When the row was closed (the activity's clock, never before the run's
+            start); the workflow's result takes it as its ``finished_at``.
+        totals: The totals written to the row.
+    """
+
+    finished_at: datetime
+    totals: RunTotals
+
+
+def totals_with_final_call(
+    before: RunTotals, response: LLMResponse, started_at: datetime, finished_at: datetime
+) -> RunTotals:
+    """``before`` plus one successful plain call, as the workflow sums a run's steps.
+
+    The same additions in the same order as ``workflows._base.totals_of`` (a step without
+    tools counts one call, its attempts, tokens, cost and latency; the cost is rounded to 8
+    decimals at the end), so the workflow can check the row's totals against its own exactly.
+    """
+    return RunTotals(
+        llm_calls=before.llm_calls + 1,
+        attempts=before.attempts + response.attempt,
+        input_tokens=before.input_tokens + response.input_tokens,
+        output_tokens=before.output_tokens + response.output_tokens,
+        cost_usd=round(before.cost_usd + response.cost_usd, 8),
+        llm_latency_ms=before.llm_latency_ms + response.latency_ms,
+        wall_ms=(finished_at - started_at).total_seconds() * 1000.0,
+    )
+
+
 class FailedBranch(WireModel):
     """A parallel branch that failed, and why."""
 
@@ -1072,3 +1131,5 @@ SequentialInput.model_rebuild()
 ParallelInput.model_rebuild()
 StartRunInput.model_rebuild()
 FinishRunInput.model_rebuild()
+LLMRequest.model_rebuild()
+LLMResponse.model_rebuild()

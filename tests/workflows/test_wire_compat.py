@@ -66,6 +66,7 @@ def widen_payloads(node: Any) -> int:
     "name",
     [
         "sequential_3_agents_v7",
+        "sequential_closed_by_last_call_v8",
         "sequential_with_parallel_child_v7",
         "provider_fallback_v7",
         "draft_lifecycle_v2",
