@@ -153,13 +153,15 @@ class LLMActivities:
         (:func:`~chorus.contracts.models.totals_with_final_call`), and a top-level run's
         ``run_finished`` event follows the step's own. A PostgreSQL failure here does not
         fail the call (it is recorded): the response then carries no ``run_closed`` and the
-        workflow closes the row with ``chorus.finish_run`` as before.
+        workflow closes the row with ``chorus.finish_run`` as before. Nor does a row that is no
+        longer ``running`` (an earlier attempt closed it, or the workflow did): this attempt
+        writes nothing, so a stale attempt never overwrites a newer record.
         """
         finished = max(datetime.now(UTC), close.started_at)
         totals = totals_with_final_call(close.totals_before, response, close.started_at, finished)
         workflow_id, _ = workflow_ids(info)
         try:
-            await self._closer.close(
+            closed = await self._closer.close(
                 workflow_id,
                 FinishRunInput(
                     status="succeeded",
@@ -168,6 +170,7 @@ class LLMActivities:
                     output=response.output,
                     archive=close.archive,
                 ),
+                only_running=True,
             )
         except DB_ERRORS as exc:
             activity.logger.warning(
@@ -175,6 +178,13 @@ class LLMActivities:
                 req.agent,
                 workflow_id,
                 exc,
+            )
+            return response
+        if not closed:
+            activity.logger.info(
+                "agent %s: run %s is no longer running; the workflow closes it",
+                req.agent,
+                workflow_id,
             )
             return response
         return response.model_copy(

@@ -196,8 +196,16 @@ class RunCloser:
             return text
         return self._redactor.redact(text, policy).text
 
-    async def close(self, workflow_id: str, input: FinishRunInput) -> None:
+    async def close(
+        self, workflow_id: str, input: FinishRunInput, *, only_running: bool = False
+    ) -> bool:
         """Close ``workflow_id``'s run row with ``input``'s status, totals, output or error.
+
+        With ``only_running`` (the run's last call) nothing is written unless the row is still
+        ``running`` (:func:`chorus.storage.db.record_run_finished`).
+
+        Returns:
+            Whether the run has a row (with ``only_running``: a row this call closed).
 
         Idempotent: repeating it rewrites the same values. The run's metrics (run count and
         duration by pattern, provider fallbacks; :mod:`chorus.observability.metrics`) are
@@ -232,7 +240,10 @@ class RunCloser:
             output=self.for_record(input.output),
             error=self.for_record(input.error),
             archive=input.archive,
+            only_running=only_running,
         )
+        if run is None and only_running:
+            return False
         if run is not None and run["status"] == "running":
             wall_s = (
                 input.totals.wall_ms / 1000.0
@@ -243,3 +254,4 @@ class RunCloser:
         if input.archive:  # top-level: its run_finished event was written with the row
             metrics.STREAM_EVENTS.labels(kind="run_finished").inc()
             await self._stream_sweeper.maybe_sweep()
+        return run is not None

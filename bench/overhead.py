@@ -95,6 +95,12 @@ NO_LIMITS = {"openai": {"concurrency": 0, "rpm": 0}}
 
 
 def _settings(tmp: Path, database_url: str, provider: str, **extra: Any) -> Settings:
+    """The benchmarks' Chorus settings: no budgets, and the run's last call closes its row.
+
+    ``CHORUS_CLOSE_RUN_IN_LAST_CALL`` is off by default only so that a fleet upgrading from
+    workers older than it stays replay-safe (README, Settings); a fleet of one version, like
+    these benchmarks', turns it on.
+    """
     catalog = tmp / f"agents-{uuid.uuid4().hex[:6]}.yaml"
     _write_catalog(catalog, provider)
     return Settings(
@@ -103,7 +109,7 @@ def _settings(tmp: Path, database_url: str, provider: str, **extra: Any) -> Sett
         task_queue=f"bench-{uuid.uuid4().hex[:6]}",
         daily_budget_usd=None,
         run_budget_usd=None,
-        **extra,
+        **{"close_run_in_last_call": True, **extra},
     )
 
 

@@ -675,7 +675,9 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> str:
         "naive: plain workflow, one activity per call, request bodies fixed up front. "
         "Chorus: production worker (PostgreSQL records, budgets, limits, redaction, ...) "
         "with its defaults (LLM calls on the run's task queue; nobody watches the runs, so "
-        "plain calls, no token streaming, as the others).",
+        "plain calls, no token streaming, as the others), except "
+        "CHORUS_CLOSE_RUN_IN_LAST_CALL=true (off by default only for rolling deployments "
+        "from older workers: the run's last call closes its row).",
         "chorus (default limits): 500 calls/min with a burst of 500, 16 slots; a throughput "
         "run whose calls beyond the burst would take more than "
         f"{RATE_BOUND_S:.0f} s at 500/min is not run (rpm-bound).",

@@ -615,9 +615,13 @@ async def _ask_chain(
             )
             chain.position += 1
             continue
-        if workflow.cancellation_reason() is not None:
+        if workflow.cancellation_reason() is not None and (
+            closing is None or response.run_closed is None
+        ):
             # The call finished (and was recorded) after the run was cancelled: the run still
-            # ends cancelled, counting the call (chorus.finish_run reads what was paid).
+            # ends cancelled, counting the call (chorus.finish_run reads what was paid). Unless
+            # the call closed the run row: the row and the run's live stream say succeeded, and
+            # the run, whose work is done, ends so too.
             raise asyncio.CancelledError("the run was cancelled")
         if on_budget_alert is not None:
             for alert in response.budget_alerts:

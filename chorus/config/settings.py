@@ -155,13 +155,13 @@ class Settings(BaseSettings):
     calls beyond the limit wait in Temporal's queue instead). Runs keep the choice they
     started with."""
 
-    close_run_in_last_call: bool = True
+    close_run_in_last_call: bool = False
     """Whether new runs let their last call close the run row (issue 19): a run whose output
     is one tool-less agent's answer then needs no ``chorus.finish_run`` local activity (~10 ms
-    less per run in ``bench/RESULTS.md``). Runs keep the choice they started with. Workflow
-    code before this setting existed cannot replay a history closed that way, so turn it off
-    before rolling workers back past it (and while rolling out, until no older worker is
-    left)."""
+    less per run in ``bench/RESULTS.md``). Runs keep the choice they started with. Off by
+    default: workflow code before this setting existed cannot replay a history closed that
+    way, so a fleet turns it on once no older worker is left, and off again (then waits for
+    the runs started with it to end) before rolling back past it."""
 
     callback_secret: SecretStr | None = None
     """Secret(s) that sign run callbacks and budget alerts (Standard Webhooks, HMAC-SHA256,

@@ -609,8 +609,9 @@ async def forget_run_started(pool: asyncpg.Pool, workflow_id: str, run_id: str) 
 
 _FINISH_RUN_SQL = """
 WITH old AS (
+    -- $13 (only_running): close the row only while it is running; else nothing is written.
     SELECT workflow_id, pattern, parent_workflow_id, status, started_at
-    FROM runs WHERE workflow_id = $1 FOR UPDATE
+    FROM runs WHERE workflow_id = $1 AND (NOT $13::boolean OR status = 'running') FOR UPDATE
 ), closed AS (
     UPDATE runs r SET status = $2, finished_at = $3, llm_calls = $4, attempts = $5,
         input_tokens = $6, output_tokens = $7, cost_usd = $8, wall_ms = $9, output = $10,
@@ -633,7 +634,7 @@ WITH old AS (
     -- created_at as Python's isoformat() of the UTC time writes it (the live transcript's
     -- form): microseconds only when non-zero, whatever the session's TimeZone.
     FROM messages m WHERE m.root_workflow_id = $1 AND $12::boolean
-    HAVING $12::boolean
+    HAVING $12::boolean AND (NOT $13::boolean OR EXISTS (SELECT 1 FROM old))
     ON CONFLICT (workflow_id) DO UPDATE SET transcript = EXCLUDED.transcript, created_at = now()
     RETURNING 1
 ), fallbacks AS (
@@ -649,7 +650,7 @@ WITH old AS (
     -- that stops there finds the run recorded (chorus_stream_write, migration 0016).
     SELECT chorus_stream_write($1, $1, NULL, NULL, NULL, NULL, ARRAY['run_finished'],
         ARRAY[$2::text]) AS id
-    WHERE $12::boolean
+    WHERE $12::boolean AND (NOT $13::boolean OR EXISTS (SELECT 1 FROM old))
 )
 -- One row whether or not the run has one (old's columns are NULL then), so finished_event
 -- is written in both cases.
@@ -694,6 +695,7 @@ async def record_run_finished(
     output: str | None,
     error: str | None,
     archive: bool,
+    only_running: bool = False,
 ) -> asyncpg.Record | None:
     """Close the run row; if ``archive``, also store its transcript and end its live stream.
 
@@ -706,7 +708,10 @@ async def record_run_finished(
         The run row as it was before (``pattern``, ``parent_workflow_id``, ``status``,
         ``started_at``) and ``fallbacks``, the run's own calls answered by other than their
         agent's first provider/model (``[{"agent", "provider"}]``); ``None`` when the run has
-        no row (the transcript and the event are stored all the same).
+        no row (the transcript and the event are stored all the same). With ``only_running``
+        (a run's last call closing it: ``LLMRequest.close_run``) the statement writes nothing
+        unless the row is ``running``, and returns ``None`` then: a stale attempt of that call
+        cannot overwrite what a later one or ``chorus.finish_run`` wrote.
     """
     row = await pool.fetchrow(
         _FINISH_RUN_SQL,
@@ -722,6 +727,7 @@ async def record_run_finished(
         output,
         error,
         archive,
+        only_running,
     )
     return row if row is not None and row["status"] is not None else None
 

@@ -404,3 +404,49 @@ async def test_run_start_and_finish_each_take_one_statement(database_url):
         assert second.inserted and await db.run_row(pool, "w2") is None
     finally:
         await pool.close()
+
+
+async def test_a_last_call_closes_only_a_running_row(database_url):
+    """Issue 19: the run's last call closes the row with ``only_running``. Once the row is
+    closed (by an earlier attempt of that call, or by ``chorus.finish_run``), a stale attempt
+    writes nothing: not the row, not the transcript, not a second ``run_finished``."""
+    from datetime import UTC, datetime, timedelta
+
+    from chorus.contracts.models import StartRunInput
+
+    pool = await db.open_store(Settings(database_url=database_url))
+    try:
+        now = datetime.now(UTC)
+        run = StartRunInput(
+            pattern="sequential", task="t", names=["a"], root_workflow_id="w", started_at=now
+        )
+        await db.record_run_started(pool, run, workflow_id="w", run_id="r", agent_versions={})
+
+        def close(attempts: int, at: datetime) -> Awaitable[asyncpg.Record | None]:
+            return db.record_run_finished(
+                pool, workflow_id="w", status="succeeded", finished_at=at,
+                totals={"llm_calls": 1, "attempts": attempts}, output=f"o{attempts}", error=None,
+                archive=True, only_running=True,
+            )  # fmt: skip
+
+        first = await close(2, now + timedelta(seconds=1))
+        assert first is not None and first["status"] == "running"
+        stale = await close(1, now + timedelta(seconds=2))
+        assert stale is None
+        row = await db.run_row(pool, "w")
+        assert row is not None
+        assert (row["status"], row["attempts"], row["output"]) == ("succeeded", 2, "o2")
+        assert row["finished_at"] == now + timedelta(seconds=1)
+        events = await pool.fetchval(
+            "SELECT count(*) FROM stream_events WHERE kind = 'run_finished' AND run_id = 'w'"
+        )
+        assert events == 1
+        # chorus.finish_run (without only_running) still rewrites a closed row.
+        rewritten = await db.record_run_finished(
+            pool, workflow_id="w", status="cancelled", finished_at=now, totals={}, output=None,
+            error="cancelled", archive=True,
+        )  # fmt: skip
+        assert rewritten is not None and rewritten["status"] == "succeeded"
+        assert (await db.run_row(pool, "w") or {})["status"] == "cancelled"
+    finally:
+        await pool.close()

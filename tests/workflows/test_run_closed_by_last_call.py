@@ -40,6 +40,8 @@ from tests.stub_llm import Reply, StubLLM
 from tests.workflows.test_workflows import replay
 
 MODEL = ["openai:gpt-4o-mini"]
+ON = {"close_run_in_last_call": True}
+"""CHORUS_CLOSE_RUN_IN_LAST_CALL=true (off by default, for rolling deployments)."""
 
 
 @contextlib.asynccontextmanager
@@ -84,7 +86,7 @@ async def test_a_sequential_run_is_closed_by_its_last_call(
 ):
     """Three agents: the third call closes the row and ends the live stream; the history has
     one local activity (``chorus.start_run``) and 25 events; the transcript is archived."""
-    settings = make_settings([agent(n, MODEL) for n in ("analyst", "writer", "critic")])
+    settings = make_settings([agent(n, MODEL) for n in ("analyst", "writer", "critic")], **ON)
     async with worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Summarize it", ["analyst", "writer", "critic"])
         result = await handle.result()
@@ -114,7 +116,8 @@ async def test_a_parallel_run_is_closed_by_its_aggregator(
             agent("b", MODEL),
             agent("broken", ["openai:m-broken"]),
             agent("aggregator", MODEL),
-        ]
+        ],
+        **ON,
     )
     async with worker(client, settings) as chorus:
         handle = await chorus.start_parallel("Review", ["a", "b", "broken"], min_successes=2)
@@ -133,7 +136,7 @@ async def test_a_nested_sequential_child_is_closed_by_its_last_call(
 ):
     """A child run closes its own row (not archived); the parent's last call closes the
     parent's, whose totals count the child's calls."""
-    settings = make_settings([agent(n, MODEL) for n in ("a", "b", "c")])
+    settings = make_settings([agent(n, MODEL) for n in ("a", "b", "c")], **ON)
     async with worker(client, settings) as chorus:
         handle = await chorus.start_sequential(
             "Nest", [SequentialStep(steps=[AgentStep(agent="a"), AgentStep(agent="b")]), "c"]
@@ -160,11 +163,11 @@ async def test_when_the_call_cannot_close_the_row_the_workflow_does(
     recorded) and ``chorus.finish_run`` closes the row."""
 
     class Refusing(RunCloser):
-        async def close(self, *args: Any, **kwargs: Any) -> None:
+        async def close(self, *args: Any, **kwargs: Any) -> bool:
             raise OSError("connection reset (test)")
 
     monkeypatch.setattr(activities.llm, "RunCloser", Refusing)
-    settings = make_settings([agent("writer", MODEL)])
+    settings = make_settings([agent("writer", MODEL)], **ON)
     async with worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write", ["writer"])
         result = await handle.result()
@@ -193,7 +196,7 @@ async def test_a_row_that_disagrees_with_the_result_is_rewritten(
     """The workflow checks what the call says it wrote against its own result, and closes
     the row itself when they differ."""
     llm = DisagreeingLLM()
-    settings = make_settings([agent(n, ["local:fake"]) for n in ("a", "b")])
+    settings = make_settings([agent(n, ["local:fake"]) for n in ("a", "b")], **ON)
     async with running_worker(client, settings, lambda _pool: llm.call_llm) as chorus:
         handle = await chorus.start_sequential("t", ["a", "b"])
         result = await handle.result()
@@ -204,11 +207,34 @@ async def test_a_row_that_disagrees_with_the_result_is_rewritten(
     assert llm.calls[1].close_run.totals_before.llm_calls == 1
 
 
-async def test_a_run_cancelled_during_its_last_call_ends_cancelled(
+async def test_a_cancellation_during_the_closing_call_ends_the_run_as_recorded(
     client: Client, make_settings: Callable[..., Settings], stub: StubLLM
 ):
-    """A cancellation that arrives while the closing call runs: the run ends cancelled and
-    so does its row, whether or not the call closed it first."""
+    """A cancellation that arrives while the closing call runs (it heartbeats only after
+    10 s, so it finishes): the call closed the row and ended the live stream as succeeded, so
+    the run ends succeeded too, rather than cancelled with a stream that says otherwise."""
+    stub.script("gpt-4o-mini", Reply(text="slow answer", delay_s=1.5))
+    settings = make_settings([agent("writer", MODEL)], **ON)
+    async with worker(client, settings) as chorus:
+        handle = await chorus.start_sequential("Write", ["writer"])
+        await asyncio.sleep(0.7)
+        await client.get_workflow_handle(handle.workflow_id).cancel()
+        result = await handle.result()
+        row = await assert_row_is_result(await chorus.pool(), result)
+        events = [e async for e in handle.stream()]
+    assert result.output == row["output"] == "slow answer"
+    assert [e.kind for e in events][-1] == "run_finished" and events[-1].text == "succeeded"
+    history = await client.get_workflow_handle(handle.workflow_id).fetch_history()
+    assert any(
+        e.HasField("workflow_execution_cancel_requested_event_attributes") for e in history.events
+    )
+    assert local_activity_markers(history) == 1
+
+
+async def test_without_the_setting_a_cancellation_during_the_last_call_cancels(
+    client: Client, make_settings: Callable[..., Settings], stub: StubLLM
+):
+    """Off (the default): the run ends cancelled, and so does its row, as before."""
     stub.script("gpt-4o-mini", Reply(text="slow answer", delay_s=1.5))
     settings = make_settings([agent("writer", MODEL)])
     async with worker(client, settings) as chorus:
@@ -221,12 +247,12 @@ async def test_a_run_cancelled_during_its_last_call_ends_cancelled(
     assert row is not None and row["status"] == "cancelled"
 
 
-async def test_the_setting_off_keeps_chorus_finish_run(
+async def test_the_setting_off_by_default_keeps_chorus_finish_run(
     client: Client, make_settings: Callable[..., Settings], stub: StubLLM
 ):
-    """``CHORUS_CLOSE_RUN_IN_LAST_CALL=false`` (for a rolling deployment with workers older
-    than it): the last call is not asked, ``chorus.finish_run`` closes the row."""
-    settings = make_settings([agent("writer", MODEL)], close_run_in_last_call=False)
+    """``CHORUS_CLOSE_RUN_IN_LAST_CALL`` off (the default, safe with workers older than it):
+    the last call is not asked, ``chorus.finish_run`` closes the row."""
+    settings = make_settings([agent("writer", MODEL)])
     async with worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write", ["writer"])
         result = await handle.result()
