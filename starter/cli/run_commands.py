@@ -267,14 +267,21 @@ async def _wait_with_progress(handle: RunHandle, *, show: bool) -> RunResult:
 
 
 def _progress_view(
-    progress: RunProgress | None, elapsed: float, *, gates_caption: bool = True
+    progress: RunProgress | None,
+    elapsed: float,
+    *,
+    gates_caption: bool = True,
+    ended: str | None = None,
 ) -> Table:
     """The steps of a run as they stand, with a caption naming the gates it waits at.
 
     A ``note`` column (``iteration 2 of 3``) is added when a control step has one;
     ``gates_caption=False`` leaves the caption out (``chorus status`` lists the gates).
+    ``ended``: how a closed run ended (its Temporal status, e.g. ``COMPLETED``); the title
+    then says so instead of ``running…``.
     """
-    table = Table(title=f"running… {elapsed:5.1f} s", title_justify="left")
+    title = f"{ended.lower()} after {elapsed:.1f} s" if ended else f"running… {elapsed:5.1f} s"
+    table = Table(title=title, title_justify="left")
     steps = progress.steps if progress else []
     notes = any(step.note for step in steps)
     for col in ("#", "step", "kind", "status", "provider", "tool calls", "time"):
@@ -436,7 +443,8 @@ def status(workflow_id: str, as_json: JsonOpt = False) -> None:
         out.print(f"started {st.started_at}  closed {st.closed_at or '-'}", highlight=False)
         if st.progress:
             elapsed = ((st.closed_at or datetime.now(UTC)) - st.progress.started_at).total_seconds()
-            out.print(_progress_view(st.progress, elapsed, gates_caption=False))
+            ended = st.status if st.closed_at else None
+            out.print(_progress_view(st.progress, elapsed, gates_caption=False, ended=ended))
         for line in pending_gate_lines(st.workflow_id, gates):
             out.print(line, highlight=False, markup=False, soft_wrap=True)
         out.print(f"Temporal UI: {st.ui_url}", highlight=False)
