@@ -68,6 +68,7 @@ def test_histories_are_checked_in():
         # CHORUS_CLOSE_RUN_IN_LAST_CALL). Code before it cannot replay these.
         "sequential_closed_by_last_call_v8",
         "parallel_closed_by_aggregator_v8",
+        "cancelled_after_the_closing_call_v8",
     } <= names
 
 

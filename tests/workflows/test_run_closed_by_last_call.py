@@ -229,6 +229,7 @@ async def test_a_cancellation_during_the_closing_call_ends_the_run_as_recorded(
         e.HasField("workflow_execution_cancel_requested_event_attributes") for e in history.events
     )
     assert local_activity_markers(history) == 1
+    await replay(client, handle.workflow_id, record_as="cancelled_after_the_closing_call")
 
 
 async def test_without_the_setting_a_cancellation_during_the_last_call_cancels(
