@@ -112,6 +112,13 @@ STORAGE_RETRY_POLICY = RetryPolicy(
     non_retryable_error_types=[errors.UNKNOWN_AGENT, errors.NO_USABLE_PROVIDER],
 )
 """Run bookkeeping retries until PostgreSQL answers (no attempt limit), except bad input."""
+START_FAILURE_PATCH = "chorus-start-failure-recorded"
+"""Patch id (stop 31): a run whose ``chorus.start_run`` fails (unknown agent, no usable
+provider, a reused workflow id) records ``ChorusStatus=failed``, delivers its callback and
+fails as ``cannot start: ...``. A local activity's failure reaches the workflow as the
+``ApplicationError`` itself, not wrapped in an ``ActivityError``, so before this the run failed
+with the bare error and kept ``ChorusStatus=running``. Histories without the marker replay the
+old way."""
 LLM_WAIT_CANCELLATION_PATCH = "chorus-llm-wait-cancellation"
 """Deprecated patch id, called by drafts only (issue 19): a cancelled run waits until its in-flight
 LLM calls have stopped (the HTTP request aborted, or a completion that arrived recorded) before
@@ -1028,14 +1035,21 @@ class RunWorkflowBase(GateKeeping):
                 start_to_close_timeout=timedelta(seconds=30),
                 summary=f"Record run; pin agents {', '.join(names)}",
             )
-        except ActivityError as err:
-            if isinstance(err.cause, CancelledError):
+        except (ActivityError, ApplicationError) as err:
+            if isinstance(err, ApplicationError):
+                # A local activity's failure (START_FAILURE_PATCH); before the patch it failed
+                # the run as it was.
+                if not workflow.patched(START_FAILURE_PATCH):
+                    raise
+                error_type, message = err.type or "ApplicationError", err.message
+            elif isinstance(err.cause, CancelledError):
                 self._set_end_attributes("cancelled", 0.0)
                 await self._deliver_callback(
                     "cancelled", RunTotals(), None, "cancelled", workflow.now()
                 )
                 raise
-            error_type, message, _ = describe_activity_failure(err)
+            else:
+                error_type, message, _ = describe_activity_failure(err)
             s.done = True
             self._set_end_attributes("failed", 0.0)
             await self._deliver_callback(

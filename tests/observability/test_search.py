@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from chorus.contracts.drafting import UserRequest
 from chorus.contracts.models import AgentStep, RunResult, SequentialInput, SequentialStep
@@ -255,16 +256,13 @@ async def test_unregistered_attributes_fail_clearly(make_settings):
         await bare.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (stop 31): the end upsert issued in the workflow task where "
-    "chorus.start_run (a local activity) failed is missing from the history (events: upsert of "
-    "the start values, local-activity marker, WorkflowExecutionFailed), so ChorusStatus stays "
-    "'running'; a run that fails later records it (test_failed_run_status_attribute)",
-)
 async def test_a_run_that_cannot_start_is_searchable_as_failed(client, make_settings, fake_llm):
     """Started past the SDK (as the plain ``temporal`` CLI does) with an unknown agent: the run
-    fails at ``chorus.start_run`` and its ChorusStatus says ``failed``, not ``running``."""
+    fails at ``chorus.start_run`` as ``cannot start: ...`` and its ChorusStatus says ``failed``.
+
+    Before ``START_FAILURE_PATCH`` it kept ``running``: the local activity's failure reached the
+    workflow as a bare ``ApplicationError`` that its ``except ActivityError`` did not catch
+    (``cannot_start_v8`` replays that way)."""
     settings = make_settings([agent("known", LOCAL)])
     workflow_id = f"ghost-{uuid.uuid4().hex[:8]}"
     async with running_worker(client, settings, lambda _pool: fake_llm.call_llm):
@@ -277,7 +275,10 @@ async def test_a_run_that_cannot_start_is_searchable_as_failed(client, make_sett
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
         desc = await handle.describe()
-    assert "unknown agent(s): ghost" in str(failure.value.cause)
+    await replay(client, workflow_id, record_as="cannot_start")
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "UnknownAgent"
+    assert cause.message.startswith("cannot start: unknown agent(s): ghost")
     assert desc.typed_search_attributes.get(STATUS_ATTR) == "failed"
     address = client.service_client.config.target_host
     expected = {workflow_id}
