@@ -1123,23 +1123,22 @@ class RunWorkflowBase(GateKeeping):
         closing = self.state.closing
         if result is not None and status == "succeeded" and closing is not None and closing.valid:
             # Closed by the run's last call, with this output and these totals (issue 19).
-            await self._deliver_callback(status, totals, output, error, result.finished_at)
-            await await_deliveries(self.state.alerts)
-            return
-        await self._bookkeeping(
-            activities.RunBookkeeping.finish_run,
-            FinishRunInput(
-                status=status,
-                finished_at=finished,
-                totals=totals,
-                output=output,
-                error=error,
-                archive=info.parent is None,
-            ),
-            start_to_close_timeout=timedelta(seconds=60),
-            summary=f"Record run {status}",
-            shield=True,
-        )
+            finished = result.finished_at
+        else:
+            await self._bookkeeping(
+                activities.RunBookkeeping.finish_run,
+                FinishRunInput(
+                    status=status,
+                    finished_at=finished,
+                    totals=totals,
+                    output=output,
+                    error=error,
+                    archive=info.parent is None,
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                summary=f"Record run {status}",
+                shield=True,
+            )
         await self._deliver_callback(status, totals, output, error, finished)
         await await_deliveries(self.state.alerts)
 
@@ -1426,14 +1425,15 @@ class RunWorkflowBase(GateKeeping):
         s = self.state
         s.done = True
         finished = workflow.now()
-        closed = s.closing.closed if s.closing is not None else None
-        if s.closing is not None and closed is not None:
+        closing = s.closing
+        if closing is not None and closing.closed is not None:
             # The last call closed the row: the result takes the row's end time, and the
             # workflow closes the row again only if its own output or totals differ.
-            if output == s.closing.output and closed.totals == totals_of(
+            closed = closing.closed
+            if output == closing.output and closed.totals == totals_of(
                 steps, s.started_at, closed.finished_at
             ):
-                s.closing.valid = True
+                closing.valid = True
                 finished = closed.finished_at
             else:
                 workflow.logger.warning(
