@@ -164,6 +164,22 @@ async def sdk(client: Client, settings: Settings) -> AsyncIterator[ChorusClient]
         await chorus.close()
 
 
+@asynccontextmanager
+async def production_worker(client: Client, settings: Settings) -> AsyncIterator[ChorusClient]:
+    """A worker with the production ``chorus.call_llm`` (real provider SDK clients, e.g. on
+    the loopback stub) and an SDK client on its pool; the provider clients closed after."""
+    from activities import LLMActivities, ProviderClients
+
+    clients = ProviderClients.from_settings(settings)
+    try:
+        async with running_worker(
+            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
+        ) as chorus:
+            yield chorus
+    finally:
+        await clients.close()
+
+
 @pytest.fixture
 def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[StubLLM]:
     """A loopback stub as both OpenAI and Anthropic (their SDKs' base URLs and keys set).

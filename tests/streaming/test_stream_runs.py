@@ -5,38 +5,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from temporalio.client import Client
 from typer.testing import CliRunner
 
-from activities import LLMActivities, ProviderClients
 from chorus.config.settings import Settings, get_settings
 from chorus.governance.pricing import cost_usd
 from chorus.streaming import Assembler, StreamEvent, assemble
-from starter.sdk import ChorusClient, RunHandle
-from tests.conftest import agent, running_worker
+from starter.sdk import RunHandle
+from tests.conftest import agent, production_worker
 from tests.stub_llm import Reply, StubLLM
 
 TEXT = " ".join(f"word{n}" for n in range(25)) + "."
-
-
-@contextlib.asynccontextmanager
-async def worker(client: Client, settings: Settings) -> AsyncIterator[ChorusClient]:
-    """A production worker (the real ``chorus.call_llm``) and an SDK client on its pool."""
-    clients = ProviderClients.from_settings(settings)
-    try:
-        async with running_worker(
-            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
-        ) as chorus:
-            yield chorus
-    finally:
-        await clients.close()
 
 
 async def follow(handle: RunHandle) -> list[tuple[StreamEvent, float]]:
@@ -57,7 +42,7 @@ async def test_tokens_reach_a_reader_as_they_are_written(
     stub.default_token_delay_s = 0.04  # 26 words: ~1 s of streaming
     stub.script("gpt-4o-mini", Reply(text=TEXT))
     settings = make_settings([agent("writer", ["openai:gpt-4o-mini"])])
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         started = time.monotonic()
         handle = await chorus.start_sequential("Write it", ["writer"])
         seen = await follow(handle)
@@ -91,7 +76,7 @@ async def test_an_attempt_cut_mid_stream_is_announced_and_never_duplicated(
     stub.default_token_delay_s = 0.01
     stub.script("gpt-4o-mini", Reply(text=TEXT, break_after=6), Reply(text=TEXT))
     settings = make_settings([agent("writer", ["openai:gpt-4o-mini"])])
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write it", ["writer"])
         events = [e for e, _ in await follow(handle)]
         result = await handle.result()
@@ -128,7 +113,7 @@ async def test_anthropic_streams_and_an_error_event_mid_stream_is_retried(
         Reply(text=TEXT),
     )
     settings = make_settings([agent("writer", ["anthropic:claude-haiku-4-5"])])
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write it", ["writer"])
         events = [e for e, _ in await follow(handle)]
         result = await handle.result()
@@ -150,7 +135,7 @@ async def test_with_streaming_off_only_the_steps_start_and_end_are_published(
 ):
     stub.script("gpt-4o-mini", Reply(text=TEXT))
     settings = make_settings([agent("writer", ["openai:gpt-4o-mini"])], stream_tokens=False)
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write it", ["writer"])
         events = [e for e, _ in await follow(handle)]
         result = await handle.result()
@@ -179,7 +164,7 @@ async def test_published_text_follows_the_agents_pii_policies(
         ]
     )
     task = f"Write to {email} about the invoice."
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         opened = await chorus.start_sequential(task, ["open"])
         open_events = [e for e, _ in await follow(opened)]
         private = await chorus.start_sequential(task, ["private"])
@@ -198,7 +183,7 @@ async def test_a_finished_runs_events_are_swept_after_the_retention(
     client: Client, make_settings: Callable[..., Settings], stub: StubLLM
 ):
     settings = make_settings([agent("writer", ["openai:gpt-4o-mini"])], stream_retention_hours=0)
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write it", ["writer"])
         await handle.result()
         pool = await chorus.pool()
@@ -216,7 +201,7 @@ async def test_parallel_branches_stream_side_by_side(
     stub.default_token_delay_s = 0.01
     names = ["alpha", "beta", "gamma"]
     settings = make_settings([agent(n, ["openai:gpt-4o-mini"]) for n in [*names, "aggregator"]])
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_parallel("Review it", names)
         events = [e for e, _ in await follow(handle)]
         result = await handle.result()
@@ -257,7 +242,7 @@ async def test_chorus_run_follow_prints_the_text_live(
         return CliRunner().invoke(app, ["run", "sequential", *args])
 
     try:
-        async with worker(client, settings):
+        async with production_worker(client, settings):
             plain = await asyncio.to_thread(
                 chorus_cli, "--agents", "writer", "--task", "Write it", "--follow"
             )

@@ -9,9 +9,8 @@ must still close it through ``chorus.finish_run``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 
 import activities.llm
-from activities import LLMActivities, ProviderClients
 from activities.runs import RunCloser
 from chorus.config.settings import Settings
 from chorus.contracts.models import (
@@ -34,27 +32,13 @@ from chorus.contracts.models import (
 from chorus.contracts.names import CALL_LLM_ACTIVITY
 from chorus.storage import db
 from chorus.testing import FakeLLM
-from starter.sdk import ChorusClient
-from tests.conftest import agent, running_worker
+from tests.conftest import agent, production_worker, running_worker
 from tests.stub_llm import Reply, StubLLM
 from tests.workflows.test_workflows import replay
 
 MODEL = ["openai:gpt-4o-mini"]
 ON = {"close_run_in_last_call": True}
 """CHORUS_CLOSE_RUN_IN_LAST_CALL=true (off by default, for rolling deployments)."""
-
-
-@contextlib.asynccontextmanager
-async def worker(client: Client, settings: Settings) -> AsyncIterator[ChorusClient]:
-    """A production worker: the real ``chorus.call_llm`` on the test's pool."""
-    clients = ProviderClients.from_settings(settings)
-    try:
-        async with running_worker(
-            client, settings, lambda pool: LLMActivities(clients, settings, pool).call_llm
-        ) as chorus:
-            yield chorus
-    finally:
-        await clients.close()
 
 
 def local_activity_markers(history: WorkflowHistory) -> int:
@@ -87,7 +71,7 @@ async def test_a_sequential_run_is_closed_by_its_last_call(
     """Three agents: the third call closes the row and ends the live stream; the history has
     one local activity (``chorus.start_run``) and 25 events; the transcript is archived."""
     settings = make_settings([agent(n, MODEL) for n in ("analyst", "writer", "critic")], **ON)
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Summarize it", ["analyst", "writer", "critic"])
         result = await handle.result()
         await assert_row_is_result(await chorus.pool(), result)
@@ -119,7 +103,7 @@ async def test_a_parallel_run_is_closed_by_its_aggregator(
         ],
         **ON,
     )
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_parallel("Review", ["a", "b", "broken"], min_successes=2)
         result = await handle.result()
         await assert_row_is_result(await chorus.pool(), result)
@@ -137,7 +121,7 @@ async def test_a_nested_sequential_child_is_closed_by_its_last_call(
     """A child run closes its own row (not archived); the parent's last call closes the
     parent's, whose totals count the child's calls."""
     settings = make_settings([agent(n, MODEL) for n in ("a", "b", "c")], **ON)
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential(
             "Nest", [SequentialStep(steps=[AgentStep(agent="a"), AgentStep(agent="b")]), "c"]
         )
@@ -168,7 +152,7 @@ async def test_when_the_call_cannot_close_the_row_the_workflow_does(
 
     monkeypatch.setattr(activities.llm, "RunCloser", Refusing)
     settings = make_settings([agent("writer", MODEL)], **ON)
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write", ["writer"])
         result = await handle.result()
         await assert_row_is_result(await chorus.pool(), result)
@@ -215,7 +199,7 @@ async def test_a_cancellation_during_the_closing_call_ends_the_run_as_recorded(
     the run ends succeeded too, rather than cancelled with a stream that says otherwise."""
     stub.script("gpt-4o-mini", Reply(text="slow answer", delay_s=1.5))
     settings = make_settings([agent("writer", MODEL)], **ON)
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write", ["writer"])
         await asyncio.sleep(0.7)
         await client.get_workflow_handle(handle.workflow_id).cancel()
@@ -238,7 +222,7 @@ async def test_without_the_setting_a_cancellation_during_the_last_call_cancels(
     """Off (the default): the run ends cancelled, and so does its row, as before."""
     stub.script("gpt-4o-mini", Reply(text="slow answer", delay_s=1.5))
     settings = make_settings([agent("writer", MODEL)])
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write", ["writer"])
         await asyncio.sleep(0.7)
         await client.get_workflow_handle(handle.workflow_id).cancel()
@@ -254,7 +238,7 @@ async def test_the_setting_off_by_default_keeps_chorus_finish_run(
     """``CHORUS_CLOSE_RUN_IN_LAST_CALL`` off (the default, safe with workers older than it):
     the last call is not asked, ``chorus.finish_run`` closes the row."""
     settings = make_settings([agent("writer", MODEL)])
-    async with worker(client, settings) as chorus:
+    async with production_worker(client, settings) as chorus:
         handle = await chorus.start_sequential("Write", ["writer"])
         result = await handle.result()
         await assert_row_is_result(await chorus.pool(), result)
